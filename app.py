@@ -1,0 +1,189 @@
+"""Upgrade Chat's composition root: create_app() reads config, wires storage and channels, adds CLI.
+
+Config comes from DEFAULTS, then environment variables prefixed UPGRADE_CHAT_ (for example
+UPGRADE_CHAT_DATABASE_URL), then the mapping a test passes. This is the only module that reads the
+environment or the clock; everything else gets them handed in.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import click
+from flask import Flask, jsonify
+from sqlalchemy import Engine
+
+from core.accounts import HealthBounds
+from core.catalog import Catalog, parse_catalog
+from core.errors import CatalogError
+from storage import migrate
+from storage.db import is_sqlite, make_engine
+from storage.uow import SqlUnitOfWork
+
+log = logging.getLogger("upgrade_chat")
+
+DEFAULT_CATALOG = Path(__file__).resolve().parent / "core" / "catalog.toml"
+
+DEFAULTS: dict[str, Any] = {
+    "DATABASE_URL": None,  # default: SQLite file in the instance folder
+    "API_KEY": None,  # default on SQLite: generated once, kept in instance/api_key
+    "CATALOG_PATH": None,  # default: core/catalog.toml
+    "DEMO": None,  # default: on for the embedded SQLite service, off with a test mapping
+    "AUTO_MIGRATE": None,  # default: on for SQLite, off for PostgreSQL (run `flask db upgrade`)
+    "DEFAULT_PHONE_REGION": "US",  # how phone numbers written without +country are read
+    "HEALTH_CSAT_RED_BELOW": "3.0",
+    "HEALTH_SENTIMENT_RED_BELOW": "-0.3",
+    "HEALTH_ESCALATIONS_RED_ABOVE": 0,
+    "CLOCK": None,  # tests only: a callable returning an aware datetime
+}
+
+
+class ConfigError(Exception):
+    """A setting that cannot work; the message names the key and what was expected."""
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class Runtime:
+    """What the edges need, built once per app: config values, the catalog, storage, the clock."""
+
+    catalog: Catalog
+    engine: Engine
+    api_key: str
+    phone_region: str
+    health_bounds: HealthBounds
+    clock: Callable[[], datetime] = field(default=utc_now)
+
+    def now(self) -> datetime:
+        value = self.clock()
+        if value.tzinfo is None:
+            raise ConfigError("CLOCK must return an aware datetime")
+        return value
+
+    def uow(self) -> SqlUnitOfWork:
+        return SqlUnitOfWork(self.engine)
+
+
+def load_catalog(path: str | Path | None) -> Catalog:
+    """Read and validate the catalog file; a bad one raises CatalogError naming file and key."""
+    source = Path(path) if path else DEFAULT_CATALOG
+    try:
+        text = source.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CatalogError(str(source), "CATALOG_PATH", "a readable TOML file", exc.strerror) from None
+    return parse_catalog(text, str(source))
+
+
+def _api_key(app: Flask, url: str) -> str:
+    key = app.config["API_KEY"]
+    if key:
+        return str(key)
+    if not is_sqlite(url):
+        raise ConfigError("API_KEY is not set: set UPGRADE_CHAT_API_KEY (a long random string) "
+                          "for a PostgreSQL deployment")
+    path = Path(app.instance_path) / "api_key"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(24) + "\n", encoding="utf-8")
+        path.chmod(0o600)
+    return path.read_text(encoding="utf-8").strip()
+
+
+def _decimal(app: Flask, key: str) -> Decimal:
+    try:
+        return Decimal(str(app.config[key]))
+    except ArithmeticError:
+        raise ConfigError(f"{key}: expected a number, got {app.config[key]!r}") from None
+
+
+def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
+    """The Upgrade Chat web app. `test_config` overrides defaults and the environment."""
+    app = Flask(__name__, instance_relative_config=True)
+    app.config.from_mapping(DEFAULTS)
+    app.config.from_prefixed_env("UPGRADE_CHAT")
+    if test_config is not None:
+        app.config.from_mapping(test_config)
+    Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+    _setup_logging()
+
+    url = app.config["DATABASE_URL"] or f"sqlite:///{Path(app.instance_path) / 'upgrade_chat.sqlite3'}"
+    app.config["DATABASE_URL"] = url
+    engine = make_engine(url)
+    runtime = Runtime(
+        catalog=load_catalog(app.config["CATALOG_PATH"]),
+        engine=engine,
+        api_key=_api_key(app, url),
+        phone_region=str(app.config["DEFAULT_PHONE_REGION"]).upper(),
+        health_bounds=HealthBounds(
+            csat_below=_decimal(app, "HEALTH_CSAT_RED_BELOW"),
+            sentiment_below=_decimal(app, "HEALTH_SENTIMENT_RED_BELOW"),
+            escalations_above=int(app.config["HEALTH_ESCALATIONS_RED_ABOVE"]),
+        ),
+        clock=app.config["CLOCK"] or utc_now,
+    )
+    app.extensions["upgrade_chat"] = runtime
+
+    auto_migrate = app.config["AUTO_MIGRATE"]
+    if auto_migrate is None:
+        auto_migrate = is_sqlite(url)
+    if auto_migrate:
+        migrate.upgrade(engine)
+
+    from channels import api, cli, demo
+
+    app.register_blueprint(api.bp)
+    api.register_errors(app)
+    cli.register(app)
+
+    @app.get("/healthz")
+    def healthz():
+        return jsonify({"status": "ok"})
+
+    demo_on = app.config["DEMO"]
+    if demo_on is None:
+        demo_on = test_config is None and is_sqlite(url)
+    if demo_on:
+        loaded = demo.load(runtime, only_missing=True)
+        if loaded:
+            log.info("demo data: loaded %d accounts", loaded)
+    return app
+
+
+def _setup_logging() -> None:
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(level=logging.INFO,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def main() -> None:
+    """Run the embedded service (SQLite, demo data) and print what a new user needs."""
+    try:
+        app = create_app()
+    except (CatalogError, ConfigError) as exc:
+        click.echo(f"upgrade-chat: cannot start: {exc}", err=True)
+        sys.exit(2)
+    rt: Runtime = app.extensions["upgrade_chat"]
+    host, port = "127.0.0.1", int(app.config.get("PORT") or 5000)
+    base = f"http://{host}:{port}"
+    click.echo(f"""
+Upgrade Chat is running (embedded mode).
+  Database : {app.config['DATABASE_URL']}
+  API      : {base}/api/v1   (OpenAPI: {base}/api/v1/openapi.json)
+  API key  : {rt.api_key}
+  Try      : curl -H 'Authorization: Bearer {rt.api_key}' {base}/api/v1/accounts/acme-clinic/case
+""")
+    app.run(host=host, port=port, threaded=True)
+
+
+if __name__ == "__main__":
+    main()

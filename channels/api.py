@@ -1,0 +1,207 @@
+"""The operator's JSON API under /api/v1: accounts, usage, health, the case and the signals.
+
+Every request needs `Authorization: Bearer <API_KEY>`. Every error is
+`{"error": {"code", "message", "field"?, "index"?}}`: 400 malformed, 401 no or bad key,
+404 unknown account or route, 405, 409 a write that kept losing a race, 422 well-formed but invalid.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from importlib import resources
+
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from core import services
+from core.accounts import Contact, normalize_phone
+from core.errors import DomainError, NotFound
+from core.ports import Conflict
+from channels.inputs import Malformed, parse_decimal, parse_time, require, usage_event
+from channels.serialize import account_json, case_json, signal_json
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/api/v1"
+bp = Blueprint("api", __name__, url_prefix=PREFIX)
+MAX_BATCH = 10_000
+
+
+def runtime():
+    return current_app.extensions["upgrade_chat"]
+
+
+def error(status: int, code: str, message: str, *, field: str | None = None,
+          index: int | None = None) -> tuple[Response, int]:
+    body: dict = {"code": code, "message": message}
+    if field is not None:
+        body["field"] = field
+    if index is not None:
+        body["index"] = index
+    return jsonify({"error": body}), status
+
+
+def body() -> dict:
+    data = request.get_json(force=True, silent=True)
+    if data is None:
+        raise Malformed("request body must be JSON (Content-Type: application/json)")
+    if not isinstance(data, dict):
+        raise Malformed("request body must be a JSON object")
+    return data
+
+
+@bp.before_request
+def authenticate():
+    if request.endpoint == "api.openapi":
+        return None
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return error(401, "unauthorized", "missing bearer token: send 'Authorization: Bearer <API_KEY>'")
+    if not hmac.compare_digest(token.strip().encode(), runtime().api_key.encode()):
+        return error(401, "unauthorized", "invalid API key")
+    return None
+
+
+@bp.get("/openapi.json")
+def openapi():
+    text = resources.files("channels").joinpath("openapi.json").read_text(encoding="utf-8")
+    return Response(text, mimetype="application/json")
+
+
+def _contacts(raw, region: str) -> tuple[Contact, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise Malformed("contacts: expected an array", field="contacts")
+    out = []
+    for i, c in enumerate(raw):
+        path = f"contacts[{i}]"
+        if not isinstance(c, dict):
+            raise Malformed(f"{path}: expected an object", field=path)
+        phones = {}
+        for key in ("phone", "whatsapp"):
+            value = require(c, key, str, path, required=False)
+            phones[key] = normalize_phone(value, region, f"{path}.{key}") if value else None
+        out.append(Contact(
+            external_id=str(require(c, "external_id", (str, int), path)),
+            name=require(c, "name", str, path, required=False),
+            role=require(c, "role", str, path, required=False) or "member",
+            web_user_id=require(c, "web_user_id", str, path, required=False),
+            email=require(c, "email", str, path, required=False),
+            **phones,
+        ))
+    return tuple(out)
+
+
+@bp.put("/accounts/<external_id>")
+def put_account(external_id: str):
+    rt = runtime()
+    data = body()
+    now = rt.now()
+    since = require(data, "plan_since", str, "", required=False)
+    billing_day = require(data, "billing_day", int, "")
+    account_input = services.AccountInput(
+        external_id=external_id,
+        name=require(data, "name", str, ""),
+        plan=require(data, "plan", str, ""),
+        vertical=require(data, "vertical", str, "", required=False) or "generic",
+        timezone=require(data, "timezone", str, ""),
+        billing_day=billing_day,
+        contacts=_contacts(data.get("contacts"), rt.phone_region),
+        plan_since=parse_time(since, "plan_since") if since else None,
+    )
+    _, created = services.upsert_account(rt.uow(), rt.catalog, account_input, now)
+    account, matrix = services.get_account(rt.uow(), external_id, now)
+    return jsonify(account_json(account, matrix, rt.catalog, now, rt.health_bounds)), (201 if created else 200)
+
+
+@bp.get("/accounts/<external_id>")
+def get_account(external_id: str):
+    rt = runtime()
+    now = rt.now()
+    account, matrix = services.get_account(rt.uow(), external_id, now)
+    return jsonify(account_json(account, matrix, rt.catalog, now, rt.health_bounds))
+
+
+@bp.post("/usage")
+def post_usage():
+    rt = runtime()
+    data = body()
+    raw = require(data, "events", list, "")
+    if len(raw) > MAX_BATCH:
+        raise DomainError(f"events: at most {MAX_BATCH} events per batch, got {len(raw)}",
+                          code="batch_too_large", field="events")
+    events = [usage_event(item, i) for i, item in enumerate(raw)]
+    now = rt.now()
+    result = services.record_usage(rt.uow(), rt.catalog, events, now)
+    return jsonify({"accepted": result.accepted, "duplicates": result.duplicates,
+                    "signals": [signal_json(c, now) for c in result.crossings]})
+
+
+@bp.post("/accounts/<external_id>/health")
+def post_health(external_id: str):
+    rt = runtime()
+    data = body()
+    escalations = require(data, "open_escalations", int, "", required=False) or 0
+    now = rt.now()
+    services.record_health(rt.uow(), external_id, parse_decimal(data.get("csat"), "csat"),
+                           parse_decimal(data.get("sentiment"), "sentiment"), escalations, now)
+    account, matrix = services.get_account(rt.uow(), external_id, now)
+    return jsonify(account_json(account, matrix, rt.catalog, now, rt.health_bounds))
+
+
+@bp.get("/accounts/<external_id>/case")
+def get_case(external_id: str):
+    rt = runtime()
+    now = rt.now()
+    account, case = services.get_case(rt.uow(), rt.catalog, external_id, now)
+    if case is None:
+        return error(404, "no_case", f"no tier change applies to account {external_id!r} now")
+    return jsonify(case_json(account, case, rt.catalog, now))
+
+
+@bp.get("/accounts/<external_id>/signals")
+def get_signals(external_id: str):
+    rt = runtime()
+    signals = services.list_signals(rt.uow(), external_id)
+    return jsonify({"account": external_id, "signals": [signal_json(c, d) for c, d in signals]})
+
+
+def register_errors(app: Flask) -> None:
+    """JSON errors for everything under /api/ (including unknown routes and crashes)."""
+
+    @app.errorhandler(Malformed)
+    def _malformed(exc: Malformed):
+        return error(400, exc.code, exc.message, field=exc.field, index=exc.index)
+
+    @app.errorhandler(NotFound)
+    def _not_found(exc: NotFound):
+        return error(404, exc.code, exc.message)
+
+    @app.errorhandler(DomainError)
+    def _invalid(exc: DomainError):
+        return error(422, exc.code, exc.message, field=exc.field, index=exc.index)
+
+    @app.errorhandler(Conflict)
+    def _conflict(exc: Conflict):
+        log.warning("write conflict persisted after retries: %s", exc)
+        return error(409, "conflict", "the request kept conflicting with concurrent writes; retry it")
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException):
+        if not request.path.startswith("/api/"):
+            return exc
+        code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
+            exc.code or 500, (exc.name or "error").lower().replace(" ", "_"))
+        return error(exc.code or 500, code, exc.description or exc.name)
+
+    @app.errorhandler(Exception)
+    def _crash(exc: Exception):
+        if isinstance(exc, HTTPException):
+            return _http(exc)
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        if request.path.startswith("/api/"):
+            return error(500, "internal_error", "internal error; the server log has the details")
+        return Response("internal error", status=500)

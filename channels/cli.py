@@ -1,0 +1,117 @@
+"""Operator commands under `flask --app app ...`: migrations, demo data, CSV usage import."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import click
+from flask import Flask, current_app
+
+from core import services
+from core.errors import DomainError
+from channels.inputs import Malformed, usage_event
+from storage import migrate
+
+CSV_COLUMNS = ("id", "account", "metric", "quantity", "at")
+
+
+def register(app: Flask) -> None:
+    app.cli.add_command(db)
+    app.cli.add_command(demo_cli)
+    app.cli.add_command(usage_cli)
+
+
+def _runtime():
+    return current_app.extensions["upgrade_chat"]
+
+
+@click.group(help="Database schema (Alembic migrations).")
+def db() -> None:
+    pass
+
+
+@db.command("upgrade", help="Migrate the database to the newest schema (run before deploying).")
+@click.option("--revision", default="head", show_default=True)
+def db_upgrade(revision: str) -> None:
+    engine = _runtime().engine
+    before = migrate.current_revision(engine)
+    migrate.upgrade(engine, revision)
+    click.echo(f"schema: {before or 'empty'} -> {migrate.current_revision(engine)}")
+
+
+@db.command("current", help="Show the schema revision of the database and the newest one.")
+def db_current() -> None:
+    current = migrate.current_revision(_runtime().engine)
+    head = migrate.head_revision()
+    state = "up to date" if current == head else "needs `flask --app app db upgrade`"
+    click.echo(f"database: {current or 'empty'}; newest: {head} ({state})")
+
+
+@click.group("demo", help="Demo accounts.")
+def demo_cli() -> None:
+    pass
+
+
+@demo_cli.command("load", help="Load or refresh the demo accounts and their usage.")
+def demo_load() -> None:
+    from channels import demo
+
+    n = demo.load(_runtime())
+    click.echo(f"loaded {n} demo accounts")
+
+
+@click.group("usage", help="Usage events.")
+def usage_cli() -> None:
+    pass
+
+
+@usage_cli.command("import", help="Import usage events from a CSV file with columns "
+                                  "id,account,metric,quantity,at (a header row).")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--batch-size", default=1000, show_default=True, type=click.IntRange(1, 10_000))
+def usage_import(path: Path, batch_size: int) -> None:
+    """Batches are all-or-nothing and ids are idempotent: after fixing a bad row, run it again."""
+    rt = _runtime()
+    total_rows = _count_rows(path)
+    accepted = duplicates = signals = 0
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise click.ClickException(f"{path}: header lacks column(s) {', '.join(missing)}; "
+                                       f"expected {','.join(CSV_COLUMNS)}")
+        with click.progressbar(length=total_rows, label=f"importing {path.name}",
+                               show_pos=True, show_eta=True) as bar:
+            batch, lines = [], []
+            for row in reader:
+                batch.append(row)
+                lines.append(reader.line_num)
+                if len(batch) == batch_size:
+                    a, d, s = _import_batch(rt, path, batch, lines)
+                    accepted, duplicates, signals = accepted + a, duplicates + d, signals + s
+                    bar.update(len(batch))
+                    batch, lines = [], []
+            if batch:
+                a, d, s = _import_batch(rt, path, batch, lines)
+                accepted, duplicates, signals = accepted + a, duplicates + d, signals + s
+                bar.update(len(batch))
+    click.echo(f"{accepted} events imported, {duplicates} duplicates skipped, "
+               f"{signals} thresholds crossed")
+
+
+def _count_rows(path: Path) -> int:
+    with path.open(encoding="utf-8") as f:
+        return max(0, sum(1 for _ in f) - 1)
+
+
+def _import_batch(rt, path: Path, rows: list[dict], lines: list[int]) -> tuple[int, int, int]:
+    try:
+        events = [usage_event(row, i, "rows") for i, row in enumerate(rows)]
+        result = services.record_usage(rt.uow(), rt.catalog, events, rt.now())
+    except (Malformed, DomainError) as exc:
+        where = f"line {lines[exc.index]}" if exc.index is not None else "a row"
+        raise click.ClickException(
+            f"{path}: {where}: {exc.message}. Nothing of this batch was stored; earlier batches "
+            f"were. Fix the row and run the import again (ids already stored are skipped).")
+    return result.accepted, result.duplicates, len(result.crossings)

@@ -1,0 +1,109 @@
+"""Turning outside input (JSON bodies, CSV rows) into core values, with errors that say where.
+
+Shape problems (not an object, a missing field, a wrong type) are `Malformed` (HTTP 400); values
+that are well-formed but break a rule (a bad timestamp, an unknown plan) are the core's
+`DomainError` (HTTP 422). Both carry the field path and, in a batch, the item's index.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from core.errors import DomainError
+from core.usage import UsageEvent
+
+
+class Malformed(Exception):
+    """Input whose shape is wrong: HTTP 400."""
+
+    code = "malformed"
+
+    def __init__(self, message: str, *, field: str | None = None, index: int | None = None) -> None:
+        super().__init__(message)
+        self.message, self.field, self.index = message, field, index
+
+
+def require(obj: Any, key: str, kind: type | tuple[type, ...], path: str, *,
+            required: bool = True, index: int | None = None) -> Any:
+    """`obj[key]` checked against `kind`; None when optional and absent or null."""
+    where = f"{path}.{key}" if path else key
+    if not isinstance(obj, dict):
+        raise Malformed(f"{path or 'body'}: expected a JSON object", field=path or None, index=index)
+    value = obj.get(key)
+    if value is None:
+        if required:
+            raise Malformed(f"{where}: required", field=where, index=index)
+        return None
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, bool) and bool not in kinds:
+        value_ok = False
+    else:
+        value_ok = isinstance(value, kinds)
+    if not value_ok:
+        names = " or ".join({str: "a string", int: "a whole number", list: "an array",
+                             dict: "an object", float: "a number", bool: "true or false"}[k]
+                            for k in kinds)
+        raise Malformed(f"{where}: expected {names}", field=where, index=index)
+    if isinstance(value, str) and required and not value.strip():
+        raise Malformed(f"{where}: must not be empty", field=where, index=index)
+    return value
+
+
+def parse_time(text: str, where: str, index: int | None = None) -> datetime:
+    """An ISO 8601 timestamp with a zone ("2026-11-26T09:30:00Z"); anything else is a 422."""
+    try:
+        value = datetime.fromisoformat(text.strip().replace("z", "Z"))
+    except ValueError:
+        value = None
+    if value is None or value.tzinfo is None:
+        raise DomainError(f"{where}: {text!r} is not an ISO 8601 timestamp with a time zone "
+                          f"(e.g. 2026-11-26T09:30:00Z)", code="invalid_timestamp", field=where,
+                          index=index)
+    return value
+
+
+def parse_decimal(value: Any, where: str) -> Decimal | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise Malformed(f"{where}: expected a number", field=where)
+    try:
+        number = Decimal(str(value))
+    except InvalidOperation:
+        raise Malformed(f"{where}: expected a number", field=where) from None
+    if not number.is_finite():
+        raise Malformed(f"{where}: expected a finite number", field=where)
+    return number
+
+
+def parse_quantity(value: Any, where: str, index: int | None) -> int:
+    """A whole-number quantity from JSON (int) or CSV (text)."""
+    if isinstance(value, str):
+        try:
+            value = int(value.strip())
+        except ValueError:
+            raise Malformed(f"{where}: expected a whole number, got {value!r}", field=where,
+                            index=index) from None
+    elif isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise Malformed(f"{where}: expected a whole number", field=where, index=index)
+    return value  # the sign is the core's rule (core.services.check_events)
+
+
+def usage_event(raw: Any, index: int, path: str = "events") -> UsageEvent:
+    """One usage event from a JSON object or a CSV row (a dict of strings)."""
+    where = f"{path}[{index}]"
+    if not isinstance(raw, dict):
+        raise Malformed(f"{where}: expected an object", field=where, index=index)
+    event_id = require(raw, "id", (str, int), where, index=index)
+    account = require(raw, "account", str, where, index=index)
+    metric = require(raw, "metric", str, where, index=index)
+    if raw.get("quantity") is None:
+        raise Malformed(f"{where}.quantity: required", field=f"{where}.quantity", index=index)
+    quantity = parse_quantity(raw["quantity"], f"{where}.quantity", index)
+    at = parse_time(require(raw, "at", str, where, index=index), f"{where}.at", index)
+    return UsageEvent(id=str(event_id), account=account.strip(), metric=metric.strip(),
+                      quantity=quantity, at=at)

@@ -1,0 +1,144 @@
+"""JSON shapes of the domain for the HTTP API: money as two-decimal strings, times as ISO 8601 UTC."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from core.accounts import Account, HealthBounds
+from core.case import Case
+from core.catalog import Catalog, Plan
+from core.framing import opening_message
+from core.money import money_str
+from core.pricing import Cost
+from core.thresholds import Crossing
+from core.usage import WINDOW, UsageMatrix
+
+
+def iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def plan_json(plan: Plan) -> dict[str, Any]:
+    return {
+        "name": plan.name,
+        "base_price": money_str(plan.base_price),
+        "included_messages": plan.included_messages,
+        "extra_message_price": f"{plan.extra_message_price:f}",
+        "included_seats": plan.included_seats,
+        "extra_seat_price": money_str(plan.extra_seat_price),
+        "max_integrations": plan.max_integrations,
+        "features": sorted(plan.features),
+    }
+
+
+def usage_json(matrix: UsageMatrix, now: datetime) -> dict[str, Any]:
+    return {
+        "messages": matrix.messages,
+        "seats": matrix.seats,
+        "integrations": matrix.integrations,
+        "integrations_peak": matrix.integrations_peak,
+        "features": dict(sorted(matrix.features.items())),
+        "window_days": WINDOW.days,
+        "as_of": iso(now),
+    }
+
+
+def account_json(account: Account, matrix: UsageMatrix, catalog: Catalog, now: datetime,
+                 bounds: HealthBounds = HealthBounds()) -> dict[str, Any]:
+    h = account.health
+    return {
+        "external_id": account.external_id,
+        "name": account.name,
+        "plan": account.plan,
+        "plan_details": plan_json(catalog.plan(account.plan)),
+        "plan_since": iso(account.plan_since),
+        "vertical": account.vertical,
+        "timezone": account.timezone,
+        "billing_day": account.billing_day,
+        "contacts": [{"external_id": c.external_id, "name": c.name, "role": c.role,
+                      "phone": c.phone, "whatsapp": c.whatsapp, "web_user_id": c.web_user_id,
+                      "email": c.email} for c in account.contacts],
+        "health": {
+            "csat": None if h.csat is None else float(h.csat),
+            "sentiment": None if h.sentiment is None else float(h.sentiment),
+            "open_escalations": h.open_escalations,
+            "status": "red" if h.is_red(bounds) else "green",
+            "updated_at": iso(h.updated_at),
+        },
+        "usage": usage_json(matrix, now),
+    }
+
+
+def cost_json(cost: Cost) -> dict[str, Any]:
+    """A cost with each line's inputs, so any figure can be explained."""
+    def line(l):
+        return {"used": l.used, "included": l.included, "extra": l.extra,
+                "unit_price": f"{l.unit_price:f}", "amount": money_str(l.amount)}
+    return {"plan": cost.plan, "base": money_str(cost.base), "messages": line(cost.messages),
+            "seats": line(cost.seats), "total": money_str(cost.total)}
+
+
+def case_json(account: Account, case: Case, catalog: Catalog, now: datetime) -> dict[str, Any]:
+    p = case.proration
+    u = case.unlocks
+    return {
+        "account": account.external_id,
+        "current_plan": case.current.name,
+        "target_plan": case.target.name,
+        "direction": case.direction,
+        "usage": {"messages": case.usage.messages, "seats": case.usage.seats,
+                  "integrations": case.usage.integrations,
+                  "features": dict(sorted(case.usage.features.items()))},
+        "thresholds_crossed": [{"metric": m.metric, "value": m.value, "threshold": m.threshold}
+                               for m in case.thresholds_crossed],
+        "cost_current": money_str(case.cost_current.total),
+        "cost_target": money_str(case.cost_target.total),
+        "monthly_difference": money_str(case.monthly_difference),
+        "claims_saving": case.claims_saving,
+        "prorated_charge_today": money_str(case.prorated_charge_today),
+        "unlocks": {
+            "features": list(u.features),
+            "seats_included": {"from": u.seats_included[0], "to": u.seats_included[1]},
+            "messages_included": {"from": u.messages_included[0], "to": u.messages_included[1]},
+            "max_integrations": {"from": u.max_integrations[0], "to": u.max_integrations[1]},
+        },
+        "gives_up": list(case.gives_up),
+        "effective": case.effective.isoformat(),
+        "message": opening_message(case, catalog),
+        "explain": {
+            "cost_current": cost_json(case.cost_current),
+            "cost_target": cost_json(case.cost_target),
+            "proration": {
+                "today": p.today.isoformat(),
+                "period_start": p.period_start.isoformat(),
+                "period_end": p.period_end.isoformat(),
+                "days_in_period": p.days_in_period,
+                "days_remaining": p.days_remaining,
+                "base_difference": money_str(p.base_difference),
+                "charge": money_str(case.prorated_charge_today),
+            },
+        },
+        "as_of": iso(now),
+    }
+
+
+def _signal_figure(crossing: Crossing, value) -> str:
+    # Down-tier crossings compare costs (money); the others compare whole-number usage.
+    return money_str(value) if crossing.metric == "cost" else str(int(value))
+
+
+def signal_json(crossing: Crossing, detected_at: datetime) -> dict[str, Any]:
+    return {
+        "direction": crossing.direction,
+        "from_plan": crossing.from_plan,
+        "to_plan": crossing.to_plan,
+        "metric": crossing.metric,
+        "value": _signal_figure(crossing, crossing.value),
+        "threshold": _signal_figure(crossing, crossing.threshold),
+        "at": iso(crossing.at),
+        "detected_at": iso(detected_at),
+        "event_id": crossing.event_id,
+    }

@@ -1,0 +1,120 @@
+"""Accounts, their contacts and health, and the rules a valid account follows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import phonenumbers
+
+from core.errors import DomainError
+
+ROLES = ("billing", "admin", "member")
+
+
+@dataclass(frozen=True)
+class Contact:
+    """A person at the account; any of a phone, WhatsApp number or web user id reaches them."""
+
+    external_id: str
+    name: str | None = None
+    role: str = "member"
+    phone: str | None = None  # E.164
+    whatsapp: str | None = None  # E.164
+    web_user_id: str | None = None
+    email: str | None = None
+
+
+@dataclass(frozen=True)
+class HealthBounds:
+    """Below (or above) these the account is red: no prompt, a CSM instead (§5.3)."""
+
+    csat_below: Decimal = Decimal("3.0")
+    sentiment_below: Decimal = Decimal("-0.3")
+    escalations_above: int = 0
+
+
+@dataclass(frozen=True)
+class Health:
+    """Health as the operator reports it: CSAT 1-5, ticket sentiment -1..1, open escalations."""
+
+    csat: Decimal | None = None
+    sentiment: Decimal | None = None
+    open_escalations: int = 0
+    updated_at: datetime | None = None
+
+    def is_red(self, bounds: HealthBounds = HealthBounds()) -> bool:
+        return ((self.csat is not None and self.csat < bounds.csat_below)
+                or (self.sentiment is not None and self.sentiment < bounds.sentiment_below)
+                or self.open_escalations > bounds.escalations_above)
+
+
+@dataclass(frozen=True)
+class Account:
+    external_id: str
+    name: str
+    plan: str
+    vertical: str
+    timezone: str
+    billing_day: int
+    plan_since: datetime
+    contacts: tuple[Contact, ...] = ()
+    health: Health = field(default_factory=Health)
+    id: int | None = None
+
+
+def normalize_phone(raw: str, region: str, field_name: str) -> str:
+    """A phone number in E.164 ("+14155550100"); `region` reads numbers written without "+"."""
+    text = raw.strip()
+    if text.lower().startswith("whatsapp:"):
+        text = text[len("whatsapp:"):]
+    try:
+        number = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException:
+        number = None
+    if number is None or not phonenumbers.is_valid_number(number):
+        raise DomainError(f"{field_name}: {raw!r} is not a valid phone number",
+                          code="invalid_phone", field=field_name)
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def check_timezone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise DomainError(f"unknown time zone {name!r}; expected an IANA name such as "
+                          f"'America/New_York'", code="unknown_timezone", field="timezone") from None
+    return name
+
+
+def check_billing_day(day: int) -> int:
+    if not 1 <= day <= 28:
+        raise DomainError(f"billing_day must be 1-28 (the day of month the period starts), "
+                          f"got {day}", code="invalid_billing_day", field="billing_day")
+    return day
+
+
+def check_contacts(contacts: list[Contact]) -> None:
+    seen: set[str] = set()
+    for i, c in enumerate(contacts):
+        if c.role not in ROLES:
+            raise DomainError(f"contacts[{i}].role must be one of {', '.join(ROLES)}, got {c.role!r}",
+                              code="invalid_role", field=f"contacts[{i}].role")
+        if c.external_id in seen:
+            raise DomainError(f"contacts[{i}].external_id {c.external_id!r} appears twice",
+                              code="duplicate_contact", field=f"contacts[{i}].external_id")
+        seen.add(c.external_id)
+
+
+def check_health(csat: Decimal | None, sentiment: Decimal | None, open_escalations: int) -> None:
+    if csat is not None and not Decimal(1) <= csat <= Decimal(5):
+        raise DomainError(f"csat must be between 1 and 5, got {csat}", code="invalid_health",
+                          field="csat")
+    if sentiment is not None and not Decimal(-1) <= sentiment <= Decimal(1):
+        raise DomainError(f"sentiment must be between -1 and 1, got {sentiment}",
+                          code="invalid_health", field="sentiment")
+    if open_escalations < 0:
+        raise DomainError(f"open_escalations must be >= 0, got {open_escalations}",
+                          code="invalid_health", field="open_escalations")

@@ -1,0 +1,33 @@
+"""The core's own error types; the edges (API, webhooks) map them to responses."""
+
+
+class DomainError(Exception):
+    """A request that is well-formed but breaks a rule of the domain (HTTP 422 at the API)."""
+
+    code = "invalid"
+
+    def __init__(self, message: str, *, code: str | None = None, field: str | None = None,
+                 index: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code:
+            self.code = code
+        self.field = field
+        self.index = index
+
+
+class NotFound(DomainError):
+    """The thing asked for does not exist (HTTP 404 at the API)."""
+
+    code = "not_found"
+
+
+class CatalogError(Exception):
+    """A catalog file that cannot be used: names the file, the key and what was expected."""
+
+    def __init__(self, source: str, key: str, expected: str, got: object = None) -> None:
+        self.source, self.key, self.expected = source, key, expected
+        detail = f"{source}: key '{key}': expected {expected}"
+        if got is not None:
+            detail += f", got {got!r}"
+        super().__init__(detail)

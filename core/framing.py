@@ -1,0 +1,98 @@
+"""The opening message: the case in the buyer's own numbers and their industry's words.
+
+Only figures from the case appear, so every number can be traced to its inputs. Messages are
+plain ASCII (GSM-7 safe: no curly quotes or dashes) so an SMS stays short.
+"""
+
+from __future__ import annotations
+
+from core.case import Case, Met
+from core.catalog import Catalog, Vertical
+from core.money import count, dollars
+
+
+def join_words(items: list[str], last: str = "and") -> str:
+    """["a"] -> "a"; ["a", "b"] -> "a and b"; ["a", "b", "c"] -> "a, b and c"."""
+    if len(items) <= 1:
+        return "".join(items)
+    return f"{', '.join(items[:-1])} {last} {items[-1]}"
+
+
+def _plan(name: str) -> str:
+    return name.capitalize()
+
+
+def _quantity(n: int, one: str, many: str) -> str:
+    return f"{count(n)} {one if n == 1 else many}"
+
+
+def _lead(case: Case, met: Met, catalog: Catalog) -> str:
+    """The sentence that names the threshold the buyer crossed."""
+    v, plan = case.vertical, _plan(case.current.name)
+    if met.metric == "messages":
+        return f"You sent {_quantity(met.value, v.message, v.messages)} in the last 30 days."
+    if met.metric == "seats":
+        return (f"You have {_quantity(met.value, v.seat, v.seats)} in use; "
+                f"{plan} includes {count(case.current.included_seats)}.")
+    if met.metric == "integrations":
+        limit = case.current.max_integrations
+        tail = "the most" if met.value == limit else f"over the {count(limit or 0)}"
+        return f"You have {count(met.value)} {v.integrations} connected, {tail} {plan} allows."
+    feature = catalog.feature_name(met.metric.removeprefix("feature:"), v)
+    return (f"Your team tried {feature} {_quantity(met.value, 'time', 'times')} "
+            f"in the last 30 days; {plan} does not include it.")
+
+
+def _up(case: Case, catalog: Catalog) -> str:
+    v = case.vertical
+    current, target = _plan(case.current.name), _plan(case.target.name)
+    now_cost, new_cost = case.cost_current.total, case.cost_target.total
+    lead = min(case.thresholds_crossed, key=_lead_order)
+    parts = [_lead(case, lead, catalog)]
+    if case.claims_saving:
+        parts.append(f"On {target} that month would have cost {dollars(new_cost)} instead of "
+                     f"{dollars(now_cost)} on {current}, {dollars(case.monthly_difference)} less.")
+    elif new_cost == now_cost:
+        parts.append(f"{target} costs the same {dollars(new_cost)} a month at your usage.")
+    else:
+        parts.append(f"{target} costs {dollars(new_cost)} a month against {dollars(now_cost)} "
+                     f"on {current} now, {dollars(-case.monthly_difference)} more.")
+    parts.append(_gains(case, catalog, v))
+    parts.append(f"Upgrading today costs {dollars(case.prorated_charge_today)} "
+                 f"for the rest of this billing period.")
+    return " ".join(p for p in parts if p)
+
+
+def _lead_order(met: Met) -> int:
+    # Lead with the figure that matters most to the buyer: money (messages), then seats.
+    order = ("messages", "seats", "integrations")
+    return order.index(met.metric) if met.metric in order else len(order)
+
+
+def _gains(case: Case, catalog: Catalog, v: Vertical) -> str:
+    target = _plan(case.target.name)
+    gains = []
+    if case.unlocks.seats_included[1] > case.unlocks.seats_included[0]:
+        gains.append(_quantity(case.unlocks.seats_included[1], v.seat, v.seats))
+    features = [catalog.feature_name(f, v) for f in case.unlocks.features]
+    gains.extend(features)
+    return f"{target} includes {join_words(gains)}." if gains else ""
+
+
+def _down(case: Case, catalog: Catalog) -> str:
+    v, u = case.vertical, case.usage
+    current, target = _plan(case.current.name), _plan(case.target.name)
+    unused = [catalog.feature_name(f, v) for f in case.gives_up]
+    usage = (f"In the last 30 days you sent {_quantity(u.messages, v.message, v.messages)} "
+             f"with {_quantity(u.seats, v.seat, v.seats)}")
+    usage += f" and did not use {join_words(unused, 'or')}." if unused else "."
+    when = case.effective
+    return (f"{usage} {target} would have cost {dollars(case.cost_target.total)} instead of "
+            f"{dollars(case.cost_current.total)} on {current}, "
+            f"{dollars(case.monthly_difference)} less a month. The change would take effect "
+            f"at your next billing period, on {when:%b} {when.day}.")
+
+
+def opening_message(case: Case, catalog: Catalog) -> str:
+    """The opening message of a conversation about `case`, in its vertical's words."""
+    return _up(case, catalog) if case.direction == "up" else _down(case, catalog)

@@ -1,0 +1,127 @@
+"""Edge-triggered thresholds: a crossing fires when a value goes from below to at-or-above.
+
+Which thresholds are currently "above" is state the caller keeps (per account, a set of keys); a
+threshold fires again only after its value has dropped below and been re-armed. The down-tier
+rule is a condition rather than a number, and is edge-triggered the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Iterable
+
+from core.catalog import ANY_FEATURE, Catalog, Plan, Threshold
+from core.pricing import monthly_cost
+from core.usage import UsageEvent, UsageMatrix
+
+
+@dataclass(frozen=True)
+class Crossing:
+    """A threshold crossed (a signal): which metric, its value, the threshold, and when."""
+
+    key: str
+    direction: str  # "up" or "down"
+    from_plan: str
+    to_plan: str
+    metric: str
+    value: Decimal
+    threshold: Decimal
+    at: datetime
+    event_id: str | None = None
+
+
+def threshold_value(threshold: Threshold, catalog: Catalog, matrix: UsageMatrix) -> tuple[str, int]:
+    """The metric a threshold reads and its value; `feature:*` resolves to the most-hit feature
+    that the target plan has and the current plan lacks."""
+    if threshold.metric != ANY_FEATURE:
+        return threshold.metric, matrix.value(threshold.metric)
+    unlocked = catalog.plans[threshold.to_plan].features - catalog.plans[threshold.from_plan].features
+    hits = sorted(((matrix.features.get(f, 0), f) for f in unlocked), key=lambda t: (-t[0], t[1]))
+    if not hits:
+        return ANY_FEATURE, 0
+    value, feature = hits[0]
+    return f"feature:{feature}", value
+
+
+def met_thresholds(catalog: Catalog, plan: Plan, matrix: UsageMatrix) -> list[tuple[Threshold, str, int]]:
+    """The up-tier thresholds from `plan` that the usage is at or above now."""
+    out = []
+    for t in catalog.thresholds:
+        if t.from_plan == plan.name:
+            metric, value = threshold_value(t, catalog, matrix)
+            if value >= t.at:
+                out.append((t, metric, value))
+    return out
+
+
+def down_key(plan: Plan, lower: Plan) -> str:
+    return f"{plan.name}->{lower.name}:down"
+
+
+def down_tier_fit(catalog: Catalog, plan: Plan, matrix: UsageMatrix, plan_since: datetime,
+                  now: datetime) -> Plan | None:
+    """The next lower plan when it could have served the whole window and costs less, else None."""
+    lower = catalog.below(plan)
+    if lower is None or not catalog.downtier.enabled:
+        return None
+    if now - plan_since < timedelta(days=catalog.downtier.min_days_on_plan):
+        return None
+    if not lower.integrations_allowed(max(matrix.integrations_peak, matrix.integrations)):
+        return None
+    if any(matrix.features.get(f, 0) > 0 for f in plan.features - lower.features):
+        return None
+    if (monthly_cost(lower, matrix.messages, matrix.seats).total
+            >= monthly_cost(plan, matrix.messages, matrix.seats).total):
+        return None
+    return lower
+
+
+def evaluate(catalog: Catalog, plan: Plan, matrix: UsageMatrix, above: frozenset[str],
+             plan_since: datetime, now: datetime, at: datetime,
+             event_id: str | None = None) -> tuple[list[Crossing], frozenset[str]]:
+    """Compare the matrix with the thresholds of `plan`; return new crossings and the new state.
+
+    `above` holds the keys that were at-or-above at the previous evaluation. A key that is above
+    now and was not fires a crossing stamped `at`; a key that dropped below is re-armed.
+    """
+    state = set(above)
+    crossings = []
+    for t in catalog.thresholds:
+        if t.from_plan != plan.name:
+            continue
+        metric, value = threshold_value(t, catalog, matrix)
+        if value >= t.at:
+            if t.key not in state:
+                state.add(t.key)
+                crossings.append(Crossing(t.key, "up", t.from_plan, t.to_plan, metric,
+                                          Decimal(value), Decimal(t.at), at, event_id))
+        else:
+            state.discard(t.key)
+    lower = catalog.below(plan)
+    if lower is not None:
+        key = down_key(plan, lower)
+        if down_tier_fit(catalog, plan, matrix, plan_since, now):
+            if key not in state:
+                state.add(key)
+                crossings.append(Crossing(
+                    key, "down", plan.name, lower.name, "cost",
+                    monthly_cost(lower, matrix.messages, matrix.seats).total,
+                    monthly_cost(plan, matrix.messages, matrix.seats).total, at, event_id))
+        else:
+            state.discard(key)
+    return crossings, frozenset(state)
+
+
+def ingest(catalog: Catalog, plan: Plan, matrix: UsageMatrix, above: frozenset[str],
+           events: Iterable[UsageEvent], plan_since: datetime,
+           now: datetime) -> tuple[UsageMatrix, frozenset[str], list[Crossing]]:
+    """Apply one account's new events in time order, evaluating thresholds after each one, so
+    that every upward crossing inside a batch fires (and only once)."""
+    crossings: list[Crossing] = []
+    for event in sorted(events, key=lambda e: e.at):
+        matrix = matrix.apply(event, now)
+        fired, above = evaluate(catalog, plan, matrix, above, plan_since, now, event.at, event.id)
+        crossings.extend(fired)
+    return matrix, above, crossings

@@ -1,0 +1,141 @@
+"""Shared fixtures: the catalog, a controllable clock, databases (SQLite and PostgreSQL), the app."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from app import load_catalog
+from storage import migrate
+from storage.db import make_engine
+from storage.models import Base
+from tests.support import postgres
+
+API_KEY = "test-key-0123456789"
+NOW = datetime(2026, 11, 26, 15, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture(scope="session")
+def catalog():
+    return load_catalog(None)
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, now: datetime = NOW) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory) -> Path:
+    """A migrated SQLite file, copied for each test (faster than migrating each time)."""
+    path = tmp_path_factory.mktemp("sqlite") / "template.sqlite3"
+    engine = make_engine(f"sqlite:///{path}")
+    migrate.upgrade(engine)
+    engine.dispose()
+    return path
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url():
+    """The admin URL of a PostgreSQL server for this test session (a throwaway cluster)."""
+    try:
+        url, cluster = postgres.start_server()
+    except postgres.Unavailable as exc:
+        if os.environ.get("UPGRADE_CHAT_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"PostgreSQL is required for this run but unavailable: {exc}")
+        pytest.skip(f"PostgreSQL unavailable: {exc}")
+    yield url
+    if cluster is not None:
+        cluster.destroy()
+
+
+@pytest.fixture(scope="session")
+def pg_test_url(pg_admin_url) -> str:
+    """A migrated database on the session's server."""
+    url = postgres.create_database(pg_admin_url, "upgrade_chat_test")
+    engine = make_engine(url)
+    migrate.upgrade(engine)
+    engine.dispose()
+    return url
+
+
+def _truncate_all(url: str) -> None:
+    engine = make_engine(url)
+    tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request, tmp_path, sqlite_template) -> str:
+    """An empty, migrated database: run once on SQLite and once on PostgreSQL."""
+    if request.param == "sqlite":
+        path = tmp_path / "test.sqlite3"
+        shutil.copy(sqlite_template, path)
+        return f"sqlite:///{path}"
+    url = request.getfixturevalue("pg_test_url")
+    _truncate_all(url)
+    return url
+
+
+@pytest.fixture
+def make_app(db_url, clock):
+    """Build an app on this test's database; keyword arguments override config."""
+    from app import create_app
+
+    apps = []
+
+    def build(**config):
+        settings = {"DATABASE_URL": db_url, "API_KEY": API_KEY, "CLOCK": clock,
+                    "AUTO_MIGRATE": False}
+        settings.update(config)
+        app = create_app(settings)
+        apps.append(app)
+        return app
+
+    yield build
+    for app in apps:
+        app.extensions["upgrade_chat"].engine.dispose()
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app()
+
+
+class Api:
+    """A test client that sends the bearer key and JSON."""
+
+    def __init__(self, client) -> None:
+        self.client = client
+        self.headers = {"Authorization": f"Bearer {API_KEY}"}
+
+    def get(self, path: str, **kw):
+        return self.client.get(f"/api/v1{path}", headers=self.headers, **kw)
+
+    def put(self, path: str, json=None, **kw):
+        return self.client.put(f"/api/v1{path}", headers=self.headers, json=json, **kw)
+
+    def post(self, path: str, json=None, **kw):
+        return self.client.post(f"/api/v1{path}", headers=self.headers, json=json, **kw)
+
+
+@pytest.fixture
+def api(app) -> Api:
+    return Api(app.test_client())
