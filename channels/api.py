@@ -18,7 +18,8 @@ from core import services
 from core.accounts import Contact, normalize_phone
 from core.errors import DomainError, NotFound
 from core.ports import Conflict
-from channels.inputs import Malformed, parse_decimal, parse_time, require, usage_event
+from channels.inputs import (Malformed, check_length, parse_decimal, parse_time, require,
+                             usage_event)
 from channels.serialize import account_json, case_json, signal_json
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,7 @@ def _contacts(raw, region: str) -> tuple[Contact, ...]:
             name=require(c, "name", str, path, required=False),
             role=require(c, "role", str, path, required=False) or "member",
             web_user_id=require(c, "web_user_id", str, path, required=False),
-            email=require(c, "email", str, path, required=False),
+            email=require(c, "email", str, path, required=False, max_length=320),
             **phones,
         ))
     return tuple(out)
@@ -98,6 +99,7 @@ def _contacts(raw, region: str) -> tuple[Contact, ...]:
 @bp.put("/accounts/<external_id>")
 def put_account(external_id: str):
     rt = runtime()
+    check_length(external_id, "external_id")
     data = body()
     now = rt.now()
     since = require(data, "plan_since", str, "", required=False)
@@ -105,9 +107,9 @@ def put_account(external_id: str):
     account_input = services.AccountInput(
         external_id=external_id,
         name=require(data, "name", str, ""),
-        plan=require(data, "plan", str, ""),
-        vertical=require(data, "vertical", str, "", required=False) or "generic",
-        timezone=require(data, "timezone", str, ""),
+        plan=require(data, "plan", str, "", max_length=50),
+        vertical=require(data, "vertical", str, "", required=False, max_length=50) or "generic",
+        timezone=require(data, "timezone", str, "", max_length=64),
         billing_day=billing_day,
         contacts=_contacts(data.get("contacts"), rt.phone_region),
         plan_since=parse_time(since, "plan_since") if since else None,
@@ -195,7 +197,11 @@ def register_errors(app: Flask) -> None:
             return exc
         code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
             exc.code or 500, (exc.name or "error").lower().replace(" ", "_"))
-        return error(exc.code or 500, code, exc.description or exc.name)
+        response, status = error(exc.code or 500, code, exc.description or exc.name)
+        allow = dict(exc.get_headers()).get("Allow")
+        if allow:  # a 405 must say which methods are allowed
+            response.headers["Allow"] = allow
+        return response, status
 
     @app.errorhandler(Exception)
     def _crash(exc: Exception):

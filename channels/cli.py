@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 from flask import Flask, current_app
+from flask.cli import AppGroup
 
 from core import services
 from core.errors import DomainError
@@ -26,7 +27,7 @@ def _runtime():
     return current_app.extensions["upgrade_chat"]
 
 
-@click.group(help="Database schema (Alembic migrations).")
+@click.group(cls=AppGroup, help="Database schema (Alembic migrations).")
 def db() -> None:
     pass
 
@@ -48,7 +49,7 @@ def db_current() -> None:
     click.echo(f"database: {current or 'empty'}; newest: {head} ({state})")
 
 
-@click.group("demo", help="Demo accounts.")
+@click.group("demo", cls=AppGroup, help="Demo accounts.")
 def demo_cli() -> None:
     pass
 
@@ -61,7 +62,7 @@ def demo_load() -> None:
     click.echo(f"loaded {n} demo accounts")
 
 
-@click.group("usage", help="Usage events.")
+@click.group("usage", cls=AppGroup, help="Usage events.")
 def usage_cli() -> None:
     pass
 

@@ -25,9 +25,20 @@ class Malformed(Exception):
         self.message, self.field, self.index = message, field, index
 
 
+MAX_TEXT = 200  # the longest id or name the database stores (storage.models String(200))
+
+
+def check_length(value: str, where: str, limit: int = MAX_TEXT, index: int | None = None) -> str:
+    if len(value) > limit:
+        raise DomainError(f"{where}: at most {limit} characters, got {len(value)}",
+                          code="too_long", field=where, index=index)
+    return value
+
+
 def require(obj: Any, key: str, kind: type | tuple[type, ...], path: str, *,
-            required: bool = True, index: int | None = None) -> Any:
-    """`obj[key]` checked against `kind`; None when optional and absent or null."""
+            required: bool = True, index: int | None = None, max_length: int = MAX_TEXT) -> Any:
+    """`obj[key]` checked against `kind` (and strings against `max_length`); None when optional
+    and absent or null."""
     where = f"{path}.{key}" if path else key
     if not isinstance(obj, dict):
         raise Malformed(f"{path or 'body'}: expected a JSON object", field=path or None, index=index)
@@ -46,8 +57,10 @@ def require(obj: Any, key: str, kind: type | tuple[type, ...], path: str, *,
                              dict: "an object", float: "a number", bool: "true or false"}[k]
                             for k in kinds)
         raise Malformed(f"{where}: expected {names}", field=where, index=index)
-    if isinstance(value, str) and required and not value.strip():
-        raise Malformed(f"{where}: must not be empty", field=where, index=index)
+    if isinstance(value, str):
+        if required and not value.strip():
+            raise Malformed(f"{where}: must not be empty", field=where, index=index)
+        check_length(value, where, max_length, index)
     return value
 
 
@@ -98,12 +111,13 @@ def usage_event(raw: Any, index: int, path: str = "events") -> UsageEvent:
     where = f"{path}[{index}]"
     if not isinstance(raw, dict):
         raise Malformed(f"{where}: expected an object", field=where, index=index)
-    event_id = require(raw, "id", (str, int), where, index=index)
+    event_id = check_length(str(require(raw, "id", (str, int), where, index=index)),
+                            f"{where}.id", index=index)
     account = require(raw, "account", str, where, index=index)
     metric = require(raw, "metric", str, where, index=index)
     if raw.get("quantity") is None:
         raise Malformed(f"{where}.quantity: required", field=f"{where}.quantity", index=index)
     quantity = parse_quantity(raw["quantity"], f"{where}.quantity", index)
     at = parse_time(require(raw, "at", str, where, index=index), f"{where}.at", index)
-    return UsageEvent(id=str(event_id), account=account.strip(), metric=metric.strip(),
+    return UsageEvent(id=event_id, account=account.strip(), metric=metric.strip(),
                       quantity=quantity, at=at)

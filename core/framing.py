@@ -86,11 +86,18 @@ def _down(case: Case, catalog: Catalog) -> str:
     usage = (f"In the last 30 days you sent {_quantity(u.messages, v.message, v.messages)} "
              f"with {_quantity(u.seats, v.seat, v.seats)}")
     usage += f" and did not use {join_words(unused, 'or')}." if unused else "."
+    new_cost, now_cost = dollars(case.cost_target.total), dollars(case.cost_current.total)
+    if case.claims_saving:
+        compare = (f"{target} would have cost {new_cost} instead of {now_cost} on {current}, "
+                   f"{dollars(case.monthly_difference)} less a month.")
+    elif case.monthly_difference == 0:
+        compare = f"{target} would have cost the same {new_cost} as {current}."
+    else:  # never offered by current_case; stated honestly if a caller builds it
+        compare = (f"{target} would have cost {new_cost} against {now_cost} on {current}, "
+                   f"{dollars(-case.monthly_difference)} more a month.")
     when = case.effective
-    return (f"{usage} {target} would have cost {dollars(case.cost_target.total)} instead of "
-            f"{dollars(case.cost_current.total)} on {current}, "
-            f"{dollars(case.monthly_difference)} less a month. The change would take effect "
-            f"at your next billing period, on {when:%b} {when.day}.")
+    return (f"{usage} {compare} The change would take effect at your next billing period, "
+            f"on {when:%b} {when.day}.")
 
 
 def opening_message(case: Case, catalog: Catalog) -> str:

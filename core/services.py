@@ -19,7 +19,7 @@ from core.catalog import Catalog
 from core.errors import DomainError, NotFound
 from core.ports import Conflict, UnitOfWork
 from core.thresholds import Crossing, ingest
-from core.usage import FUTURE_SKEW, UsageEvent, UsageMatrix
+from core.usage import FUTURE_SKEW, MAX_QUANTITY, UsageEvent, UsageMatrix
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +122,9 @@ def check_events(catalog: Catalog, events: list[UsageEvent], now: datetime) -> N
         if e.quantity < 0:
             raise DomainError(f"events[{i}]: quantity must be >= 0, got {e.quantity}",
                               code="negative_quantity", field=f"events[{i}].quantity", index=i)
+        if e.quantity > MAX_QUANTITY:
+            raise DomainError(f"events[{i}]: quantity must be <= {MAX_QUANTITY:,}, got {e.quantity}",
+                              code="invalid_quantity", field=f"events[{i}].quantity", index=i)
         if e.at.tzinfo is None:
             raise DomainError(f"events[{i}]: 'at' needs a time zone (e.g. 'Z' or '+00:00')",
                               code="invalid_timestamp", field=f"events[{i}].at", index=i)

@@ -78,10 +78,9 @@ def down_tier_fit(catalog: Catalog, plan: Plan, matrix: UsageMatrix, plan_since:
     return lower
 
 
-def evaluate(catalog: Catalog, plan: Plan, matrix: UsageMatrix, above: frozenset[str],
-             plan_since: datetime, now: datetime, at: datetime,
-             event_id: str | None = None) -> tuple[list[Crossing], frozenset[str]]:
-    """Compare the matrix with the thresholds of `plan`; return new crossings and the new state.
+def evaluate_up(catalog: Catalog, plan: Plan, matrix: UsageMatrix, above: frozenset[str],
+                at: datetime, event_id: str | None = None) -> tuple[list[Crossing], frozenset[str]]:
+    """Compare the matrix with the up-tier thresholds of `plan`; return crossings and new state.
 
     `above` holds the keys that were at-or-above at the previous evaluation. A key that is above
     now and was not fires a crossing stamped `at`; a key that dropped below is re-armed.
@@ -99,29 +98,55 @@ def evaluate(catalog: Catalog, plan: Plan, matrix: UsageMatrix, above: frozenset
                                           Decimal(value), Decimal(t.at), at, event_id))
         else:
             state.discard(t.key)
-    lower = catalog.below(plan)
-    if lower is not None:
-        key = down_key(plan, lower)
-        if down_tier_fit(catalog, plan, matrix, plan_since, now):
-            if key not in state:
-                state.add(key)
-                crossings.append(Crossing(
-                    key, "down", plan.name, lower.name, "cost",
-                    monthly_cost(lower, matrix.messages, matrix.seats).total,
-                    monthly_cost(plan, matrix.messages, matrix.seats).total, at, event_id))
-        else:
-            state.discard(key)
     return crossings, frozenset(state)
+
+
+def evaluate_down(catalog: Catalog, plan: Plan, matrix: UsageMatrix, above: frozenset[str],
+                  plan_since: datetime, now: datetime, at: datetime,
+                  event_id: str | None = None) -> tuple[list[Crossing], frozenset[str]]:
+    """The down-tier rule, edge-triggered like a threshold: fires when the fit begins."""
+    lower = catalog.below(plan)
+    if lower is None:
+        return [], above
+    key = down_key(plan, lower)
+    if down_tier_fit(catalog, plan, matrix, plan_since, now) is None:
+        return [], above - {key}
+    if key in above:
+        return [], above
+    crossing = Crossing(key, "down", plan.name, lower.name, "cost",
+                        monthly_cost(lower, matrix.messages, matrix.seats).total,
+                        monthly_cost(plan, matrix.messages, matrix.seats).total, at, event_id)
+    return [crossing], above | {key}
+
+
+def _dropped_below(catalog: Catalog, plan: Plan, matrix: UsageMatrix, key: str) -> bool:
+    for t in catalog.thresholds:
+        if t.key == key and t.from_plan == plan.name:
+            return threshold_value(t, catalog, matrix)[1] < t.at
+    return False
 
 
 def ingest(catalog: Catalog, plan: Plan, matrix: UsageMatrix, above: frozenset[str],
            events: Iterable[UsageEvent], plan_since: datetime,
            now: datetime) -> tuple[UsageMatrix, frozenset[str], list[Crossing]]:
-    """Apply one account's new events in time order, evaluating thresholds after each one, so
-    that every upward crossing inside a batch fires (and only once)."""
+    """Apply one account's new events in time order.
+
+    Up-tier thresholds are evaluated after each event, so every upward crossing inside a batch
+    fires (and only once). The down-tier rule speaks of the whole window, so it is evaluated once
+    the batch is applied: a half-applied batch (messages in, integrations not yet) must not
+    advise a downgrade.
+    """
+    # Time alone can take a value below its threshold (old messages leave the window): re-arm
+    # those first, so the batch that takes it back over fires again.
+    above = frozenset(k for k in above if not _dropped_below(catalog, plan, matrix, k))
     crossings: list[Crossing] = []
+    last = None
     for event in sorted(events, key=lambda e: e.at):
         matrix = matrix.apply(event, now)
-        fired, above = evaluate(catalog, plan, matrix, above, plan_since, now, event.at, event.id)
+        fired, above = evaluate_up(catalog, plan, matrix, above, event.at, event.id)
+        crossings.extend(fired)
+        last = event
+    if last is not None:
+        fired, above = evaluate_down(catalog, plan, matrix, above, plan_since, now, last.at, last.id)
         crossings.extend(fired)
     return matrix, above, crossings

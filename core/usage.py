@@ -16,6 +16,7 @@ from typing import Mapping
 WINDOW = timedelta(days=30)
 GAUGES = ("seats", "integrations")
 FUTURE_SKEW = timedelta(minutes=5)  # how far ahead of our clock an event's time may be
+MAX_QUANTITY = 10**12  # far above any real count; keeps sums inside a 64-bit column
 
 
 @dataclass(frozen=True)

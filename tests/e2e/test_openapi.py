@@ -1,0 +1,347 @@
+"""The OpenAPI document at channels/openapi.json against the real routes and real responses.
+
+Every response a test gets back is checked against the schema the document gives for that path,
+method and status, so the document cannot drift from what the API sends.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from jsonschema import Draft202012Validator
+from openapi_spec_validator import validate
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+
+SPEC_PATH = Path(__file__).resolve().parents[2] / "channels" / "openapi.json"
+SPEC_URI = "urn:upgrade-chat:openapi"
+PREFIX = "/api/v1"
+METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
+ACCOUNT = "/api/v1/accounts/{external_id}"
+
+
+@pytest.fixture(scope="module")
+def spec() -> dict:
+    return json.loads(SPEC_PATH.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def registry(spec) -> Registry:
+    """The whole document as one schema resource, so every `$ref` in it resolves."""
+    return Registry().with_resource(SPEC_URI, Resource.from_contents(spec, default_specification=DRAFT202012))
+
+
+def pointer(*parts: str) -> str:
+    return "/" + "/".join(quote(p.replace("~", "~0").replace("/", "~1"), safe="") for p in parts)
+
+
+def resolve(spec: dict, node: dict) -> tuple[dict, str | None]:
+    """A node that may be a local `$ref`, and the JSON pointer it points at (None if not a ref)."""
+    ref = node.get("$ref")
+    if ref is None:
+        return node, None
+    assert ref.startswith("#/"), ref
+    target = spec
+    for part in ref[2:].split("/"):
+        target = target[part.replace("~1", "/").replace("~0", "~")]
+    return target, ref[1:]
+
+
+def check(registry: Registry, schema_pointer: str, instance) -> None:
+    """Validate `instance` against the schema at `schema_pointer` in the document; list every error."""
+    validator = Draft202012Validator({"$ref": f"{SPEC_URI}#{schema_pointer}"}, registry=registry,
+                                     format_checker=Draft202012Validator.FORMAT_CHECKER)
+    problems = [f"{'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}"
+                for e in validator.iter_errors(instance)]
+    assert not problems, f"does not match {schema_pointer}:\n" + "\n".join(problems)
+
+
+def conforms(spec: dict, registry: Registry, response, method: str, path: str):
+    """Assert `response` is one the document lists for `method path` and its body matches; return the body."""
+    operation = spec["paths"][path][method]
+    status = str(response.status_code)
+    assert status in operation["responses"], (
+        f"{method.upper()} {path} answered {status}, which the document does not list: {response.get_data(as_text=True)}")
+    documented, at = resolve(spec, operation["responses"][status])
+    base = at or pointer("paths", path, method, "responses", status)
+    assert response.mimetype == "application/json"
+    assert "application/json" in documented["content"]
+    body = response.get_json()
+    check(registry, base + pointer("content", "application/json", "schema"), body)
+    return body
+
+
+def request_conforms(spec: dict, registry: Registry, method: str, path: str, body) -> None:
+    """Assert a request body the tests send is one the document allows."""
+    check(registry, pointer("paths", path, method, "requestBody", "content", "application/json", "schema"), body)
+
+
+def is_error(registry: Registry, response, status: int, code: str | None = None) -> dict:
+    assert response.status_code == status, response.get_data(as_text=True)
+    body = response.get_json()
+    check(registry, "/components/schemas/Error", body)
+    if code is not None:
+        assert body["error"]["code"] == code
+    return body["error"]
+
+
+def account_body(plan: str = "starter") -> dict:
+    return {
+        "name": "Acme Clinic",
+        "plan": plan,
+        "vertical": "healthcare",
+        "timezone": "America/New_York",
+        "billing_day": 5,
+        "contacts": [
+            {"external_id": "c-1", "name": "Dana Reyes", "role": "billing", "phone": "+1 415 555 0100",
+             "email": "dana@acme.example"},
+            {"external_id": "c-2", "role": "admin", "whatsapp": "whatsapp:+14155550101",
+             "web_user_id": "u-42"},
+        ],
+    }
+
+
+def starter_crossing_messages(now) -> list[dict]:
+    """4,800 messages spread over the last 30 days, and 3 seats: crosses Starter's 4,500 messages."""
+    events = [{"id": f"msg-{i}", "account": "acme", "metric": "messages", "quantity": 400,
+               "at": (now - timedelta(days=29 - 2 * i, hours=3)).isoformat().replace("+00:00", "Z")}
+              for i in range(12)]
+    events.append({"id": "seats-1", "account": "acme", "metric": "seats", "quantity": 3,
+                   "at": (now - timedelta(days=20)).isoformat()})
+    return events
+
+
+def flask_routes(app) -> set[tuple[str, str]]:
+    out = set()
+    for rule in app.url_map.iter_rules():
+        if not (rule.rule == PREFIX or rule.rule.startswith(PREFIX + "/")):
+            continue
+        path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
+        for method in (rule.methods or set()) - {"HEAD", "OPTIONS"}:
+            out.add((method.lower(), path))
+    return out
+
+
+def documented_operations(spec: dict) -> set[tuple[str, str]]:
+    return {(method, path) for path, item in spec["paths"].items() for method in item if method in METHODS}
+
+
+# --- the document itself -----------------------------------------------------------------------
+
+def test_the_document_is_valid_openapi_3_1(spec):
+    validate(spec)
+    assert spec["openapi"].startswith("3.1")
+
+
+def test_the_file_is_two_space_indented_json():
+    text = SPEC_PATH.read_text(encoding="utf-8")
+    assert text == json.dumps(json.loads(text), indent=2, ensure_ascii=False) + "\n"
+
+
+def test_every_path_is_under_api_v1_and_served_from_the_root(spec):
+    assert spec["servers"][0]["url"] == "/"
+    assert all(path.startswith(PREFIX + "/") for path in spec["paths"])
+
+
+def test_bearer_auth_is_required_everywhere_except_the_document_itself(spec):
+    scheme = spec["components"]["securitySchemes"]["bearerAuth"]
+    assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
+    assert spec["security"] == [{"bearerAuth": []}]
+    for method, path in documented_operations(spec):
+        operation = spec["paths"][path][method]
+        if path == PREFIX + "/openapi.json":
+            assert operation["security"] == []
+        else:
+            assert "security" not in operation, f"{method} {path} overrides the global security"
+            assert "401" in operation["responses"], f"{method} {path} does not document 401"
+
+
+def test_every_operation_documents_its_error_responses_with_the_error_schema(spec):
+    for method, path in documented_operations(spec):
+        for status, response in spec["paths"][path][method]["responses"].items():
+            if status.startswith(("4", "5")):
+                documented, _ = resolve(spec, response)
+                schema = documented["content"]["application/json"]["schema"]
+                assert schema == {"$ref": "#/components/schemas/Error"}, f"{method} {path} {status}"
+
+
+def test_every_field_of_every_schema_is_described(spec):
+    def walk(node, where):
+        if isinstance(node, dict):
+            for name, prop in node.get("properties", {}).items():
+                assert "description" in prop or set(prop) == {"$ref"}, f"{where}.{name} has no description"
+            for key, value in node.items():
+                walk(value, f"{where}.{key}")
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                walk(value, f"{where}[{i}]")
+
+    walk(spec["components"]["schemas"], "components.schemas")
+
+
+# --- the document against the routes -----------------------------------------------------------
+
+def test_every_api_route_is_documented_and_every_documented_operation_is_a_route(app, spec):
+    routes = flask_routes(app)
+    documented = documented_operations(spec)
+    assert routes - documented == set(), "routes missing from the document"
+    assert documented - routes == set(), "documented operations with no route"
+
+
+def test_the_path_parameters_match_the_route_variables(spec):
+    for path, item in spec["paths"].items():
+        names = set(re.findall(r"{([^}]+)}", path))
+        params = [resolve(spec, p)[0] for p in item.get("parameters", [])]
+        for method in METHODS & set(item):
+            params += [resolve(spec, p)[0] for p in item[method].get("parameters", [])]
+        assert {p["name"] for p in params if p["in"] == "path"} == names, path
+
+
+def test_the_openapi_route_serves_exactly_the_file_without_a_key(app):
+    response = app.test_client().get("/api/v1/openapi.json")
+    assert response.status_code == 200
+    assert response.mimetype == "application/json"
+    assert response.get_data(as_text=True) == SPEC_PATH.read_text(encoding="utf-8")
+
+
+# --- real responses against the document ---------------------------------------------------------
+
+def test_putting_an_account_creates_it_then_updates_it_as_documented(api, spec, registry):
+    body = account_body()
+    request_conforms(spec, registry, "put", ACCOUNT, body)
+    created = api.put("/accounts/acme", json=body)
+    assert created.status_code == 201
+    account = conforms(spec, registry, created, "put", ACCOUNT)
+    assert account["contacts"][0]["phone"] == "+14155550100"
+
+    body["name"] = "Acme Clinic Group"
+    body["plan_since"] = "2026-10-01T09:00:00-04:00"
+    request_conforms(spec, registry, "put", ACCOUNT, body)
+    updated = api.put("/accounts/acme", json=body)
+    assert updated.status_code == 200
+    account = conforms(spec, registry, updated, "put", ACCOUNT)
+    assert account["plan_since"] == "2026-10-01T13:00:00Z"
+
+
+def test_usage_that_crosses_the_messages_threshold_answers_as_documented(api, spec, registry, clock):
+    assert api.put("/accounts/acme", json=account_body()).status_code == 201
+    batch = {"events": starter_crossing_messages(clock.now)}
+    request_conforms(spec, registry, "post", "/api/v1/usage", batch)
+
+    result = conforms(spec, registry, api.post("/usage", json=batch), "post", "/api/v1/usage")
+    assert (result["accepted"], result["duplicates"]) == (13, 0)
+    [signal] = result["signals"]
+    assert (signal["direction"], signal["metric"], signal["value"], signal["threshold"]) == (
+        "up", "messages", "4800", "4500")
+
+    again = conforms(spec, registry, api.post("/usage", json=batch), "post", "/api/v1/usage")
+    assert (again["accepted"], again["duplicates"], again["signals"]) == (0, 13, [])
+
+
+def test_the_account_case_and_signals_after_a_crossing_answer_as_documented(api, spec, registry, clock):
+    assert api.put("/accounts/acme", json=account_body()).status_code == 201
+    assert api.post("/usage", json={"events": starter_crossing_messages(clock.now)}).status_code == 200
+
+    account = conforms(spec, registry, api.get("/accounts/acme"), "get", ACCOUNT)
+    assert (account["usage"]["messages"], account["usage"]["seats"]) == (4800, 3)
+
+    case = conforms(spec, registry, api.get("/accounts/acme/case"), "get", ACCOUNT + "/case")
+    assert (case["direction"], case["current_plan"], case["target_plan"]) == ("up", "starter", "growth")
+    assert (case["cost_current"], case["cost_target"], case["claims_saving"]) == ("529.00", "499.00", True)
+
+    signals = conforms(spec, registry, api.get("/accounts/acme/signals"), "get", ACCOUNT + "/signals")
+    assert signals["account"] == "acme"
+    assert [s["metric"] for s in signals["signals"]] == ["messages"]
+
+
+def test_posting_health_answers_with_the_documented_account(api, spec, registry):
+    assert api.put("/accounts/acme", json=account_body()).status_code == 201
+    health = {"csat": 2.5, "sentiment": -0.4, "open_escalations": 1}
+    request_conforms(spec, registry, "post", ACCOUNT + "/health", health)
+
+    account = conforms(spec, registry, api.post("/accounts/acme/health", json=health), "post", ACCOUNT + "/health")
+    assert account["health"]["status"] == "red"
+    assert (account["health"]["csat"], account["health"]["sentiment"]) == (2.5, -0.4)
+
+
+def test_the_document_served_by_the_api_answers_as_documented(app, spec, registry):
+    response = app.test_client().get("/api/v1/openapi.json")
+    assert conforms(spec, registry, response, "get", "/api/v1/openapi.json") == spec
+
+
+# --- error responses against the document --------------------------------------------------------
+
+def test_a_request_without_a_key_is_a_documented_401(app, spec, registry):
+    client = app.test_client()
+    conforms(spec, registry, client.get("/api/v1/accounts/acme"), "get", ACCOUNT)
+    is_error(registry, client.get("/api/v1/accounts/acme"), 401, "unauthorized")
+    wrong = client.post("/api/v1/usage", json={"events": []}, headers={"Authorization": "Bearer nope"})
+    conforms(spec, registry, wrong, "post", "/api/v1/usage")
+    is_error(registry, wrong, 401, "unauthorized")
+
+
+def test_an_unknown_account_is_a_documented_404(api, spec, registry):
+    for method, path, call in [
+        ("get", ACCOUNT, lambda: api.get("/accounts/nobody")),
+        ("get", ACCOUNT + "/case", lambda: api.get("/accounts/nobody/case")),
+        ("get", ACCOUNT + "/signals", lambda: api.get("/accounts/nobody/signals")),
+        ("post", ACCOUNT + "/health", lambda: api.post("/accounts/nobody/health", json={"csat": 4})),
+    ]:
+        response = call()
+        conforms(spec, registry, response, method, path)
+        is_error(registry, response, 404, "account_not_found")
+
+
+def test_an_account_with_no_tier_change_has_a_documented_404_no_case(api, spec, registry):
+    assert api.put("/accounts/acme", json=account_body()).status_code == 201
+    response = api.get("/accounts/acme/case")
+    conforms(spec, registry, response, "get", ACCOUNT + "/case")
+    is_error(registry, response, 404, "no_case")
+
+
+def test_an_unknown_plan_is_a_documented_422(api, spec, registry):
+    response = api.put("/accounts/acme", json=account_body(plan="platinum"))
+    conforms(spec, registry, response, "put", ACCOUNT)
+    is_error(registry, response, 422, "unknown_plan")
+
+
+def test_a_bad_event_in_a_batch_is_a_documented_422_naming_its_index(api, spec, registry, clock):
+    assert api.put("/accounts/acme", json=account_body()).status_code == 201
+    events = starter_crossing_messages(clock.now)[:2]
+    events[1]["metric"] = "calls"
+    response = api.post("/usage", json={"events": events})
+    conforms(spec, registry, response, "post", "/api/v1/usage")
+    error = is_error(registry, response, 422, "unknown_metric")
+    assert (error["field"], error["index"]) == ("events[1].metric", 1)
+
+
+def test_out_of_range_health_is_a_documented_422(api, spec, registry):
+    assert api.put("/accounts/acme", json=account_body()).status_code == 201
+    response = api.post("/accounts/acme/health", json={"csat": 7})
+    conforms(spec, registry, response, "post", ACCOUNT + "/health")
+    assert is_error(registry, response, 422, "invalid_health")["field"] == "csat"
+
+
+def test_malformed_json_is_a_documented_400(api, spec, registry):
+    response = api.post("/usage", data="{not json", content_type="application/json")
+    conforms(spec, registry, response, "post", "/api/v1/usage")
+    is_error(registry, response, 400, "malformed")
+
+
+def test_a_missing_field_is_a_documented_400_naming_it(api, spec, registry):
+    body = account_body()
+    del body["timezone"]
+    response = api.put("/accounts/acme", json=body)
+    conforms(spec, registry, response, "put", ACCOUNT)
+    assert is_error(registry, response, 400, "malformed")["field"] == "timezone"
+
+
+def test_a_wrong_method_is_a_405_with_the_documented_error_body(api, registry):
+    is_error(registry, api.client.delete("/api/v1/accounts/acme", headers=api.headers), 405,
+             "method_not_allowed")
+    is_error(registry, api.get("/usage"), 405, "method_not_allowed")

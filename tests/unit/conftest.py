@@ -1,0 +1,1 @@
+"""Unit tests need no database: only the default catalog, read once."""
