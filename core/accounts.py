@@ -108,7 +108,15 @@ def check_contacts(contacts: list[Contact]) -> None:
         seen.add(c.external_id)
 
 
+HEALTH_PLACES = 4  # decimals kept for csat and sentiment; more would be rounded by storage
+
+
 def check_health(csat: Decimal | None, sentiment: Decimal | None, open_escalations: int) -> None:
+    for name, value in (("csat", csat), ("sentiment", sentiment)):
+        if value is not None and -value.as_tuple().exponent > HEALTH_PLACES:
+            # Refuse rather than round: 2.99995 rounded would turn a red account green.
+            raise DomainError(f"{name} has more than {HEALTH_PLACES} decimals: {value}",
+                              code="invalid_health", field=name)
     if csat is not None and not Decimal(1) <= csat <= Decimal(5):
         raise DomainError(f"csat must be between 1 and 5, got {csat}", code="invalid_health",
                           field="csat")

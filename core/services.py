@@ -144,36 +144,37 @@ def record_usage(uow: UnitOfWork, catalog: Catalog, events: list[UsageEvent],
 
     def attempt() -> IngestResult:
         with uow:
-            accounts = uow.accounts.get_many({e.account for e in events}, for_update=True)
+            accounts = uow.accounts.lock_usage_terms({e.account for e in events})
             for i, e in enumerate(events):
                 if e.account not in accounts:
                     raise DomainError(f"events[{i}]: no account {e.account!r}",
                                       code="unknown_account", field=f"events[{i}].account", index=i)
-            known = uow.usage.known_ids(e.id for e in events)
-            fresh: dict[str, UsageEvent] = {}
+            unique: dict[str, UsageEvent] = {}
             for e in events:
-                if e.id not in known and e.id not in fresh:
-                    fresh[e.id] = e
+                unique.setdefault(e.id, e)  # an id repeated within the batch counts once
+            ids = [accounts[a].id for a in {e.account for e in unique.values()}]
+            matrices = uow.usage.matrices(ids, now)  # before this batch is stored
+            stored = uow.usage.add_new([(accounts[e.account].id, e) for e in unique.values()], now)
             by_account: dict[str, list[UsageEvent]] = defaultdict(list)
-            for e in fresh.values():
-                by_account[e.account].append(e)
-            ids = [accounts[a].id for a in by_account]
-            matrices = uow.usage.matrices(ids, now)
-            states = uow.thresholds.get_many(ids)
-            crossings: list[Crossing] = []
+            for e in unique.values():
+                if e.id in stored:
+                    by_account[e.account].append(e)
+            states = uow.thresholds.get_many(accounts[a].id for a in by_account)
+            crossings: list[tuple[int, Crossing]] = []
+            changed: dict[int, frozenset[str]] = {}
             for external_id, account_events in by_account.items():
                 account = accounts[external_id]
                 before = states.get(account.id, frozenset())
                 _, after, fired = ingest(catalog, catalog.plan(account.plan), matrices[account.id],
                                          before, account_events, account.plan_since, now)
                 if after != before:
-                    uow.thresholds.replace(account.id, after, now)
-                if fired:
-                    uow.signals.add_many(account.id, fired, now)
-                crossings.extend(fired)
-            uow.usage.add_many([(accounts[e.account].id, e) for e in fresh.values()], now)
+                    changed[account.id] = after
+                crossings.extend((account.id, c) for c in fired)
+            uow.thresholds.replace_many(changed, now)
+            uow.signals.add_many(crossings, now)
             uow.commit()
-            return IngestResult(len(fresh), len(events) - len(fresh), tuple(crossings))
+            return IngestResult(len(stored), len(events) - len(stored),
+                                tuple(c for _, c in crossings))
 
     result = _retrying(attempt)
     if result.crossings:

@@ -78,17 +78,25 @@ def down_tier_fit(catalog: Catalog, plan: Plan, matrix: UsageMatrix, plan_since:
     return lower
 
 
+def _reads(threshold: Threshold, metric: str) -> bool:
+    """Whether a change of `metric` can change the threshold's value."""
+    return threshold.metric == metric or (threshold.metric == ANY_FEATURE
+                                          and metric.startswith("feature:"))
+
+
 def evaluate_up(catalog: Catalog, plan: Plan, matrix: UsageMatrix, above: frozenset[str],
-                at: datetime, event_id: str | None = None) -> tuple[list[Crossing], frozenset[str]]:
+                at: datetime, event_id: str | None = None,
+                changed: str | None = None) -> tuple[list[Crossing], frozenset[str]]:
     """Compare the matrix with the up-tier thresholds of `plan`; return crossings and new state.
 
     `above` holds the keys that were at-or-above at the previous evaluation. A key that is above
-    now and was not fires a crossing stamped `at`; a key that dropped below is re-armed.
+    now and was not fires a crossing stamped `at`; a key that dropped below is re-armed. With
+    `changed`, only thresholds that read that metric are looked at (the others cannot move).
     """
     state = set(above)
     crossings = []
     for t in catalog.thresholds:
-        if t.from_plan != plan.name:
+        if t.from_plan != plan.name or (changed is not None and not _reads(t, changed)):
             continue
         metric, value = threshold_value(t, catalog, matrix)
         if value >= t.at:
@@ -143,7 +151,7 @@ def ingest(catalog: Catalog, plan: Plan, matrix: UsageMatrix, above: frozenset[s
     last = None
     for event in sorted(events, key=lambda e: e.at):
         matrix = matrix.apply(event, now)
-        fired, above = evaluate_up(catalog, plan, matrix, above, event.at, event.id)
+        fired, above = evaluate_up(catalog, plan, matrix, above, event.at, event.id, event.metric)
         crossings.extend(fired)
         last = event
     if last is not None:

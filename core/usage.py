@@ -2,8 +2,9 @@
 
 `messages` and `feature:<name>` are counters (sum of quantities whose time falls in the window);
 `seats` and `integrations` are gauges (the reading with the latest time wins, whatever order the
-readings arrive in). The matrix also keeps the highest `integrations` value in effect during the
-window, which the down-tier rule needs ("could the lower plan have served the whole window?").
+readings arrive in). The matrix also knows the highest `integrations` value in effect during the
+window, which the down-tier rule needs ("could the lower plan have served the whole window?"):
+the highest reading inside the window, or the one in effect when the window opened.
 """
 
 from __future__ import annotations
@@ -37,10 +38,17 @@ class UsageMatrix:
     messages: int = 0
     seats: int = 0
     integrations: int = 0
-    integrations_peak: int = 0
+    integrations_window_max: int = 0  # highest reading inside the window
+    integrations_carried: int = 0  # the reading in effect when the window opened
+    integrations_carried_at: datetime | None = None
     features: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     seats_at: datetime | None = None
     integrations_at: datetime | None = None
+
+    @property
+    def integrations_peak(self) -> int:
+        """The highest number of integrations in effect at any time in the window."""
+        return max(self.integrations_window_max, self.integrations_carried)
 
     def value(self, metric: str) -> int:
         """The value of one metric: messages, seats, integrations or feature:<name>."""
@@ -54,19 +62,20 @@ class UsageMatrix:
         An out-of-order gauge reading older than the latest one changes nothing; a counter event
         older than the window is kept by storage but counts for nothing here.
         """
-        window_start = now - WINDOW
-        in_window = window_start < event.at <= now
+        # Accepted events are at most FUTURE_SKEW ahead of `now`; those count as in the window.
+        in_window = event.at > now - WINDOW
         if event.metric in GAUGES:
             latest_at = getattr(self, f"{event.metric}_at")
-            is_latest = latest_at is None or event.at >= latest_at
             changes = {}
-            if is_latest:
+            if latest_at is None or event.at >= latest_at:
                 changes = {event.metric: event.quantity, f"{event.metric}_at": event.at}
-            # A reading inside the window was in effect in the window; so was the newest reading
-            # from before it. An older superseded reading was not (exact when readings arrive in
-            # time order, as they do from one host product; storage recomputes exactly).
-            if event.metric == "integrations" and (in_window or is_latest):
-                changes["integrations_peak"] = max(self.integrations_peak, event.quantity)
+            if event.metric == "integrations":
+                if in_window:
+                    changes["integrations_window_max"] = max(self.integrations_window_max,
+                                                             event.quantity)
+                elif self.integrations_carried_at is None or event.at >= self.integrations_carried_at:
+                    changes["integrations_carried"] = event.quantity
+                    changes["integrations_carried_at"] = event.at
             return replace(self, **changes) if changes else self
         if not in_window:
             return self

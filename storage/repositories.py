@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
-from datetime import datetime
+from datetime import date, datetime, time, timedelta, timezone
 from types import MappingProxyType
 from typing import Iterable
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import (JSON, Text, any_, bindparam, case, cast, column, delete, func, insert,
+                        select)
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, selectinload
 
 from core.accounts import Account, Contact, Health
+from core.ports import UsageTerms
 from core.thresholds import Crossing
 from core.usage import GAUGES, WINDOW, UsageEvent, UsageMatrix
-from storage.models import AccountRow, ContactRow, SignalRow, ThresholdStateRow, UsageEventRow
+from storage.models import (AccountRow, ContactRow, SignalRow, ThresholdStateRow, UsageDailyRow,
+                            UsageEventRow, UsageGaugeRow)
 
 CONTACT_FIELDS = ("name", "role", "phone", "whatsapp", "web_user_id", "email")
 
@@ -41,16 +48,18 @@ class SqlAccountRepository:
         row = self.session.scalars(self._query().where(AccountRow.external_id == external_id)).first()
         return _account(row) if row else None
 
-    def get_many(self, external_ids: Iterable[str], *, for_update: bool = False) -> dict[str, Account]:
+    def lock_usage_terms(self, external_ids: Iterable[str]) -> dict[str, UsageTerms]:
+        """What ingestion needs of each account (id, plan, plan_since), its row locked until the
+        transaction ends (in a fixed order, so two batches cannot deadlock; SQLite's writer lock
+        does the same there)."""
         ids = sorted(set(external_ids))
         if not ids:
             return {}
-        if for_update:
-            # Lock in a fixed order so two batches touching the same accounts cannot deadlock.
-            self.session.execute(select(AccountRow.id).where(AccountRow.external_id.in_(ids))
-                                 .order_by(AccountRow.id).with_for_update())
-        rows = self.session.scalars(self._query().where(AccountRow.external_id.in_(ids)))
-        return {r.external_id: _account(r) for r in rows}
+        rows = self.session.connection().execute(
+            select(AccountRow.external_id, AccountRow.id, AccountRow.plan, AccountRow.plan_since)
+            .where(_among(self.session, AccountRow.external_id, ids)).order_by(AccountRow.id)
+            .with_for_update())
+        return {x: UsageTerms(id=i, plan=p, plan_since=s) for x, i, p, s in rows}
 
     def contact_owner(self, contact_external_ids: Iterable[str]) -> dict[str, str]:
         ids = list(contact_external_ids)
@@ -89,107 +98,262 @@ class SqlAccountRepository:
         row.open_escalations, row.health_updated_at = health.open_escalations, health.updated_at
 
 
+def _is_pg(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def _bulk_insert(pg: bool, model, columns: list[str]):
+    """An INSERT of many rows that takes ON CONFLICT clauses; run it with `_bulk_run`.
+
+    On PostgreSQL the rows travel as one JSON parameter (INSERT ... SELECT FROM
+    json_to_recordset): one short statement, planned once, instead of a VALUES list of
+    columns x rows parameters that the driver parses and quotes anew for every batch
+    (bench/ingest.py measured the difference). SQLite gets a plain executemany.
+    """
+    if not pg:
+        return sqlite_insert(model)
+    table = model.__table__
+    records = (func.json_to_recordset(cast(bindparam("rows", type_=Text), JSON))
+               .table_valued(*[column(c, table.c[c].type) for c in columns])
+               .render_derived(name="r", with_types=True))
+    return pg_insert(model).from_select(columns, select(*[records.c[c] for c in columns]))
+
+
+def _json_value(value):
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    raise TypeError(f"cannot send {type(value).__name__} as JSON")
+
+
+def _bulk_run(session: Session, stmt, rows: list[dict]):
+    conn = session.connection()
+    if _is_pg(session):
+        return conn.execute(stmt, {"rows": json.dumps(rows, default=_json_value)})
+    return conn.execute(stmt, rows)
+
+
+_STATEMENTS: dict[tuple[str, str], object] = {}
+
+
+def _statement(session: Session, name: str, build):
+    """Build a statement once per dialect, so its compiled form is reused batch after batch."""
+    key = (session.get_bind().dialect.name, name)
+    if key not in _STATEMENTS:
+        _STATEMENTS[key] = build(_is_pg(session))
+    return _STATEMENTS[key]
+
+
+def _insert_events(pg: bool):
+    stmt = _bulk_insert(pg, UsageEventRow, EVENT_COLUMNS)
+    return stmt.on_conflict_do_nothing(index_elements=["event_id"]).returning(UsageEventRow.event_id)
+
+
+def _upsert_daily(pg: bool):
+    stmt = _bulk_insert(pg, UsageDailyRow, DAILY_COLUMNS)
+    new, old = stmt.excluded, UsageDailyRow
+    later = new.last_at >= old.last_at
+    greatest = func.greatest if pg else func.max
+    return stmt.on_conflict_do_update(
+        index_elements=["account_id", "metric", "day"],
+        set_={"total": old.total + new.total,
+              "max_quantity": greatest(old.max_quantity, new.max_quantity),
+              "last_quantity": case((later, new.last_quantity), else_=old.last_quantity),
+              "last_at": case((later, new.last_at), else_=old.last_at)})
+
+
+def _upsert_gauges(pg: bool):
+    stmt = _bulk_insert(pg, UsageGaugeRow, GAUGE_COLUMNS)
+    return stmt.on_conflict_do_update(
+        index_elements=["account_id", "metric"],
+        set_={"quantity": stmt.excluded.quantity, "at": stmt.excluded.at},
+        where=stmt.excluded.at >= UsageGaugeRow.at)
+
+
+EVENT_COLUMNS = ["event_id", "account_id", "metric", "quantity", "at", "received_at"]
+DAILY_COLUMNS = ["account_id", "metric", "day", "total", "max_quantity", "last_quantity", "last_at"]
+GAUGE_COLUMNS = ["account_id", "metric", "quantity", "at"]
+
+
+def _among(session: Session, column, values):
+    """`column IN values`; on PostgreSQL as `= ANY(array)`, one parameter however many values,
+    so the driver does not parse a new, long statement for every batch size."""
+    values = list(values)
+    if _is_pg(session):
+        return column == any_(bindparam(None, values, type_=ARRAY(column.type)))
+    return column.in_(values)
+
+
+def _day_start(d: date) -> datetime:
+    return datetime.combine(d, time.min, tzinfo=timezone.utc)
+
+
 class SqlUsageRepository:
+    """Usage events, plus two summaries kept in step with them in the same transaction: daily
+    rollups per metric (usage_daily) and the latest reading of each gauge (usage_gauges)."""
+
     def __init__(self, session: Session) -> None:
         self.session = session
 
-    def known_ids(self, event_ids: Iterable[str]) -> set[str]:
-        ids = list(set(event_ids))
-        known: set[str] = set()
-        for start in range(0, len(ids), 500):  # stay under bound-parameter limits
-            chunk = ids[start:start + 500]
-            known.update(self.session.scalars(
-                select(UsageEventRow.event_id).where(UsageEventRow.event_id.in_(chunk))))
-        return known
+    @property
+    def _conn(self):
+        # Core execution for these plain column reads: the ORM's per-statement work is not needed.
+        return self.session.connection()
 
-    def add_many(self, rows: list[tuple[int, UsageEvent]], received_at: datetime) -> None:
-        if rows:
-            self.session.execute(insert(UsageEventRow), [
-                {"event_id": e.id, "account_id": account_id, "metric": e.metric,
-                 "quantity": e.quantity, "at": e.at, "received_at": received_at}
-                for account_id, e in rows])
+    def add_new(self, rows: list[tuple[int, UsageEvent]], received_at: datetime) -> set[str]:
+        """Store the events whose ids are new; return those ids. Ids already stored are skipped
+        by the unique key itself, so two writers can never store one event twice."""
+        if not rows:
+            return set()
+        inserted = set(_bulk_run(self.session, _statement(self.session, "events", _insert_events), [
+            {"event_id": e.id, "account_id": account_id, "metric": e.metric,
+             "quantity": e.quantity, "at": e.at, "received_at": received_at}
+            for account_id, e in rows]).scalars())
+        stored = [(a, e) for a, e in rows if e.id in inserted]
+        self._roll_up(stored)
+        return inserted
+
+    def _roll_up(self, rows: list[tuple[int, UsageEvent]]) -> None:
+        daily: dict[tuple[int, str, date], dict] = {}
+        gauges: dict[tuple[int, str], dict] = {}
+        for account_id, e in sorted(rows, key=lambda r: r[1].at):
+            day = e.at.astimezone(timezone.utc).date()
+            d = daily.setdefault((account_id, e.metric, day), {
+                "account_id": account_id, "metric": e.metric, "day": day, "total": 0,
+                "max_quantity": e.quantity, "last_quantity": e.quantity, "last_at": e.at})
+            d["total"] += e.quantity
+            d["max_quantity"] = max(d["max_quantity"], e.quantity)
+            d["last_quantity"], d["last_at"] = e.quantity, e.at
+            if e.metric in GAUGES:
+                gauges[(account_id, e.metric)] = {"account_id": account_id, "metric": e.metric,
+                                                  "quantity": e.quantity, "at": e.at}
+        if daily:
+            _bulk_run(self.session, _statement(self.session, "daily", _upsert_daily),
+                      list(daily.values()))
+        if gauges:
+            _bulk_run(self.session, _statement(self.session, "gauges", _upsert_gauges),
+                      list(gauges.values()))
 
     def matrices(self, account_ids: Iterable[int], now: datetime) -> dict[int, UsageMatrix]:
-        """Each account's matrix as of `now`, exactly, in four grouped queries for all of them."""
+        """Each account's matrix as of `now`, exactly (the same as core.usage applying every
+        event), from the daily rollups plus the raw events of the window's first, partial day."""
         ids = list(set(account_ids))
         if not ids:
             return {}
         since = now - WINDOW
-        e = UsageEventRow
-        counters: dict[int, dict[str, int]] = defaultdict(dict)
-        for account_id, metric, total in self.session.execute(
-                select(e.account_id, e.metric, func.sum(e.quantity))
-                .where(e.account_id.in_(ids), e.metric.not_in(GAUGES), e.at > since, e.at <= now)
+        first_day = since.date()
+        first_day_end = _day_start(first_day + timedelta(days=1))
+        e, d = UsageEventRow, UsageDailyRow
+        sums: dict[tuple[int, str], int] = defaultdict(int)
+        peaks: dict[int, int] = defaultdict(int)  # highest integrations reading in the window
+        # Whole days after the window's first day.
+        for account_id, metric, total, peak in self._conn.execute(
+                select(d.account_id, d.metric, func.sum(d.total), func.max(d.max_quantity))
+                .where(_among(self.session, d.account_id, ids), d.day > first_day)
+                .group_by(d.account_id, d.metric)):
+            sums[(account_id, metric)] += int(total)
+            if metric == "integrations":
+                peaks[account_id] = max(peaks[account_id], int(peak))
+        # The part of the first day that is inside the window.
+        for account_id, metric, total, peak in self._conn.execute(
+                select(e.account_id, e.metric, func.sum(e.quantity), func.max(e.quantity))
+                .where(_among(self.session, e.account_id, ids), e.at > since, e.at < first_day_end)
                 .group_by(e.account_id, e.metric)):
-            counters[account_id][metric] = int(total)
-        latest = self._latest_gauges(ids, e.at <= now)
-        carried = self._latest_gauges(ids, e.at <= since, metrics=("integrations",))
-        peaks = dict(self.session.execute(
-            select(e.account_id, func.max(e.quantity))
-            .where(e.account_id.in_(ids), e.metric == "integrations", e.at > since, e.at <= now)
-            .group_by(e.account_id)).all())
+            sums[(account_id, metric)] += int(total)
+            if metric == "integrations":
+                peaks[account_id] = max(peaks[account_id], int(peak))
+        latest = {(a, m): (int(q), at) for a, m, q, at in self._conn.execute(
+            select(UsageGaugeRow.account_id, UsageGaugeRow.metric, UsageGaugeRow.quantity,
+                   UsageGaugeRow.at).where(_among(self.session, UsageGaugeRow.account_id, ids)))}
+        carried = self._integrations_at(ids, since, first_day)
+        features: dict[int, dict[str, int]] = defaultdict(dict)
+        for (account_id, metric), total in sorted(sums.items()):
+            if metric.startswith("feature:"):
+                features[account_id][metric[len("feature:"):]] = total
         out = {}
         for account_id in ids:
-            c = counters.get(account_id, {})
             seats = latest.get((account_id, "seats"))
             integrations = latest.get((account_id, "integrations"))
-            carried_in = carried.get((account_id, "integrations"))
-            peak = max(int(peaks.get(account_id) or 0), carried_in[0] if carried_in else 0)
             out[account_id] = UsageMatrix(
-                messages=c.get("messages", 0),
+                messages=sums.get((account_id, "messages"), 0),
                 seats=seats[0] if seats else 0,
                 seats_at=seats[1] if seats else None,
                 integrations=integrations[0] if integrations else 0,
                 integrations_at=integrations[1] if integrations else None,
-                integrations_peak=peak,
-                features=MappingProxyType({m[len("feature:"):]: v for m, v in c.items()
-                                           if m.startswith("feature:")}),
+                integrations_window_max=peaks.get(account_id, 0),
+                integrations_carried=carried.get(account_id, (0, None))[0],
+                integrations_carried_at=carried.get(account_id, (0, None))[1],
+                features=MappingProxyType(features.get(account_id, {})),
             )
         return out
 
-    def _latest_gauges(self, ids: list[int], when, metrics=GAUGES) -> dict[tuple[int, str], tuple[int, datetime]]:
-        e = UsageEventRow
-        ranked = (select(e.account_id, e.metric, e.quantity, e.at,
-                         func.row_number().over(partition_by=(e.account_id, e.metric),
+    def _integrations_at(self, ids: list[int], since: datetime,
+                         first_day: date) -> dict[int, tuple[int, datetime]]:
+        """The integrations reading in effect at `since`: the latest one at or before it, from the
+        raw events of its own day, else the last reading of the latest earlier day."""
+        e, d = UsageEventRow, UsageDailyRow
+        ranked = (select(e.account_id, e.quantity, e.at,
+                         func.row_number().over(partition_by=e.account_id,
                                                 order_by=(e.at.desc(), e.seq.desc())).label("rn"))
-                  .where(e.account_id.in_(ids), e.metric.in_(metrics), when).subquery())
-        rows = self.session.execute(
-            select(ranked.c.account_id, ranked.c.metric, ranked.c.quantity, ranked.c.at)
-            .where(ranked.c.rn == 1))
-        return {(a, m): (int(q), at) for a, m, q, at in rows}
+                  .where(_among(self.session, e.account_id, ids), e.metric == "integrations",
+                         e.at >= _day_start(first_day), e.at <= since).subquery())
+        found = {a: (int(q), at) for a, q, at in self._conn.execute(
+            select(ranked.c.account_id, ranked.c.quantity, ranked.c.at).where(ranked.c.rn == 1))}
+        rest = [a for a in ids if a not in found]
+        if rest:
+            last_day = (select(d.account_id, func.max(d.day).label("day"))
+                        .where(_among(self.session, d.account_id, rest), d.metric == "integrations",
+                               d.day < first_day)
+                        .group_by(d.account_id).subquery())
+            found.update({a: (int(q), at) for a, q, at in self._conn.execute(
+                select(d.account_id, d.last_quantity, d.last_at).join(
+                    last_day, (d.account_id == last_day.c.account_id) & (d.day == last_day.c.day))
+                .where(d.metric == "integrations"))})
+        return found
 
 
 class SqlThresholdStateRepository:
     def __init__(self, session: Session) -> None:
         self.session = session
 
+    @property
+    def _conn(self):
+        # Core execution for these plain column reads: the ORM's per-statement work is not needed.
+        return self.session.connection()
+
     def get_many(self, account_ids: Iterable[int]) -> dict[int, frozenset[str]]:
         ids = list(set(account_ids))
         keys: dict[int, set[str]] = defaultdict(set)
         if ids:
-            for account_id, key in self.session.execute(
+            for account_id, key in self._conn.execute(
                     select(ThresholdStateRow.account_id, ThresholdStateRow.key)
-                    .where(ThresholdStateRow.account_id.in_(ids))):
+                    .where(_among(self.session, ThresholdStateRow.account_id, ids))):
                 keys[account_id].add(key)
         return {a: frozenset(keys.get(a, ())) for a in ids}
 
-    def replace(self, account_id: int, keys: frozenset[str], now: datetime) -> None:
-        self.session.execute(delete(ThresholdStateRow).where(ThresholdStateRow.account_id == account_id))
-        if keys:
-            self.session.execute(insert(ThresholdStateRow), [
-                {"account_id": account_id, "key": k, "changed_at": now} for k in sorted(keys)])
+    def replace_many(self, states: dict[int, frozenset[str]], now: datetime) -> None:
+        """Set each account's above-keys: one delete and one insert for all of them."""
+        if not states:
+            return
+        self._conn.execute(delete(ThresholdStateRow).where(
+            _among(self.session, ThresholdStateRow.account_id, states)))
+        rows = [{"account_id": a, "key": k, "changed_at": now}
+                for a, keys in states.items() for k in sorted(keys)]
+        if rows:
+            self.session.connection().execute(insert(ThresholdStateRow), rows)
 
 
 class SqlSignalRepository:
     def __init__(self, session: Session) -> None:
         self.session = session
 
-    def add_many(self, account_id: int, crossings: list[Crossing], detected_at: datetime) -> None:
-        self.session.execute(insert(SignalRow), [
+    def add_many(self, crossings: list[tuple[int, Crossing]], detected_at: datetime) -> None:
+        if not crossings:
+            return
+        self.session.connection().execute(insert(SignalRow), [
             {"account_id": account_id, "key": c.key, "direction": c.direction,
              "from_plan": c.from_plan, "to_plan": c.to_plan, "metric": c.metric,
              "value": c.value, "threshold": c.threshold, "crossed_at": c.at,
-             "detected_at": detected_at, "event_id": c.event_id} for c in crossings])
+             "detected_at": detected_at, "event_id": c.event_id} for account_id, c in crossings])
 
     def for_account(self, account_id: int) -> list[tuple[Crossing, datetime]]:
         rows = self.session.scalars(select(SignalRow).where(SignalRow.account_id == account_id)

@@ -56,15 +56,17 @@ def test_sql_usage_matrix_equals_the_core_matrix_for_the_same_events(db_url, cat
         rng = random.Random(7)
         metrics = ["messages", "messages", "seats", "integrations", "feature:workflows", "feature:sso"]
         events = sorted((UsageEvent(f"e{i}", "acct", rng.choice(metrics), rng.randint(0, 900),
-                                    NOW - timedelta(hours=rng.randint(0, 24 * 45)))
+                                    NOW - timedelta(minutes=rng.randint(0, 60 * 24 * 45)))
                          for i in range(400)), key=lambda e: e.at)
         for start in range(0, len(events), 37):  # batches of an awkward size
             services.record_usage(uow, catalog, events[start:start + 37], NOW)
-        _, from_sql = services.get_account(uow, "acct", NOW)
-        expected = UsageMatrix()
-        for e in events:
-            expected = expected.apply(e, NOW)
-        assert from_sql == expected
+        # As of several moments, so the window's first day is cut at different hours.
+        for as_of in [NOW + timedelta(hours=h) for h in (0, 7, 31, 24 * 9 + 13, 24 * 40)]:
+            _, from_sql = services.get_account(uow, "acct", as_of)
+            expected = UsageMatrix()
+            for e in events:
+                expected = expected.apply(e, as_of)
+            assert from_sql == expected, as_of
     finally:
         engine.dispose()
 
@@ -79,8 +81,8 @@ def test_a_rejected_batch_leaves_no_trace(db_url, catalog):
         with pytest.raises(DomainError) as err:
             services.record_usage(uow, catalog, [good, bad], NOW)
         assert (err.value.code, err.value.index) == ("unknown_account", 1)
-        with uow:
-            assert uow.usage.known_ids(["ok", "bad"]) == set()
+        assert services.get_account(uow, "acct", NOW)[1] == UsageMatrix()
         assert services.list_signals(uow, "acct") == []
+        assert services.record_usage(uow, catalog, [good], NOW).accepted == 1  # "ok" was not kept
     finally:
         engine.dispose()

@@ -50,7 +50,7 @@ def test_no_threshold_met_and_no_cheaper_plan_means_no_case(catalog):
 
 
 def test_growth_account_with_low_usage_gets_an_honest_down_tier_case(catalog):
-    usage = UsageMatrix(messages=2100, seats=5, integrations=1, integrations_peak=1)
+    usage = UsageMatrix(messages=2100, seats=5, integrations=1, integrations_window_max=1)
     case = current_case(catalog, terms(plan="growth", billing_day=1), usage, NOW)
     assert (case.direction, case.target.name) == ("down", "starter")
     assert case.cost_target.total == Decimal("339.00") and case.claims_saving
@@ -61,7 +61,7 @@ def test_growth_account_with_low_usage_gets_an_honest_down_tier_case(catalog):
 
 
 def test_down_tier_waits_until_the_account_has_a_full_window_on_its_plan(catalog):
-    usage = UsageMatrix(messages=2100, seats=5, integrations=1, integrations_peak=1)
+    usage = UsageMatrix(messages=2100, seats=5, integrations=1, integrations_window_max=1)
     assert current_case(catalog, terms(plan="growth", plan_days=5), usage, NOW) is None
 
 

@@ -1,4 +1,5 @@
-"""Initial schema: accounts, contacts, usage events, threshold states, signals.
+"""Initial schema: accounts, contacts, usage events and their daily rollups, latest gauges,
+threshold states, signals.
 
 Revision ID: 0001
 Revises: 
@@ -25,8 +26,8 @@ def upgrade() -> None:
     sa.Column('timezone', sa.String(length=64), nullable=False),
     sa.Column('billing_day', sa.Integer(), nullable=False),
     sa.Column('plan_since', storage.models.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('csat', sa.Numeric(precision=4, scale=2), nullable=True),
-    sa.Column('sentiment', sa.Numeric(precision=5, scale=3), nullable=True),
+    sa.Column("csat", sa.Numeric(precision=6, scale=4), nullable=True),
+    sa.Column("sentiment", sa.Numeric(precision=6, scale=4), nullable=True),
     sa.Column('open_escalations', sa.Integer(), nullable=False),
     sa.Column('health_updated_at', storage.models.UTCDateTime(timezone=True), nullable=True),
     sa.Column('created_at', storage.models.UTCDateTime(timezone=True), nullable=False),
@@ -81,6 +82,17 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], name=op.f('fk_threshold_states_account_id_accounts'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('account_id', 'key', name=op.f('pk_threshold_states'))
     )
+    op.create_table('usage_daily',
+    sa.Column('account_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('metric', sa.String(length=100), nullable=False),
+    sa.Column('day', sa.Date(), nullable=False),
+    sa.Column('total', sa.BigInteger(), nullable=False),
+    sa.Column('max_quantity', sa.BigInteger(), nullable=False),
+    sa.Column('last_quantity', sa.BigInteger(), nullable=False),
+    sa.Column('last_at', storage.models.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], name=op.f('fk_usage_daily_account_id_accounts'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('account_id', 'metric', 'day', name=op.f('pk_usage_daily'))
+    )
     op.create_table('usage_events',
     sa.Column('seq', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('event_id', sa.String(length=200), nullable=False),
@@ -94,15 +106,25 @@ def upgrade() -> None:
     sa.UniqueConstraint('event_id', name=op.f('uq_usage_events_event_id'))
     )
     with op.batch_alter_table('usage_events', schema=None) as batch_op:
-        batch_op.create_index('ix_usage_events_account_metric_at', ['account_id', 'metric', 'at'], unique=False)
+        batch_op.create_index('ix_usage_events_account_at', ['account_id', 'at'], unique=False)
 
+    op.create_table('usage_gauges',
+    sa.Column('account_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('metric', sa.String(length=100), nullable=False),
+    sa.Column('quantity', sa.BigInteger(), nullable=False),
+    sa.Column('at', storage.models.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], name=op.f('fk_usage_gauges_account_id_accounts'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('account_id', 'metric', name=op.f('pk_usage_gauges'))
+    )
 
 
 def downgrade() -> None:
+    op.drop_table('usage_gauges')
     with op.batch_alter_table('usage_events', schema=None) as batch_op:
-        batch_op.drop_index('ix_usage_events_account_metric_at')
+        batch_op.drop_index('ix_usage_events_account_at')
 
     op.drop_table('usage_events')
+    op.drop_table('usage_daily')
     op.drop_table('threshold_states')
     with op.batch_alter_table('signals', schema=None) as batch_op:
         batch_op.drop_index('ix_signals_account_detected')
