@@ -7,8 +7,8 @@ tied to the calendar day, so loading twice on one day stores nothing twice.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import NamedTuple
 
 from core import services
 from core.accounts import Contact
@@ -18,43 +18,38 @@ from core.usage import UsageEvent
 DAYS = 28  # spread counters over the last 28 days: safely inside the 30-day window
 
 
-class DemoAccount(NamedTuple):
-    external_id: str
-    name: str
-    plan: str
-    vertical: str
-    timezone: str
-    billing_day: int
-    contact: Contact
-    plan_days: int | None = None  # how long on the plan; None: since loading
+def _account(external_id, name, plan, vertical, timezone, billing_day, contact) -> AccountInput:
+    return AccountInput(external_id=external_id, name=name, plan=plan, vertical=vertical,
+                        timezone=timezone, billing_day=billing_day, contacts=(contact,))
 
 
-# Each demo account, then its usage: messages over the window, seats, integrations, feature hits.
-ACCOUNTS = [
-    (DemoAccount("acme-clinic", "Acme Family Clinic", "starter", "healthcare", "America/Chicago", 5,
+# Each demo account, the days it has been on its plan (None: since loading), and its usage:
+# messages over the window, seats, integrations, feature hits.
+ACCOUNTS: list[tuple[AccountInput, int | None, dict[str, int]]] = [
+    (_account("acme-clinic", "Acme Family Clinic", "starter", "healthcare", "America/Chicago", 5,
               Contact("acme-dana", "Dana Reyes", "billing", "+13125550142", "+13125550142",
                       "u-dana", "dana@acme-clinic.example")),
-     {"messages": 4800, "seats": 3, "integrations": 1}),
-    (DemoAccount("bright-salon", "Bright Salon", "starter", "salon", "America/Los_Angeles", 12,
+     None, {"messages": 4800, "seats": 3, "integrations": 1}),
+    (_account("bright-salon", "Bright Salon", "starter", "salon", "America/Los_Angeles", 12,
               Contact("bright-jo", "Jo Park", "billing", "+14155550100", None, "u-jo",
                       "jo@bright-salon.example")),
-     {"messages": 900, "seats": 4, "integrations": 1}),
-    (DemoAccount("harbor-realty", "Harbor Realty", "growth", "real_estate", "America/New_York", 1,
+     None, {"messages": 900, "seats": 4, "integrations": 1}),
+    (_account("harbor-realty", "Harbor Realty", "growth", "real_estate", "America/New_York", 1,
               Contact("harbor-sam", "Sam Ortiz", "admin", "+12125551234", None, "u-sam",
-                      "sam@harbor-realty.example"), plan_days=120),
-     {"messages": 2100, "seats": 5, "integrations": 1}),
-    (DemoAccount("pipeline-sales", "Pipeline Sales Co", "growth", "sales", "America/Denver", 20,
+                      "sam@harbor-realty.example")),
+     120, {"messages": 2100, "seats": 5, "integrations": 1}),
+    (_account("pipeline-sales", "Pipeline Sales Co", "growth", "sales", "America/Denver", 20,
               Contact("pipeline-lee", "Lee Chen", "billing", "+13035550188", "+13035550188",
                       "u-lee", "lee@pipeline.example")),
-     {"messages": 31000, "seats": 8, "integrations": 4}),
-    (DemoAccount("northwind-msp", "Northwind IT", "starter", "it_msp", "Europe/London", 15,
+     None, {"messages": 31000, "seats": 8, "integrations": 4}),
+    (_account("northwind-msp", "Northwind IT", "starter", "it_msp", "Europe/London", 15,
               Contact("northwind-ali", "Ali Khan", "billing", "+442079460958", None, "u-ali",
                       "ali@northwind.example")),
-     {"messages": 800, "seats": 2, "integrations": 1, "feature:workflows": 3}),
-    (DemoAccount("quiet-studio", "Quiet Studio", "starter", "generic", "Australia/Sydney", 3,
+     None, {"messages": 800, "seats": 2, "integrations": 1, "feature:workflows": 3}),
+    (_account("quiet-studio", "Quiet Studio", "starter", "generic", "Australia/Sydney", 3,
               Contact("quiet-max", "Max Hill", "billing", "+61291234567", None, "u-max",
                       "max@quiet.example")),
-     {"messages": 400, "seats": 2, "integrations": 0}),
+     None, {"messages": 400, "seats": 2, "integrations": 0}),
 ]
 
 
@@ -80,17 +75,15 @@ def load(runtime, *, only_missing: bool = False) -> int:
     """Load (or refresh) the demo accounts and their usage; returns how many accounts it loaded."""
     now = runtime.now()
     loaded = 0
-    for demo, usage in ACCOUNTS:
+    for account, plan_days, usage in ACCOUNTS:
         if only_missing:
             with runtime.uow() as uow:
-                if uow.accounts.get(demo.external_id) is not None:
+                if uow.accounts.get(account.external_id) is not None:
                     continue
-        plan_since = now - timedelta(days=demo.plan_days) if demo.plan_days else None
-        services.upsert_account(runtime.uow(), runtime.catalog, AccountInput(
-            external_id=demo.external_id, name=demo.name, plan=demo.plan, vertical=demo.vertical,
-            timezone=demo.timezone, billing_day=demo.billing_day, contacts=(demo.contact,),
-            plan_since=plan_since), now)
+        if plan_days:
+            account = replace(account, plan_since=now - timedelta(days=plan_days))
+        services.upsert_account(runtime.uow(), runtime.catalog, account, now)
         services.record_usage(runtime.uow(), runtime.catalog,
-                              _events(demo.external_id, usage, now), now)
+                              _events(account.external_id, usage, now), now)
         loaded += 1
     return loaded
