@@ -138,6 +138,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         auto_migrate = is_sqlite(url)
     if auto_migrate:
         migrate.upgrade(engine)
+    else:
+        _warn_if_schema_behind(engine)
 
     from channels import api, cli, demo
 
@@ -157,6 +159,17 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         if loaded:
             log.info("demo data: loaded %d accounts", loaded)
     return app
+
+
+def _warn_if_schema_behind(engine: Engine) -> None:
+    try:
+        current, head = migrate.current_revision(engine), migrate.head_revision()
+    except Exception as exc:  # noqa: BLE001 - a start-up hint must not stop start-up
+        log.warning("could not read the schema revision: %s", exc)
+        return
+    if current != head:
+        log.warning("database schema is at %s, this code needs %s: run `flask --app app db "
+                    "upgrade` before serving traffic", current or "nothing", head)
 
 
 def _setup_logging() -> None:

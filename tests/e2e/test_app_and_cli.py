@@ -145,3 +145,18 @@ def test_db_commands_report_and_apply_the_schema_revision(make_app):
     assert "up to date" in current.output
     upgrade = runner.invoke(args=["db", "upgrade"])
     assert upgrade.exit_code == 0 and "-> 0001" in upgrade.output
+
+
+def test_a_database_behind_the_code_gets_a_warning_at_start(pg_admin_url, caplog):
+    from tests.support.postgres import create_database
+
+    url = create_database(pg_admin_url, "behind")
+    with caplog.at_level("WARNING", logger="upgrade_chat"):
+        app = create_app({"DATABASE_URL": url, "API_KEY": "k"})
+    assert "flask --app app db upgrade" in caplog.text
+    app.extensions["upgrade_chat"].engine.dispose()
+
+
+def test_health_check_answers_without_a_key(app):
+    r = app.test_client().get("/healthz")
+    assert (r.status_code, r.get_json()) == (200, {"status": "ok"})

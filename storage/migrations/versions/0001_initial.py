@@ -1,5 +1,7 @@
-"""Initial schema: accounts, contacts, usage events and their daily rollups, latest gauges,
-threshold states, signals.
+"""Initial schema.
+
+Accounts, contacts, usage events with their daily rollups and latest gauges, threshold states,
+signals.
 
 Revision ID: 0001
 Revises: 
