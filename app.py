@@ -8,6 +8,7 @@ environment or the clock; everything else gets them handed in.
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import sys
 from dataclasses import dataclass, field
@@ -17,8 +18,10 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import click
+import phonenumbers
 from flask import Flask, jsonify
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from core.accounts import HealthBounds
 from core.catalog import Catalog, parse_catalog
@@ -31,8 +34,11 @@ log = logging.getLogger("upgrade_chat")
 
 DEFAULT_CATALOG = Path(__file__).resolve().parent / "core" / "catalog.toml"
 
+ENV_PREFIX = "UPGRADE_CHAT_"
+
 DEFAULTS: dict[str, Any] = {
     "DATABASE_URL": None,  # default: SQLite file in the instance folder
+    "INSTANCE_PATH": None,  # default: Flask's (instance/ beside app.py in a checkout)
     "API_KEY": None,  # default on SQLite: generated once, kept in instance/api_key
     "CATALOG_PATH": None,  # default: core/catalog.toml
     "DEMO": None,  # default: on for the embedded SQLite service, off with a test mapping
@@ -41,8 +47,13 @@ DEFAULTS: dict[str, Any] = {
     "HEALTH_CSAT_RED_BELOW": "3.0",
     "HEALTH_SENTIMENT_RED_BELOW": "-0.3",
     "HEALTH_ESCALATIONS_RED_ABOVE": 0,
+    "PORT": 5000,  # the embedded server's port (scripts/serve)
+    "MAX_CONTENT_LENGTH": 8 * 1024 * 1024,  # bytes per request body; larger is a 413
     "CLOCK": None,  # tests only: a callable returning an aware datetime
 }
+BOOL_KEYS = ("DEMO", "AUTO_MIGRATE")
+INT_KEYS = ("HEALTH_ESCALATIONS_RED_ABOVE", "PORT", "MAX_CONTENT_LENGTH")
+TRUE, FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
 
 class ConfigError(Exception):
@@ -68,10 +79,10 @@ class Runtime:
         value = self.clock()
         if value.tzinfo is None:
             raise ConfigError("CLOCK must return an aware datetime")
-        return value
+        return value.astimezone(timezone.utc)
 
-    def uow(self) -> SqlUnitOfWork:
-        return SqlUnitOfWork(self.engine)
+    def uow(self, *, read_only: bool = False) -> SqlUnitOfWork:
+        return SqlUnitOfWork(self.engine, read_only=read_only)
 
 
 def load_catalog(path: str | Path | None) -> Catalog:
@@ -84,6 +95,38 @@ def load_catalog(path: str | Path | None) -> Catalog:
     return parse_catalog(text, str(source))
 
 
+def settings(environ: Mapping[str, str], test_config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """DEFAULTS, then UPGRADE_CHAT_<KEY> environment variables, then the test mapping, typed.
+
+    Environment values are text: booleans must say true/false (or 1/0, yes/no, on/off), numbers
+    must be numbers, and everything else is kept as written (an API key of "1e3" stays "1e3").
+    """
+    values = dict(DEFAULTS)
+    for key in DEFAULTS:
+        if key != "CLOCK" and ENV_PREFIX + key in environ:
+            values[key] = environ[ENV_PREFIX + key]
+    values.update(test_config or {})
+    for key in BOOL_KEYS:
+        value = values[key]
+        if isinstance(value, str):
+            word = value.strip().lower()
+            if word not in TRUE | FALSE:
+                raise ConfigError(f"{ENV_PREFIX}{key}: expected true or false, got {value!r}")
+            values[key] = word in TRUE
+    for key in INT_KEYS:
+        try:
+            values[key] = int(values[key])
+        except (TypeError, ValueError):
+            raise ConfigError(f"{ENV_PREFIX}{key}: expected a whole number, "
+                              f"got {values[key]!r}") from None
+    region = str(values["DEFAULT_PHONE_REGION"]).upper()
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        raise ConfigError(f"{ENV_PREFIX}DEFAULT_PHONE_REGION: expected a two-letter region such "
+                          f"as US or GB, got {values['DEFAULT_PHONE_REGION']!r}")
+    values["DEFAULT_PHONE_REGION"] = region
+    return values
+
+
 def _api_key(app: Flask, url: str) -> str:
     key = app.config["API_KEY"]
     if key:
@@ -92,9 +135,14 @@ def _api_key(app: Flask, url: str) -> str:
         raise ConfigError("API_KEY is not set: set UPGRADE_CHAT_API_KEY (a long random string) "
                           "for a PostgreSQL deployment")
     path = Path(app.instance_path) / "api_key"
-    if not path.exists():
-        path.write_text(secrets.token_urlsafe(24) + "\n", encoding="utf-8")
-        path.chmod(0o600)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:  # O_EXCL: of two processes starting at once, one writes the key and both read it
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(secrets.token_urlsafe(24) + "\n")
     return path.read_text(encoding="utf-8").strip()
 
 
@@ -107,27 +155,27 @@ def _decimal(app: Flask, key: str) -> Decimal:
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     """The Upgrade Chat web app. `test_config` overrides defaults and the environment."""
-    app = Flask(__name__, instance_relative_config=True)
+    config = settings(os.environ, test_config)
+    app = Flask(__name__, instance_path=config["INSTANCE_PATH"])
     app.json.sort_keys = False  # keep fields in the documented order, easier to read
-    app.config.from_mapping(DEFAULTS)
-    app.config.from_prefixed_env("UPGRADE_CHAT")
-    if test_config is not None:
-        app.config.from_mapping(test_config)
-    Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+    app.config.from_mapping(config)
     _setup_logging()
 
-    url = app.config["DATABASE_URL"] or f"sqlite:///{Path(app.instance_path) / 'upgrade_chat.sqlite3'}"
+    url = app.config["DATABASE_URL"]
+    if not url:
+        Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+        url = f"sqlite:///{Path(app.instance_path) / 'upgrade_chat.sqlite3'}"
     app.config["DATABASE_URL"] = url
     engine = make_engine(url)
     runtime = Runtime(
         catalog=load_catalog(app.config["CATALOG_PATH"]),
         engine=engine,
         api_key=_api_key(app, url),
-        phone_region=str(app.config["DEFAULT_PHONE_REGION"]).upper(),
+        phone_region=app.config["DEFAULT_PHONE_REGION"],
         health_bounds=HealthBounds(
             csat_below=_decimal(app, "HEALTH_CSAT_RED_BELOW"),
             sentiment_below=_decimal(app, "HEALTH_SENTIMENT_RED_BELOW"),
-            escalations_above=int(app.config["HEALTH_ESCALATIONS_RED_ABOVE"]),
+            escalations_above=app.config["HEALTH_ESCALATIONS_RED_ABOVE"],
         ),
         clock=app.config["CLOCK"] or utc_now,
     )
@@ -164,7 +212,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 def _warn_if_schema_behind(engine: Engine) -> None:
     try:
         current, head = migrate.current_revision(engine), migrate.head_revision()
-    except Exception as exc:  # noqa: BLE001 - a start-up hint must not stop start-up
+    except SQLAlchemyError as exc:  # the database may be down at start; workers retry later
         log.warning("could not read the schema revision: %s", exc)
         return
     if current != head:
@@ -187,7 +235,7 @@ def main() -> None:
         click.echo(f"upgrade-chat: cannot start: {exc}", err=True)
         sys.exit(2)
     rt: Runtime = app.extensions["upgrade_chat"]
-    host, port = "127.0.0.1", int(app.config.get("PORT") or 5000)
+    host, port = "127.0.0.1", app.config["PORT"]
     base = f"http://{host}:{port}"
     click.echo(f"""
 Upgrade Chat is running (embedded mode).

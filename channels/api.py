@@ -15,11 +15,10 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from core import services
-from core.accounts import Contact, normalize_phone
-from core.errors import DomainError, NotFound
-from core.ports import Conflict
-from channels.inputs import (Malformed, check_length, parse_decimal, parse_time, require,
-                             usage_event)
+from core.accounts import Contact
+from core.errors import DomainError, Malformed, NotFound
+from core.ports import Conflict, StorageBusy
+from channels.inputs import parse_decimal, parse_events, parse_time, require
 from channels.serialize import account_json, case_json, signal_json
 
 log = logging.getLogger(__name__)
@@ -71,7 +70,7 @@ def openapi():
     return Response(text, mimetype="application/json")
 
 
-def _contacts(raw, region: str) -> tuple[Contact, ...]:
+def _contacts(raw) -> tuple[Contact, ...]:
     if raw is None:
         return ()
     if not isinstance(raw, list):
@@ -81,17 +80,14 @@ def _contacts(raw, region: str) -> tuple[Contact, ...]:
         path = f"contacts[{i}]"
         if not isinstance(c, dict):
             raise Malformed(f"{path}: expected an object", field=path)
-        phones = {}
-        for key in ("phone", "whatsapp"):
-            value = require(c, key, str, path, required=False)
-            phones[key] = normalize_phone(value, region, f"{path}.{key}") if value else None
         out.append(Contact(
             external_id=str(require(c, "external_id", (str, int), path)),
             name=require(c, "name", str, path, required=False),
             role=require(c, "role", str, path, required=False) or "member",
             web_user_id=require(c, "web_user_id", str, path, required=False),
-            email=require(c, "email", str, path, required=False, max_length=320),
-            **phones,
+            email=require(c, "email", str, path, required=False),
+            phone=require(c, "phone", str, path, required=False),
+            whatsapp=require(c, "whatsapp", str, path, required=False),
         ))
     return tuple(out)
 
@@ -99,7 +95,6 @@ def _contacts(raw, region: str) -> tuple[Contact, ...]:
 @bp.put("/accounts/<external_id>")
 def put_account(external_id: str):
     rt = runtime()
-    check_length(external_id, "external_id")
     data = body()
     now = rt.now()
     since = require(data, "plan_since", str, "", required=False)
@@ -107,15 +102,15 @@ def put_account(external_id: str):
     account_input = services.AccountInput(
         external_id=external_id,
         name=require(data, "name", str, ""),
-        plan=require(data, "plan", str, "", max_length=50),
-        vertical=require(data, "vertical", str, "", required=False, max_length=50) or "generic",
-        timezone=require(data, "timezone", str, "", max_length=64),
+        plan=require(data, "plan", str, ""),
+        vertical=require(data, "vertical", str, "", required=False) or "generic",
+        timezone=require(data, "timezone", str, ""),
         billing_day=billing_day,
-        contacts=_contacts(data.get("contacts"), rt.phone_region),
+        contacts=_contacts(data.get("contacts")),
         plan_since=parse_time(since, "plan_since") if since else None,
     )
-    _, created = services.upsert_account(rt.uow(), rt.catalog, account_input, now)
-    account, matrix = services.get_account(rt.uow(), external_id, now)
+    account, matrix, created = services.upsert_account(rt.uow(), rt.catalog, account_input, now,
+                                                       rt.phone_region)
     return jsonify(account_json(account, matrix, rt.catalog, now, rt.health_bounds)), (201 if created else 200)
 
 
@@ -123,7 +118,7 @@ def put_account(external_id: str):
 def get_account(external_id: str):
     rt = runtime()
     now = rt.now()
-    account, matrix = services.get_account(rt.uow(), external_id, now)
+    account, matrix = services.get_account(rt.uow(read_only=True), external_id, now)
     return jsonify(account_json(account, matrix, rt.catalog, now, rt.health_bounds))
 
 
@@ -135,9 +130,8 @@ def post_usage():
     if len(raw) > MAX_BATCH:
         raise DomainError(f"events: at most {MAX_BATCH} events per batch, got {len(raw)}",
                           code="batch_too_large", field="events")
-    events = [usage_event(item, i) for i, item in enumerate(raw)]
     now = rt.now()
-    result = services.record_usage(rt.uow(), rt.catalog, events, now)
+    result = services.record_usage(rt.uow(), rt.catalog, parse_events(raw), now)
     return jsonify({"accepted": result.accepted, "duplicates": result.duplicates,
                     "signals": [signal_json(c, now) for c in result.crossings]})
 
@@ -148,9 +142,9 @@ def post_health(external_id: str):
     data = body()
     escalations = require(data, "open_escalations", int, "", required=False) or 0
     now = rt.now()
-    services.record_health(rt.uow(), external_id, parse_decimal(data.get("csat"), "csat"),
-                           parse_decimal(data.get("sentiment"), "sentiment"), escalations, now)
-    account, matrix = services.get_account(rt.uow(), external_id, now)
+    account, matrix = services.record_health(
+        rt.uow(), external_id, parse_decimal(data.get("csat"), "csat"),
+        parse_decimal(data.get("sentiment"), "sentiment"), escalations, now)
     return jsonify(account_json(account, matrix, rt.catalog, now, rt.health_bounds))
 
 
@@ -158,7 +152,7 @@ def post_health(external_id: str):
 def get_case(external_id: str):
     rt = runtime()
     now = rt.now()
-    account, case = services.get_case(rt.uow(), rt.catalog, external_id, now)
+    account, case = services.get_case(rt.uow(read_only=True), rt.catalog, external_id, now)
     if case is None:
         return error(404, "no_case", f"no tier change applies to account {external_id!r} now")
     return jsonify(case_json(account, case, rt.catalog, now))
@@ -167,7 +161,7 @@ def get_case(external_id: str):
 @bp.get("/accounts/<external_id>/signals")
 def get_signals(external_id: str):
     rt = runtime()
-    signals = services.list_signals(rt.uow(), external_id)
+    signals = services.list_signals(rt.uow(read_only=True), external_id)
     return jsonify({"account": external_id, "signals": [signal_json(c, d) for c, d in signals]})
 
 
@@ -190,6 +184,13 @@ def register_errors(app: Flask) -> None:
     def _conflict(exc: Conflict):
         log.warning("write conflict persisted after retries: %s", exc)
         return error(409, "conflict", "the request kept conflicting with concurrent writes; retry it")
+
+    @app.errorhandler(StorageBusy)
+    def _busy(exc: StorageBusy):
+        log.warning("database busy: %s", exc)
+        response, status = error(503, "busy", "the database is busy; retry in a moment")
+        response.headers["Retry-After"] = "1"
+        return response, status
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException):

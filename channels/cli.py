@@ -11,7 +11,7 @@ from flask.cli import AppGroup
 
 from core import services
 from core.errors import DomainError
-from channels.inputs import Malformed, usage_event
+from channels.inputs import parse_events
 from storage import migrate
 
 CSV_COLUMNS = ("id", "account", "metric", "quantity", "at")
@@ -108,9 +108,8 @@ def _count_rows(path: Path) -> int:
 
 def _import_batch(rt, path: Path, rows: list[dict], lines: list[int]) -> tuple[int, int, int]:
     try:
-        events = [usage_event(row, i, "rows") for i, row in enumerate(rows)]
-        result = services.record_usage(rt.uow(), rt.catalog, events, rt.now())
-    except (Malformed, DomainError) as exc:
+        result = services.record_usage(rt.uow(), rt.catalog, parse_events(rows, "rows"), rt.now())
+    except DomainError as exc:
         where = f"line {lines[exc.index]}" if exc.index is not None else "a row"
         raise click.ClickException(
             f"{path}: {where}: {exc.message}. Nothing of this batch was stored; earlier batches "

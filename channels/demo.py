@@ -82,7 +82,7 @@ def load(runtime, *, only_missing: bool = False) -> int:
                     continue
         if plan_days:
             account = replace(account, plan_since=now - timedelta(days=plan_days))
-        services.upsert_account(runtime.uow(), runtime.catalog, account, now)
+        services.upsert_account(runtime.uow(), runtime.catalog, account, now, runtime.phone_region)
         services.record_usage(runtime.uow(), runtime.catalog,
                               _events(account.external_id, usage, now), now)
         loaded += 1

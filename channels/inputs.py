@@ -1,8 +1,9 @@
 """Turning outside input (JSON bodies, CSV rows) into core values, with errors that say where.
 
-Shape problems (not an object, a missing field, a wrong type) are `Malformed` (HTTP 400); values
-that are well-formed but break a rule (a bad timestamp, an unknown plan) are the core's
-`DomainError` (HTTP 422). Both carry the field path and, in a batch, the item's index.
+Shape problems (not an object, a missing field, a wrong type) are `core.errors.Malformed` (HTTP
+400); values that are well-formed but break a rule (a bad timestamp) are `DomainError` (HTTP 422).
+Both carry the field path and, in a batch, the item's index. The rules themselves (lengths, known
+plans and metrics, E.164 phones) are the core's.
 """
 
 from __future__ import annotations
@@ -11,34 +12,13 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from core.errors import DomainError
+from core.errors import DomainError, Malformed
 from core.usage import UsageEvent
 
 
-class Malformed(Exception):
-    """Input whose shape is wrong: HTTP 400."""
-
-    code = "malformed"
-
-    def __init__(self, message: str, *, field: str | None = None, index: int | None = None) -> None:
-        super().__init__(message)
-        self.message, self.field, self.index = message, field, index
-
-
-MAX_TEXT = 200  # the longest id or name the database stores (storage.models String(200))
-
-
-def check_length(value: str, where: str, limit: int = MAX_TEXT, index: int | None = None) -> str:
-    if len(value) > limit:
-        raise DomainError(f"{where}: at most {limit} characters, got {len(value)}",
-                          code="too_long", field=where, index=index)
-    return value
-
-
 def require(obj: Any, key: str, kind: type | tuple[type, ...], path: str, *,
-            required: bool = True, index: int | None = None, max_length: int = MAX_TEXT) -> Any:
-    """`obj[key]` checked against `kind` (and strings against `max_length`); None when optional
-    and absent or null."""
+            required: bool = True, index: int | None = None) -> Any:
+    """`obj[key]` checked against `kind`; None when optional and absent or null."""
     where = f"{path}.{key}" if path else key
     if not isinstance(obj, dict):
         raise Malformed(f"{path or 'body'}: expected a JSON object", field=path or None, index=index)
@@ -57,10 +37,8 @@ def require(obj: Any, key: str, kind: type | tuple[type, ...], path: str, *,
                              dict: "an object", float: "a number", bool: "true or false"}[k]
                             for k in kinds)
         raise Malformed(f"{where}: expected {names}", field=where, index=index)
-    if isinstance(value, str):
-        if required and not value.strip():
-            raise Malformed(f"{where}: must not be empty", field=where, index=index)
-        check_length(value, where, max_length, index)
+    if isinstance(value, str) and required and not value.strip():
+        raise Malformed(f"{where}: must not be empty", field=where, index=index)
     return value
 
 
@@ -111,8 +89,7 @@ def usage_event(raw: Any, index: int, path: str = "events") -> UsageEvent:
     where = f"{path}[{index}]"
     if not isinstance(raw, dict):
         raise Malformed(f"{where}: expected an object", field=where, index=index)
-    event_id = check_length(str(require(raw, "id", (str, int), where, index=index)),
-                            f"{where}.id", index=index)
+    event_id = str(require(raw, "id", (str, int), where, index=index))
     account = require(raw, "account", str, where, index=index)
     metric = require(raw, "metric", str, where, index=index)
     if raw.get("quantity") is None:
@@ -121,3 +98,16 @@ def usage_event(raw: Any, index: int, path: str = "events") -> UsageEvent:
     at = parse_time(require(raw, "at", str, where, index=index), f"{where}.at", index)
     return UsageEvent(id=event_id, account=account.strip(), metric=metric.strip(),
                       quantity=quantity, at=at)
+
+
+def parse_events(raw: list, path: str = "events") -> list[UsageEvent | DomainError]:
+    """Read a batch in order, stopping at the first item that cannot be read: its error takes its
+    place, so the core reports whichever problem comes first in the batch."""
+    items: list[UsageEvent | DomainError] = []
+    for i, item in enumerate(raw):
+        try:
+            items.append(usage_event(item, i, path))
+        except DomainError as exc:
+            items.append(exc)
+            break
+    return items

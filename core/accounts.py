@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -12,6 +12,8 @@ import phonenumbers
 from core.errors import DomainError
 
 ROLES = ("billing", "admin", "member")
+MAX_TEXT = 200  # the longest id or name stored (storage.models: String(200))
+MAX_EMAIL = 320
 
 
 @dataclass(frozen=True)
@@ -80,10 +82,19 @@ def normalize_phone(raw: str, region: str, field_name: str) -> str:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
+def check_text(value: str | None, field_name: str, limit: int = MAX_TEXT,
+               index: int | None = None) -> str | None:
+    """`value` unchanged, or a 422 `too_long` naming the field when it is longer than `limit`."""
+    if value is not None and len(value) > limit:
+        raise DomainError(f"{field_name}: at most {limit} characters, got {len(value)}",
+                          code="too_long", field=field_name, index=index)
+    return value
+
+
 def check_timezone(name: str) -> str:
     try:
         ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         raise DomainError(f"unknown time zone {name!r}; expected an IANA name such as "
                           f"'America/New_York'", code="unknown_timezone", field="timezone") from None
     return name
@@ -96,16 +107,25 @@ def check_billing_day(day: int) -> int:
     return day
 
 
-def check_contacts(contacts: list[Contact]) -> None:
+def checked_contacts(contacts: tuple[Contact, ...], region: str) -> tuple[Contact, ...]:
+    """The contacts with phones in E.164, or a 422 naming the first bad field."""
     seen: set[str] = set()
+    out = []
     for i, c in enumerate(contacts):
+        path = f"contacts[{i}]"
         if c.role not in ROLES:
-            raise DomainError(f"contacts[{i}].role must be one of {', '.join(ROLES)}, got {c.role!r}",
-                              code="invalid_role", field=f"contacts[{i}].role")
+            raise DomainError(f"{path}.role must be one of {', '.join(ROLES)}, got {c.role!r}",
+                              code="invalid_role", field=f"{path}.role")
         if c.external_id in seen:
-            raise DomainError(f"contacts[{i}].external_id {c.external_id!r} appears twice",
-                              code="duplicate_contact", field=f"contacts[{i}].external_id")
+            raise DomainError(f"{path}.external_id {c.external_id!r} appears twice",
+                              code="duplicate_contact", field=f"{path}.external_id")
         seen.add(c.external_id)
+        for name in ("external_id", "name", "web_user_id"):
+            check_text(getattr(c, name), f"{path}.{name}")
+        check_text(c.email, f"{path}.email", MAX_EMAIL)
+        out.append(replace(c, **{key: normalize_phone(getattr(c, key), region, f"{path}.{key}")
+                                 if getattr(c, key) else None for key in ("phone", "whatsapp")}))
+    return tuple(out)
 
 
 HEALTH_PLACES = 4  # decimals kept for csat and sentiment; more would be rounded by storage

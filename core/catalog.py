@@ -103,11 +103,6 @@ class Catalog:
             f"unknown metric {metric!r}; expected messages, seats, integrations or "
             f"feature:<name> with name one of {', '.join(self.features)}", code="unknown_metric")
 
-    def above(self, plan: Plan) -> Plan | None:
-        """The next plan up, or None at the top."""
-        higher = [p for p in self.plans.values() if p.rank > plan.rank]
-        return higher[0] if higher else None
-
     def below(self, plan: Plan) -> Plan | None:
         """The next plan down, or None at the bottom."""
         lower = [p for p in self.plans.values() if p.rank < plan.rank]

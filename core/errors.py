@@ -16,6 +16,12 @@ class DomainError(Exception):
         self.index = index
 
 
+class Malformed(DomainError):
+    """Input whose shape is wrong: not an object, a missing field, a wrong type (HTTP 400)."""
+
+    code = "malformed"
+
+
 class NotFound(DomainError):
     """The thing asked for does not exist (HTTP 404 at the API)."""
 

@@ -84,8 +84,10 @@ def _down(case: Case, catalog: Catalog) -> str:
     current, target = _plan(case.current.name), _plan(case.target.name)
     unused = [catalog.feature_name(f, v) for f in case.gives_up]
     usage = (f"In the last 30 days you sent {_quantity(u.messages, v.message, v.messages)} "
-             f"with {_quantity(u.seats, v.seat, v.seats)}")
-    usage += f" and did not use {join_words(unused, 'or')}." if unused else "."
+             f"with {_quantity(u.seats, v.seat, v.seats)}.")
+    # State what the lower plan lacks, not a claim about what the buyer did: the rule only knows
+    # that no use of those features was reported.
+    lacks = f" {target} does not include {join_words(unused, 'or')}." if unused else ""
     new_cost, now_cost = dollars(case.cost_target.total), dollars(case.cost_current.total)
     if case.claims_saving:
         compare = (f"{target} would have cost {new_cost} instead of {now_cost} on {current}, "
@@ -96,8 +98,8 @@ def _down(case: Case, catalog: Catalog) -> str:
         compare = (f"{target} would have cost {new_cost} against {now_cost} on {current}, "
                    f"{dollars(-case.monthly_difference)} more a month.")
     when = case.effective
-    return (f"{usage} {compare} The change would take effect at your next billing period, "
-            f"on {when:%b} {when.day}.")
+    return (f"{usage} {compare}{lacks} The change would take effect at your next billing "
+            f"period, on {when:%b} {when.day}.")
 
 
 def opening_message(case: Case, catalog: Catalog) -> str:

@@ -14,6 +14,10 @@ class Conflict(Exception):
     """A write lost a race with another writer (a unique key taken meanwhile); safe to retry."""
 
 
+class StorageBusy(Exception):
+    """The database stayed locked by another writer for longer than we wait; try again later."""
+
+
 class UsageTerms(NamedTuple):
     """What ingesting usage needs to know of an account."""
 

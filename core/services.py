@@ -11,9 +11,10 @@ from collections import defaultdict
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
+from typing import Mapping, Sequence
 
-from core.accounts import (Account, Contact, Health, check_billing_day, check_contacts,
-                           check_health, check_timezone)
+from core.accounts import (Account, Contact, Health, check_billing_day, check_health, check_text,
+                           check_timezone, checked_contacts)
 from core.case import AccountTerms, Case, current_case
 from core.catalog import Catalog
 from core.errors import DomainError, NotFound
@@ -60,23 +61,27 @@ def _retrying(fn):
             log.info("write conflict, retrying (attempt %d of %d)", attempt + 1, RETRIES)
 
 
-def upsert_account(uow: UnitOfWork, catalog: Catalog, data: AccountInput,
-                   now: datetime) -> tuple[Account, bool]:
-    """Create or replace an account and its contacts; True when it was created.
+def upsert_account(uow: UnitOfWork, catalog: Catalog, data: AccountInput, now: datetime,
+                   phone_region: str = "US") -> tuple[Account, UsageMatrix, bool]:
+    """Create or replace an account and its contacts; return it, its usage, and whether it was
+    created. Phones are normalised to E.164 (`phone_region` reads numbers without "+").
 
-    A plan change restarts `plan_since` unless the input gives it."""
+    A plan change restarts `plan_since` unless the input gives it, and forgets which thresholds
+    of the old plan were above: the new plan's thresholds start armed."""
+    check_text(data.external_id, "external_id")
+    check_text(data.name, "name")
     catalog.plan(data.plan)
     catalog.vertical(data.vertical)
     check_timezone(data.timezone)
     check_billing_day(data.billing_day)
-    check_contacts(list(data.contacts))
+    contacts = checked_contacts(data.contacts, phone_region)
     if data.plan_since is not None and data.plan_since > now:
         raise DomainError("plan_since is in the future", code="invalid_timestamp", field="plan_since")
 
-    def attempt() -> tuple[Account, bool]:
+    def attempt() -> tuple[Account, UsageMatrix, bool]:
         with uow:
-            owners = uow.accounts.contact_owner(c.external_id for c in data.contacts)
-            for i, c in enumerate(data.contacts):
+            owners = uow.accounts.contact_owner(c.external_id for c in contacts)
+            for i, c in enumerate(contacts):
                 owner = owners.get(c.external_id)
                 if owner is not None and owner != data.external_id:
                     raise DomainError(f"contact {c.external_id!r} belongs to another account",
@@ -92,12 +97,15 @@ def upsert_account(uow: UnitOfWork, catalog: Catalog, data: AccountInput,
                 id=existing.id if existing else None,
                 external_id=data.external_id, name=data.name, plan=data.plan,
                 vertical=data.vertical, timezone=data.timezone, billing_day=data.billing_day,
-                plan_since=plan_since, contacts=data.contacts,
+                plan_since=plan_since, contacts=contacts,
                 health=existing.health if existing else Health(),
             )
             saved = uow.accounts.save(account, now)
+            if existing is not None and existing.plan != data.plan:
+                uow.thresholds.replace_many({saved.id: frozenset()}, now)
+            matrix = uow.usage.matrices([saved.id], now)[saved.id]
             uow.commit()
-            return saved, existing is None
+            return saved, matrix, existing is None
 
     return _retrying(attempt)
 
@@ -111,44 +119,55 @@ def get_account(uow: UnitOfWork, external_id: str, now: datetime) -> tuple[Accou
         return account, uow.usage.matrices([account.id], now)[account.id]
 
 
-def check_events(catalog: Catalog, events: list[UsageEvent], now: datetime) -> None:
-    """Reject a batch at its first bad event, naming the event's index."""
-    for i, e in enumerate(events):
+def check_events(catalog: Catalog, items: Sequence[UsageEvent | DomainError],
+                 accounts: Mapping[str, object], now: datetime) -> list[UsageEvent]:
+    """The events of a batch, or the error of its first bad item, whatever kind of error it is.
+
+    `items` holds the parsed events; an edge that could not read an item puts the error there
+    instead (and need not read further)."""
+    events = []
+    for i, e in enumerate(items):
+        if isinstance(e, DomainError):
+            raise e
+        where = f"events[{i}]"
+        check_text(e.id, f"{where}.id", index=i)
         try:
             catalog.check_metric(e.metric)
         except DomainError as exc:
-            raise DomainError(f"events[{i}]: {exc.message}", code=exc.code,
-                              field=f"events[{i}].metric", index=i) from None
+            raise DomainError(f"{where}: {exc.message}", code=exc.code,
+                              field=f"{where}.metric", index=i) from None
         if e.quantity < 0:
-            raise DomainError(f"events[{i}]: quantity must be >= 0, got {e.quantity}",
-                              code="negative_quantity", field=f"events[{i}].quantity", index=i)
+            raise DomainError(f"{where}: quantity must be >= 0, got {e.quantity}",
+                              code="negative_quantity", field=f"{where}.quantity", index=i)
         if e.quantity > MAX_QUANTITY:
-            raise DomainError(f"events[{i}]: quantity must be <= {MAX_QUANTITY:,}, got {e.quantity}",
-                              code="invalid_quantity", field=f"events[{i}].quantity", index=i)
+            raise DomainError(f"{where}: quantity must be <= {MAX_QUANTITY:,}, got {e.quantity}",
+                              code="invalid_quantity", field=f"{where}.quantity", index=i)
         if e.at.tzinfo is None:
-            raise DomainError(f"events[{i}]: 'at' needs a time zone (e.g. 'Z' or '+00:00')",
-                              code="invalid_timestamp", field=f"events[{i}].at", index=i)
+            raise DomainError(f"{where}: 'at' needs a time zone (e.g. 'Z' or '+00:00')",
+                              code="invalid_timestamp", field=f"{where}.at", index=i)
         if e.at > now + FUTURE_SKEW:
-            raise DomainError(f"events[{i}]: 'at' {e.at.isoformat()} is in the future",
-                              code="invalid_timestamp", field=f"events[{i}].at", index=i)
+            raise DomainError(f"{where}: 'at' {e.at.isoformat()} is in the future",
+                              code="invalid_timestamp", field=f"{where}.at", index=i)
+        if e.account not in accounts:
+            raise DomainError(f"{where}: no account {e.account!r}", code="unknown_account",
+                              field=f"{where}.account", index=i)
+        events.append(e)
+    return events
 
 
-def record_usage(uow: UnitOfWork, catalog: Catalog, events: list[UsageEvent],
+def record_usage(uow: UnitOfWork, catalog: Catalog, items: Sequence[UsageEvent | DomainError],
                  now: datetime) -> IngestResult:
     """Store a batch of usage events once each (by id) and evaluate thresholds as they arrive.
 
-    All or nothing: a bad event rejects the whole batch. Events already stored, or repeated within
-    the batch, count as duplicates and change nothing.
+    All or nothing: the first bad item (see `check_events`) rejects the whole batch. Events
+    already stored, or repeated within the batch, count as duplicates and change nothing.
     """
-    check_events(catalog, events, now)
 
     def attempt() -> IngestResult:
         with uow:
-            accounts = uow.accounts.lock_usage_terms({e.account for e in events})
-            for i, e in enumerate(events):
-                if e.account not in accounts:
-                    raise DomainError(f"events[{i}]: no account {e.account!r}",
-                                      code="unknown_account", field=f"events[{i}].account", index=i)
+            accounts = uow.accounts.lock_usage_terms(
+                {e.account for e in items if isinstance(e, UsageEvent)})
+            events = check_events(catalog, items, accounts, now)
             unique: dict[str, UsageEvent] = {}
             for e in events:
                 unique.setdefault(e.id, e)  # an id repeated within the batch counts once
@@ -184,8 +203,9 @@ def record_usage(uow: UnitOfWork, catalog: Catalog, events: list[UsageEvent],
 
 
 def record_health(uow: UnitOfWork, external_id: str, csat: Decimal | None,
-                  sentiment: Decimal | None, open_escalations: int, now: datetime) -> Account:
-    """Replace an account's reported health."""
+                  sentiment: Decimal | None, open_escalations: int,
+                  now: datetime) -> tuple[Account, UsageMatrix]:
+    """Replace an account's reported health; return the account and its usage."""
     check_health(csat, sentiment, open_escalations)
     with uow:
         account = uow.accounts.get(external_id)
@@ -194,8 +214,9 @@ def record_health(uow: UnitOfWork, external_id: str, csat: Decimal | None,
         health = Health(csat=csat, sentiment=sentiment, open_escalations=open_escalations,
                         updated_at=now)
         uow.accounts.save_health(account.id, health)
+        matrix = uow.usage.matrices([account.id], now)[account.id]
         uow.commit()
-        return replace(account, health=health)
+        return replace(account, health=health), matrix
 
 
 def get_case(uow: UnitOfWork, catalog: Catalog, external_id: str,

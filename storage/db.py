@@ -7,9 +7,10 @@ from sqlalchemy.engine import make_url
 
 
 def make_engine(url: str) -> Engine:
-    """An engine for `url`. On SQLite every transaction starts with BEGIN IMMEDIATE, so writers
-    queue on the database lock (busy timeout) instead of failing when a reader upgrades to a
-    writer; WAL lets readers go on meanwhile; foreign keys are enforced."""
+    """An engine for `url`. On SQLite a transaction starts with BEGIN IMMEDIATE, so writers queue
+    on the database lock (busy timeout) instead of failing when a reader upgrades to a writer;
+    a connection with execution option sqlite_begin="DEFERRED" (read-only units of work) starts a
+    plain reader, which WAL lets go on while a writer works. Foreign keys are enforced."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True, future=True)
@@ -27,7 +28,8 @@ def make_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
+        conn.exec_driver_sql(f"BEGIN {'DEFERRED' if mode == 'DEFERRED' else 'IMMEDIATE'}")
 
     return engine
 

@@ -156,8 +156,8 @@ class SignalRow(Base):
     from_plan: Mapped[str] = mapped_column(String(50))
     to_plan: Mapped[str] = mapped_column(String(50))
     metric: Mapped[str] = mapped_column(String(100))
-    value: Mapped[Decimal] = mapped_column(Numeric(14, 2))
-    threshold: Mapped[Decimal] = mapped_column(Numeric(14, 2))
+    value: Mapped[Decimal] = mapped_column(Numeric(20, 2))  # a 30-day sum of up to 10**12 each
+    threshold: Mapped[Decimal] = mapped_column(Numeric(20, 2))
     crossed_at: Mapped[datetime] = mapped_column(UTCDateTime)
     detected_at: Mapped[datetime] = mapped_column(UTCDateTime)
     event_id: Mapped[str | None] = mapped_column(String(200))

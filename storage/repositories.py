@@ -239,7 +239,7 @@ class SqlUsageRepository:
         ids = list(set(account_ids))
         if not ids:
             return {}
-        since = now - WINDOW
+        since = (now - WINDOW).astimezone(timezone.utc)  # the rollups' days are UTC days
         first_day = since.date()
         first_day_end = _day_start(first_day + timedelta(days=1))
         e, d = UsageEventRow, UsageDailyRow

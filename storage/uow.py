@@ -3,29 +3,44 @@
 from __future__ import annotations
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import sessionmaker
 
-from core.ports import Conflict
+from core.ports import Conflict, StorageBusy
 from storage.repositories import (SqlAccountRepository, SqlSignalRepository,
                                   SqlThresholdStateRepository, SqlUsageRepository)
 
-# PostgreSQL SQLSTATEs that mean "lost a race, try again": serialization failure, deadlock.
-RETRYABLE_SQLSTATES = {"40001", "40P01"}
+# What "lost a race, try again" looks like. PostgreSQL: unique violation, serialization failure,
+# deadlock. SQLite: a unique or primary key taken meanwhile. Any other constraint failure (a
+# foreign key, NOT NULL) is a bug, and must surface as one rather than be retried.
+RACE_SQLSTATES = {"23505", "40001", "40P01"}
+RACE_SQLITE_ERRORS = {"SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"}
 
 
 def _is_race(exc: BaseException) -> bool:
-    if isinstance(exc, IntegrityError):
-        return True
-    if isinstance(exc, DBAPIError):
-        return getattr(exc.orig, "sqlstate", None) in RETRYABLE_SQLSTATES
-    return False
+    if not isinstance(exc, DBAPIError):
+        return False
+    orig = exc.orig
+    return (getattr(orig, "sqlstate", None) in RACE_SQLSTATES
+            or getattr(orig, "sqlite_errorname", None) in RACE_SQLITE_ERRORS)
+
+
+def _is_busy(exc: BaseException) -> bool:
+    # SQLite gave up waiting for the writer lock (after the busy timeout).
+    return (isinstance(exc, DBAPIError)
+            and getattr(exc.orig, "sqlite_errorname", None) in {"SQLITE_BUSY", "SQLITE_LOCKED"})
 
 
 class SqlUnitOfWork:
-    """Enter it once per use case; a new session each time. Races become `core.ports.Conflict`."""
+    """Enter it once per use case; a new session each time. Races become `core.ports.Conflict`.
 
-    def __init__(self, engine: Engine) -> None:
+    `read_only` units of work do not take SQLite's writer lock, so reads go on while a batch is
+    being written (WAL); everything else takes it at BEGIN (see storage.db).
+    """
+
+    def __init__(self, engine: Engine, *, read_only: bool = False) -> None:
+        if read_only:
+            engine = engine.execution_options(sqlite_begin="DEFERRED")
         self._sessions = sessionmaker(bind=engine, expire_on_commit=False)
         self.session = None
 
@@ -44,7 +59,9 @@ class SqlUnitOfWork:
             self.session.close()
             self.session = None
         if exc is not None and _is_race(exc):
-            raise Conflict(str(exc.orig) if isinstance(exc, DBAPIError) else str(exc)) from exc
+            raise Conflict(str(exc.orig)) from exc
+        if exc is not None and _is_busy(exc):
+            raise StorageBusy(str(exc.orig)) from exc
 
     def commit(self) -> None:
         self.session.commit()

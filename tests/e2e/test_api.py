@@ -1080,3 +1080,43 @@ def test_two_concurrent_creates_of_one_account_give_one_201_and_one_200(app, api
         t.join(timeout=30)
     assert sorted(statuses) == [200, 201]
     assert [c["external_id"] for c in api.get(f"/accounts/{ACME}").get_json()["contacts"]] == ["c-1"]
+
+
+@pytest.mark.parametrize("events, status, code, index", [
+    # an unknown account before a negative quantity: the account is named
+    ([event("a", "nobody", "seats", 1, ago(hours=1)), event("b", ACME, "seats", -1, ago(hours=1))],
+     422, "unknown_account", 0),
+    # a rule broken before a shape broken: the rule is named
+    ([event("a", ACME, "seats", -1, ago(hours=1)), event("b", ACME, "seats", "x", ago(hours=1))],
+     422, "negative_quantity", 0),
+    # a shape broken before a rule broken and an unknown account
+    ([event("a", ACME, "seats", 1, ago(hours=1)), event("b", ACME, "seats", "x", ago(hours=1)),
+      event("c", ACME, "vibes", 1, ago(hours=1)), event("d", "nobody", "seats", 1, ago(hours=1))],
+     400, "malformed", 1),
+])
+def test_a_rejected_batch_names_its_first_bad_event_whatever_the_kind_of_error(
+        api, events, status, code, index):
+    create(api)
+    r = api.post("/usage", json=batch(*events))
+    assert r.status_code == status
+    assert (error_of(r)["code"], error_of(r)["index"]) == (code, index)
+
+
+def test_a_plan_change_rearms_the_new_plans_thresholds(api):
+    create(api)
+    api.post("/usage", json=batch(event("s1", ACME, "seats", 5, ago(hours=3))))
+    api.put(f"/accounts/{ACME}", json=account(plan="growth"))
+    api.put(f"/accounts/{ACME}", json=account(plan="starter"))
+    api.post("/usage", json=batch(event("s2", ACME, "seats", 5, ago(hours=1))))
+    signals = api.get(f"/accounts/{ACME}/signals").get_json()["signals"]
+    assert [s["event_id"] for s in signals] == ["s2", "s1"]
+
+
+def test_names_and_ids_longer_than_stored_are_422_too_long(api):
+    r = api.put(f"/accounts/{'x' * 201}", json=account())
+    assert (r.status_code, error_of(r)["code"]) == (422, "too_long")
+    r = api.put(f"/accounts/{ACME}", json=account(name="n" * 201))
+    assert (r.status_code, error_of(r)["field"]) == (422, "name")
+    create(api)
+    r = api.post("/usage", json=batch(event("i" * 201, ACME, "seats", 1, ago(hours=1))))
+    assert (r.status_code, error_of(r)["code"], error_of(r)["index"]) == (422, "too_long", 0)

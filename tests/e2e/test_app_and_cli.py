@@ -160,3 +160,48 @@ def test_a_database_behind_the_code_gets_a_warning_at_start(pg_admin_url, caplog
 def test_health_check_answers_without_a_key(app):
     r = app.test_client().get("/healthz")
     assert (r.status_code, r.get_json()) == (200, {"status": "ok"})
+
+
+@pytest.mark.parametrize("raw, value", [("False", False), ("off", False), ("0", False),
+                                        ("true", True), ("YES", True), ("1", True)])
+def test_boolean_settings_from_the_environment_mean_what_they_say(raw, value):
+    from app import settings
+
+    assert settings({"UPGRADE_CHAT_DEMO": raw, "UPGRADE_CHAT_AUTO_MIGRATE": raw}, None)["DEMO"] is value
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"UPGRADE_CHAT_DEMO": "maybe"}, "UPGRADE_CHAT_DEMO: expected true or false"),
+    ({"UPGRADE_CHAT_PORT": "http"}, "UPGRADE_CHAT_PORT: expected a whole number"),
+    ({"UPGRADE_CHAT_DEFAULT_PHONE_REGION": "USA"}, "expected a two-letter region"),
+])
+def test_a_bad_setting_stops_start_up_naming_the_variable(env, message):
+    from app import settings
+
+    with pytest.raises(ConfigError, match=message):
+        settings(env, None)
+
+
+def test_text_settings_are_kept_exactly_as_written():
+    from app import settings
+
+    values = settings({"UPGRADE_CHAT_API_KEY": "1e3", "UPGRADE_CHAT_DATABASE_URL": "sqlite:///x"}, None)
+    assert (values["API_KEY"], values["DATABASE_URL"]) == ("1e3", "sqlite:///x")
+
+
+def test_the_generated_api_key_is_private_and_shared_by_every_worker(tmp_path, clock):
+    url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    apps = [create_app({"DATABASE_URL": url, "INSTANCE_PATH": str(tmp_path / "inst"), "CLOCK": clock})
+            for _ in range(2)]
+    keys = {a.extensions["upgrade_chat"].api_key for a in apps}
+    assert len(keys) == 1 and len(keys.pop()) >= 24
+    assert (tmp_path / "inst" / "api_key").stat().st_mode & 0o777 == 0o600
+    for a in apps:
+        a.extensions["upgrade_chat"].engine.dispose()
+
+
+def test_a_postgresql_deployment_creates_no_instance_folder(pg_test_url, tmp_path):
+    app = create_app({"DATABASE_URL": pg_test_url, "API_KEY": "k",
+                      "INSTANCE_PATH": str(tmp_path / "never")})
+    assert not (tmp_path / "never").exists()
+    app.extensions["upgrade_chat"].engine.dispose()

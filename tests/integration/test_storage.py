@@ -1,20 +1,24 @@
 """Storage on real SQLite and PostgreSQL: migrations match the models, the SQL usage matrix is exact."""
 
 import random
-from datetime import timedelta
+import time
+from datetime import timedelta, timezone
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy import insert, text
+from sqlalchemy.exc import IntegrityError
 
 from core import services
 from core.accounts import Contact
 from core.errors import DomainError
 from core.services import AccountInput
-from core.usage import UsageEvent, UsageMatrix
+from core.ports import Conflict
+from core.usage import MAX_QUANTITY, UsageEvent, UsageMatrix
 from storage import migrate
 from storage.db import make_engine
-from storage.models import Base
+from storage.models import Base, ThresholdStateRow
 from storage.uow import SqlUnitOfWork
 from tests.conftest import NOW
 
@@ -84,5 +88,78 @@ def test_a_rejected_batch_leaves_no_trace(db_url, catalog):
         assert services.get_account(uow, "acct", NOW)[1] == UsageMatrix()
         assert services.list_signals(uow, "acct") == []
         assert services.record_usage(uow, catalog, [good], NOW).accepted == 1  # "ok" was not kept
+    finally:
+        engine.dispose()
+
+
+def test_the_largest_quantities_are_stored_and_summed_on_both_databases(db_url, catalog):
+    engine = make_engine(db_url)
+    uow = SqlUnitOfWork(engine)
+    try:
+        _account(uow, catalog)
+        big = [UsageEvent(f"big{i}", "acct", "messages", MAX_QUANTITY, NOW - timedelta(hours=i))
+               for i in range(3)]
+        result = services.record_usage(uow, catalog, big, NOW)
+        assert result.accepted == 3 and len(result.crossings) == 1
+        assert services.get_account(uow, "acct", NOW)[1].messages == 3 * MAX_QUANTITY
+        [(signal, _)] = services.list_signals(uow, "acct")
+        assert signal.value == MAX_QUANTITY  # the value at the first event's crossing
+    finally:
+        engine.dispose()
+
+
+def test_a_broken_constraint_is_a_bug_not_a_race_to_retry(db_url):
+    engine = make_engine(db_url)
+    uow = SqlUnitOfWork(engine)
+    try:
+        with pytest.raises(IntegrityError):
+            with uow:
+                uow.thresholds.replace_many({424242: frozenset({"k"})}, NOW)  # no such account
+                uow.commit()
+    finally:
+        engine.dispose()
+
+
+def test_a_duplicate_key_is_reported_as_a_race(db_url, catalog):
+    engine = make_engine(db_url)
+    uow = SqlUnitOfWork(engine)
+    try:
+        _account(uow, catalog)
+        with pytest.raises(Conflict):
+            with uow:
+                account_id = uow.accounts.get("acct").id
+                uow.thresholds.replace_many({account_id: frozenset({"k"})}, NOW)
+                uow.session.connection().execute(insert(ThresholdStateRow), [
+                    {"account_id": account_id, "key": "k", "changed_at": NOW}])
+                uow.commit()
+    finally:
+        engine.dispose()
+
+
+def test_sqlite_readers_go_on_while_a_writer_holds_the_lock(tmp_path, sqlite_template, catalog):
+    path = tmp_path / "busy.sqlite3"
+    path.write_bytes(sqlite_template.read_bytes())
+    engine = make_engine(f"sqlite:///{path}")
+    try:
+        _account(SqlUnitOfWork(engine), catalog)
+        with engine.connect() as writer:  # BEGIN IMMEDIATE: holds the writer lock
+            writer.execute(text("UPDATE accounts SET name = 'renamed'"))
+            started = time.monotonic()
+            account, _ = services.get_account(SqlUnitOfWork(engine, read_only=True), "acct", NOW)
+            assert time.monotonic() - started < 2
+            assert account.name == "Acct"  # the writer has not committed
+    finally:
+        engine.dispose()
+
+
+def test_a_window_asked_for_in_another_time_zone_is_the_same_window(db_url, catalog):
+    engine = make_engine(db_url)
+    uow = SqlUnitOfWork(engine)
+    try:
+        _account(uow, catalog)
+        old = UsageEvent("old", "acct", "messages", 5000, NOW - timedelta(days=30, hours=5))
+        services.record_usage(uow, catalog, [old], NOW)
+        honolulu = NOW.astimezone(timezone(timedelta(hours=-10)))
+        assert services.get_account(uow, "acct", honolulu)[1].messages == 0
     finally:
         engine.dispose()

@@ -55,7 +55,11 @@ class Cluster:
         self.port = _free_port()
         self.log = self.root / "server.log"
         if self.as_root:
-            pw = pwd.getpwnam("postgres")
+            try:
+                pw = pwd.getpwnam("postgres")
+            except KeyError:
+                raise Unavailable("running as root needs a 'postgres' user to run the server "
+                                  "(the Debian postgresql package creates it)") from None
             os.chown(self.root, pw.pw_uid, pw.pw_gid)
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust",
                   "-E", "UTF8", "--no-sync", "--locale=C")
