@@ -23,26 +23,33 @@ from storage.uow import SqlUnitOfWork
 from tests.conftest import NOW
 
 
-def test_migrations_create_exactly_the_schema_the_models_describe(db_url):
+@pytest.fixture
+def engine(db_url):
     engine = make_engine(db_url)
-    try:
-        with engine.connect() as conn:
-            diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}),
-                                    Base.metadata)
-        assert diff == []
-        assert migrate.current_revision(engine) == migrate.head_revision()
-    finally:
-        engine.dispose()
+    yield engine
+    engine.dispose()
 
 
-def test_upgrading_an_up_to_date_database_is_harmless(db_url):
-    engine = make_engine(db_url)
-    try:
-        migrate.upgrade(engine)
-        migrate.upgrade(engine)
-        assert migrate.current_revision(engine) == migrate.head_revision()
-    finally:
-        engine.dispose()
+@pytest.fixture
+def uow(engine, catalog):
+    """A unit of work on this test's database, with one Starter account "acct"."""
+    uow = SqlUnitOfWork(engine)
+    _account(uow, catalog)
+    return uow
+
+
+def test_migrations_create_exactly_the_schema_the_models_describe(engine):
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}),
+                                Base.metadata)
+    assert diff == []
+    assert migrate.current_revision(engine) == migrate.head_revision()
+
+
+def test_upgrading_an_up_to_date_database_is_harmless(engine):
+    migrate.upgrade(engine)
+    migrate.upgrade(engine)
+    assert migrate.current_revision(engine) == migrate.head_revision()
 
 
 def _account(uow, catalog, external_id="acct", plan="starter"):
@@ -52,88 +59,60 @@ def _account(uow, catalog, external_id="acct", plan="starter"):
         plan_since=NOW - timedelta(days=400)), NOW)
 
 
-def test_sql_usage_matrix_equals_the_core_matrix_for_the_same_events(db_url, catalog):
-    engine = make_engine(db_url)
+def test_sql_usage_matrix_equals_the_core_matrix_for_the_same_events(uow, catalog):
+    rng = random.Random(7)
+    metrics = ["messages", "messages", "seats", "integrations", "feature:workflows", "feature:sso"]
+    events = sorted((UsageEvent(f"e{i}", "acct", rng.choice(metrics), rng.randint(0, 900),
+                                NOW - timedelta(minutes=rng.randint(0, 60 * 24 * 45)))
+                     for i in range(400)), key=lambda e: e.at)
+    for start in range(0, len(events), 37):  # batches of an awkward size
+        services.record_usage(uow, catalog, events[start:start + 37], NOW)
+    # As of several moments, so the window's first day is cut at different hours.
+    for as_of in [NOW + timedelta(hours=h) for h in (0, 7, 31, 24 * 9 + 13, 24 * 40)]:
+        _, from_sql = services.get_account(uow, "acct", as_of)
+        expected = UsageMatrix()
+        for e in events:
+            expected = expected.apply(e, as_of)
+        assert from_sql == expected, as_of
+
+
+def test_a_rejected_batch_leaves_no_trace(uow, catalog):
+    good = UsageEvent("ok", "acct", "seats", 9, NOW)
+    bad = UsageEvent("bad", "nobody", "seats", 9, NOW)
+    with pytest.raises(DomainError) as err:
+        services.record_usage(uow, catalog, [good, bad], NOW)
+    assert (err.value.code, err.value.index) == ("unknown_account", 1)
+    assert services.get_account(uow, "acct", NOW)[1] == UsageMatrix()
+    assert services.list_signals(uow, "acct") == []
+    assert services.record_usage(uow, catalog, [good], NOW).accepted == 1  # "ok" was not kept
+
+
+def test_the_largest_quantities_are_stored_and_summed_on_both_databases(uow, catalog):
+    big = [UsageEvent(f"big{i}", "acct", "messages", MAX_QUANTITY, NOW - timedelta(hours=i))
+           for i in range(3)]
+    result = services.record_usage(uow, catalog, big, NOW)
+    assert result.accepted == 3 and len(result.crossings) == 1
+    assert services.get_account(uow, "acct", NOW)[1].messages == 3 * MAX_QUANTITY
+    [(signal, _)] = services.list_signals(uow, "acct")
+    assert signal.value == MAX_QUANTITY  # the value at the first event's crossing
+
+
+def test_a_broken_constraint_is_a_bug_not_a_race_to_retry(engine):
     uow = SqlUnitOfWork(engine)
-    try:
-        _account(uow, catalog)
-        rng = random.Random(7)
-        metrics = ["messages", "messages", "seats", "integrations", "feature:workflows", "feature:sso"]
-        events = sorted((UsageEvent(f"e{i}", "acct", rng.choice(metrics), rng.randint(0, 900),
-                                    NOW - timedelta(minutes=rng.randint(0, 60 * 24 * 45)))
-                         for i in range(400)), key=lambda e: e.at)
-        for start in range(0, len(events), 37):  # batches of an awkward size
-            services.record_usage(uow, catalog, events[start:start + 37], NOW)
-        # As of several moments, so the window's first day is cut at different hours.
-        for as_of in [NOW + timedelta(hours=h) for h in (0, 7, 31, 24 * 9 + 13, 24 * 40)]:
-            _, from_sql = services.get_account(uow, "acct", as_of)
-            expected = UsageMatrix()
-            for e in events:
-                expected = expected.apply(e, as_of)
-            assert from_sql == expected, as_of
-    finally:
-        engine.dispose()
+    with pytest.raises(IntegrityError):
+        with uow:
+            uow.thresholds.replace_many({424242: frozenset({"k"})}, NOW)  # no such account
+            uow.commit()
 
 
-def test_a_rejected_batch_leaves_no_trace(db_url, catalog):
-    engine = make_engine(db_url)
-    uow = SqlUnitOfWork(engine)
-    try:
-        _account(uow, catalog)
-        good = UsageEvent("ok", "acct", "seats", 9, NOW)
-        bad = UsageEvent("bad", "nobody", "seats", 9, NOW)
-        with pytest.raises(DomainError) as err:
-            services.record_usage(uow, catalog, [good, bad], NOW)
-        assert (err.value.code, err.value.index) == ("unknown_account", 1)
-        assert services.get_account(uow, "acct", NOW)[1] == UsageMatrix()
-        assert services.list_signals(uow, "acct") == []
-        assert services.record_usage(uow, catalog, [good], NOW).accepted == 1  # "ok" was not kept
-    finally:
-        engine.dispose()
-
-
-def test_the_largest_quantities_are_stored_and_summed_on_both_databases(db_url, catalog):
-    engine = make_engine(db_url)
-    uow = SqlUnitOfWork(engine)
-    try:
-        _account(uow, catalog)
-        big = [UsageEvent(f"big{i}", "acct", "messages", MAX_QUANTITY, NOW - timedelta(hours=i))
-               for i in range(3)]
-        result = services.record_usage(uow, catalog, big, NOW)
-        assert result.accepted == 3 and len(result.crossings) == 1
-        assert services.get_account(uow, "acct", NOW)[1].messages == 3 * MAX_QUANTITY
-        [(signal, _)] = services.list_signals(uow, "acct")
-        assert signal.value == MAX_QUANTITY  # the value at the first event's crossing
-    finally:
-        engine.dispose()
-
-
-def test_a_broken_constraint_is_a_bug_not_a_race_to_retry(db_url):
-    engine = make_engine(db_url)
-    uow = SqlUnitOfWork(engine)
-    try:
-        with pytest.raises(IntegrityError):
-            with uow:
-                uow.thresholds.replace_many({424242: frozenset({"k"})}, NOW)  # no such account
-                uow.commit()
-    finally:
-        engine.dispose()
-
-
-def test_a_duplicate_key_is_reported_as_a_race(db_url, catalog):
-    engine = make_engine(db_url)
-    uow = SqlUnitOfWork(engine)
-    try:
-        _account(uow, catalog)
-        with pytest.raises(Conflict):
-            with uow:
-                account_id = uow.accounts.get("acct").id
-                uow.thresholds.replace_many({account_id: frozenset({"k"})}, NOW)
-                uow.session.connection().execute(insert(ThresholdStateRow), [
-                    {"account_id": account_id, "key": "k", "changed_at": NOW}])
-                uow.commit()
-    finally:
-        engine.dispose()
+def test_a_duplicate_key_is_reported_as_a_race(uow, catalog):
+    with pytest.raises(Conflict):
+        with uow:
+            account_id = uow.accounts.get("acct").id
+            uow.thresholds.replace_many({account_id: frozenset({"k"})}, NOW)
+            uow.session.connection().execute(insert(ThresholdStateRow), [
+                {"account_id": account_id, "key": "k", "changed_at": NOW}])
+            uow.commit()
 
 
 def test_sqlite_readers_go_on_while_a_writer_holds_the_lock(tmp_path, sqlite_template, catalog):
@@ -152,14 +131,8 @@ def test_sqlite_readers_go_on_while_a_writer_holds_the_lock(tmp_path, sqlite_tem
         engine.dispose()
 
 
-def test_a_window_asked_for_in_another_time_zone_is_the_same_window(db_url, catalog):
-    engine = make_engine(db_url)
-    uow = SqlUnitOfWork(engine)
-    try:
-        _account(uow, catalog)
-        old = UsageEvent("old", "acct", "messages", 5000, NOW - timedelta(days=30, hours=5))
-        services.record_usage(uow, catalog, [old], NOW)
-        honolulu = NOW.astimezone(timezone(timedelta(hours=-10)))
-        assert services.get_account(uow, "acct", honolulu)[1].messages == 0
-    finally:
-        engine.dispose()
+def test_a_window_asked_for_in_another_time_zone_is_the_same_window(uow, catalog):
+    old = UsageEvent("old", "acct", "messages", 5000, NOW - timedelta(days=30, hours=5))
+    services.record_usage(uow, catalog, [old], NOW)
+    honolulu = NOW.astimezone(timezone(timedelta(hours=-10)))
+    assert services.get_account(uow, "acct", honolulu)[1].messages == 0
