@@ -113,5 +113,5 @@ def _import_batch(rt, path: Path, rows: list[dict], lines: list[int]) -> tuple[i
         where = f"line {lines[exc.index]}" if exc.index is not None else "a row"
         raise click.ClickException(
             f"{path}: {where}: {exc.message}. Nothing of this batch was stored; earlier batches "
-            f"were. Fix the row and run the import again (ids already stored are skipped).")
+            f"were. Fix the row and run the import again (ids already stored are skipped).") from None
     return result.accepted, result.duplicates, len(result.crossings)

@@ -1,7 +1,7 @@
 """Property tests: money is exact to the cent, the case is honest, thresholds fire once per crossing."""
 
 from datetime import date, datetime, timedelta, timezone
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from fractions import Fraction
 
 from hypothesis import given, settings
