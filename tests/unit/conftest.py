@@ -1,1 +1,0 @@
-"""Unit tests need no database: only the default catalog, read once."""
