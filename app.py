@@ -25,9 +25,15 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from core.accounts import HealthBounds
 from core.catalog import Catalog, parse_catalog
-from core.errors import CatalogError
+from core.conversation import Business
+from core.engine import EngineConfig
+from core.errors import CatalogError, DomainError
+from core.guardrails import GuardrailPolicy
+from channels.csm import LoggingCsmNotifier
+from channels.webhooks import SignedWebhookSender
 from storage import migrate
 from storage.db import is_sqlite, make_engine
+from storage.outbox import OutboxDispatcher
 from storage.uow import SqlUnitOfWork
 
 log = logging.getLogger("upgrade_chat")
@@ -47,6 +53,12 @@ DEFAULTS: dict[str, Any] = {
     "HEALTH_CSAT_RED_BELOW": "3.0",
     "HEALTH_SENTIMENT_RED_BELOW": "-0.3",
     "HEALTH_ESCALATIONS_RED_ABOVE": 0,
+    "CONTROL_SHARE": "0.10",  # share of accounts held out as the control cohort (§5.2)
+    "CONTROL_SALT": "upgrade-chat-control",  # change it to draw a new cohort
+    "BUSINESS_NAME": "Upgrade Chat",  # who the messages come from (HELP, STOP replies)
+    "SUPPORT_CONTACT": "support@example.com",
+    "BILLING_WEBHOOK_URL": None,  # where plan changes are POSTed (signed); none: not sent
+    "BILLING_WEBHOOK_SECRET": None,  # HMAC-SHA256 key for the webhook signature
     "PORT": 5000,  # the embedded server's port (scripts/serve)
     "MAX_CONTENT_LENGTH": 8 * 1024 * 1024,  # bytes per request body; larger is a 413
     "CLOCK": None,  # tests only: a callable returning an aware datetime
@@ -73,6 +85,7 @@ class Runtime:
     api_key: str
     phone_region: str
     health_bounds: HealthBounds
+    conversation: EngineConfig = field(default_factory=EngineConfig)  # guardrails, business, billing
     clock: Callable[[], datetime] = field(default=utc_now)
 
     def now(self) -> datetime:
@@ -83,6 +96,18 @@ class Runtime:
 
     def uow(self, *, read_only: bool = False) -> SqlUnitOfWork:
         return SqlUnitOfWork(self.engine, read_only=read_only)
+
+    dispatcher: OutboxDispatcher | None = None
+
+    def dispatch_jobs(self) -> None:
+        """Run the job outbox now (after a commit). A failure here is retried by the scheduler
+        (`flask --app app scheduler`, or the embedded service's own); it never fails a request."""
+        if self.dispatcher is None:
+            return
+        try:  # a few at most here: a slow receiver must not hold the request for long
+            self.dispatcher.dispatch_due(limit=5)
+        except Exception:  # noqa: BLE001 - the jobs stay due; the scheduler retries them
+            log.exception("outbox dispatch failed; the jobs stay queued")
 
 
 def load_catalog(path: str | Path | None) -> Catalog:
@@ -179,6 +204,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         ),
         clock=app.config["CLOCK"] or utc_now,
     )
+    runtime.conversation = _engine_config(app, runtime.health_bounds)
+    runtime.dispatcher = OutboxDispatcher(engine, _senders(app, runtime.now), runtime.now)
     app.extensions["upgrade_chat"] = runtime
 
     auto_migrate = app.config["AUTO_MIGRATE"]
@@ -207,6 +234,31 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         if loaded:
             log.info("demo data: loaded %d accounts", loaded)
     return app
+
+
+def _senders(app: Flask, clock) -> dict:
+    senders = {"csm_escalation": LoggingCsmNotifier()}
+    if app.config["BILLING_WEBHOOK_URL"]:
+        senders["billing_webhook"] = SignedWebhookSender(
+            str(app.config["BILLING_WEBHOOK_URL"]), str(app.config["BILLING_WEBHOOK_SECRET"]),
+            timeout=5.0, clock=clock)
+    return senders
+
+
+def _engine_config(app: Flask, health: HealthBounds) -> EngineConfig:
+    url, secret = app.config["BILLING_WEBHOOK_URL"], app.config["BILLING_WEBHOOK_SECRET"]
+    if url and not secret:
+        raise ConfigError("BILLING_WEBHOOK_URL is set without BILLING_WEBHOOK_SECRET: webhooks "
+                          "are always signed (set UPGRADE_CHAT_BILLING_WEBHOOK_SECRET)")
+    try:
+        policy = GuardrailPolicy(control_share=_decimal(app, "CONTROL_SHARE"),
+                                 control_salt=str(app.config["CONTROL_SALT"]))
+    except DomainError as exc:
+        raise ConfigError(f"{ENV_PREFIX}CONTROL_SHARE: {exc.message}") from None
+    return EngineConfig(policy=policy, health=health,
+                        business=Business(str(app.config["BUSINESS_NAME"]),
+                                          str(app.config["SUPPORT_CONTACT"])),
+                        billing_webhook=bool(url))
 
 
 def _warn_if_schema_behind(engine: Engine) -> None:
@@ -244,7 +296,21 @@ Upgrade Chat is running (embedded mode).
   API key  : {rt.api_key}
   Try      : curl -H 'Authorization: Bearer {rt.api_key}' {base}/api/v1/accounts/acme-clinic/case
 """)
+    _start_background_jobs(app)
     app.run(host=host, port=port, threaded=True)
+
+
+def _start_background_jobs(app: Flask) -> None:
+    """The embedded service is one process, so it runs its own scheduler (production runs
+    `flask --app app scheduler` once instead)."""
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    from channels.cli import _in_context
+
+    scheduler = BackgroundScheduler(timezone="UTC", daemon=True)
+    scheduler.add_job(lambda: _in_context(app), "interval", seconds=10, max_instances=1,
+                      coalesce=True, id="upgrade-chat-jobs")
+    scheduler.start()
 
 
 if __name__ == "__main__":

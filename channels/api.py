@@ -14,12 +14,12 @@ from importlib import resources
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from core import services
+from core import engine, services
 from core.accounts import Contact
 from core.errors import DomainError, Malformed, NotFound
 from core.ports import Conflict, StorageBusy
 from channels.inputs import parse_decimal, parse_events, parse_time, require
-from channels.serialize import account_json, case_json, signal_json
+from channels.serialize import account_json, case_json, signal_json, thread_json
 
 log = logging.getLogger(__name__)
 
@@ -131,9 +131,10 @@ def post_usage():
         raise DomainError(f"events: at most {MAX_BATCH} events per batch, got {len(raw)}",
                           code="batch_too_large", field="events")
     now = rt.now()
-    result = services.record_usage(rt.uow(), rt.catalog, parse_events(raw), now)
+    result = services.record_usage(rt.uow(), rt.catalog, parse_events(raw), now, rt.conversation)
+    rt.dispatch_jobs()
     return jsonify({"accepted": result.accepted, "duplicates": result.duplicates,
-                    "signals": [signal_json(c, now) for c in result.crossings]})
+                    "signals": [signal_json(c, now, d) for c, d in result.crossings]})
 
 
 @bp.post("/accounts/<external_id>/health")
@@ -162,7 +163,29 @@ def get_case(external_id: str):
 def get_signals(external_id: str):
     rt = runtime()
     signals = services.list_signals(rt.uow(read_only=True), external_id)
-    return jsonify({"account": external_id, "signals": [signal_json(c, d) for c, d in signals]})
+    return jsonify({"account": external_id,
+                    "signals": [signal_json(c, d, decision) for c, d, decision in signals]})
+
+
+@bp.get("/accounts/<external_id>/thread")
+def get_thread(external_id: str):
+    detail = engine.thread_detail(runtime().uow(read_only=True), external_id)
+    return jsonify(thread_json(detail))
+
+
+@bp.post("/conversations/<contact_external_id>/messages")
+def post_message(contact_external_id: str):
+    rt = runtime()
+    data = body()
+    channel = require(data, "channel", str, "")
+    text = require(data, "text", str, "")
+    message_id = require(data, "id", (str, int), "", required=False)
+    answer = engine.handle_message(rt.uow(), rt.catalog, rt.conversation, contact_external_id,
+                                   channel, text, str(message_id) if message_id is not None else None,
+                                   rt.now())
+    rt.dispatch_jobs()  # after the commit: the webhook and CSM notices go out now if they can
+    return jsonify({"replies": list(answer.replies), "thread_id": answer.thread_id,
+                    "state": answer.state, "duplicate": answer.duplicate})
 
 
 def register_errors(app: Flask) -> None:

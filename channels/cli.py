@@ -3,24 +3,28 @@
 from __future__ import annotations
 
 import csv
+import logging
 from pathlib import Path
 
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
 
-from core import services
+from core import engine, services
 from core.errors import DomainError
 from channels.inputs import parse_events
 from storage import migrate
 
 CSV_COLUMNS = ("id", "account", "metric", "quantity", "at")
+log = logging.getLogger(__name__)
 
 
 def register(app: Flask) -> None:
     app.cli.add_command(db)
     app.cli.add_command(demo_cli)
     app.cli.add_command(usage_cli)
+    app.cli.add_command(jobs_cli)
+    app.cli.add_command(scheduler_cli)
 
 
 def _runtime():
@@ -108,10 +112,50 @@ def _count_rows(path: Path) -> int:
 
 def _import_batch(rt, path: Path, rows: list[dict], lines: list[int]) -> tuple[int, int, int]:
     try:
-        result = services.record_usage(rt.uow(), rt.catalog, parse_events(rows, "rows"), rt.now())
+        result = services.record_usage(rt.uow(), rt.catalog, parse_events(rows, "rows"), rt.now(),
+                                       rt.conversation)
     except DomainError as exc:
         where = f"line {lines[exc.index]}" if exc.index is not None else "a row"
         raise click.ClickException(
             f"{path}: {where}: {exc.message}. Nothing of this batch was stored; earlier batches "
             f"were. Fix the row and run the import again (ids already stored are skipped).") from None
     return result.accepted, result.duplicates, len(result.crossings)
+
+
+@click.group("jobs", cls=AppGroup, help="Background work: outbox, plan changes, expiry.")
+def jobs_cli() -> None:
+    pass
+
+
+@jobs_cli.command("run", help="Run every background job once: send due outbox jobs (webhooks, "
+                              "CSM notices), apply due down-tier changes, expire stale offers.")
+def jobs_run() -> None:
+    click.echo(run_jobs(_runtime()))
+
+
+def run_jobs(rt) -> str:
+    """One pass of every periodic job; what the scheduler runs."""
+    stats = rt.dispatcher.dispatch_due() if rt.dispatcher else None
+    applied = engine.apply_due_plan_changes(rt.uow(), rt.now())
+    expired = engine.expire_threads(rt.uow(), rt.now())
+    sent = f"{stats.sent} sent, {stats.retried} to retry, {stats.failed} failed" if stats else "off"
+    return f"outbox: {sent}; plan changes applied: {applied}; threads expired: {expired}"
+
+
+@click.command("scheduler", help="Run the background jobs every --every seconds, in the "
+                                 "foreground (one scheduler process per deployment).")
+@click.option("--every", default=10, show_default=True, type=click.IntRange(1, 3600))
+def scheduler_cli(every: int) -> None:
+    from apscheduler.schedulers.blocking import BlockingScheduler
+
+    app = current_app._get_current_object()
+    scheduler = BlockingScheduler(timezone="UTC")
+    scheduler.add_job(lambda: _in_context(app), "interval", seconds=every, max_instances=1,
+                      coalesce=True, id="upgrade-chat-jobs")
+    click.echo(f"scheduler: running background jobs every {every} s (Ctrl+C to stop)")
+    scheduler.start()
+
+
+def _in_context(app) -> None:
+    with app.app_context():
+        log.info(run_jobs(app.extensions["upgrade_chat"]))

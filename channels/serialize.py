@@ -130,7 +130,7 @@ def _signal_figure(crossing: Crossing, value) -> str:
     return money_str(value) if crossing.metric == "cost" else str(int(value))
 
 
-def signal_json(crossing: Crossing, detected_at: datetime) -> dict[str, Any]:
+def signal_json(crossing: Crossing, detected_at: datetime, decision=None) -> dict[str, Any]:
     return {
         "direction": crossing.direction,
         "from_plan": crossing.from_plan,
@@ -141,4 +141,37 @@ def signal_json(crossing: Crossing, detected_at: datetime) -> dict[str, Any]:
         "at": iso(crossing.at),
         "detected_at": iso(detected_at),
         "event_id": crossing.event_id,
+        "outcome": decision.outcome if decision else None,
+        "reason": decision.reason if decision else None,
+        "defer_until": iso(decision.defer_until) if decision else None,
+    }
+
+
+def thread_json(detail) -> dict[str, Any]:
+    """GET /accounts/<id>/thread: the thread, its messages, what was held back, the upgrade."""
+    t, change = detail.thread, detail.upgrade
+    return {
+        "account": detail.account.external_id,
+        "thread_id": t.id if t else None,
+        "state": t.state if t else None,
+        "current_plan": t.current_plan if t else None,
+        "target_plan": t.target_plan if t else None,
+        "direction": t.direction if t else None,
+        "decline_reason": t.decline_reason if t else None,
+        "last_channel": t.last_channel if t else None,
+        "opened_at": iso(t.opened_at) if t else None,
+        "messages": [{"direction": m.direction, "channel": m.channel, "kind": m.kind,
+                      "body": m.body, "status": m.status, "at": iso(m.at),
+                      "not_before": iso(m.not_before)} for m in detail.messages],
+        "suppressions": [{"outcome": d.outcome, "reason": d.reason, "metric": c.metric,
+                          "to_plan": c.to_plan, "at": iso(at), "defer_until": iso(d.defer_until)}
+                         for c, at, d in detail.suppressions],
+        "upgrade": None if change is None else {
+            "from_plan": change.from_plan, "to_plan": change.to_plan,
+            "direction": change.direction, "status": change.status,
+            "effective": change.effective.isoformat(),
+            "charge_today": money_str(change.charge_today), "channel": change.channel,
+            "requested_at": iso(change.requested_at)},
+        "escalations": [{"reason": e["reason"], "status": e["status"], "thread_id": e["thread_id"],
+                         "at": iso(e["at"])} for e in detail.escalations],
     }

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Iterable, NamedTuple, Protocol
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, Iterable, NamedTuple, Protocol
 
 from core.accounts import Account, Health
 from core.thresholds import Crossing
@@ -26,12 +28,83 @@ class UsageTerms(NamedTuple):
     plan_since: datetime
 
 
+@dataclass(frozen=True)
+class ContactView:
+    id: int
+    account_id: int
+    external_id: str
+    role: str
+    phone: str | None
+    whatsapp: str | None
+    web_user_id: str | None
+    web_active_at: datetime | None
+    opted_out_at: datetime | None
+
+
+@dataclass(frozen=True)
+class ThreadView:
+    id: int
+    account_id: int
+    contact_id: int | None
+    current_plan: str
+    target_plan: str
+    direction: str
+    state: str
+    decline_reason: str | None
+    last_channel: str | None
+    opened_at: datetime
+    updated_at: datetime
+    closed_at: datetime | None
+
+
+@dataclass(frozen=True)
+class MessageView:
+    id: int
+    thread_id: int | None
+    contact_id: int | None
+    channel: str
+    direction: str
+    kind: str
+    body: str
+    provider_id: str | None
+    status: str
+    not_before: datetime | None
+    at: datetime
+
+
+@dataclass(frozen=True)
+class PlanChangeView:
+    id: int
+    account_id: int
+    thread_id: int | None
+    key: str
+    from_plan: str
+    to_plan: str
+    direction: str
+    period_start: date
+    effective: date
+    charge_today: Decimal
+    status: str
+    channel: str | None
+    requested_at: datetime
+
+
+class SignalDecision(NamedTuple):
+    """The guardrails' verdict on a crossing, stored on its signal."""
+
+    outcome: str
+    reason: str | None = None
+    defer_until: datetime | None = None
+    thread_id: int | None = None
+
+
 class AccountRepository(Protocol):
     def get(self, external_id: str) -> Account | None: ...
     def lock_usage_terms(self, external_ids: Iterable[str]) -> dict[str, UsageTerms]: ...
     def save(self, account: Account, now: datetime) -> Account: ...
     def contact_owner(self, contact_external_ids: Iterable[str]) -> dict[str, str]: ...
     def save_health(self, account_id: int, health: Health) -> None: ...
+    def change_plan(self, account_id: int, plan: str, now: datetime) -> None: ...
 
 
 class UsageRepository(Protocol):
@@ -45,8 +118,26 @@ class ThresholdStateRepository(Protocol):
 
 
 class SignalRepository(Protocol):
-    def add_many(self, crossings: list[tuple[int, Crossing]], detected_at: datetime) -> None: ...
-    def for_account(self, account_id: int) -> list[tuple[Crossing, datetime]]: ...
+    def add_many(self, crossings: list[tuple[int, Crossing, SignalDecision | None]],
+                 detected_at: datetime) -> None: ...
+    def for_account(self, account_id: int) -> list[tuple[Crossing, datetime, SignalDecision | None]]: ...
+
+
+class ConversationRepository(Protocol):
+    """Contacts' reach and consent, threads, messages, escalations, plan changes
+    (storage.conversations.SqlConversationRepository)."""
+
+    def contact(self, external_id: str) -> ContactView | None: ...
+    def addressee(self, account_id: int) -> ContactView | None: ...
+    def thread_for_contact(self, contact: ContactView) -> ThreadView | None: ...
+    def live_thread(self, account_id: int, target_plan: str) -> ThreadView | None: ...
+    def add_message(self, **fields: Any) -> int: ...
+
+
+class JobQueue(Protocol):
+    """Work to run after the commit, at least once (storage.outbox)."""
+
+    def enqueue(self, kind: str, key: str, payload: dict[str, Any], now: datetime) -> bool: ...
 
 
 class UnitOfWork(Protocol):
@@ -56,6 +147,8 @@ class UnitOfWork(Protocol):
     usage: UsageRepository
     thresholds: ThresholdStateRepository
     signals: SignalRepository
+    conversations: ConversationRepository
+    jobs: JobQueue
 
     def __enter__(self) -> UnitOfWork: ...
     def __exit__(self, *exc: object) -> None: ...

@@ -18,13 +18,13 @@ from core.accounts import (Account, Contact, Health, check_billing_day, check_he
 from core.case import AccountTerms, Case, current_case
 from core.catalog import Catalog
 from core.errors import DomainError, NotFound
-from core.ports import Conflict, UnitOfWork
+from core.engine import EngineConfig, open_conversation
+from core.ports import SignalDecision, UnitOfWork
+from core.retry import retrying
 from core.thresholds import Crossing, ingest
 from core.usage import FUTURE_SKEW, MAX_QUANTITY, UsageEvent, UsageMatrix
 
 log = logging.getLogger(__name__)
-
-RETRIES = 3  # attempts for a write that lost a race (Conflict) before giving up
 
 
 @dataclass(frozen=True)
@@ -43,22 +43,12 @@ class AccountInput:
 class IngestResult:
     accepted: int
     duplicates: int
-    crossings: tuple[Crossing, ...]
+    crossings: tuple[tuple[Crossing, SignalDecision | None], ...]
 
 
 def terms_of(account: Account) -> AccountTerms:
     return AccountTerms(plan=account.plan, vertical=account.vertical, timezone=account.timezone,
                         billing_day=account.billing_day, plan_since=account.plan_since)
-
-
-def _retrying(fn):
-    for attempt in range(1, RETRIES + 1):
-        try:
-            return fn()
-        except Conflict:
-            if attempt == RETRIES:
-                raise
-            log.info("write conflict, retrying (attempt %d of %d)", attempt + 1, RETRIES)
 
 
 def upsert_account(uow: UnitOfWork, catalog: Catalog, data: AccountInput, now: datetime,
@@ -107,7 +97,7 @@ def upsert_account(uow: UnitOfWork, catalog: Catalog, data: AccountInput, now: d
             uow.commit()
             return saved, matrix, existing is None
 
-    return _retrying(attempt)
+    return retrying(attempt)
 
 
 def get_account(uow: UnitOfWork, external_id: str, now: datetime) -> tuple[Account, UsageMatrix]:
@@ -156,11 +146,13 @@ def check_events(catalog: Catalog, items: Sequence[UsageEvent | DomainError],
 
 
 def record_usage(uow: UnitOfWork, catalog: Catalog, items: Sequence[UsageEvent | DomainError],
-                 now: datetime) -> IngestResult:
+                 now: datetime, engine: EngineConfig | None = None) -> IngestResult:
     """Store a batch of usage events once each (by id) and evaluate thresholds as they arrive.
 
     All or nothing: the first bad item (see `check_events`) rejects the whole batch. Events
-    already stored, or repeated within the batch, count as duplicates and change nothing.
+    already stored, or repeated within the batch, count as duplicates and change nothing. With
+    `engine`, each crossing goes through the guardrails in the same transaction and may open a
+    conversation (core.engine.open_conversation); its decision is stored on the signal.
     """
 
     def attempt() -> IngestResult:
@@ -179,23 +171,29 @@ def record_usage(uow: UnitOfWork, catalog: Catalog, items: Sequence[UsageEvent |
                 if e.id in stored:
                     by_account[e.account].append(e)
             states = uow.thresholds.get_many(accounts[a].id for a in by_account)
-            crossings: list[tuple[int, Crossing]] = []
+            crossings: list[tuple[int, Crossing, SignalDecision | None]] = []
             changed: dict[int, frozenset[str]] = {}
             for external_id, account_events in by_account.items():
                 account = accounts[external_id]
                 before = states.get(account.id, frozenset())
-                _, after, fired = ingest(catalog, catalog.plan(account.plan), matrices[account.id],
-                                         before, account_events, account.plan_since, now)
+                matrix, after, fired = ingest(catalog, catalog.plan(account.plan),
+                                              matrices[account.id], before, account_events,
+                                              account.plan_since, now)
                 if after != before:
                     changed[account.id] = after
-                crossings.extend((account.id, c) for c in fired)
+                if fired and engine is not None:
+                    full = uow.accounts.get(external_id)
+                    crossings.extend((account.id, c, open_conversation(
+                        uow, catalog, engine, full, matrix, c, now)) for c in fired)
+                else:
+                    crossings.extend((account.id, c, None) for c in fired)
             uow.thresholds.replace_many(changed, now)
             uow.signals.add_many(crossings, now)
             uow.commit()
             return IngestResult(len(stored), len(events) - len(stored),
-                                tuple(c for _, c in crossings))
+                                tuple((c, d) for _, c, d in crossings))
 
-    result = _retrying(attempt)
+    result = retrying(attempt)
     if result.crossings:
         log.info("usage batch: %d accepted, %d duplicates, %d thresholds crossed",
                  result.accepted, result.duplicates, len(result.crossings))
@@ -226,7 +224,7 @@ def get_case(uow: UnitOfWork, catalog: Catalog, external_id: str,
     return account, current_case(catalog, terms_of(account), matrix, now)
 
 
-def list_signals(uow: UnitOfWork, external_id: str) -> list[tuple[Crossing, datetime]]:
+def list_signals(uow: UnitOfWork, external_id: str):
     """The account's threshold crossings, newest first, each with when it was detected."""
     with uow:
         account = uow.accounts.get(external_id)

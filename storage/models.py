@@ -6,8 +6,8 @@ from __future__ import annotations
 from datetime import date, datetime, timezone
 from decimal import Decimal
 
-from sqlalchemy import (BigInteger, Date, DateTime, ForeignKey, Index, Integer, MetaData, Numeric,
-                        String)
+from sqlalchemy import (JSON, BigInteger, Date, DateTime, ForeignKey, Index, Integer, MetaData,
+                        Numeric, String, Text, UniqueConstraint, text)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
@@ -84,6 +84,8 @@ class ContactRow(Base):
     whatsapp: Mapped[str | None] = mapped_column(String(20), index=True)
     web_user_id: Mapped[str | None] = mapped_column(String(200), index=True)
     email: Mapped[str | None] = mapped_column(String(320))
+    opted_out_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # None: may be prompted
+    web_active_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # last seen in the product
 
     account: Mapped[AccountRow] = relationship(back_populates="contacts")
 
@@ -161,3 +163,129 @@ class SignalRow(Base):
     crossed_at: Mapped[datetime] = mapped_column(UTCDateTime)
     detected_at: Mapped[datetime] = mapped_column(UTCDateTime)
     event_id: Mapped[str | None] = mapped_column(String(200))
+    # The guardrails' decision on this crossing (§5): prompted, deferred or suppressed, and why.
+    outcome: Mapped[str | None] = mapped_column(String(20))
+    reason: Mapped[str | None] = mapped_column(String(30))
+    defer_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    thread_id: Mapped[int | None] = mapped_column(ForeignKey("threads.id", ondelete="SET NULL"))
+
+
+# Thread states that are still open to a business-initiated offer; at most one such thread per
+# account and target plan (a partial unique index, the same on SQLite and PostgreSQL).
+LIVE_STATES = ("open", "offered", "awaiting_confirmation")
+_LIVE = "state IN ('open', 'offered', 'awaiting_confirmation')"
+
+
+class ThreadRow(Base):
+    """A conversation about one tier change, addressed to one contact, on any of their channels."""
+
+    __tablename__ = "threads"
+    __table_args__ = (
+        Index("uq_threads_live_account_target", "account_id", "target_plan", unique=True,
+              sqlite_where=text(_LIVE), postgresql_where=text(_LIVE)),
+        Index("ix_threads_contact_opened", "contact_id", "opened_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id", ondelete="SET NULL"))
+    current_plan: Mapped[str] = mapped_column(String(50))
+    target_plan: Mapped[str] = mapped_column(String(50))
+    direction: Mapped[str] = mapped_column(String(4))
+    state: Mapped[str] = mapped_column(String(30))
+    decline_reason: Mapped[str | None] = mapped_column(String(20))
+    last_channel: Mapped[str | None] = mapped_column(String(20))
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class MessageRow(Base):
+    """Every inbound and outbound message. Outbound rows are the channels' durable outbox:
+    `status` queued until a channel sends them (not before `not_before`)."""
+
+    __tablename__ = "messages"
+    __table_args__ = (Index("ix_messages_thread_at", "thread_id", "at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    thread_id: Mapped[int | None] = mapped_column(ForeignKey("threads.id", ondelete="CASCADE"))
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id", ondelete="SET NULL"),
+                                                   index=True)
+    channel: Mapped[str] = mapped_column(String(20))
+    direction: Mapped[str] = mapped_column(String(3))  # in | out
+    kind: Mapped[str] = mapped_column(String(20))  # opening | reply | inbound
+    body: Mapped[str] = mapped_column(Text)
+    provider_id: Mapped[str | None] = mapped_column(String(200), unique=True)
+    in_reply_to: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="SET NULL"))
+    status: Mapped[str] = mapped_column(String(20))  # received | queued | sent | delivered | failed
+    not_before: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ConsentEventRow(Base):
+    """Every consent change, with its source: who may be sent business-initiated messages."""
+
+    __tablename__ = "consent_events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"), index=True)
+    action: Mapped[str] = mapped_column(String(10))  # revoke | grant
+    channel: Mapped[str] = mapped_column(String(20))
+    source: Mapped[str] = mapped_column(String(30))  # buyer | operator | carrier | csm
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class PlanChangeRow(Base):
+    """A plan change: at most one pending-or-done per account and billing period (the unique key
+    is what makes an upgrade run once, whatever channels and retries do)."""
+
+    __tablename__ = "plan_changes"
+    __table_args__ = (UniqueConstraint("account_id", "period_start"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    thread_id: Mapped[int | None] = mapped_column(ForeignKey("threads.id", ondelete="SET NULL"))
+    idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
+    from_plan: Mapped[str] = mapped_column(String(50))
+    to_plan: Mapped[str] = mapped_column(String(50))
+    direction: Mapped[str] = mapped_column(String(4))
+    period_start: Mapped[date] = mapped_column(Date)
+    effective: Mapped[date] = mapped_column(Date)
+    charge_today: Mapped[Decimal] = mapped_column(Numeric(12, 2))
+    status: Mapped[str] = mapped_column(String(10))  # pending | done
+    channel: Mapped[str | None] = mapped_column(String(20))
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    applied_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class EscalationRow(Base):
+    """A hand-over to a CSM, with its reason code and the case as it stood."""
+
+    __tablename__ = "escalations"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    thread_id: Mapped[int | None] = mapped_column(ForeignKey("threads.id", ondelete="SET NULL"))
+    reason: Mapped[str] = mapped_column(String(20))  # health | leaving | human | discount | callback
+    case: Mapped[dict | None] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(20))  # open | claimed | resolved
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class OutboxRow(Base):
+    """Work to do after a commit, at least once, retried with backoff: webhooks, CSM notices.
+    `key` makes a job unique, so a retried request can never enqueue it twice."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_due", "status", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(30))
+    key: Mapped[str] = mapped_column(String(200), unique=True)
+    payload: Mapped[dict] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(10))  # pending | sent | failed
+    attempts: Mapped[int] = mapped_column(Integer)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

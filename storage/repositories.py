@@ -10,13 +10,14 @@ from typing import Iterable
 
 from sqlalchemy import (JSON, Text, any_, bindparam, case, cast, column, delete, func, insert,
                         select)
+from sqlalchemy import update as sa_update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, selectinload
 
 from core.accounts import Account, Contact, Health
-from core.ports import UsageTerms
+from core.ports import SignalDecision, UsageTerms
 from core.thresholds import Crossing
 from core.usage import GAUGES, WINDOW, UsageEvent, UsageMatrix
 from storage.models import (AccountRow, ContactRow, SignalRow, ThresholdStateRow, UsageDailyRow,
@@ -46,6 +47,10 @@ class SqlAccountRepository:
 
     def get(self, external_id: str) -> Account | None:
         row = self.session.scalars(self._query().where(AccountRow.external_id == external_id)).first()
+        return _account(row) if row else None
+
+    def get_by_id(self, account_id: int) -> Account | None:
+        row = self.session.scalars(self._query().where(AccountRow.id == account_id)).first()
         return _account(row) if row else None
 
     def lock_usage_terms(self, external_ids: Iterable[str]) -> dict[str, UsageTerms]:
@@ -91,6 +96,12 @@ class SqlAccountRepository:
         row.contacts = wanted  # contacts no longer listed are deleted (delete-orphan)
         self.session.flush()
         return _account(row)
+
+    def change_plan(self, account_id: int, plan: str, now: datetime) -> None:
+        """Move the account to `plan` now; its thresholds start over (threshold_states)."""
+        self.session.execute(sa_update(AccountRow).where(AccountRow.id == account_id)
+                             .values(plan=plan, plan_since=now, updated_at=now))
+        self.session.execute(delete(ThresholdStateRow).where(ThresholdStateRow.account_id == account_id))
 
     def save_health(self, account_id: int, health: Health) -> None:
         row = self.session.get(AccountRow, account_id)
@@ -346,19 +357,24 @@ class SqlSignalRepository:
     def __init__(self, session: Session) -> None:
         self.session = session
 
-    def add_many(self, crossings: list[tuple[int, Crossing]], detected_at: datetime) -> None:
+    def add_many(self, crossings: list[tuple[int, Crossing, SignalDecision | None]],
+                 detected_at: datetime) -> None:
         if not crossings:
             return
         self.session.connection().execute(insert(SignalRow), [
-            {"account_id": account_id, "key": c.key, "direction": c.direction,
+            {"outcome": d.outcome if d else None, "reason": d.reason if d else None,
+             "defer_until": d.defer_until if d else None, "thread_id": d.thread_id if d else None,
+             "account_id": account_id, "key": c.key, "direction": c.direction,
              "from_plan": c.from_plan, "to_plan": c.to_plan, "metric": c.metric,
              "value": c.value, "threshold": c.threshold, "crossed_at": c.at,
-             "detected_at": detected_at, "event_id": c.event_id} for account_id, c in crossings])
+             "detected_at": detected_at, "event_id": c.event_id} for account_id, c, d in crossings])
 
-    def for_account(self, account_id: int) -> list[tuple[Crossing, datetime]]:
+    def for_account(self, account_id: int) -> list[tuple[Crossing, datetime, SignalDecision | None]]:
         rows = self.session.scalars(select(SignalRow).where(SignalRow.account_id == account_id)
                                     .order_by(SignalRow.crossed_at.desc(), SignalRow.id.desc()))
         return [(Crossing(key=r.key, direction=r.direction, from_plan=r.from_plan,
                           to_plan=r.to_plan, metric=r.metric, value=r.value,
                           threshold=r.threshold, at=r.crossed_at, event_id=r.event_id),
-                 r.detected_at) for r in rows]
+                 r.detected_at,
+                 SignalDecision(r.outcome, r.reason, r.defer_until, r.thread_id) if r.outcome else None)
+                for r in rows]

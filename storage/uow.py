@@ -7,6 +7,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import sessionmaker
 
 from core.ports import Conflict, StorageBusy
+from storage.conversations import SqlConversationRepository
 from storage.repositories import (SqlAccountRepository, SqlSignalRepository,
                                   SqlThresholdStateRepository, SqlUsageRepository)
 
@@ -31,6 +32,17 @@ def _is_busy(exc: BaseException) -> bool:
             and getattr(exc.orig, "sqlite_errorname", None) in {"SQLITE_BUSY", "SQLITE_LOCKED"})
 
 
+class SqlJobQueue:
+    """The job outbox (storage.outbox) inside this unit of work's transaction."""
+
+    def __init__(self, session) -> None:
+        self.session = session
+
+    def enqueue(self, kind: str, key: str, payload: dict, now) -> bool:
+        from storage.outbox import enqueue
+        return enqueue(self.session, kind, key, payload, now)
+
+
 class SqlUnitOfWork:
     """Enter it once per use case; a new session each time. Races become `core.ports.Conflict`.
 
@@ -50,6 +62,8 @@ class SqlUnitOfWork:
         self.usage = SqlUsageRepository(self.session)
         self.thresholds = SqlThresholdStateRepository(self.session)
         self.signals = SqlSignalRepository(self.session)
+        self.conversations = SqlConversationRepository(self.session)
+        self.jobs = SqlJobQueue(self.session)
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

@@ -95,6 +95,14 @@ def db_url(request, tmp_path, sqlite_template) -> str:
 
 
 @pytest.fixture
+def engine(db_url):
+    """A SQLAlchemy engine on this test's database."""
+    engine = make_engine(db_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
 def make_app(db_url, clock):
     """Build an app on this test's database; keyword arguments override config."""
     from app import create_app
@@ -139,3 +147,12 @@ class Api:
 @pytest.fixture
 def api(app) -> Api:
     return Api(app.test_client())
+
+
+@pytest.fixture
+def receiver():
+    """A local webhook receiver (tests/support/receiver.py)."""
+    from tests.support.receiver import serving
+
+    with serving() as r:
+        yield r

@@ -432,7 +432,7 @@ def test_usage_batch_reports_the_thresholds_it_crossed(api):
     assert result["signals"] == [{
         "direction": "up", "from_plan": "starter", "to_plan": "growth", "metric": "messages",
         "value": "4800", "threshold": "4500", "at": ago(hours=1), "detected_at": iso(NOW),
-        "event_id": "m-2"}]
+        "event_id": "m-2", "outcome": "suppressed", "reason": "no_contact", "defer_until": None}]  # an account without contacts: nobody to prompt
 
 
 def test_an_event_a_few_minutes_ahead_of_our_clock_is_accepted(api):
@@ -912,10 +912,10 @@ def test_a_threshold_fires_once_per_upward_crossing(api, clock):
     assert signals == [
         {"direction": "up", "from_plan": "starter", "to_plan": "growth", "metric": "seats",
          "value": "4", "threshold": "4", "at": ago(hours=3),
-         "detected_at": iso(NOW + timedelta(minutes=3)), "event_id": "s-4"},
+         "detected_at": iso(NOW + timedelta(minutes=3)), "event_id": "s-4", "outcome": "suppressed", "reason": "no_contact", "defer_until": None},
         {"direction": "up", "from_plan": "starter", "to_plan": "growth", "metric": "seats",
          "value": "4", "threshold": "4", "at": ago(hours=6), "detected_at": iso(NOW),
-         "event_id": "s-1"},
+         "event_id": "s-1", "outcome": "suppressed", "reason": "no_contact", "defer_until": None},
     ]
 
 
@@ -965,7 +965,7 @@ def test_growth_account_whose_usage_fits_starter_gets_a_down_tier_signal(api):
     assert result["signals"] == [{
         "direction": "down", "from_plan": "growth", "to_plan": "starter", "metric": "cost",
         "value": "149.00", "threshold": "499.00", "at": ago(hours=1), "detected_at": iso(NOW),
-        "event_id": "m-1"}]
+        "event_id": "m-1", "outcome": "suppressed", "reason": "no_contact", "defer_until": None}]
     assert post(api, event("m-2", ACME, "messages", 5, ago(minutes=30)))["signals"] == []
 
 

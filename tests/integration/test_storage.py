@@ -24,13 +24,6 @@ from tests.conftest import NOW
 
 
 @pytest.fixture
-def engine(db_url):
-    engine = make_engine(db_url)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
 def uow(engine, catalog):
     """A unit of work on this test's database, with one Starter account "acct"."""
     uow = SqlUnitOfWork(engine)
@@ -93,7 +86,7 @@ def test_the_largest_quantities_are_stored_and_summed_on_both_databases(uow, cat
     result = services.record_usage(uow, catalog, big, NOW)
     assert result.accepted == 3 and len(result.crossings) == 1
     assert services.get_account(uow, "acct", NOW)[1].messages == 3 * MAX_QUANTITY
-    [(signal, _)] = services.list_signals(uow, "acct")
+    [(signal, _, _)] = services.list_signals(uow, "acct")
     assert signal.value == MAX_QUANTITY  # the value at the first event's crossing
 
 

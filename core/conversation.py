@@ -1,0 +1,338 @@
+"""The conversation: thread states and their legal transitions (§6), and what the bot says.
+
+`transition` is the one place a thread's state changes; the table below lists every legal move
+and anything else raises `IllegalTransition`. `reply` turns a buyer's message (already classified)
+into a `Turn`: the texts to send, the event to apply and the side effects for the service layer to
+carry out (run the upgrade, record a decline, open an escalation, change consent). It is pure; the
+figures come from the case, the words from the vertical.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+from core.case import Case
+from core.catalog import Catalog
+from core.errors import DomainError
+from core.framing import join_words, opening_message
+from core.intents import DeclineReason, Intent, decline_reason
+from core.money import dollars
+
+
+class ThreadState(enum.StrEnum):
+    OPEN = "open"  # created; the opening not sent yet (quiet hours, or waiting for a web visit)
+    OFFERED = "offered"  # the case was sent
+    AWAITING_CONFIRMATION = "awaiting_confirmation"
+    UPGRADED = "upgraded"
+    DECLINED = "declined"
+    ESCALATED = "escalated"
+    EXPIRED = "expired"  # no answer in 14 days
+    OPTED_OUT = "opted_out"
+
+
+class ThreadEvent(enum.StrEnum):
+    OFFER_SENT = "offer_sent"
+    AFFIRM = "affirm"
+    CONFIRM = "confirm"
+    DECLINE = "decline"
+    ESCALATE = "escalate"
+    EXPIRE = "expire"
+    OPT_OUT = "opt_out"
+
+
+class EscalationReason(enum.StrEnum):
+    HEALTH = "health"
+    LEAVING = "leaving"
+    HUMAN = "human"
+    DISCOUNT = "discount"
+    CALLBACK = "callback"
+
+
+S, E = ThreadState, ThreadEvent
+LIVE = frozenset({S.OPEN, S.OFFERED, S.AWAITING_CONFIRMATION})
+EXPIRES_AFTER = timedelta(days=14)
+
+# Every legal move. A buyer who declined, or let the offer expire, may still say yes later: that
+# reopens the confirmation step (business-initiated prompts stay bound by the cooldown).
+TRANSITIONS: dict[tuple[ThreadState, ThreadEvent], ThreadState] = {
+    (S.OPEN, E.OFFER_SENT): S.OFFERED,
+    (S.OPEN, E.ESCALATE): S.ESCALATED,
+    (S.OPEN, E.EXPIRE): S.EXPIRED,
+    (S.OPEN, E.OPT_OUT): S.OPTED_OUT,
+    (S.OFFERED, E.AFFIRM): S.AWAITING_CONFIRMATION,
+    (S.OFFERED, E.DECLINE): S.DECLINED,
+    (S.OFFERED, E.ESCALATE): S.ESCALATED,
+    (S.OFFERED, E.EXPIRE): S.EXPIRED,
+    (S.OFFERED, E.OPT_OUT): S.OPTED_OUT,
+    (S.AWAITING_CONFIRMATION, E.CONFIRM): S.UPGRADED,
+    (S.AWAITING_CONFIRMATION, E.DECLINE): S.DECLINED,
+    (S.AWAITING_CONFIRMATION, E.ESCALATE): S.ESCALATED,
+    (S.AWAITING_CONFIRMATION, E.EXPIRE): S.EXPIRED,
+    (S.AWAITING_CONFIRMATION, E.OPT_OUT): S.OPTED_OUT,
+    (S.DECLINED, E.AFFIRM): S.AWAITING_CONFIRMATION,
+    (S.DECLINED, E.OPT_OUT): S.OPTED_OUT,
+    (S.EXPIRED, E.AFFIRM): S.AWAITING_CONFIRMATION,
+    (S.EXPIRED, E.OPT_OUT): S.OPTED_OUT,
+    (S.ESCALATED, E.OPT_OUT): S.OPTED_OUT,
+    (S.UPGRADED, E.OPT_OUT): S.OPTED_OUT,
+}
+
+
+class IllegalTransition(DomainError):
+    code = "illegal_transition"
+
+
+def transition(state: ThreadState, event: ThreadEvent) -> ThreadState:
+    """The state after `event`, or `IllegalTransition` when the table has no such move."""
+    try:
+        return TRANSITIONS[(ThreadState(state), ThreadEvent(event))]
+    except KeyError:
+        raise IllegalTransition(f"a thread in state {state} cannot take event {event}") from None
+
+
+@dataclass(frozen=True)
+class Business:
+    """Who the messages come from, for HELP and opt-out replies (carrier norms)."""
+
+    name: str = "Upgrade Chat"
+    support: str = "support@example.com"
+
+
+@dataclass(frozen=True)
+class Turn:
+    """What to do about one inbound message."""
+
+    replies: tuple[str, ...] = ()
+    events: tuple[ThreadEvent, ...] = ()
+    run_upgrade: bool = False
+    decline_reason: DeclineReason | None = None
+    escalation: EscalationReason | None = None
+    consent: str | None = None  # "revoke" | "grant"
+
+
+def _plan(name: str) -> str:
+    return name.capitalize()
+
+
+def _day(d: date) -> str:
+    return f"{d:%b} {d.day}"
+
+
+def confirmation_step(case: Case) -> str:
+    """Names the plan, the new monthly price and the charge today; asks for an explicit yes."""
+    target = _plan(case.target.name)
+    price = dollars(case.target.base_price)
+    at_usage = case.cost_target.total
+    usage_note = "" if at_usage == case.target.base_price else \
+        f" ({dollars(at_usage)} at your current usage)"
+    if case.direction == "up":
+        return (f"To confirm: {target} at {price} a month{usage_note}, and "
+                f"{dollars(case.prorated_charge_today)} charged today for the rest of this billing "
+                f"period (until {_day(case.proration.period_end)}). Reply CONFIRM to upgrade.")
+    return (f"To confirm: {target} at {price} a month{usage_note} from "
+            f"{_day(case.effective)}, your next billing period; nothing is charged today. "
+            f"Reply CONFIRM to switch.")
+
+
+def upgraded_message(case: Case) -> str:
+    target = _plan(case.target.name)
+    if case.direction == "up":
+        return (f"Done: you are on {target} now. {dollars(case.prorated_charge_today)} is charged "
+                f"today; from {_day(case.proration.period_end)} it is "
+                f"{dollars(case.target.base_price)} a month.")
+    return (f"Done: you move to {target} on {_day(case.effective)}, at "
+            f"{dollars(case.target.base_price)} a month.")
+
+
+def already_changed_message(case: Case) -> str:
+    return (f"Your plan change to {_plan(case.target.name)} is already in place; nothing more "
+            f"will be charged.")
+
+
+def price_answer(case: Case) -> str:
+    current, target = _plan(case.current.name), _plan(case.target.name)
+    now_cost, new_cost = dollars(case.cost_current.total), dollars(case.cost_target.total)
+    if case.claims_saving:
+        tail = f"{dollars(case.monthly_difference)} less."
+    elif case.monthly_difference == 0:
+        tail = "the same."
+    else:
+        tail = f"{dollars(-case.monthly_difference)} more."
+    return (f"{target} is {dollars(case.target.base_price)} a month. At your last 30 days of usage "
+            f"it would cost {new_cost} against {now_cost} on {current}: {tail}")
+
+
+def features_answer(case: Case, catalog: Catalog) -> str:
+    v = case.vertical
+    target = _plan(case.target.name)
+    if case.direction == "down":
+        lost = [catalog.feature_name(f, v) for f in case.gives_up]
+        keeps = f" It does not include {join_words(lost, 'or')}." if lost else ""
+        return (f"{target} includes {case.target.included_seats} {v.seats} and "
+                f"{case.target.included_messages:,} {v.messages} a month.{keeps}")
+    gains = [catalog.feature_name(f, v) for f in case.unlocks.features]
+    limit = case.target.max_integrations
+    integrations = "unlimited" if limit is None else f"up to {limit}"
+    extra = f", plus {join_words(gains)}" if gains else ""
+    return (f"{target} includes {case.target.included_seats} {v.seats}, "
+            f"{case.target.included_messages:,} {v.messages} a month and {integrations} "
+            f"{v.integrations}{extra}.")
+
+
+def proration_answer(case: Case) -> str:
+    p = case.proration
+    if case.direction == "down":
+        return (f"Nothing is charged today: the change to {_plan(case.target.name)} takes effect "
+                f"on {_day(case.effective)}, at the start of your next billing period.")
+    return (f"Upgrading today charges {dollars(case.prorated_charge_today)}: the "
+            f"{dollars(p.base_difference)} difference in base price for the {p.days_remaining} of "
+            f"{p.days_in_period} days left in this billing period (until {_day(p.period_end)}). "
+            f"After that it is {dollars(case.target.base_price)} a month.")
+
+
+def downgrade_answer(case: Case) -> str:
+    return (f"Yes. You can move back to {_plan(case.current.name)} whenever you like; a move "
+            f"down takes effect at the start of your next billing period, with no charge.")
+
+
+def help_message(business: Business) -> str:
+    return (f"{business.name}: upgrade advice for your account. Help: {business.support}. "
+            f"Reply STOP to opt out. Msg & data rates may apply.")
+
+
+def stop_message(business: Business) -> str:
+    return (f"You are unsubscribed from {business.name} and will get no more messages. "
+            f"Reply START to subscribe again.")
+
+
+def start_message(business: Business) -> str:
+    return (f"You are subscribed to {business.name} messages again. Reply HELP for help, "
+            f"STOP to opt out.")
+
+
+FALLBACK = ("Sorry, I did not catch that. Reply YES to see the upgrade details, NO if not now, or "
+            "ask about the price, the features or today's charge.")
+NO_OFFER = "There is no plan change on the table for your account right now."
+
+
+def reply(state: ThreadState | None, intent: Intent, text: str, case: Case | None,
+          catalog: Catalog, business: Business) -> Turn:
+    """What the bot does about a buyer's message in a thread in `state` (None: no thread).
+
+    A bare "yes" (affirm) in awaiting_confirmation is the confirmation; in offered it leads to
+    the confirmation step, never straight to the upgrade. An explicit "confirm" before the
+    confirmation step was shown also leads to that step first.
+    """
+    if intent == Intent.STOP:
+        events = (E.OPT_OUT,) if state is not None and (state, E.OPT_OUT) in TRANSITIONS else ()
+        return Turn((stop_message(business),), events, consent="revoke")
+    if intent == Intent.START:
+        return Turn((start_message(business),), consent="grant")
+    if intent == Intent.HELP:
+        return Turn((help_message(business),))
+    if state is None or case is None:
+        return Turn((NO_OFFER,))
+
+    lead: tuple[str, ...] = ()
+    events: tuple[ThreadEvent, ...] = ()
+    if state == S.OPEN:  # the buyer writes before the opening went out: show the case first
+        lead, events, state = (opening_message(case, catalog),), (E.OFFER_SENT,), S.OFFERED
+
+    def turn(*texts: str, event: ThreadEvent | None = None, **effects) -> Turn:
+        moves = events + ((event,) if event else ())
+        return Turn(lead + texts, moves, **effects)
+
+    if intent in (Intent.HUMAN, Intent.DISCOUNT, Intent.CALLBACK):
+        return _escalate(state, intent, turn)
+    if intent == Intent.QUESTION_PRICE:
+        return turn(price_answer(case))
+    if intent == Intent.QUESTION_FEATURES:
+        return turn(features_answer(case, catalog))
+    if intent == Intent.QUESTION_PRORATION:
+        return turn(proration_answer(case))
+    if intent == Intent.QUESTION_DOWNGRADE:
+        return turn(downgrade_answer(case))
+    if intent == Intent.DECLINE:
+        return _decline(state, text, turn)
+    if intent in (Intent.AFFIRM, Intent.CONFIRM):
+        if state == S.AWAITING_CONFIRMATION:
+            return turn(upgraded_message(case), event=E.CONFIRM, run_upgrade=True)
+        if state == S.UPGRADED:
+            return turn(already_changed_message(case))
+        if (state, E.AFFIRM) in TRANSITIONS:
+            return turn(confirmation_step(case), event=E.AFFIRM)
+        return turn("Your account manager has this conversation now and will follow up.")
+    return turn(FALLBACK)
+
+
+def _escalate(state: ThreadState, intent: Intent, turn) -> Turn:
+    if intent == Intent.CALLBACK:  # recorded for the CSM lane; the thread goes on
+        return turn("Thanks, I have asked your account manager to call you.",
+                    escalation=EscalationReason.CALLBACK)
+    text = ("I cannot offer a discount, but I have passed your question to your account manager, "
+            "who will be in touch.") if intent == Intent.DISCOUNT else \
+        "I have asked your account manager to get in touch with you."
+    reason = EscalationReason.DISCOUNT if intent == Intent.DISCOUNT else EscalationReason.HUMAN
+    event = E.ESCALATE if (state, E.ESCALATE) in TRANSITIONS else None
+    return turn(text, event=event, escalation=reason)
+
+
+def _decline(state: ThreadState, text: str, turn) -> Turn:
+    reason = decline_reason(text)
+    if reason == DeclineReason.LEAVING:
+        event = E.ESCALATE if (state, E.ESCALATE) in TRANSITIONS else None
+        return turn("Sorry to hear that. I have asked your account manager to get in touch.",
+                    event=event, decline_reason=reason, escalation=EscalationReason.LEAVING)
+    if state == S.DECLINED:  # a reason given after the decline: keep it if it says more
+        if reason == DeclineReason.OTHER:
+            return turn("Understood.")
+        return turn("Thanks for telling me. We will not bring it up again for 30 days.",
+                    decline_reason=reason)
+    if (state, E.DECLINE) not in TRANSITIONS:
+        return turn("Understood.")
+    if reason == DeclineReason.OTHER:
+        return turn("Understood, no change. May I ask why: the price, the timing, or you do not "
+                    "need it?", event=E.DECLINE, decline_reason=reason)
+    return turn("Understood, no change. We will not bring it up again for 30 days.",
+                event=E.DECLINE, decline_reason=reason)
+
+
+def is_expired(state: ThreadState, last_activity: datetime, now: datetime) -> bool:
+    """An offer nobody answered for 14 days expires."""
+    return state in (S.OFFERED, S.AWAITING_CONFIRMATION) and now - last_activity >= EXPIRES_AFTER
+
+
+@dataclass(frozen=True)
+class Reach:
+    """What the core needs to know to pick a contact's channel (§7)."""
+
+    web_user_id: str | None
+    web_active_at: datetime | None
+    whatsapp: str | None
+    phone: str | None
+
+
+WEB_ACTIVE = timedelta(minutes=10)
+
+
+def web_active(reach: Reach, now: datetime) -> bool:
+    """Seen in the product in the last 10 minutes."""
+    return bool(reach.web_user_id and reach.web_active_at
+                and now - reach.web_active_at <= WEB_ACTIVE)
+
+
+def choose_channel(reach: Reach, now: datetime) -> str:
+    """In-product web chat when active in the last 10 minutes; else WhatsApp; else SMS; else web
+    chat, where the opening waits for the next visit."""
+    if web_active(reach, now):
+        return "web"
+    if reach.whatsapp:
+        return "whatsapp"
+    if reach.phone:
+        return "sms"
+    return "web"
+
+
+PHONE_CHANNELS = frozenset({"sms", "whatsapp", "voice"})

@@ -1,0 +1,304 @@
+"""The conversation engine's use cases: open a thread on a crossing, answer a buyer, change a plan.
+
+Each runs inside the caller's unit of work (opening) or its own (answering), sees storage through
+the ports, and leaves anything that must reach the outside world (the billing webhook, the CSM
+notice, the channel messages) in durable outboxes, to go out after the commit.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from core.accounts import Account, HealthBounds
+from core.case import AccountTerms, Case, build_case, current_case, local_today
+from core.catalog import Catalog
+from core.conversation import (EXPIRES_AFTER, PHONE_CHANNELS, Business, EscalationReason, Reach, ThreadEvent,
+                               ThreadState, Turn, already_changed_message, choose_channel,
+                               is_expired, reply, transition, web_active)
+from core.errors import DomainError, NotFound
+from core.framing import opening_message
+from core.guardrails import (GuardrailPolicy, Outcome, PromptContext, Reason, decide,
+                             quarter_start)
+from core.intents import classify
+from core.money import money_str
+from core.ports import ContactView, SignalDecision, ThreadView, UnitOfWork
+from core.retry import retrying
+from core.thresholds import Crossing, met_thresholds
+from core.usage import UsageMatrix
+
+log = logging.getLogger(__name__)
+
+CHANNELS = ("web", "sms", "whatsapp", "voice")
+# Reason codes beyond §5's, for crossings that open nothing for other causes.
+THREAD_OPEN, NO_CONTACT, SUPERSEDED = "thread_open", "no_contact", "superseded"
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    policy: GuardrailPolicy = GuardrailPolicy()
+    health: HealthBounds = HealthBounds()
+    business: Business = Business()
+    billing_webhook: bool = False  # enqueue a signed webhook for every plan change
+
+
+def terms(account: Account, plan: str | None = None) -> AccountTerms:
+    return AccountTerms(plan=plan or account.plan, vertical=account.vertical,
+                        timezone=account.timezone, billing_day=account.billing_day,
+                        plan_since=account.plan_since)
+
+
+def case_summary(case: Case) -> dict[str, Any]:
+    """The case's figures as stored with an escalation (what the CSM sees)."""
+    return {
+        "current_plan": case.current.name, "target_plan": case.target.name,
+        "direction": case.direction,
+        "usage": {"messages": case.usage.messages, "seats": case.usage.seats,
+                  "integrations": case.usage.integrations},
+        "cost_current": money_str(case.cost_current.total),
+        "cost_target": money_str(case.cost_target.total),
+        "monthly_difference": money_str(case.monthly_difference),
+        "claims_saving": case.claims_saving,
+        "prorated_charge_today": money_str(case.prorated_charge_today),
+    }
+
+
+# --- opening ------------------------------------------------------------------------------------
+
+def open_conversation(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, account: Account,
+                      matrix: UsageMatrix, crossing: Crossing, now: datetime) -> SignalDecision:
+    """Decide what a crossing leads to (§5) and act on it, inside the caller's transaction:
+    a thread with its opening queued on the best channel (§7), a deferral, an escalation for red
+    health, or a suppression. The decision is returned to be stored on the signal."""
+    conv = uow.conversations
+    case = current_case(catalog, terms(account), matrix, now)
+    if case is None or case.target.name != crossing.to_plan:
+        return SignalDecision(Outcome.SUPPRESSED, SUPERSEDED)
+    live = conv.live_thread(account.id, case.target.name)
+    if live is not None:
+        return SignalDecision(Outcome.SUPPRESSED, THREAD_OPEN, thread_id=live.id)
+    contact = conv.addressee(account.id)
+    if contact is None:
+        return SignalDecision(Outcome.SUPPRESSED, NO_CONTACT)
+    reach = Reach(contact.web_user_id, contact.web_active_at, contact.whatsapp, contact.phone)
+    channel = choose_channel(reach, now)
+    decision = decide(PromptContext(
+        account=account.external_id, account_timezone=account.timezone,
+        opted_out=contact.opted_out_at is not None,
+        health_red=account.health.is_red(config.health),
+        last_decline_at=conv.last_decline_at(account.id),
+        prompts_this_quarter=conv.prompts_since(contact.id, quarter_start(now, account.timezone)),
+        phone_channel=channel in PHONE_CHANNELS,
+        phone=contact.whatsapp if channel == "whatsapp" else contact.phone,
+    ), config.policy, now)
+    if decision.outcome == Outcome.SUPPRESSED:
+        if decision.reason == Reason.HEALTH:
+            conv.add_escalation(account.id, None, EscalationReason.HEALTH, case_summary(case), now)
+            _notify_csm(uow, account, None, EscalationReason.HEALTH, now)
+        elif decision.reason == Reason.CONTROL:
+            log.info("control cohort: would have prompted account %s", account.external_id)
+        return SignalDecision(decision.outcome, decision.reason)
+    waits = decision.outcome == Outcome.DEFERRED or (channel == "web" and not web_active(reach, now))
+    state = ThreadState.OPEN if waits else ThreadState.OFFERED
+    thread = conv.create_thread(account.id, contact.id, account.plan, case.target.name,
+                                case.direction, state, channel, now)
+    conv.add_message(thread_id=thread.id, contact_id=contact.id, channel=channel, direction="out",
+                     kind="opening", body=opening_message(case, catalog), status="queued",
+                     now=now, not_before=decision.defer_until)
+    return SignalDecision(decision.outcome, decision.reason, decision.defer_until, thread.id)
+
+
+# --- answering ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Answer:
+    replies: tuple[str, ...]
+    thread_id: int | None
+    state: str | None
+    duplicate: bool = False
+
+
+def handle_message(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, contact_external_id: str,
+                   channel: str, text: str, provider_id: str | None, now: datetime) -> Answer:
+    """Answer one message from a buyer, in the thread of whichever of their identities wrote.
+
+    A message id seen before gets the replies it got the first time and changes nothing (a
+    provider retry, a double submit). Replies are stored before the commit and returned after it.
+    """
+    if channel not in CHANNELS:
+        raise DomainError(f"channel must be one of {', '.join(CHANNELS)}, got {channel!r}",
+                          code="unknown_channel", field="channel")
+    def attempt() -> Answer:
+        with uow:
+            answer = _answer(uow, catalog, config, contact_external_id, channel, text,
+                             provider_id, now)
+            uow.commit()
+            return answer
+
+    return retrying(attempt)
+
+
+def _answer(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, contact_external_id: str,
+            channel: str, text: str, provider_id: str | None, now: datetime) -> Answer:
+    conv = uow.conversations
+    contact = conv.contact(contact_external_id)
+    if contact is None:
+        raise NotFound(f"no contact {contact_external_id!r}", code="contact_not_found")
+    if provider_id:
+        seen = conv.inbound(provider_id)
+        if seen is not None:
+            return Answer(tuple(m.body for m in conv.replies_to(seen.id)), seen.thread_id,
+                          None, duplicate=True)
+    thread = conv.thread_for_contact(contact)
+    account = uow.accounts.get_by_id(contact.account_id)
+    case = _thread_case(uow, catalog, account, thread, now) if thread else None
+    state = ThreadState(thread.state) if thread else None
+    if thread and is_expired(state, thread.updated_at, now):
+        state = transition(state, ThreadEvent.EXPIRE)
+    turn = reply(state, classify(text), text, case, catalog, config.business)
+    inbound_id = conv.add_message(thread_id=thread.id if thread else None, contact_id=contact.id,
+                                  channel=channel, direction="in", kind="inbound", body=text,
+                                  status="received", now=now, provider_id=provider_id)
+    replies = turn.replies
+    if thread is not None:
+        thread, replies = _apply(uow, catalog, config, account, contact, thread, state, case, turn,
+                                 channel, now)
+    if turn.consent:
+        conv.record_consent(contact.id, turn.consent, channel, "buyer", now)
+    for body in replies:
+        conv.add_message(thread_id=thread.id if thread else None, contact_id=contact.id,
+                         channel=channel, direction="out", kind="reply", body=body, status="sent",
+                         now=now, in_reply_to=inbound_id)
+    return Answer(replies, thread.id if thread else None, thread.state if thread else None)
+
+
+def _thread_case(uow: UnitOfWork, catalog: Catalog, account: Account, thread: ThreadView,
+                 now: datetime) -> Case:
+    """The thread's case now: from the plan the thread started on to its target."""
+    matrix = uow.usage.matrices([account.id], now)[account.id]
+    t = terms(account, thread.current_plan)
+    met = [(metric, value, th.at) for th, metric, value
+           in met_thresholds(catalog, catalog.plan(thread.current_plan), matrix)
+           if th.to_plan == thread.target_plan]
+    return build_case(catalog, t, matrix, catalog.plan(thread.target_plan), met, now)
+
+
+def _apply(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, account: Account,
+           contact: ContactView, thread: ThreadView, state: ThreadState, case: Case, turn: Turn,
+           channel: str, now: datetime) -> tuple[ThreadView, tuple[str, ...]]:
+    conv = uow.conversations
+    replies = turn.replies
+    events = list(turn.events)
+    if turn.run_upgrade and not change_plan(uow, account, thread, case, channel, config, now):
+        events.remove(ThreadEvent.CONFIRM)  # another change already holds this billing period
+        replies = replies[:-1] + (already_changed_message(case),)
+    for event in events:
+        state = transition(state, event)
+    if turn.escalation is not None:
+        conv.add_escalation(account.id, thread.id, turn.escalation, case_summary(case), now)
+        _notify_csm(uow, account, thread.id, turn.escalation, now)
+    thread = replace(thread, state=str(state), last_channel=channel,
+                     decline_reason=turn.decline_reason or thread.decline_reason)
+    conv.save_thread(thread, now)
+    return thread, replies
+
+
+def change_plan(uow: UnitOfWork, account: Account, thread: ThreadView, case: Case, channel: str,
+                config: EngineConfig, now: datetime) -> bool:
+    """Record the plan change once; False when this billing period already has one.
+
+    Up-tier applies now; down-tier waits for the next period (`apply_due_plan_changes`). The
+    database allows one pending-or-done change per account and period (a unique key), so two
+    channels confirming at once cannot both win: the loser's transaction fails, is retried, and
+    finds the change made.
+    """
+    conv = uow.conversations
+    if conv.plan_change_in_period(account.id, case.proration.period_start) is not None:
+        return False
+    key = f"thread:{thread.id}:{thread.target_plan}"
+    change = conv.add_plan_change(
+        account_id=account.id, thread_id=thread.id, key=key, from_plan=case.current.name,
+        to_plan=case.target.name, direction=case.direction,
+        period_start=case.proration.period_start, effective=case.effective,
+        charge_today=case.prorated_charge_today,
+        status="done" if case.direction == "up" else "pending", channel=channel, now=now)
+    if case.direction == "up":
+        uow.accounts.change_plan(account.id, case.target.name, now)
+    if config.billing_webhook:
+        uow.jobs.enqueue("billing_webhook", key, {
+            "event": "plan_change", "idempotency_key": key, "account": account.external_id,
+            "from_plan": change.from_plan, "to_plan": change.to_plan,
+            "direction": change.direction, "effective": change.effective.isoformat(),
+            "charge_today": money_str(change.charge_today), "status": change.status,
+            "requested_at": now.isoformat()}, now)
+    log.info("plan change %s -> %s for account %s (%s)", change.from_plan, change.to_plan,
+             account.external_id, change.status)
+    return True
+
+
+def apply_due_plan_changes(uow: UnitOfWork, now: datetime) -> int:
+    """Apply pending down-tier changes whose effective date has come in the account's zone."""
+    applied = 0
+    with uow:
+        # Due in UTC tomorrow at the latest; each account's own date decides.
+        for change in uow.conversations.due_plan_changes(now.date() + timedelta(days=1)):
+            account = uow.accounts.get_by_id(change.account_id)
+            if local_today(now, account.timezone) >= change.effective:
+                uow.accounts.change_plan(account.id, change.to_plan, now)
+                uow.conversations.mark_plan_change_done(change.id, now)
+                applied += 1
+        uow.commit()
+    return applied
+
+
+def expire_threads(uow: UnitOfWork, now: datetime) -> int:
+    """Offers without an answer for 14 days expire (§6)."""
+    with uow:
+        stale = uow.conversations.stale_threads(now - EXPIRES_AFTER)
+        for thread in stale:
+            state = transition(ThreadState(thread.state), ThreadEvent.EXPIRE)
+            uow.conversations.save_thread(replace(thread, state=str(state)), now)
+        uow.commit()
+    return len(stale)
+
+
+def _notify_csm(uow: UnitOfWork, account: Account, thread_id: int | None,
+                reason: EscalationReason, now: datetime) -> None:
+    # The CSM-notifier port is a job kind: its sender (a log line now, Slack later) runs after
+    # the commit, from the outbox.
+    uow.jobs.enqueue("csm_escalation", f"escalation:{account.id}:{thread_id}:{reason}:{now.isoformat()}",
+                     {"account": account.external_id, "thread_id": thread_id, "reason": str(reason)},
+                     now)
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ThreadDetail:
+    account: Account
+    thread: ThreadView | None
+    messages: tuple
+    suppressions: tuple  # (Crossing, detected_at, SignalDecision) not prompted
+    upgrade: Any
+    escalations: tuple
+
+
+def thread_detail(uow: UnitOfWork, external_id: str) -> ThreadDetail:
+    """The account's current (or latest) thread with its messages, the crossings the guardrails
+    held back, its plan change and the account's escalations."""
+    with uow:
+        account = uow.accounts.get(external_id)
+        if account is None:
+            raise NotFound(f"no account {external_id!r}", code="account_not_found")
+        conv = uow.conversations
+        thread = conv.latest_thread(account.id)
+        held = tuple(s for s in uow.signals.for_account(account.id)
+                     if s[2] is not None and s[2].outcome != Outcome.PROMPTED)
+        return ThreadDetail(
+            account=account, thread=thread,
+            messages=tuple(conv.messages(thread.id)) if thread else (),
+            suppressions=held,
+            upgrade=conv.plan_change_for_thread(thread.id) if thread else None,
+            escalations=tuple(conv.escalations(account.id)))

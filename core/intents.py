@@ -1,0 +1,675 @@
+"""What a buyer's reply means (§6): a rule-based, pure intent classifier and decline-reason reader.
+
+How a text is read
+------------------
+1. Normalise: Unicode NFKC, emoji to words (👍 👌 ✅ → "yes", 👎 ❌ → "no", 🛑 → "stop",
+   📞 → "call"), casefold, accents dropped ("sí" → "si"), apostrophes dropped ("don't" → "dont",
+   "we're" → "were"), hyphens inside words joined ("opt-out" → "optout"), "%" → "percent".
+   Sentence punctuation (, . ! ? ; :) becomes a clause break that no phrase reaches across, so
+   "no, need to check with my boss" is not "no need". Every other symbol is a space; a message
+   typed letter by letter ("S T O P", "s.t.o.p") is joined. A "?" marks the text as a question.
+2. Each word is put in canonical form: a known word stays; a stretched word is squeezed
+   ("yesss" → "yes", "stopppp" → "stop"); a short-hand is expanded ("pls" → "please",
+   "u" → "you"); an unknown word of 4+ letters is corrected to the keyword it is one
+   Damerau-Levenshtein edit from ("confrim" → "confirm", "upgarde" → "upgrade", "mcuh" → "much").
+   Shorter words must match exactly, and common English words are never "corrected".
+   Phrases that only look negative ("no worries", "no problem", "why not", "good to go") are
+   read as "ok".
+3. The canonical text is matched against one keyword table per intent, in the precedence
+   order below; the first intent whose rule matches wins.
+
+Precedence (first match wins)
+-----------------------------
+ 1. stop      a carrier opt-out keyword as the whole message (STOP, STOPALL, UNSUBSCRIBE, CANCEL,
+              END, QUIT, OPTOUT, REVOKE; any case, punctuation, emoji, "please"/"now" around it),
+              or as a clause of its own ("not interested. stop", "yes STOP", "no, cancel")
+ 2. start     START / UNSTOP as the whole message
+ 3. help      HELP / INFO as the whole message
+ 4. stop      a revocation in plain words: "stop texting me", "don't text me", "unsubscribe me",
+              "remove me from this list", "leave me alone", "no more messages", "no more upgrade
+              offers", "wrong number". An opt-out is honoured before anything else in the text
+              ("not interested, stop texting" is stop; so is "don't text me, call me": the
+              conservative reading). A stop-family word inside a sentence that is not about
+              messages is not an opt-out ("can I stop paying for extra seats?" is a question,
+              "we're cancelling our account" a decline).
+ 5. start     "resubscribe", "start texting me again", "opt me back in"
+ 6. help      "what is this?", "who is this?" as the whole message
+ 7. callback  "call me", "give me a call", "ring me" — unless negated ("don't call me" is a stop)
+ 8. discount  "any discount?", "promo code", "cheaper if annual?", "20% off", "waive the charge"
+ 9. human     "talk to a person", "agent", "real human", "is this a bot?"
+10. question_downgrade  "can I downgrade later", "go back to starter", "am I locked in?"
+11. question_proration  "charged today", "is it prorated", "when am I billed"
+12. question_features   "what do I get", "what's included", "does growth have sso?"
+13. question_price      "how much", "what's the price?", "is it cheaper"
+14. confirm   an explicit confirmation only (see below)
+15. decline   "no", "not now", "too expensive", "we're leaving", or an affirmative action that is
+              negated ("don't upgrade", "I can't confirm yet")
+16. affirm    "yes", "sure", "let's do it", "upgrade me", "move us to growth", 👍
+17. unknown   everything else, the empty text included
+
+So escalation requests beat questions ("no, call me instead" is callback; "can I get a discount?
+otherwise no" is discount), questions beat yes/no ("yes but how much" is question_price), and a
+"no" beats a "yes" ("sure, but not now" is decline). The more specific question wins over the
+general one: "how much would I be charged today" is question_proration, not question_price.
+
+Price topics ("price", "cost", "expensive") count as a question only with a question cue (a "?",
+a wh-word, or an opening "is/does/can/would/confirm…"), so "the price is too high" is a decline.
+
+What counts as confirm
+----------------------
+``confirm`` is predicted only for an explicit confirmation: a statement (no "?") that contains
+the word confirm/confirmed/confirming (typos included: "confrim", "comfirm") and nothing but
+politeness, yes-words and the plan words around it ("yes confirm", "I confirm the upgrade to
+growth", "Confirmed 👍"). Anything else with "confirm" in it is read by the other rules:
+"don't confirm" and "I can't confirm yet" are decline, "can you confirm the price?" is
+question_price, a bare "confirm?" is unknown. A bare "yes" is affirm: turning a yes in
+``awaiting_confirmation`` into a confirmation is the state machine's job, not the classifier's.
+START_KEYWORDS deliberately leaves out YES (which some carriers treat as opt-in) for that reason.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import unicodedata
+from dataclasses import dataclass
+from functools import lru_cache
+
+
+class Intent(enum.StrEnum):
+    """What a buyer's message asks for (§6); the names are fixed."""
+
+    AFFIRM = "affirm"
+    CONFIRM = "confirm"
+    DECLINE = "decline"
+    QUESTION_PRICE = "question_price"
+    QUESTION_FEATURES = "question_features"
+    QUESTION_PRORATION = "question_proration"
+    QUESTION_DOWNGRADE = "question_downgrade"
+    HUMAN = "human"
+    DISCOUNT = "discount"
+    CALLBACK = "callback"
+    STOP = "stop"
+    START = "start"
+    HELP = "help"
+    UNKNOWN = "unknown"
+
+
+class DeclineReason(enum.StrEnum):
+    """Why a buyer said no (§6); a LEAVING reason escalates to a CSM."""
+
+    PRICE = "price"
+    TIMING = "timing"
+    NOT_NEEDED = "not_needed"
+    LEAVING = "leaving"
+    OTHER = "other"
+
+
+# Carrier keywords, matched against the whole message (upper case here, any case in a message).
+STOP_KEYWORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "OPTOUT",
+                           "REVOKE"})
+# No YES: a bare "yes" is an answer in the conversation, never a re-subscription.
+START_KEYWORDS = frozenset({"START", "UNSTOP"})
+HELP_KEYWORDS = frozenset({"HELP", "INFO"})
+
+# A clause break (",", ".", "!", "?", ...) is kept as this token: no phrase reaches across one.
+_BREAK = ","
+
+# Words that may surround a keyword and still leave it "the whole message".
+_FILLERS = frozenset({"please", "thanks", "thank", "you", "now", "just", "ok", "okay", "asap",
+                      "all", "immediately", "enough", "already", "right", "it", "me", "this",
+                      "again", "pls"})
+_STOP_FILLERS = _FILLERS | {"yes", "yeah", "so", "i", "said", "say"}
+_START_FILLERS = _FILLERS | {"yes"}
+
+# ---------------------------------------------------------------------------------------------
+# Keyword tables. A phrase is words separated by spaces: "a|b" is either word, "*" is a gap of up
+# to three words, "<num>" is a number, "!a|b" is any one word except those, "^"/"$" anchor the
+# phrase to the start/end of the message. Words are canonical (no apostrophes: "dont", "were").
+# ---------------------------------------------------------------------------------------------
+
+_MSG_NOUN = ("text|texts|texting|message|messages|messaging|sms|emails|spam|msgs|whatsapps|"
+             "offers|promotions|notifications|reminders|alerts|prompts")
+_MSG_VERB = "text|message|contact|email|call|sms|whatsapp|ping"
+
+_STOP_PHRASES = (
+    ("stop|stopall|quit|cease sending|texting|messaging|contacting|spamming|bugging|bothering|"
+     "pestering|asking|calling|emailing|messages|texts"),
+    f"stop|stopall * {_MSG_NOUN}",
+    "^ stop this|these|that",
+    f"dont|not|never {_MSG_VERB} me|us|this|my|again|anymore|here",
+    f"no more {_MSG_NOUN}|contact|contacting", f"no more * {_MSG_NOUN}",
+    "wrong number|person", "not the right person",
+    "unsubscribe", "optout", "opt me out", "remove me|us", "take me|us off",
+    "remove my|this number",
+    "delete my|this number", "lose my number", "off your|this|the|ur list", "leave me|us alone",
+    "revoke|revoking|withdraw * consent", "revoke", "dont contact", "dnc",
+)
+
+_START_PHRASES = (
+    "resubscribe", "unstop", "subscribe me|us * again", "subscribe again",
+    f"start {_MSG_NOUN}|sending * again", "text|message|whatsapp|email me|us again",
+    "opt me|us back in",
+    "opt back in", "optin", "sign me|us back up", f"get|receive {_MSG_NOUN} again", "^ start again",
+    "start again $",
+)
+
+_HELP_PHRASES = (  # whole message only: "what is this charge today?" is a question, not help
+    "^ what is this|that $", "^ whats this|that $",
+    "^ what is this about $", "^ whats this about $", "^ who is this|that $", "^ whos this $",
+    "^ who are you $", "^ who are you guys|people $", "^ who is texting|messaging me $",
+    "^ who dis|this $", "^ what is this for $", "^ whats this for $", "^ who gave you my number $",
+    "^ ayuda $",
+    "^ what company is this $", "^ how did you get my number $", "^ what is this number $",
+)
+
+_CALLBACK_PHRASES = (
+    "call|phone|ring me|us", "call me|us back", "call my cell|phone|mobile|number",
+    "give me|us a call|ring", "a call", "phone call", "over|on|by the phone", "by phone",
+    "can|could|will|would you|someone|somebody|anyone * call", "callback", "call back",
+)
+
+_DISCOUNT_PHRASES = (
+    "discount|discounts|discounted|promo|promos|promotion|coupon|coupons|voucher",
+    "better|best|special deal|price|offer|rate", "any deal|deals", "deals",
+    "cheaper if|with|for * annual|annually|yearly|year|upfront",
+    "pay|paying|billed|bill * annually|yearly", "annual plan|billing|pricing|deal",
+    "<num> percent off", "<num> off", "percent off|discount", "knock|take * off",
+    "waive|waived|waiving", "month|months free", "free month|months",
+    "price match", "match it|that|this|them", "match the|their price|quote|offer",
+    "better|cheaper quote|offer",
+    "wiggle room", "negotiate|negotiable", "lower|reduce * price", "price down", "for less",
+    "would|could|can|will you do <num>", "do it for <num>", "cut me|us a deal",
+)
+
+_HUMAN_PHRASES = (
+    ("talk|speak|chat to|with someone|somebody|anyone|sales|support|human|humans|person|people|"
+     "rep|agent|representative|operator"),
+    ("talk|speak|chat to|with a|an|the|your|some|real|actual|live * person|human|rep|"
+     "representative|agent|someone|somebody|support|sales|team|people|manager"),
+    "real|actual|live person|human|people|agent", "a human|person", "account manager",
+    "csm", "my rep", "transfer me|us", "connect me|us with|to", "is this|it a bot|robot|human",
+    "are you a bot|robot|human|person", "are you real|human", "get me someone|somebody",
+    "^ human|agent|representative|rep|operator|person|humans $", "demo|walkthrough",
+    "hablar con", "una persona",
+)
+
+# Topics that make a question only when the text is a question (see _is_question).
+_DOWNGRADE_PHRASES = (
+    "downgrade|downgrading|downgraded|downgrades",
+    "go|going|switch|switching|move|moving|drop|change|revert|reverting back",
+    "back to starter|growth", "back down", "drop down", "revert|reverting|reverse|undo|undoing",
+    "cancel|cancelling|canceling|stop * upgrade", "locked|lock|tied in", "lockin",
+    "contract|contracts|commitment", "commit to", "doesnt work out",
+)
+
+_PRORATION_PHRASES = (
+    "prorate|prorated|proration|prorating|prorata",
+    "charged|charge|pay|paying|owe|due|billed|bill|cost * today|immediately|upfront",
+    "charged|charge|billed|due now", "charged|charge|billed|due right away",
+    "charged|billed|charge twice",
+    "double charged|charge|billed", "full|partial month", "rest of the month",
+    "billing|invoice date|cycle|period|day", "next cycle|invoice|bill",
+    "when * billed|charged|billing|bill|charge",
+    "new price|plan|pricing|rate|billing * start|starts|begin|begins|apply|applies|kick",
+)
+
+_FEATURE_PHRASES = (  # each already reads as a question
+    "what|whats * get", "what|whats * included|include|includes|inclusions",
+    "whats in", "what is in", "what * unlock|unlocks|offer|offers|come|comes",
+    "what * features|feature", "what else", "difference between", "why * upgrade|switch",
+    "get more seats|users|integrations", "how many", "tell me more",
+    "more info|information|details",
+    "send * details|info|information",
+)
+_FEATURE_TOPICS = (  # a question only with a question cue
+    "sso|hipaa|baa|audit|workflows|workflow|integrations|integration|features|feature",
+    "api access", "include|includes|included|unlock|unlocks", "benefit|benefits",
+)
+
+_PRICE_PHRASES = ("how much", "cuanto|cuesta", "gonna cost", "going to cost", "whats * cost|price")
+_PRICE_TOPICS = (
+    "price|prices|pricing|priced|cost|costs|costing|bill", "monthly", "per|a|each month",
+    "charges|fee|fees|overage|overages",
+    "cheaper",
+    "expensive", "save|saving|savings", "pay|paying",
+)
+
+_CONFIRM_WORDS = frozenset({"confirm", "confirmed", "confirming", "confirms"})
+# Words an explicit confirmation may carry besides the confirm word itself.
+_CONFIRM_COMPANIONS = frozenset({
+    "i", "we", "im", "hereby", "yes", "yeah", "yep", "yup", "ok", "okay", "sure", "please",
+    "thanks", "thank", "you", "the", "upgrade", "upgrading", "it", "to", "growth", "scale", "plan",
+    "go", "ahead", "lets", "do", "and", "that", "this", "now", "all", "good", "great", "my", "our",
+})
+
+# Negators that cancel a request for a call or a person ("don't call me"); a bare "no" does not.
+_REQUEST_NEGATORS = frozenset({"not", "dont", "never", "without", "cant", "wont"})
+# Greetings and thanks around a "who is this?" that do not change it.
+_POLITE_EDGES = re.compile(r"^(?:(?:hi|hey|hello|sorry|um|ok|please|excuse me)\s)+"
+                           r"|(?:\s(?:please|thanks|thank you|sorry))+$")
+
+# Phrases that look negative but say yes; read as "ok" before negation is looked for.
+_FALSE_NEGATIONS = ("no worries", "no problem", "no prob", "not a problem", "why not",
+                    "no brainer", "good to go", "cant wait", "no doubt")
+
+_NEGATORS = frozenset({"no", "not", "dont", "never", "cant", "cannot", "wont", "didnt",
+                       "doesnt", "shouldnt", "wouldnt", "nope", "nah", "without"})
+# Words an affirmative answer turns on; a negator just before one flips the answer.
+_ACTIONS = frozenset({"confirm", "confirmed", "confirming", "upgrade", "upgrading", "want",
+                      "proceed", "sign", "go", "do", "interested", "need", "sure"})
+
+# Decline reasons, most important first (a leaving buyer escalates).
+_LEAVING_PHRASES = (
+    "leaving", "leave you",
+    "switching|switch|moving|move|migrating to !a|an|the|growth|scale|starter|plan|annual|back",
+    "competitor|competitors", "another|other|different tool|tools|provider|vendor|platform|app",
+    "cancelling|canceling|cancel|closing|close|deleting|delete * account|subscription|plan|service",
+    "closing|shutting|close|shut * business|down|doors|shop|company",
+    "out of business", "not|wont|dont renew|renewing", "not be renewing", "churn|churning",
+    "done with you|your|this", "found * another|better|cheaper", "moving on",
+)
+_PRICE_REASON_PHRASES = (
+    "expensive|pricey|pricy|costly|overpriced", "afford", "budget|budgets", "too much",
+    "price|prices|cost * high|steep", "justify * cost|price|spend|expense",
+    "money|moneys|cash", "is a lot|lots", "a lot for us", "not worth * money|price|cost",
+    "cheaper elsewhere",
+)
+_NOT_NEEDED_PHRASES = (
+    "dont|not|no need", "not needed", "no use for", "dont|not|never|barely|rarely|wouldnt use",
+    "not using", "never use", "starter is fine|enough|plenty|ok|good",
+    "fine|happy|good on|with|where starter|our|what|the|current|we",
+    "were good|fine|set", "we are good|fine|set", "all set", "im|were good|fine $",
+    "im|were good|fine thanks|thank",
+    "enough for us", "works for us", "not for us", "everything|all we need",
+    "dont see the value", "no value", "dont want more",
+)
+_TIMING_PHRASES = (
+    "not now|yet|today|ready", "not right now", "not at the moment", "not at this time",
+    "later",
+    "not this|that week|month|quarter|year|time",
+    "next week|month|quarter|year|cycle|time|spring|summer|fall|autumn|winter",
+    "few|couple * weeks|months", "busy|swamped|slammed|hectic", "another time|day",
+    "after the holidays|launch|busy", "check|circle|come back", "revisit", "try * again",
+    "ask * again|later", "yet", "think about it", "think it over", "let me think", "need to think",
+    "hold off", "hold on",
+    "in january|february|march|april|may|june|july|august|september|october|november|december",
+    "maybe next", "some other time", "down the road", "not the right time", "bad time",
+    "get back to you|me", "circle back",
+)
+_DECLINE_PHRASES = (
+    "no|nope|nah|nay|noway|nty", "not interested", "no interest", "no gracias",
+    "^ pass $", "ill|well|i|gonna pass", "going to pass", "take a pass", "dont think so",
+    "dont|wont|not|never upgrade", "not going to upgrade",
+    "dont want", "decline|declined|declining",
+    "with * boss|finance|manager|partner|cfo|ceo|cofounder|accountant|legal|procurement",
+    "check with", "run it by", "ask my|our boss|manager|partner|team|finance",
+    "maybe later", "sounds|looks good|great|nice|interesting but", "^ not for", "^ never|not $",
+    "decision maker",
+    "not my call|decision", "let me talk|check|discuss|run", "talk|check with|to my|our",
+)
+
+_AFFIRM_PHRASES = (
+    ("yes|yess|yep|yup|yeah|yea|ya|yah|yas|ye|sure|ok|okay|alright|absolutely|definitely|"
+     "certainly|agreed|perfect|si|dale|claro|oui|ja|affirmative"),
+    "^ y|k|kk|great|cool|fine|deal $", "of course", "sounds|looks good|great|perfect",
+    "makes sense", "lets do it|this", "lets go|upgrade", "do it", "go ahead|for",
+    "upgrade|upgrading",
+    "sign me|us up", "im|were in", "count me|us in", "how do i|we confirm|upgrade",
+    "lets do|go * growth|scale|it|this|upgrade", "want * growth|scale|upgrade|it",
+    "proceed|approve|approved", "^ go $", "you bet",
+    "switch|switching|move|moving|put|bump|go|going * to growth|scale",
+)
+
+_QUESTION_WORDS = frozenset({"how", "what", "whats", "wat", "when", "which", "why", "cuanto",
+                             "wondering", "curious"})
+_QUESTION_OPENERS = frozenset({"is", "does", "do", "can", "could", "would", "will", "are", "any",
+                               "should", "did", "confirm", "tell", "isnt", "hows", "has", "have"})
+_LEAD_FILLERS = frozenset({"so", "ok", "okay", "and", "but", "hey", "hi", "hello", "yes", "yeah",
+                           "um", "uh", "also", "quick", "question", "please", "just", "then",
+                           "well", "sorry", "hmm", "no", "thanks", "oh"})
+
+# Short-hands people type on phones, expanded before matching.
+_ALIASES = {"u": "you", "ur": "your", "r": "are", "plz": "please", "pls": "please",
+            "pleas": "please", "thx": "thanks", "ty": "thanks", "tks": "thanks", "wat": "what",
+            "wut": "what", "txt": "text", "txts": "texts", "msg": "message", "sms": "sms",
+            "ppl": "people", "yrs": "years", "mo": "month", "mth": "month", "okey": "okay",
+            "k": "ok", "kk": "ok", "cuz": "because", "thru": "through"}
+_JOINS = ((r"\bopt out\b", "optout"), (r"\bopt in\b", "optin"), (r"\bstop all\b", "stopall"),
+          (r"\bun subscribe\b", "unsubscribe"), (r"\bre subscribe\b", "resubscribe"),
+          (r"\bpro rata\b", "prorata"), (r"\bdo not\b", "dont"))
+
+_EMOJI = {"👍": " yes ", "👌": " yes ", "✅": " yes ", "✔": " yes ", "☑": " yes ", "🙌": " yes ",
+          "💯": " yes ", "👎": " no ", "❌": " no ", "🚫": " no ", "🛑": " stop ", "⛔": " stop ",
+          "📞": " call ", "☎": " call ", "📱": " phone "}
+
+# Common English words that must never be "corrected" into a keyword ("then" is not "when").
+_COMMON_TEXT = """
+a about above actually after again against ago all almost alone along already also always am an
+and another any anyone anything anyway anywhere are around as ask asked at away back bad be
+because been before being below best better between big bit both boss bring brought but buy by
+call called came can card case cause change changed changes check come comes coming content
+could cool day days deal dear did different do does doing done door down during each early
+easy either else end enough even ever every everyone everything except fact far feel fell felt
+few find fine first five for found four free friend from full gave get gets getting give given
+go goes going gone good got great had half hand happen happened hard has hate have having he
+head hear held hello help her here hers herself hey hi high him himself his hold home hope hour
+hours how however i if im in into is it its itself just keep kind knew know known last late later
+least less let lets life like likely line little live long look looked looking lost lot lots love
+made main make many may maybe me mean meant might mind mine more most move much must my myself
+name near need needs never new newer next nice night no none nor not note nothing now number of
+off often oh ok okay old on once one only open or order other our ours out over own part past
+people per perhaps place plan play please point post put quite quiet rarely rather read ready
+real really right said same saw say saying says see seem seen sell send sent set she should show
+side since so some something sometimes soon sorry still stuff such suit sure take taken talk
+task tell term test than thank thanks that the their them then there these they thing things
+think thinks this those though thought three through time times to today told too took tour
+toward try trying turn two under until up upon us use used uses using very want wanted wants was
+watch way we week weeks well went were what when where whether which while who whole whom whose
+why will willing wish with within without wonder word words work worked works would wrote yeah
+year years yes yet you your yours yourself zero account accounts amount app apps business
+company data email invoice invoices login password payment product service support team user
+morning afternoon evening tonight tomorrow yesterday monday tuesday wednesday thursday friday
+saturday sunday driving traveling travelling appreciate honestly probably looking tiny weather
+game reset working trial soon sale sales spending ending steady lead weak seek gold sold told
+bold cold mode come came cell tall fall walk wave wait wall gone bone tone main mane hour four
+pour sour fast cost coast host most lost mist list lust lest legs bets gets jets nets sets
+swapped content expert along atone clone prize pride prom proto rice slice smart stare stark
+started smarter starters store story storm stomp step shop stoop atop top stool spot slop
+"""
+_COMMON_WORDS = frozenset(_COMMON_TEXT.split())
+
+
+@dataclass(frozen=True)
+class _Reading:
+    """A normalised message: its canonical words, their text, and whether it asks something."""
+
+    words: tuple[str, ...]
+    text: str
+    asks: bool  # a "?" or a question cue (a wh-word, an opening "is/does/can/...")
+    has_question_mark: bool
+
+
+# ---------------------------------------------------------------------------------------------
+# Public functions
+# ---------------------------------------------------------------------------------------------
+
+def classify(text: str) -> Intent:
+    """The buyer's intent in `text`, by the precedence documented at the top of this module.
+
+    Pure and deterministic; never raises on any string (the empty text is UNKNOWN).
+    """
+    reading = _read(text)
+    words = reading.words
+    if not words:
+        return Intent.UNKNOWN
+    if any(_whole_message_is(clause, STOP_KEYWORDS, _STOP_FILLERS) for clause in _clauses(words)):
+        return Intent.STOP
+    if _whole_message_is(words, START_KEYWORDS, _START_FILLERS):
+        return Intent.START
+    if _whole_message_is(words, HELP_KEYWORDS, _FILLERS):
+        return Intent.HELP
+    if _any(_STOP_PHRASES, reading.text):
+        return Intent.STOP
+    if _any(_START_PHRASES, reading.text):
+        return Intent.START
+    if _any(_HELP_PHRASES, _POLITE_EDGES.sub("", reading.text)):
+        return Intent.HELP
+    # "no, call me instead" is a callback, so a bare "no" does not negate a request here.
+    if _any(_CALLBACK_PHRASES, reading.text) and not _negated(words, {"call", "phone", "ring"},
+                                                              _REQUEST_NEGATORS, window=4):
+        return Intent.CALLBACK
+    if _any(_DISCOUNT_PHRASES, reading.text):
+        return Intent.DISCOUNT
+    if _any(_HUMAN_PHRASES, reading.text) and not _negated(words, {"talk", "speak", "chat"},
+                                                           _REQUEST_NEGATORS, window=4):
+        return Intent.HUMAN
+    question = _question_intent(reading)
+    if question is not None:
+        return question
+    if _is_explicit_confirmation(reading):
+        return Intent.CONFIRM
+    if _is_decline(reading):
+        return Intent.DECLINE
+    if _any(_AFFIRM_PHRASES, reading.text):
+        return Intent.AFFIRM
+    return Intent.UNKNOWN
+
+
+def decline_reason(text: str) -> DeclineReason:
+    """Why a decline says no: leaving, then price, then not needed, then timing; else OTHER.
+
+    Meant for texts that `classify` reads as DECLINE; any text gets an answer.
+    """
+    reading = _read(text)
+    for reason, phrases in _REASONS:
+        if _any(phrases, reading.text):
+            return reason
+    return DeclineReason.OTHER
+
+
+# ---------------------------------------------------------------------------------------------
+# Rules
+# ---------------------------------------------------------------------------------------------
+
+_REASONS = (
+    (DeclineReason.LEAVING, _LEAVING_PHRASES),
+    (DeclineReason.PRICE, _PRICE_REASON_PHRASES),
+    (DeclineReason.NOT_NEEDED, _NOT_NEEDED_PHRASES),
+    (DeclineReason.TIMING, _TIMING_PHRASES),
+)
+
+
+def _question_intent(reading: _Reading) -> Intent | None:
+    """The question asked, most specific first; None when the text asks none of ours."""
+    text, asks = reading.text, reading.asks
+    if _any(_DOWNGRADE_PHRASES, text):
+        return Intent.QUESTION_DOWNGRADE
+    if _any(_PRORATION_PHRASES, text):
+        return Intent.QUESTION_PRORATION
+    if _any(_FEATURE_PHRASES, text) or (asks and _any(_FEATURE_TOPICS, text)):
+        return Intent.QUESTION_FEATURES
+    if _any(_PRICE_PHRASES, text) or (asks and _any(_PRICE_TOPICS, text)):
+        return Intent.QUESTION_PRICE
+    return None
+
+
+def _is_explicit_confirmation(reading: _Reading) -> bool:
+    """A statement made of a confirm word and nothing but yes-words, politeness and plan words."""
+    if reading.has_question_mark or not _CONFIRM_WORDS.intersection(reading.words):
+        return False
+    return all(w in _CONFIRM_WORDS or w in _CONFIRM_COMPANIONS or w == _BREAK
+               for w in reading.words)
+
+
+def _is_decline(reading: _Reading) -> bool:
+    """A refusal: a no-word, a refusing phrase, a decline reason, or a negated action."""
+    if _any(_DECLINE_PHRASES, reading.text) or _negated(reading.words, _ACTIONS):
+        return True
+    return any(_any(phrases, reading.text) for _, phrases in _REASONS)
+
+
+def _whole_message_is(words: tuple[str, ...], keywords: frozenset[str],
+                      fillers: frozenset[str]) -> bool:
+    """True when the message is one or more of `keywords`, with only filler words around them."""
+    lowered = {k.lower() for k in keywords}
+    core = [w for w in words if w not in fillers and w != _BREAK]
+    return bool(core) and all(w in lowered for w in core)
+
+
+def _clauses(words: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """The words between clause breaks: "not interested. stop" is two clauses."""
+    clauses, current = [], []
+    for word in words:
+        if word == _BREAK:
+            clauses.append(tuple(current))
+            current = []
+        else:
+            current.append(word)
+    return [*clauses, tuple(current)]
+
+
+def _negated(words: tuple[str, ...], targets: set[str] | frozenset[str],
+             negators: frozenset[str] = _NEGATORS, window: int = 3) -> bool:
+    """True when a negator stands within `window` words before one of `targets`, same clause."""
+    for i, word in enumerate(words):
+        before = words[max(0, i - window):i]
+        if _BREAK in before:
+            before = before[len(before) - before[::-1].index(_BREAK):]
+        if word in targets and negators.intersection(before):
+            return True
+    return False
+
+
+def _neutralise(text: str) -> str:
+    """Turn phrases that only look negative ("no worries", "why not") into a plain "ok"."""
+    for phrase in _FALSE_NEGATIONS:
+        text = _PATTERNS[phrase].sub("ok", text)
+    return text
+
+
+# ---------------------------------------------------------------------------------------------
+# Normalisation and matching
+# ---------------------------------------------------------------------------------------------
+
+def _read(text: str) -> _Reading:
+    """Normalise `text` into canonical words (see the module docstring, steps 1 and 2)."""
+    t = unicodedata.normalize("NFKC", text)
+    for emoji, word in _EMOJI.items():
+        t = t.replace(emoji, word)
+    t = unicodedata.normalize("NFKD", t.casefold())
+    t = "".join(c for c in t if not unicodedata.combining(c))
+    asks = "?" in t or "¿" in t
+    t = re.sub(r"['’‘`´]", "", t)
+    t = re.sub(r"(?<=\w)-(?=\w)", "", t)
+    t = t.replace("%", " percent ")
+    t = re.sub(r"[,;:.!?¿¡]+", f" {_BREAK} ", t)
+    t = re.sub(r"[^\w\s,]|_", " ", t)
+    words = _trim_breaks([_canonical(w) for w in _spelled_out(t.split())])
+    joined = " ".join(words)
+    for pattern, replacement in _JOINS:
+        joined = re.sub(pattern, replacement, joined)
+    joined = _neutralise(joined)
+    words = _trim_breaks(joined.split())
+    joined = " ".join(words)
+    return _Reading(tuple(words), joined, asks or _has_question_cue(words), asks)
+
+
+def _spelled_out(words: list[str]) -> list[str]:
+    """Join a message typed one letter at a time: "S T O P" and "s.t.o.p" are "stop"."""
+    letters = [w for w in words if w != _BREAK]
+    if len(letters) >= 3 and all(len(w) == 1 and w.isalpha() for w in letters):
+        return ["".join(letters)]
+    return words
+
+
+def _trim_breaks(words: list[str]) -> list[str]:
+    """Drop clause breaks at the ends and runs of them: "Stop. Now." is "stop , now"."""
+    kept: list[str] = []
+    for word in words:
+        if word != _BREAK or (kept and kept[-1] != _BREAK):
+            kept.append(word)
+    while kept and kept[-1] == _BREAK:
+        kept.pop()
+    return kept
+
+
+def _has_question_cue(words: list[str]) -> bool:
+    if _QUESTION_WORDS.intersection(words):
+        return True
+    lead = next((w for w in words if w not in _LEAD_FILLERS and w != _BREAK), "")
+    return lead in _QUESTION_OPENERS
+
+
+@lru_cache(maxsize=4096)
+def _canonical(word: str) -> str:
+    """The canonical form of one lower-case word: alias, squeezed, or typo-corrected keyword."""
+    if word in _ALIASES:
+        return _ALIASES[word]
+    if word in _KNOWN or not word.isalpha():
+        return word
+    for squeezed in (re.sub(r"(.)\1{2,}", r"\1\1", word), re.sub(r"(.)\1+", r"\1", word)):
+        if squeezed in _KNOWN or squeezed in _ALIASES:
+            return _ALIASES.get(squeezed, squeezed)
+    if len(word) < 4:
+        return word
+    near = [k for k in _FUZZY_TARGETS if abs(len(k) - len(word)) <= 1 and _within_one_edit(word, k)]
+    # Prefer a keyword with the same first letter, then the alphabetically first: deterministic.
+    # Dropped letters are the commonest slip, so a longer keyword beats a shorter one.
+    near.sort(key=lambda k: (k[0] != word[0], len(k) < len(word), k))
+    return near[0] if near else word
+
+
+def _within_one_edit(a: str, b: str) -> bool:
+    """Damerau-Levenshtein distance (optimal string alignment) between a and b is at most 1."""
+    if a == b:
+        return True
+    if len(a) == len(b):
+        diff = [i for i in range(len(a)) if a[i] != b[i]]
+        if len(diff) == 1:
+            return True
+        return (len(diff) == 2 and diff[1] == diff[0] + 1
+                and a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]])
+    short, long_ = (a, b) if len(a) < len(b) else (b, a)
+    if len(long_) - len(short) != 1:
+        return False
+    i = next((i for i in range(len(short)) if short[i] != long_[i]), len(short))
+    return short[i:] == long_[i + 1:]
+
+
+def _compile(phrase: str) -> re.Pattern[str]:
+    """Turn one phrase of a keyword table into a regular expression over canonical text."""
+    parts: list[str] = []
+    gap = anchored_start = anchored_end = False
+    for token in phrase.split():
+        if token == "^":
+            anchored_start = True
+            continue
+        if token == "$":
+            anchored_end = True
+            continue
+        if token == "*":
+            gap = True
+            continue
+        optional = token.endswith("?") and len(token) > 1
+        token = token.rstrip("?") if optional else token
+        if token.startswith("!"):
+            banned = "|".join(re.escape(w) for w in token[1:].split("|"))
+            word = rf"(?!(?:{banned})(?!\S))[^\s,]+"
+        else:
+            word = "(?:" + "|".join(r"\d+" if w == "<num>" else re.escape(w)
+                                    for w in token.split("|")) + ")"
+        sep = "" if not parts else (r" (?:[^\s,]+ ){0,3}" if gap else " ")
+        parts.append(f"(?:{sep}{word})?" if optional else sep + word)
+        gap = False
+    head = "^" if anchored_start else r"(?<!\S)"
+    tail = "$" if anchored_end else r"(?!\S)"
+    return re.compile(head + "".join(parts) + tail)
+
+
+_TABLES = (_STOP_PHRASES, _START_PHRASES, _HELP_PHRASES, _CALLBACK_PHRASES, _DISCOUNT_PHRASES,
+           _HUMAN_PHRASES, _DOWNGRADE_PHRASES, _PRORATION_PHRASES, _FEATURE_PHRASES,
+           _FEATURE_TOPICS, _PRICE_PHRASES, _PRICE_TOPICS, _LEAVING_PHRASES,
+           _PRICE_REASON_PHRASES, _NOT_NEEDED_PHRASES, _TIMING_PHRASES, _DECLINE_PHRASES,
+           _AFFIRM_PHRASES, _FALSE_NEGATIONS)
+_PATTERNS: dict[str, re.Pattern[str]] = {p: _compile(p) for table in _TABLES for p in table}
+
+
+def _any(phrases: tuple[str, ...], text: str) -> bool:
+    return any(_PATTERNS[p].search(text) for p in phrases)
+
+
+def _vocabulary() -> frozenset[str]:
+    words = {k.lower() for k in STOP_KEYWORDS | START_KEYWORDS | HELP_KEYWORDS}
+    words |= _CONFIRM_WORDS | _CONFIRM_COMPANIONS | _NEGATORS | _ACTIONS | _FILLERS
+    words |= _QUESTION_WORDS | _QUESTION_OPENERS | set(_ALIASES.values())
+    for table in _TABLES:
+        for phrase in table:
+            for token in phrase.split():
+                words.update(w for w in token.strip("!?").split("|") if w.isalpha())
+    return frozenset(words)
+
+
+_VOCABULARY = _vocabulary()
+_KNOWN = _VOCABULARY | _COMMON_WORDS
+_FUZZY_TARGETS = tuple(sorted(w for w in _VOCABULARY if len(w) >= 4))

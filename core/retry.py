@@ -1,0 +1,25 @@
+"""Retrying a unit of work that lost a race with another writer."""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, TypeVar
+
+from core.ports import Conflict
+
+log = logging.getLogger(__name__)
+
+RETRIES = 3  # attempts for a write that lost a race (Conflict) before giving up
+T = TypeVar("T")
+
+
+def retrying(fn: Callable[[], T]) -> T:
+    """Run `fn` (which opens and commits its own unit of work) again when it raises Conflict."""
+    for attempt in range(1, RETRIES + 1):
+        try:
+            return fn()
+        except Conflict:
+            if attempt == RETRIES:
+                raise
+            log.info("write conflict, retrying (attempt %d of %d)", attempt + 1, RETRIES)
+    raise AssertionError("unreachable")

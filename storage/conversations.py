@@ -1,0 +1,209 @@
+"""SQL repositories for conversations: contacts' reach and consent, threads, messages,
+escalations and plan changes."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from core.ports import ContactView, MessageView, PlanChangeView, ThreadView
+from storage.models import (LIVE_STATES, ConsentEventRow, ContactRow, EscalationRow, MessageRow,
+                            PlanChangeRow, ThreadRow)
+
+ROLE_ORDER = {"billing": 0, "admin": 1, "member": 2}
+
+
+def _contact(row: ContactRow) -> ContactView:
+    return ContactView(id=row.id, account_id=row.account_id, external_id=row.external_id,
+                       role=row.role, phone=row.phone, whatsapp=row.whatsapp,
+                       web_user_id=row.web_user_id, web_active_at=row.web_active_at,
+                       opted_out_at=row.opted_out_at)
+
+
+def _thread(row: ThreadRow) -> ThreadView:
+    return ThreadView(id=row.id, account_id=row.account_id, contact_id=row.contact_id,
+                      current_plan=row.current_plan, target_plan=row.target_plan,
+                      direction=row.direction, state=row.state, decline_reason=row.decline_reason,
+                      last_channel=row.last_channel, opened_at=row.opened_at,
+                      updated_at=row.updated_at, closed_at=row.closed_at)
+
+
+class SqlConversationRepository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    # contacts -------------------------------------------------------------------------------
+    def contact(self, external_id: str) -> ContactView | None:
+        row = self.session.scalars(select(ContactRow).where(ContactRow.external_id == external_id)).first()
+        return _contact(row) if row else None
+
+    def contact_by_id(self, contact_id: int) -> ContactView | None:
+        row = self.session.get(ContactRow, contact_id)
+        return _contact(row) if row else None
+
+    def addressee(self, account_id: int) -> ContactView | None:
+        """The billing contact, else an admin, else the first contact."""
+        rows = self.session.scalars(select(ContactRow).where(ContactRow.account_id == account_id)
+                                    .order_by(ContactRow.position))
+        ranked = sorted(rows, key=lambda r: (ROLE_ORDER.get(r.role, 3), r.position))
+        return _contact(ranked[0]) if ranked else None
+
+    def record_consent(self, contact_id: int, action: str, channel: str, source: str,
+                       now: datetime) -> None:
+        """A revocation stops business-initiated messages on every phone channel at once."""
+        self.session.add(ConsentEventRow(contact_id=contact_id, action=action, channel=channel,
+                                         source=source, at=now))
+        self.session.execute(update(ContactRow).where(ContactRow.id == contact_id).values(
+            opted_out_at=now if action == "revoke" else None))
+
+    # threads --------------------------------------------------------------------------------
+    def live_thread(self, account_id: int, target_plan: str) -> ThreadView | None:
+        row = self.session.scalars(select(ThreadRow).where(
+            ThreadRow.account_id == account_id, ThreadRow.target_plan == target_plan,
+            ThreadRow.state.in_(LIVE_STATES))).first()
+        return _thread(row) if row else None
+
+    def thread_for_contact(self, contact: ContactView) -> ThreadView | None:
+        """The contact's thread, locked: a live one addressed to them, else their latest; else the
+        account's live thread (a colleague answering for the addressee)."""
+        def first(*where):
+            return self.session.scalars(
+                select(ThreadRow).where(*where)
+                .order_by(ThreadRow.state.in_(LIVE_STATES).desc(), ThreadRow.opened_at.desc(),
+                          ThreadRow.id.desc())
+                .limit(1).with_for_update()).first()
+        row = first(ThreadRow.contact_id == contact.id) or first(
+            ThreadRow.account_id == contact.account_id, ThreadRow.state.in_(LIVE_STATES))
+        return _thread(row) if row else None
+
+    def latest_thread(self, account_id: int) -> ThreadView | None:
+        row = self.session.scalars(
+            select(ThreadRow).where(ThreadRow.account_id == account_id)
+            .order_by(ThreadRow.state.in_(LIVE_STATES).desc(), ThreadRow.opened_at.desc(),
+                      ThreadRow.id.desc()).limit(1)).first()
+        return _thread(row) if row else None
+
+    def create_thread(self, account_id: int, contact_id: int, current_plan: str, target_plan: str,
+                      direction: str, state: str, channel: str, now: datetime) -> ThreadView:
+        row = ThreadRow(account_id=account_id, contact_id=contact_id, current_plan=current_plan,
+                        target_plan=target_plan, direction=direction, state=state,
+                        last_channel=channel, opened_at=now, updated_at=now)
+        self.session.add(row)
+        self.session.flush()
+        return _thread(row)
+
+    def save_thread(self, thread: ThreadView, now: datetime) -> None:
+        live = thread.state in LIVE_STATES
+        self.session.execute(update(ThreadRow).where(ThreadRow.id == thread.id).values(
+            state=thread.state, decline_reason=thread.decline_reason,
+            last_channel=thread.last_channel, updated_at=now,
+            closed_at=None if live else (thread.closed_at or now)))
+
+    def stale_threads(self, before: datetime) -> list[ThreadView]:
+        """Offers nobody has answered since `before`, locked."""
+        rows = self.session.scalars(select(ThreadRow).where(
+            ThreadRow.state.in_(("offered", "awaiting_confirmation")),
+            ThreadRow.updated_at <= before).with_for_update())
+        return [_thread(r) for r in rows]
+
+    def last_decline_at(self, account_id: int) -> datetime | None:
+        return self.session.scalar(select(func.max(ThreadRow.closed_at)).where(
+            ThreadRow.account_id == account_id, ThreadRow.decline_reason.is_not(None)))
+
+    def prompts_since(self, contact_id: int, since: datetime) -> int:
+        """Upgrade prompts (openings) addressed to the contact since `since`."""
+        return self.session.scalar(select(func.count()).select_from(MessageRow).where(
+            MessageRow.contact_id == contact_id, MessageRow.kind == "opening",
+            MessageRow.at >= since)) or 0
+
+    # messages -------------------------------------------------------------------------------
+    def add_message(self, *, thread_id: int | None, contact_id: int | None, channel: str,
+                    direction: str, kind: str, body: str, status: str, now: datetime,
+                    provider_id: str | None = None, in_reply_to: int | None = None,
+                    not_before: datetime | None = None) -> int:
+        row = MessageRow(thread_id=thread_id, contact_id=contact_id, channel=channel,
+                         direction=direction, kind=kind, body=body, provider_id=provider_id,
+                         in_reply_to=in_reply_to, status=status, not_before=not_before, at=now)
+        self.session.add(row)
+        self.session.flush()
+        return row.id
+
+    def inbound(self, provider_id: str) -> MessageView | None:
+        row = self.session.scalars(select(MessageRow).where(MessageRow.provider_id == provider_id)).first()
+        return _message(row) if row else None
+
+    def replies_to(self, message_id: int) -> list[MessageView]:
+        rows = self.session.scalars(select(MessageRow).where(MessageRow.in_reply_to == message_id)
+                                    .order_by(MessageRow.id))
+        return [_message(r) for r in rows]
+
+    def messages(self, thread_id: int) -> list[MessageView]:
+        rows = self.session.scalars(select(MessageRow).where(MessageRow.thread_id == thread_id)
+                                    .order_by(MessageRow.at, MessageRow.id))
+        return [_message(r) for r in rows]
+
+    # escalations and plan changes -------------------------------------------------------------
+    def add_escalation(self, account_id: int, thread_id: int | None, reason: str,
+                       case: dict[str, Any] | None, now: datetime) -> int:
+        row = EscalationRow(account_id=account_id, thread_id=thread_id, reason=reason, case=case,
+                            status="open", created_at=now)
+        self.session.add(row)
+        self.session.flush()
+        return row.id
+
+    def escalations(self, account_id: int) -> list[dict[str, Any]]:
+        rows = self.session.scalars(select(EscalationRow).where(EscalationRow.account_id == account_id)
+                                    .order_by(EscalationRow.created_at, EscalationRow.id))
+        return [{"id": r.id, "thread_id": r.thread_id, "reason": r.reason, "status": r.status,
+                 "case": r.case, "at": r.created_at} for r in rows]
+
+    def plan_change_in_period(self, account_id: int, period_start: date) -> PlanChangeView | None:
+        row = self.session.scalars(select(PlanChangeRow).where(
+            PlanChangeRow.account_id == account_id, PlanChangeRow.period_start == period_start)).first()
+        return _plan_change(row) if row else None
+
+    def plan_change_for_thread(self, thread_id: int) -> PlanChangeView | None:
+        row = self.session.scalars(select(PlanChangeRow).where(PlanChangeRow.thread_id == thread_id)
+                                   .order_by(PlanChangeRow.id.desc())).first()
+        return _plan_change(row) if row else None
+
+    def add_plan_change(self, *, account_id: int, thread_id: int | None, key: str, from_plan: str,
+                        to_plan: str, direction: str, period_start: date, effective: date,
+                        charge_today: Decimal, status: str, channel: str | None,
+                        now: datetime) -> PlanChangeView:
+        row = PlanChangeRow(account_id=account_id, thread_id=thread_id, idempotency_key=key,
+                            from_plan=from_plan, to_plan=to_plan, direction=direction,
+                            period_start=period_start, effective=effective,
+                            charge_today=charge_today, status=status, channel=channel,
+                            requested_at=now, applied_at=now if status == "done" else None)
+        self.session.add(row)
+        self.session.flush()  # the unique keys speak here, inside the transaction
+        return _plan_change(row)
+
+    def due_plan_changes(self, today: date) -> list[PlanChangeView]:
+        rows = self.session.scalars(select(PlanChangeRow).where(
+            PlanChangeRow.status == "pending", PlanChangeRow.effective <= today).with_for_update())
+        return [_plan_change(r) for r in rows]
+
+    def mark_plan_change_done(self, change_id: int, now: datetime) -> None:
+        self.session.execute(update(PlanChangeRow).where(PlanChangeRow.id == change_id)
+                             .values(status="done", applied_at=now))
+
+
+def _message(row: MessageRow) -> MessageView:
+    return MessageView(id=row.id, thread_id=row.thread_id, contact_id=row.contact_id,
+                       channel=row.channel, direction=row.direction, kind=row.kind, body=row.body,
+                       provider_id=row.provider_id, status=row.status, not_before=row.not_before,
+                       at=row.at)
+
+
+def _plan_change(row: PlanChangeRow) -> PlanChangeView:
+    return PlanChangeView(id=row.id, account_id=row.account_id, thread_id=row.thread_id,
+                          key=row.idempotency_key, from_plan=row.from_plan, to_plan=row.to_plan,
+                          direction=row.direction, period_start=row.period_start,
+                          effective=row.effective, charge_today=row.charge_today,
+                          status=row.status, channel=row.channel, requested_at=row.requested_at)

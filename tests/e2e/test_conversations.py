@@ -1,0 +1,219 @@
+"""The conversation engine end to end, through the HTTP API, on SQLite and PostgreSQL: a crossing
+opens a thread, the buyer's replies move it, a confirmed upgrade runs exactly once."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from channels.webhooks import verify_signature
+from storage.models import PlanChangeRow
+from tests.conftest import Api
+from tests.e2e.helpers import NOW, account, ago, batch, contact, error_of, event
+
+ACME, DANA = "acme", "acme-dana"
+SECRET = "whsec-test"
+
+
+@pytest.fixture
+def app(make_app, receiver):
+    # Nobody in the control cohort, so every crossing may prompt; webhooks to a local receiver.
+    return make_app(CONTROL_SHARE="0", BILLING_WEBHOOK_URL=receiver.url,
+                    BILLING_WEBHOOK_SECRET=SECRET, BUSINESS_NAME="Acme Billing",
+                    SUPPORT_CONTACT="help@acme.example")
+
+
+@pytest.fixture
+def api(app) -> Api:
+    return Api(app.test_client())
+
+
+def setup_account(api, **fields):
+    """The §1 buyer: Starter, billed on the 5th, in Chicago; Dana, billing, reachable by SMS."""
+    body = account(plan="starter", timezone="America/Chicago", billing_day=5,
+                   contacts=[contact(DANA, name="Dana", role="billing", phone="+13125550142")],
+                   **fields)
+    assert api.put(f"/accounts/{ACME}", json=body).status_code == 201
+
+
+def cross_messages(api, n=4800, prefix="m", now=NOW):
+    """Messages over the last 30 days; the last event takes the account over 4,500."""
+    events = [event(f"{prefix}{i}", ACME, "messages", n // 8, ago(now, days=7 - i)) for i in range(8)]
+    events.append(event(f"{prefix}-seats", ACME, "seats", 3, ago(now, days=1)))
+    r = api.post("/usage", json=batch(*events))
+    assert r.status_code == 200, r.get_json()
+    return r.get_json()
+
+
+def say(api, text, msg_id, channel="sms", who=DANA):
+    r = api.post(f"/conversations/{who}/messages", json={"channel": channel, "text": text, "id": msg_id})
+    assert r.status_code == 200, r.get_json()
+    return r.get_json()
+
+
+def thread(api):
+    return api.get(f"/accounts/{ACME}/thread").get_json()
+
+
+def test_a_crossing_opens_a_thread_with_the_case_queued_on_sms(api):
+    setup_account(api)
+    usage = cross_messages(api)
+    [signal] = usage["signals"]
+    assert (signal["metric"], signal["outcome"], signal["reason"]) == ("messages", "prompted", None)
+    t = thread(api)
+    assert (t["state"], t["target_plan"], t["last_channel"]) == ("offered", "growth", "sms")
+    [opening] = t["messages"]
+    assert (opening["direction"], opening["kind"], opening["status"]) == ("out", "opening", "queued")
+    assert "$529.00" in opening["body"] and "$499.00" in opening["body"]
+
+
+def test_the_upgrade_scenario_from_crossing_to_growth(api, receiver, app):
+    setup_account(api)
+    cross_messages(api)
+    charge = say(api, "how much would I be charged today?", "in-1")
+    assert "$105.00" in charge["replies"][0] and charge["state"] == "offered"
+    step = say(api, "yes", "in-2")
+    assert step["state"] == "awaiting_confirmation"
+    assert "Growth at $499.00 a month" in step["replies"][0] and "$105.00" in step["replies"][0]
+    done = say(api, "confirm", "in-3")
+    assert done["state"] == "upgraded" and done["replies"][0].startswith("Done")
+    assert api.get(f"/accounts/{ACME}").get_json()["plan"] == "growth"
+    t = thread(api)
+    assert t["upgrade"]["to_plan"] == "growth" and t["upgrade"]["charge_today"] == "105.00"
+    assert [m["direction"] for m in t["messages"]] == ["out", "in", "out", "in", "out", "in", "out"]
+    [hook] = receiver.requests
+    assert verify_signature(SECRET, hook.headers["X-Upgrade-Chat-Timestamp"], hook.body,
+                            hook.headers["X-Upgrade-Chat-Signature"], now=NOW)
+    assert b'"to_plan":"growth"' in hook.body
+
+
+def test_a_repeated_message_id_is_answered_once_and_changes_nothing(api):
+    setup_account(api)
+    cross_messages(api)
+    say(api, "yes", "in-1")
+    first = say(api, "confirm", "in-2")
+    again = say(api, "confirm", "in-2")
+    assert again["duplicate"] is True and again["replies"] == first["replies"]
+    assert len([m for m in thread(api)["messages"] if m["direction"] == "in"]) == 2
+
+
+def test_a_bare_yes_on_an_offer_asks_for_confirmation_and_never_upgrades(api):
+    setup_account(api)
+    cross_messages(api)
+    assert say(api, "yes", "in-1")["state"] == "awaiting_confirmation"
+    assert api.get(f"/accounts/{ACME}").get_json()["plan"] == "starter"
+
+
+def test_a_decline_stores_its_reason_and_a_new_crossing_within_30_days_is_in_cooldown(api, clock):
+    setup_account(api)
+    cross_messages(api)
+    no = say(api, "no, too expensive", "in-1")
+    assert no["state"] == "declined"
+    assert thread(api)["decline_reason"] == "price"
+    clock.now = NOW + timedelta(days=3)
+    r = api.post("/usage", json=batch(event("seats-4", ACME, "seats", 4, ago(NOW + timedelta(days=3), hours=1))))
+    [signal] = r.get_json()["signals"]
+    assert (signal["outcome"], signal["reason"]) == ("suppressed", "cooldown")
+    assert thread(api)["suppressions"][0]["reason"] == "cooldown"
+
+
+def test_a_thread_continues_across_channels(api):
+    setup_account(api)
+    cross_messages(api)
+    say(api, "yes", "sms-1", channel="sms")
+    done = say(api, "confirm", "web-1", channel="web")
+    assert done["state"] == "upgraded"
+    assert thread(api)["last_channel"] == "web"
+
+
+def test_stop_revokes_consent_and_the_next_crossing_is_suppressed(api, clock):
+    setup_account(api)
+    cross_messages(api)
+    stop = say(api, "STOP", "in-1")
+    assert stop["state"] == "opted_out" and "START" in stop["replies"][0]
+    r = api.post("/usage", json=batch(event("seats-4", ACME, "seats", 4, ago(hours=1))))
+    assert r.get_json()["signals"][0]["reason"] == "opted_out"
+    assert "Acme Billing" in say(api, "HELP", "in-2")["replies"][0]
+
+
+@pytest.mark.parametrize("text, reason, state", [
+    ("can I talk to a real person?", "human", "escalated"),
+    ("can I get a discount?", "discount", "escalated"),
+    ("no, we're switching to a competitor", "leaving", "escalated"),
+    ("call me tomorrow", "callback", "offered"),
+])
+def test_the_csm_lane_takes_what_the_bot_must_not(api, text, reason, state):
+    setup_account(api)
+    cross_messages(api)
+    answer = say(api, text, "in-1")
+    assert answer["state"] == state
+    assert "discount" not in answer["replies"][0].lower() or "cannot offer" in answer["replies"][0]
+    [escalation] = thread(api)["escalations"]
+    assert escalation["reason"] == reason
+
+
+def test_red_health_escalates_instead_of_prompting(api):
+    setup_account(api)
+    api.post(f"/accounts/{ACME}/health", json={"csat": 2.5})
+    [signal] = cross_messages(api)["signals"]
+    assert (signal["outcome"], signal["reason"]) == ("suppressed", "health")
+    t = thread(api)
+    assert t["state"] is None and t["escalations"][0]["reason"] == "health"
+
+
+def test_a_crossing_at_night_is_deferred_to_nine_in_the_buyers_time_zone(api, clock):
+    clock.now = NOW.replace(hour=3)  # 21:00 in Chicago the evening before
+    setup_account(api)
+    [signal] = cross_messages(api, now=clock.now)["signals"]
+    assert (signal["outcome"], signal["reason"]) == ("deferred", "quiet_hours")
+    assert signal["defer_until"] == "2026-11-26T15:00:00Z"  # 09:00 CST
+    t = thread(api)
+    assert t["state"] == "open" and t["messages"][0]["not_before"] == "2026-11-26T15:00:00Z"
+
+
+def test_messages_from_an_unknown_contact_or_channel_are_refused_clearly(api):
+    setup_account(api)
+    r = api.post("/conversations/nobody/messages", json={"channel": "sms", "text": "hi"})
+    assert (r.status_code, error_of(r)["code"]) == (404, "contact_not_found")
+    r = api.post(f"/conversations/{DANA}/messages", json={"channel": "fax", "text": "hi"})
+    assert (r.status_code, error_of(r)["code"]) == (422, "unknown_channel")
+    r = api.post(f"/conversations/{DANA}/messages", json={"channel": "sms"})
+    assert r.status_code == 400
+
+
+def test_many_concurrent_confirmations_on_two_channels_upgrade_exactly_once(app, api, receiver):
+    setup_account(api)
+    cross_messages(api)
+    say(api, "yes", "in-1")
+    answers: list[dict] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(8)
+
+    def confirm(i: int) -> None:
+        client = Api(app.test_client())
+        channel = "sms" if i % 2 else "web"
+        try:
+            start.wait()
+            r = client.post(f"/conversations/{DANA}/messages",
+                            json={"channel": channel, "text": "confirm", "id": f"{channel}-{i}"})
+            answers.append(r.get_json())
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    workers = [threading.Thread(target=confirm, args=(i,)) for i in range(8)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert not errors
+    assert all("replies" in a for a in answers), answers
+    done = [a for a in answers if a["replies"][0].startswith("Done")]
+    already = [a for a in answers if "already in place" in a["replies"][0]]
+    assert len(done) == 1 and len(already) == 7
+    engine = app.extensions["upgrade_chat"].engine
+    with engine.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(PlanChangeRow)) == 1
+    assert len(receiver.requests) == 1

@@ -1,0 +1,137 @@
+"""What the bot says and does for each kind of message in each state (§6), pure."""
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from core.case import AccountTerms, current_case
+from core.conversation import (Business, EscalationReason, Reach, ThreadEvent, ThreadState,
+                               choose_channel, is_expired, reply)
+from core.intents import DeclineReason, Intent, classify
+from core.usage import UsageMatrix
+
+NOW = datetime(2026, 11, 26, 15, 0, tzinfo=timezone.utc)
+BIZ = Business("Acme Billing", "help@acme.example")
+S, E = ThreadState, ThreadEvent
+
+
+@pytest.fixture(scope="module")
+def case(catalog):
+    terms = AccountTerms("starter", "generic", "America/Chicago", 5, NOW - timedelta(days=400))
+    return current_case(catalog, terms, UsageMatrix(messages=4800, seats=3), NOW)
+
+
+def say(catalog, case, state, text):
+    return reply(state, classify(text), text, case, catalog, BIZ)
+
+
+@pytest.mark.parametrize("text, figure", [
+    ("how much would I be charged today?", "$105.00"),
+    ("how much is growth", "$499.00"),
+    ("what do I get with growth", "10 seats"),
+    ("can I downgrade later?", "next billing period"),
+])
+def test_questions_are_answered_from_the_case_and_leave_the_state_alone(catalog, case, text, figure):
+    turn = say(catalog, case, S.OFFERED, text)
+    assert figure in turn.replies[0] and turn.events == () and not turn.run_upgrade
+
+
+def test_yes_on_an_offer_shows_the_confirmation_step_with_plan_price_and_charge(catalog, case):
+    turn = say(catalog, case, S.OFFERED, "yes")
+    assert turn.events == (E.AFFIRM,) and not turn.run_upgrade
+    assert "Growth at $499.00 a month" in turn.replies[0] and "$105.00" in turn.replies[0]
+    assert "CONFIRM" in turn.replies[0]
+
+
+@pytest.mark.parametrize("text", ["confirm", "yes", "CONFIRM"])
+def test_a_yes_or_confirm_in_awaiting_confirmation_runs_the_upgrade(catalog, case, text):
+    turn = say(catalog, case, S.AWAITING_CONFIRMATION, text)
+    assert turn.events == (E.CONFIRM,) and turn.run_upgrade
+
+
+def test_an_explicit_confirm_before_the_step_still_shows_the_step_first(catalog, case):
+    turn = say(catalog, case, S.OFFERED, "confirm")
+    assert turn.events == (E.AFFIRM,) and not turn.run_upgrade
+
+
+def test_no_dont_upgrade_is_a_decline_never_a_confirmation(catalog, case):
+    turn = say(catalog, case, S.AWAITING_CONFIRMATION, "no don't upgrade")
+    assert turn.events == (E.DECLINE,) and not turn.run_upgrade
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("no, too expensive", DeclineReason.PRICE), ("not now, maybe next quarter", DeclineReason.TIMING),
+    ("we don't need it", DeclineReason.NOT_NEEDED),
+])
+def test_a_decline_records_its_reason_and_starts_the_cooldown(catalog, case, text, reason):
+    turn = say(catalog, case, S.OFFERED, text)
+    assert (turn.events, turn.decline_reason) == ((E.DECLINE,), reason)
+    assert "30 days" in turn.replies[0]
+
+
+def test_a_decline_without_a_reason_asks_for_one_and_a_later_answer_is_kept(catalog, case):
+    first = say(catalog, case, S.OFFERED, "no")
+    assert first.decline_reason == DeclineReason.OTHER and "why" in first.replies[0]
+    later = say(catalog, case, S.DECLINED, "it's too expensive")
+    assert (later.events, later.decline_reason) == ((), DeclineReason.PRICE)
+
+
+def test_a_buyer_who_is_leaving_goes_to_the_csm(catalog, case):
+    turn = say(catalog, case, S.OFFERED, "no, we're cancelling our account next month")
+    assert turn.escalation == EscalationReason.LEAVING and turn.events == (E.ESCALATE,)
+
+
+@pytest.mark.parametrize("text, reason, events", [
+    ("can I talk to a person", EscalationReason.HUMAN, (E.ESCALATE,)),
+    ("can you give me a discount?", EscalationReason.DISCOUNT, (E.ESCALATE,)),
+    ("call me", EscalationReason.CALLBACK, ()),
+])
+def test_requests_for_a_person_a_discount_or_a_call_reach_the_csm_lane(catalog, case, text, reason, events):
+    turn = say(catalog, case, S.OFFERED, text)
+    assert (turn.escalation, turn.events) == (reason, events)
+    if reason == EscalationReason.DISCOUNT:
+        assert "cannot offer a discount" in turn.replies[0]  # never a discount
+
+
+def test_stop_revokes_consent_in_any_state_with_one_confirmation(catalog, case):
+    for state in (S.OFFERED, S.UPGRADED, S.DECLINED, None):
+        turn = say(catalog, case, state, "STOP")
+        assert turn.consent == "revoke" and len(turn.replies) == 1
+        assert "START" in turn.replies[0]
+
+
+def test_help_names_the_business_support_stop_and_rates(catalog, case):
+    text = say(catalog, case, S.OFFERED, "HELP").replies[0]
+    for part in ("Acme Billing", "help@acme.example", "STOP", "Msg & data rates may apply"):
+        assert part in text
+
+
+def test_a_message_before_the_opening_went_out_gets_the_opening_first(catalog, case):
+    turn = say(catalog, case, S.OPEN, "how much?")
+    assert turn.events == (E.OFFER_SENT,) and len(turn.replies) == 2
+    assert "$529.00" in turn.replies[0]
+
+
+def test_without_a_thread_the_buyer_hears_there_is_no_offer(catalog):
+    assert "no plan change" in reply(None, Intent.AFFIRM, "yes", None, catalog, BIZ).replies[0]
+
+
+def test_an_upgraded_thread_answers_a_second_confirmation_coherently(catalog, case):
+    turn = say(catalog, case, S.UPGRADED, "confirm")
+    assert "already in place" in turn.replies[0] and not turn.run_upgrade and turn.events == ()
+
+
+@pytest.mark.parametrize("reach, channel", [
+    (Reach("u1", NOW - timedelta(minutes=5), "+13125550142", "+13125550142"), "web"),
+    (Reach("u1", NOW - timedelta(minutes=15), "+13125550142", "+13125550142"), "whatsapp"),
+    (Reach("u1", None, None, "+13125550142"), "sms"),
+    (Reach("u1", None, None, None), "web"),
+])
+def test_the_opening_goes_to_the_best_channel(reach, channel):
+    assert choose_channel(reach, NOW) == channel
+
+
+def test_an_offer_unanswered_for_14_days_is_expired():
+    assert is_expired(S.OFFERED, NOW - timedelta(days=14), NOW)
+    assert not is_expired(S.OFFERED, NOW - timedelta(days=13, hours=23), NOW)
+    assert not is_expired(S.UPGRADED, NOW - timedelta(days=40), NOW)
