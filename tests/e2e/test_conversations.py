@@ -33,9 +33,10 @@ def api(app) -> Api:
 
 def setup_account(api, **fields):
     """The §1 buyer: Starter, billed on the 5th, in Chicago; Dana, billing, reachable by SMS."""
-    body = account(plan="starter", timezone="America/Chicago", billing_day=5,
-                   contacts=[contact(DANA, name="Dana", role="billing", phone="+13125550142")],
-                   **fields)
+    fields = {"plan": "starter", "timezone": "America/Chicago", "billing_day": 5,
+              "contacts": [contact(DANA, name="Dana", role="billing", phone="+13125550142")],
+              **fields}
+    body = account(**fields)
     assert api.put(f"/accounts/{ACME}", json=body).status_code == 201
 
 
@@ -217,3 +218,33 @@ def test_many_concurrent_confirmations_on_two_channels_upgrade_exactly_once(app,
     with engine.connect() as conn:
         assert conn.scalar(select(func.count()).select_from(PlanChangeRow)) == 1
     assert len(receiver.requests) == 1
+
+
+def test_a_down_tier_is_confirmed_now_and_applied_at_the_next_period(app, api, clock):
+    setup_account(api, plan="growth", plan_since=ago(days=60))
+    r = api.post("/usage", json=batch(event("m-1", ACME, "messages", 900, ago(hours=2))))
+    [signal] = r.get_json()["signals"]
+    assert (signal["direction"], signal["outcome"]) == ("down", "prompted")
+    say(api, "yes", "in-1")
+    done = say(api, "confirm", "in-2")
+    assert done["state"] == "upgraded" and "Dec 5" in done["replies"][0]
+    upgrade = thread(api)["upgrade"]
+    assert (upgrade["status"], upgrade["effective"], upgrade["charge_today"]) == \
+        ("pending", "2026-12-05", "0.00")
+    runner = app.test_cli_runner()
+    runner.invoke(args=["jobs", "run"])
+    assert api.get(f"/accounts/{ACME}").get_json()["plan"] == "growth"  # not yet
+    clock.now = NOW + timedelta(days=9, hours=1)  # Dec 5, 10:00 in Chicago
+    result = runner.invoke(args=["jobs", "run"])
+    assert "plan changes applied: 1" in result.output, result.output
+    assert api.get(f"/accounts/{ACME}").get_json()["plan"] == "starter"
+
+
+def test_an_offer_nobody_answers_for_14_days_expires(app, api, clock):
+    setup_account(api)
+    cross_messages(api)
+    clock.now = NOW + timedelta(days=14, minutes=1)
+    result = app.test_cli_runner().invoke(args=["jobs", "run"])
+    assert "threads expired: 1" in result.output
+    assert thread(api)["state"] == "expired"
+    assert say(api, "yes", "late-1")["state"] == "awaiting_confirmation"  # a late yes still works
