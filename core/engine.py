@@ -196,6 +196,8 @@ def _apply(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, account: Acc
         replies = replies[:-1] + (already_changed_message(case),)
     for event in events:
         state = transition(state, event)
+    if ThreadEvent.OFFER_SENT in events:  # the opening went out in this reply, not from the outbox
+        conv.cancel_queued_openings(thread.id)
     if turn.escalation is not None:
         conv.add_escalation(account.id, thread.id, turn.escalation, case_summary(case), now)
         _notify_csm(uow, account, thread.id, turn.escalation, now)

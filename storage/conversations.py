@@ -132,6 +132,12 @@ class SqlConversationRepository:
         self.session.flush()
         return row.id
 
+    def cancel_queued_openings(self, thread_id: int) -> int:
+        """The buyer saw the case in a reply: the queued opening must never go out as well."""
+        return self.session.execute(update(MessageRow).where(
+            MessageRow.thread_id == thread_id, MessageRow.kind == "opening",
+            MessageRow.status == "queued").values(status="cancelled")).rowcount
+
     def inbound(self, provider_id: str) -> MessageView | None:
         row = self.session.scalars(select(MessageRow).where(MessageRow.provider_id == provider_id)).first()
         return _message(row) if row else None

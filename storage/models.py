@@ -217,7 +217,8 @@ class MessageRow(Base):
     body: Mapped[str] = mapped_column(Text)
     provider_id: Mapped[str | None] = mapped_column(String(200), unique=True)
     in_reply_to: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="SET NULL"))
-    status: Mapped[str] = mapped_column(String(20))  # received | queued | sent | delivered | failed
+    # received | queued | sent | delivered | failed | cancelled (an opening the buyer got in a reply)
+    status: Mapped[str] = mapped_column(String(20))
     not_before: Mapped[datetime | None] = mapped_column(UTCDateTime)
     at: Mapped[datetime] = mapped_column(UTCDateTime)
 

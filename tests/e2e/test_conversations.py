@@ -248,3 +248,13 @@ def test_an_offer_nobody_answers_for_14_days_expires(app, api, clock):
     assert "threads expired: 1" in result.output
     assert thread(api)["state"] == "expired"
     assert say(api, "yes", "late-1")["state"] == "awaiting_confirmation"  # a late yes still works
+
+
+def test_a_buyer_who_writes_before_a_deferred_opening_gets_it_once(api, clock):
+    clock.now = NOW.replace(hour=3)  # night in Chicago: the opening waits in the outbox
+    setup_account(api)
+    cross_messages(api, now=clock.now)
+    answer = say(api, "how much?", "in-1", channel="web")
+    assert answer["state"] == "offered" and "$529.00" in answer["replies"][0]
+    opening = [m for m in thread(api)["messages"] if m["kind"] == "opening"]
+    assert [m["status"] for m in opening] == ["cancelled"]  # never sent again later
