@@ -97,17 +97,7 @@ class Runtime:
     def uow(self, *, read_only: bool = False) -> SqlUnitOfWork:
         return SqlUnitOfWork(self.engine, read_only=read_only)
 
-    dispatcher: OutboxDispatcher | None = None
-
-    def dispatch_jobs(self) -> None:
-        """Run the job outbox now (after a commit). A failure here is retried by the scheduler
-        (`flask --app app scheduler`, or the embedded service's own); it never fails a request."""
-        if self.dispatcher is None:
-            return
-        try:  # a few at most here: a slow receiver must not hold the request for long
-            self.dispatcher.dispatch_due(limit=5)
-        except Exception:  # noqa: BLE001 - the jobs stay due; the scheduler retries them
-            log.exception("outbox dispatch failed; the jobs stay queued")
+    dispatcher: OutboxDispatcher | None = None  # run by the scheduler, never in a request
 
 
 def load_catalog(path: str | Path | None) -> Catalog:

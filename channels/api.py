@@ -132,7 +132,6 @@ def post_usage():
                           code="batch_too_large", field="events")
     now = rt.now()
     result = services.record_usage(rt.uow(), rt.catalog, parse_events(raw), now, rt.conversation)
-    rt.dispatch_jobs()
     return jsonify({"accepted": result.accepted, "duplicates": result.duplicates,
                     "signals": [signal_json(c, now, d) for c, d in result.crossings]})
 
@@ -183,7 +182,6 @@ def post_message(contact_external_id: str):
     answer = engine.handle_message(rt.uow(), rt.catalog, rt.conversation, contact_external_id,
                                    channel, text, str(message_id) if message_id is not None else None,
                                    rt.now())
-    rt.dispatch_jobs()  # after the commit: the webhook and CSM notices go out now if they can
     return jsonify({"replies": list(answer.replies), "thread_id": answer.thread_id,
                     "state": answer.state, "duplicate": answer.duplicate})
 

@@ -72,12 +72,10 @@ TRANSITIONS: dict[tuple[ThreadState, ThreadEvent], ThreadState] = {
     (S.AWAITING_CONFIRMATION, E.EXPIRE): S.EXPIRED,
     (S.AWAITING_CONFIRMATION, E.OPT_OUT): S.OPTED_OUT,
     (S.DECLINED, E.AFFIRM): S.AWAITING_CONFIRMATION,
-    (S.DECLINED, E.OPT_OUT): S.OPTED_OUT,
     (S.EXPIRED, E.AFFIRM): S.AWAITING_CONFIRMATION,
-    (S.EXPIRED, E.OPT_OUT): S.OPTED_OUT,
-    (S.ESCALATED, E.OPT_OUT): S.OPTED_OUT,
-    (S.UPGRADED, E.OPT_OUT): S.OPTED_OUT,
 }
+# A finished thread keeps its outcome when the buyer opts out later: consent is the contact's
+# (recorded on every channel at once), not the thread's.
 
 
 class IllegalTransition(DomainError):
@@ -149,6 +147,20 @@ def upgraded_message(case: Case) -> str:
 def already_changed_message(case: Case) -> str:
     return (f"Your plan change to {_plan(case.target.name)} is already in place; nothing more "
             f"will be charged.")
+
+
+def period_taken_message(case: Case) -> str:
+    """Another plan change already holds this billing period."""
+    return (f"Your plan has already changed this billing period, so this offer cannot be taken "
+            f"now; a further change is possible from {_day(case.proration.period_end)}.")
+
+
+def figures_changed_message(case: Case) -> str:
+    return "The figures have changed since I asked. " + confirmation_step(case)
+
+
+def offer_withdrawn_message(plan: str) -> str:
+    return f"Your account is on {_plan(plan)} now, so this offer no longer applies."
 
 
 def price_answer(case: Case) -> str:
@@ -263,6 +275,9 @@ def reply(state: ThreadState | None, intent: Intent, text: str, case: Case | Non
             return turn(already_changed_message(case))
         if (state, E.AFFIRM) in TRANSITIONS:
             return turn(confirmation_step(case), event=E.AFFIRM)
+        if state == S.OPTED_OUT:
+            return turn("You have opted out of these messages. Reply START to subscribe again, "
+                        "then YES.")
         return turn("Your account manager has this conversation now and will follow up.")
     return turn(FALLBACK)
 

@@ -15,9 +15,10 @@ from typing import Any
 from core.accounts import Account, HealthBounds
 from core.case import AccountTerms, Case, build_case, current_case, local_today
 from core.catalog import Catalog
-from core.conversation import (EXPIRES_AFTER, PHONE_CHANNELS, Business, EscalationReason, Reach, ThreadEvent,
-                               ThreadState, Turn, already_changed_message, choose_channel,
-                               is_expired, reply, transition, web_active)
+from core.conversation import (EXPIRES_AFTER, PHONE_CHANNELS, Business, EscalationReason, Reach,
+                               ThreadEvent, ThreadState, Turn, choose_channel,
+                               figures_changed_message, is_expired, offer_withdrawn_message,
+                               period_taken_message, reply, transition, web_active)
 from core.errors import DomainError, NotFound
 from core.framing import opening_message
 from core.guardrails import (GuardrailPolicy, Outcome, PromptContext, Reason, decide,
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 CHANNELS = ("web", "sms", "whatsapp", "voice")
 # Reason codes beyond §5's, for crossings that open nothing for other causes.
 THREAD_OPEN, NO_CONTACT, SUPERSEDED = "thread_open", "no_contact", "superseded"
+PLAN_CHANGED = "plan_changed"  # this billing period already has a plan change
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,8 @@ def open_conversation(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, a
     live = conv.live_thread(account.id, case.target.name)
     if live is not None:
         return SignalDecision(Outcome.SUPPRESSED, THREAD_OPEN, thread_id=live.id)
+    if conv.plan_change_in_period(account.id, case.proration.period_start) is not None:
+        return SignalDecision(Outcome.SUPPRESSED, PLAN_CHANGED)
     contact = conv.addressee(account.id)
     if contact is None:
         return SignalDecision(Outcome.SUPPRESSED, NO_CONTACT)
@@ -87,7 +91,8 @@ def open_conversation(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, a
     decision = decide(PromptContext(
         account=account.external_id, account_timezone=account.timezone,
         opted_out=contact.opted_out_at is not None,
-        health_red=account.health.is_red(config.health),
+        health_red=(account.health.is_red(config.health)
+                    or conv.has_open_escalation(account.id)),  # §5.3: an open escalation
         last_decline_at=conv.last_decline_at(account.id),
         prompts_this_quarter=conv.prompts_since(contact.id, quarter_start(now, account.timezone)),
         phone_channel=channel in PHONE_CHANNELS,
@@ -95,8 +100,7 @@ def open_conversation(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, a
     ), config.policy, now)
     if decision.outcome == Outcome.SUPPRESSED:
         if decision.reason == Reason.HEALTH:
-            conv.add_escalation(account.id, None, EscalationReason.HEALTH, case_summary(case), now)
-            _notify_csm(uow, account, None, EscalationReason.HEALTH, now)
+            _escalate(uow, account, None, EscalationReason.HEALTH, case, now)
         elif decision.reason == Reason.CONTROL:
             log.info("control cohort: would have prompted account %s", account.external_id)
         return SignalDecision(decision.outcome, decision.reason)
@@ -146,8 +150,9 @@ def _answer(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, contact_ext
     contact = conv.contact(contact_external_id)
     if contact is None:
         raise NotFound(f"no contact {contact_external_id!r}", code="contact_not_found")
+    uow.accounts.lock(contact.account_id)  # account before thread: the order every writer keeps
     if provider_id:
-        seen = conv.inbound(provider_id)
+        seen = conv.inbound(contact.id, channel, provider_id)
         if seen is not None:
             return Answer(tuple(m.body for m in conv.replies_to(seen.id)), seen.thread_id,
                           None, duplicate=True)
@@ -167,6 +172,8 @@ def _answer(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, contact_ext
                                  channel, now)
     if turn.consent:
         conv.record_consent(contact.id, turn.consent, channel, "buyer", now)
+    if channel == "web":
+        conv.touch_web(contact.id, now)
     for body in replies:
         conv.add_message(thread_id=thread.id if thread else None, contact_id=contact.id,
                          channel=channel, direction="out", kind="reply", body=body, status="sent",
@@ -189,22 +196,44 @@ def _apply(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, account: Acc
            contact: ContactView, thread: ThreadView, state: ThreadState, case: Case, turn: Turn,
            channel: str, now: datetime) -> tuple[ThreadView, tuple[str, ...]]:
     conv = uow.conversations
-    replies = turn.replies
-    events = list(turn.events)
-    if turn.run_upgrade and not change_plan(uow, account, thread, case, channel, config, now):
-        events.remove(ThreadEvent.CONFIRM)  # another change already holds this billing period
-        replies = replies[:-1] + (already_changed_message(case),)
+    replies, events = turn.replies, list(turn.events)
+    step_shown = ThreadEvent.AFFIRM in events  # the confirmation step, with today's figures
+    if turn.run_upgrade:
+        refusal = _refusal(uow, account, thread, case)
+        if refusal is not None:  # the confirmation cannot run as shown: say why, change nothing
+            replies, events = refusal
+            step_shown = not events  # the step shown again with the new figures
+        elif not change_plan(uow, account, thread, case, channel, config, now):
+            replies, events = (period_taken_message(case),), [ThreadEvent.EXPIRE]
     for event in events:
         state = transition(state, event)
     if ThreadEvent.OFFER_SENT in events:  # the opening went out in this reply, not from the outbox
         conv.cancel_queued_openings(thread.id)
     if turn.escalation is not None:
-        conv.add_escalation(account.id, thread.id, turn.escalation, case_summary(case), now)
-        _notify_csm(uow, account, thread.id, turn.escalation, now)
+        _escalate(uow, account, thread.id, turn.escalation, case, now)
+    confirm = (case.proration.period_start, case.prorated_charge_today) if step_shown \
+        else (thread.confirm_period_start, thread.confirm_charge)
+    # A decline's reason starts the cooldown only while the thread stays declined (or escalated
+    # because the buyer is leaving); "actually, yes" afterwards clears it.
+    keeps_reason = state in (ThreadState.DECLINED, ThreadState.ESCALATED)
     thread = replace(thread, state=str(state), last_channel=channel,
-                     decline_reason=turn.decline_reason or thread.decline_reason)
+                     decline_reason=turn.decline_reason or (thread.decline_reason if keeps_reason else None),
+                     confirm_period_start=confirm[0], confirm_charge=confirm[1])
     conv.save_thread(thread, now)
     return thread, replies
+
+
+def _refusal(uow: UnitOfWork, account: Account, thread: ThreadView,
+             case: Case) -> tuple[tuple[str, ...], list[ThreadEvent]] | None:
+    """Why a confirmation must not run as it stands, as (replies, events); None when it may."""
+    if account.plan != thread.current_plan:  # the plan changed under the offer (the operator)
+        return (offer_withdrawn_message(account.plan),), [ThreadEvent.EXPIRE]
+    if (thread.confirm_period_start, thread.confirm_charge) != \
+            (case.proration.period_start, case.prorated_charge_today):
+        # A new billing period (or new figures) since the confirmation step: never charge what
+        # the buyer did not see; show the step again.
+        return (figures_changed_message(case),), []
+    return None
 
 
 def change_plan(uow: UnitOfWork, account: Account, thread: ThreadView, case: Case, channel: str,
@@ -256,23 +285,30 @@ def apply_due_plan_changes(uow: UnitOfWork, now: datetime) -> int:
 
 
 def expire_threads(uow: UnitOfWork, now: datetime) -> int:
-    """Offers without an answer for 14 days expire (§6)."""
+    """Threads without an answer for 14 days expire (§6), openings that never went out too, so
+    a later crossing can offer again."""
     with uow:
         stale = uow.conversations.stale_threads(now - EXPIRES_AFTER)
         for thread in stale:
             state = transition(ThreadState(thread.state), ThreadEvent.EXPIRE)
             uow.conversations.save_thread(replace(thread, state=str(state)), now)
+            uow.conversations.cancel_queued_openings(thread.id)  # never sent now
         uow.commit()
     return len(stale)
 
 
-def _notify_csm(uow: UnitOfWork, account: Account, thread_id: int | None,
-                reason: EscalationReason, now: datetime) -> None:
+def _escalate(uow: UnitOfWork, account: Account, thread_id: int | None,
+              reason: EscalationReason, case: Case, now: datetime) -> None:
+    """Open an escalation and notify the CSM lane, unless the same one is already open."""
+    conv = uow.conversations
+    if conv.has_open_escalation(account.id, thread_id=thread_id, reason=reason):
+        return
+    escalation_id = conv.add_escalation(account.id, thread_id, reason, case_summary(case), now)
     # The CSM-notifier port is a job kind: its sender (a log line now, Slack later) runs after
     # the commit, from the outbox.
-    uow.jobs.enqueue("csm_escalation", f"escalation:{account.id}:{thread_id}:{reason}:{now.isoformat()}",
-                     {"account": account.external_id, "thread_id": thread_id, "reason": str(reason)},
-                     now)
+    uow.jobs.enqueue("csm_escalation", f"escalation:{escalation_id}",
+                     {"account": account.external_id, "thread_id": thread_id, "reason": str(reason),
+                      "escalation_id": escalation_id}, now)
 
 
 # --- reading ------------------------------------------------------------------------------------

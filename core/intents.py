@@ -274,6 +274,9 @@ _PRICE_REASON_PHRASES = (
     "price|prices|cost * high|steep", "justify * cost|price|spend|expense",
     "money|moneys|cash", "is a lot|lots", "a lot for us", "not worth * money|price|cost",
     "cheaper elsewhere",
+    # short answers to "may I ask why: the price, the timing, or you do not need it?"
+    "^ price|cost|costs|pricing|money $", "^ the|its|because price|cost|costs|pricing $",
+    "because of price|cost|pricing", "because of the price|cost|pricing",
 )
 _NOT_NEEDED_PHRASES = (
     "dont|not|no need", "not needed", "no use for", "dont|not|never|barely|rarely|wouldnt use",
@@ -296,6 +299,7 @@ _TIMING_PHRASES = (
     "in january|february|march|april|may|june|july|august|september|october|november|december",
     "maybe next", "some other time", "down the road", "not the right time", "bad time",
     "get back to you|me", "circle back",
+    "^ timing $", "^ the|bad|because timing $", "timing * bad|off|wrong", "because of the timing",
 )
 _DECLINE_PHRASES = (
     "no|nope|nah|nay|noway|nty", "not interested", "no interest", "no gracias",

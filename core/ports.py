@@ -52,6 +52,8 @@ class ThreadView:
     state: str
     decline_reason: str | None
     last_channel: str | None
+    confirm_period_start: date | None
+    confirm_charge: Decimal | None
     opened_at: datetime
     updated_at: datetime
     closed_at: datetime | None

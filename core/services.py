@@ -15,10 +15,10 @@ from typing import Mapping, Sequence
 
 from core.accounts import (Account, Contact, Health, check_billing_day, check_health, check_text,
                            check_timezone, checked_contacts)
-from core.case import AccountTerms, Case, current_case
+from core.case import Case, current_case
 from core.catalog import Catalog
 from core.errors import DomainError, NotFound
-from core.engine import EngineConfig, open_conversation
+from core.engine import EngineConfig, open_conversation, terms
 from core.ports import SignalDecision, UnitOfWork
 from core.retry import retrying
 from core.thresholds import Crossing, ingest
@@ -44,11 +44,6 @@ class IngestResult:
     accepted: int
     duplicates: int
     crossings: tuple[tuple[Crossing, SignalDecision | None], ...]
-
-
-def terms_of(account: Account) -> AccountTerms:
-    return AccountTerms(plan=account.plan, vertical=account.vertical, timezone=account.timezone,
-                        billing_day=account.billing_day, plan_since=account.plan_since)
 
 
 def upsert_account(uow: UnitOfWork, catalog: Catalog, data: AccountInput, now: datetime,
@@ -221,7 +216,7 @@ def get_case(uow: UnitOfWork, catalog: Catalog, external_id: str,
              now: datetime) -> tuple[Account, Case | None]:
     """The account and the case for the tier change that applies to it now (or None)."""
     account, matrix = get_account(uow, external_id, now)
-    return account, current_case(catalog, terms_of(account), matrix, now)
+    return account, current_case(catalog, terms(account), matrix, now)
 
 
 def list_signals(uow: UnitOfWork, external_id: str):

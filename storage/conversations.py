@@ -28,7 +28,8 @@ def _thread(row: ThreadRow) -> ThreadView:
     return ThreadView(id=row.id, account_id=row.account_id, contact_id=row.contact_id,
                       current_plan=row.current_plan, target_plan=row.target_plan,
                       direction=row.direction, state=row.state, decline_reason=row.decline_reason,
-                      last_channel=row.last_channel, opened_at=row.opened_at,
+                      last_channel=row.last_channel, confirm_period_start=row.confirm_period_start,
+                      confirm_charge=row.confirm_charge, opened_at=row.opened_at,
                       updated_at=row.updated_at, closed_at=row.closed_at)
 
 
@@ -100,14 +101,15 @@ class SqlConversationRepository:
         live = thread.state in LIVE_STATES
         self.session.execute(update(ThreadRow).where(ThreadRow.id == thread.id).values(
             state=thread.state, decline_reason=thread.decline_reason,
-            last_channel=thread.last_channel, updated_at=now,
+            last_channel=thread.last_channel, confirm_period_start=thread.confirm_period_start,
+            confirm_charge=thread.confirm_charge, updated_at=now,
             closed_at=None if live else (thread.closed_at or now)))
 
     def stale_threads(self, before: datetime) -> list[ThreadView]:
-        """Offers nobody has answered since `before`, locked."""
+        """Live threads nobody has answered since `before`, locked: offers without a reply, and
+        openings that never went out (deferred, or waiting for a web visit that never came)."""
         rows = self.session.scalars(select(ThreadRow).where(
-            ThreadRow.state.in_(("offered", "awaiting_confirmation")),
-            ThreadRow.updated_at <= before).with_for_update())
+            ThreadRow.state.in_(LIVE_STATES), ThreadRow.updated_at <= before).with_for_update())
         return [_thread(r) for r in rows]
 
     def last_decline_at(self, account_id: int) -> datetime | None:
@@ -115,10 +117,17 @@ class SqlConversationRepository:
             ThreadRow.account_id == account_id, ThreadRow.decline_reason.is_not(None)))
 
     def prompts_since(self, contact_id: int, since: datetime) -> int:
-        """Upgrade prompts (openings) addressed to the contact since `since`."""
+        """Upgrade prompts (openings) to the contact that go out at or after `since` (a deferred
+        one counts when it is due); cancelled ones never went out and do not count."""
         return self.session.scalar(select(func.count()).select_from(MessageRow).where(
             MessageRow.contact_id == contact_id, MessageRow.kind == "opening",
-            MessageRow.at >= since)) or 0
+            MessageRow.status != "cancelled",
+            func.coalesce(MessageRow.not_before, MessageRow.at) >= since)) or 0
+
+    def touch_web(self, contact_id: int, now: datetime) -> None:
+        """The contact is in the product now (web chat): openings may go there (§7)."""
+        self.session.execute(update(ContactRow).where(ContactRow.id == contact_id)
+                             .values(web_active_at=now))
 
     # messages -------------------------------------------------------------------------------
     def add_message(self, *, thread_id: int | None, contact_id: int | None, channel: str,
@@ -138,8 +147,11 @@ class SqlConversationRepository:
             MessageRow.thread_id == thread_id, MessageRow.kind == "opening",
             MessageRow.status == "queued").values(status="cancelled")).rowcount
 
-    def inbound(self, provider_id: str) -> MessageView | None:
-        row = self.session.scalars(select(MessageRow).where(MessageRow.provider_id == provider_id)).first()
+    def inbound(self, contact_id: int, channel: str, provider_id: str) -> MessageView | None:
+        """An earlier delivery of the same message: same sender, channel and provider id."""
+        row = self.session.scalars(select(MessageRow).where(
+            MessageRow.contact_id == contact_id, MessageRow.channel == channel,
+            MessageRow.provider_id == provider_id, MessageRow.direction == "in")).first()
         return _message(row) if row else None
 
     def replies_to(self, message_id: int) -> list[MessageView]:
@@ -160,6 +172,16 @@ class SqlConversationRepository:
         self.session.add(row)
         self.session.flush()
         return row.id
+
+    def has_open_escalation(self, account_id: int, *, thread_id: int | None = None,
+                            reason: str | None = None) -> bool:
+        """An open escalation for the account (optionally: of this thread, for this reason)."""
+        where = [EscalationRow.account_id == account_id, EscalationRow.status == "open"]
+        if thread_id is not None:
+            where.append(EscalationRow.thread_id == thread_id)
+        if reason is not None:
+            where.append(EscalationRow.reason == reason)
+        return self.session.scalar(select(func.count()).select_from(EscalationRow).where(*where)) > 0
 
     def escalations(self, account_id: int) -> list[dict[str, Any]]:
         rows = self.session.scalars(select(EscalationRow).where(EscalationRow.account_id == account_id)

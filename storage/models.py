@@ -195,6 +195,10 @@ class ThreadRow(Base):
     state: Mapped[str] = mapped_column(String(30))
     decline_reason: Mapped[str | None] = mapped_column(String(20))
     last_channel: Mapped[str | None] = mapped_column(String(20))
+    # The figures the confirmation step showed: a confirmation charges exactly these, or is asked
+    # again when they no longer hold (a new billing period, a changed plan).
+    confirm_period_start: Mapped[date | None] = mapped_column(Date)
+    confirm_charge: Mapped[Decimal | None] = mapped_column(Numeric(12, 2))
     opened_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -205,7 +209,13 @@ class MessageRow(Base):
     `status` queued until a channel sends them (not before `not_before`)."""
 
     __tablename__ = "messages"
-    __table_args__ = (Index("ix_messages_thread_at", "thread_id", "at"),)
+    __table_args__ = (
+        Index("ix_messages_thread_at", "thread_id", "at"),
+        # A provider's message id identifies a delivery of one sender on one channel: a repeat is
+        # answered once, and one sender's id can never reach another's conversation.
+        UniqueConstraint("contact_id", "channel", "provider_id",
+                         name="uq_messages_contact_channel_provider_id"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     thread_id: Mapped[int | None] = mapped_column(ForeignKey("threads.id", ondelete="CASCADE"))
@@ -215,7 +225,7 @@ class MessageRow(Base):
     direction: Mapped[str] = mapped_column(String(3))  # in | out
     kind: Mapped[str] = mapped_column(String(20))  # opening | reply | inbound
     body: Mapped[str] = mapped_column(Text)
-    provider_id: Mapped[str | None] = mapped_column(String(200), unique=True)
+    provider_id: Mapped[str | None] = mapped_column(String(200))
     in_reply_to: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="SET NULL"))
     # received | queued | sent | delivered | failed | cancelled (an opening the buyer got in a reply)
     status: Mapped[str] = mapped_column(String(20))

@@ -49,6 +49,11 @@ class SqlAccountRepository:
         row = self.session.scalars(self._query().where(AccountRow.external_id == external_id)).first()
         return _account(row) if row else None
 
+    def lock(self, account_id: int) -> None:
+        """Lock the account's row: every writer takes it first (ingestion in lock_usage_terms,
+        a conversation before its thread), so the two can never wait on each other in a cycle."""
+        self.session.execute(select(AccountRow.id).where(AccountRow.id == account_id).with_for_update())
+
     def get_by_id(self, account_id: int) -> Account | None:
         row = self.session.scalars(self._query().where(AccountRow.id == account_id)).first()
         return _account(row) if row else None

@@ -59,6 +59,13 @@ def thread(api):
     return api.get(f"/accounts/{ACME}/thread").get_json()
 
 
+def run_jobs(app) -> str:
+    """What the scheduler does every few seconds: send due outbox jobs, apply, expire."""
+    result = app.test_cli_runner().invoke(args=["jobs", "run"])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
 def test_a_crossing_opens_a_thread_with_the_case_queued_on_sms(api):
     setup_account(api)
     usage = cross_messages(api)
@@ -85,6 +92,8 @@ def test_the_upgrade_scenario_from_crossing_to_growth(api, receiver, app):
     t = thread(api)
     assert t["upgrade"]["to_plan"] == "growth" and t["upgrade"]["charge_today"] == "105.00"
     assert [m["direction"] for m in t["messages"]] == ["out", "in", "out", "in", "out", "in", "out"]
+    assert receiver.requests == []  # nothing is sent from the request itself
+    assert "outbox: 1 sent" in run_jobs(app)
     [hook] = receiver.requests
     assert verify_signature(SECRET, hook.headers["X-Upgrade-Chat-Timestamp"], hook.body,
                             hook.headers["X-Upgrade-Chat-Signature"], now=NOW)
@@ -217,6 +226,8 @@ def test_many_concurrent_confirmations_on_two_channels_upgrade_exactly_once(app,
     engine = app.extensions["upgrade_chat"].engine
     with engine.connect() as conn:
         assert conn.scalar(select(func.count()).select_from(PlanChangeRow)) == 1
+    run_jobs(app)
+    run_jobs(app)
     assert len(receiver.requests) == 1
 
 
@@ -231,12 +242,10 @@ def test_a_down_tier_is_confirmed_now_and_applied_at_the_next_period(app, api, c
     upgrade = thread(api)["upgrade"]
     assert (upgrade["status"], upgrade["effective"], upgrade["charge_today"]) == \
         ("pending", "2026-12-05", "0.00")
-    runner = app.test_cli_runner()
-    runner.invoke(args=["jobs", "run"])
+    run_jobs(app)
     assert api.get(f"/accounts/{ACME}").get_json()["plan"] == "growth"  # not yet
     clock.now = NOW + timedelta(days=9, hours=1)  # Dec 5, 10:00 in Chicago
-    result = runner.invoke(args=["jobs", "run"])
-    assert "plan changes applied: 1" in result.output, result.output
+    assert "plan changes applied: 1" in run_jobs(app)
     assert api.get(f"/accounts/{ACME}").get_json()["plan"] == "starter"
 
 
@@ -244,8 +253,7 @@ def test_an_offer_nobody_answers_for_14_days_expires(app, api, clock):
     setup_account(api)
     cross_messages(api)
     clock.now = NOW + timedelta(days=14, minutes=1)
-    result = app.test_cli_runner().invoke(args=["jobs", "run"])
-    assert "threads expired: 1" in result.output
+    assert "threads expired: 1" in run_jobs(app)
     assert thread(api)["state"] == "expired"
     assert say(api, "yes", "late-1")["state"] == "awaiting_confirmation"  # a late yes still works
 
@@ -258,3 +266,103 @@ def test_a_buyer_who_writes_before_a_deferred_opening_gets_it_once(api, clock):
     assert answer["state"] == "offered" and "$529.00" in answer["replies"][0]
     opening = [m for m in thread(api)["messages"] if m["kind"] == "opening"]
     assert [m["status"] for m in opening] == ["cancelled"]  # never sent again later
+
+
+def test_a_confirmation_in_a_new_billing_period_shows_the_new_figures_instead_of_charging(api, clock):
+    clock.now = NOW + timedelta(days=8)  # Dec 4: the last day of the period, $11.67 today
+    setup_account(api)
+    cross_messages(api, now=clock.now)
+    step = say(api, "yes", "in-1")
+    assert "$11.67" in step["replies"][0]
+    clock.now = NOW + timedelta(days=9)  # Dec 5: a new period, a whole month's difference
+    again = say(api, "confirm", "in-2")
+    assert again["state"] == "awaiting_confirmation"
+    assert again["replies"][0].startswith("The figures have changed") and "$350.00" in again["replies"][0]
+    assert thread(api)["upgrade"] is None
+    done = say(api, "confirm", "in-3")
+    assert done["state"] == "upgraded" and thread(api)["upgrade"]["charge_today"] == "350.00"
+
+
+def test_an_offer_for_a_plan_the_account_already_moved_to_is_withdrawn(api):
+    setup_account(api)
+    cross_messages(api)
+    say(api, "yes", "in-1")
+    body = account(plan="growth", timezone="America/Chicago", billing_day=5,
+                   contacts=[contact(DANA, name="Dana", role="billing", phone="+13125550142")])
+    api.put(f"/accounts/{ACME}", json=body)  # the operator moved the account meanwhile
+    answer = say(api, "confirm", "in-2")
+    assert answer["state"] == "expired" and "no longer applies" in answer["replies"][0]
+    assert thread(api)["upgrade"] is None
+
+
+def test_one_senders_message_id_never_reaches_another_senders_conversation(api):
+    setup_account(api)
+    cross_messages(api)
+    api.put("/accounts/other", json=account(contacts=[contact("eve", role="billing", phone="+14155550100")]))
+    say(api, "how much would I be charged today?", "1")
+    eve = say(api, "hello", "1", who="eve")
+    assert eve["duplicate"] is False and "$105.00" not in " ".join(eve["replies"])
+
+
+def test_a_deferred_opening_that_never_went_out_expires_and_frees_the_target(app, api, clock):
+    clock.now = NOW.replace(hour=3)
+    setup_account(api)
+    cross_messages(api, now=clock.now)
+    clock.now = NOW + timedelta(days=15)
+    assert "threads expired: 1" in run_jobs(app)
+    t = thread(api)
+    assert t["state"] == "expired" and t["messages"][0]["status"] == "cancelled"
+
+
+def test_a_web_message_marks_the_buyer_active_so_the_next_opening_goes_to_web_chat(api, clock):
+    body = account(timezone="America/Chicago", billing_day=5,
+                   contacts=[contact(DANA, role="billing", phone="+13125550142", web_user_id="u-dana")])
+    api.put(f"/accounts/{ACME}", json=body)
+    say(api, "hi", "w-1", channel="web")  # no thread yet: the buyer is in the product
+    cross_messages(api)
+    assert thread(api)["last_channel"] == "web" and thread(api)["state"] == "offered"
+
+
+def test_the_answer_to_why_after_a_plain_no_is_kept_as_the_reason(api):
+    setup_account(api)
+    cross_messages(api)
+    assert "why" in say(api, "no", "in-1")["replies"][0]
+    say(api, "the price", "in-2")
+    assert thread(api)["decline_reason"] == "price"
+
+
+def test_an_open_escalation_keeps_the_bot_quiet_and_red_health_escalates_once(api, clock):
+    setup_account(api)
+    api.post(f"/accounts/{ACME}/health", json={"csat": 2.0})
+    events = [event(f"m{i}", ACME, "messages", 600, ago(days=i + 1)) for i in range(8)]
+    events.append(event("s4", ACME, "seats", 4, ago(hours=1)))  # two crossings in one batch
+    signals = api.post("/usage", json=batch(*events)).get_json()["signals"]
+    assert [s["reason"] for s in signals] == ["health", "health"]
+    assert [e["reason"] for e in thread(api)["escalations"]] == ["health"]
+    api.post(f"/accounts/{ACME}/health", json={"csat": 4.5})  # green again, the escalation open
+    r = api.post("/usage", json=batch(event("i2", ACME, "integrations", 2, ago(minutes=30))))
+    assert r.get_json()["signals"][0]["reason"] == "health"
+
+
+def test_a_finished_thread_keeps_its_outcome_when_the_buyer_opts_out_later(api):
+    setup_account(api)
+    cross_messages(api)
+    say(api, "yes", "in-1")
+    say(api, "confirm", "in-2")
+    assert say(api, "STOP", "in-3")["state"] == "upgraded"  # consent changes, the outcome stays
+
+
+def test_yes_after_stop_tells_the_buyer_how_to_subscribe_again(api):
+    setup_account(api)
+    cross_messages(api)
+    assert say(api, "STOP", "in-1")["state"] == "opted_out"
+    answer = say(api, "yes", "in-2")
+    assert answer["state"] == "opted_out" and "START" in answer["replies"][0]
+
+
+def test_yes_after_a_decline_clears_the_reason_so_no_cooldown_follows(api):
+    setup_account(api)
+    cross_messages(api)
+    say(api, "no, too expensive", "in-1")
+    assert say(api, "actually yes", "in-2")["state"] == "awaiting_confirmation"
+    assert thread(api)["decline_reason"] is None

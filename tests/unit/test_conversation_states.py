@@ -25,12 +25,8 @@ LEGAL = {
     ("awaiting_confirmation", "expire"): "expired",
     ("awaiting_confirmation", "opt_out"): "opted_out",
     ("declined", "affirm"): "awaiting_confirmation",  # "actually, yes" after a no
-    ("declined", "opt_out"): "opted_out",
     ("expired", "affirm"): "awaiting_confirmation",
-    ("expired", "opt_out"): "opted_out",
-    ("escalated", "opt_out"): "opted_out",
-    ("upgraded", "opt_out"): "opted_out",
-}
+}  # a finished thread keeps its outcome on a later STOP (consent is the contact's)
 ALL = list(itertools.product([s.value for s in S], [e.value for e in E]))
 
 
@@ -72,3 +68,7 @@ def test_no_path_reaches_upgraded_without_the_confirmation_step():
 
 def test_opted_out_is_final():
     assert all((("opted_out", e.value) not in LEGAL) for e in E)
+
+
+def test_only_live_threads_move_to_opted_out():
+    assert {s for (s, e) in LEGAL if e == "opt_out"} == {"open", "offered", "awaiting_confirmation"}

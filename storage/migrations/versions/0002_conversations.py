@@ -57,6 +57,8 @@ def upgrade() -> None:
     sa.Column('state', sa.String(length=30), nullable=False),
     sa.Column('decline_reason', sa.String(length=20), nullable=True),
     sa.Column('last_channel', sa.String(length=20), nullable=True),
+    sa.Column('confirm_period_start', sa.Date(), nullable=True),
+    sa.Column('confirm_charge', sa.Numeric(precision=12, scale=2), nullable=True),
     sa.Column('opened_at', storage.models.UTCDateTime(timezone=True), nullable=False),
     sa.Column('updated_at', storage.models.UTCDateTime(timezone=True), nullable=False),
     sa.Column('closed_at', storage.models.UTCDateTime(timezone=True), nullable=True),
@@ -101,7 +103,7 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['in_reply_to'], ['messages.id'], name=op.f('fk_messages_in_reply_to_messages'), ondelete='SET NULL'),
     sa.ForeignKeyConstraint(['thread_id'], ['threads.id'], name=op.f('fk_messages_thread_id_threads'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_messages')),
-    sa.UniqueConstraint('provider_id', name=op.f('uq_messages_provider_id'))
+    sa.UniqueConstraint('contact_id', 'channel', 'provider_id', name='uq_messages_contact_channel_provider_id')
     )
     with op.batch_alter_table('messages', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_messages_contact_id'), ['contact_id'], unique=False)
