@@ -325,7 +325,7 @@ class Reach:
 
     web_user_id: str | None
     web_active_at: datetime | None
-    whatsapp: str | None
+    whatsapp: str | None  # only when the contact opted in to WhatsApp
     phone: str | None
 
 

@@ -86,7 +86,8 @@ def open_conversation(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, a
     contact = conv.addressee(account.id)
     if contact is None:
         return SignalDecision(Outcome.SUPPRESSED, NO_CONTACT)
-    reach = Reach(contact.web_user_id, contact.web_active_at, contact.whatsapp, contact.phone)
+    reach = Reach(contact.web_user_id, contact.web_active_at,
+                  contact.whatsapp if contact.whatsapp_opt_in_at else None, contact.phone)
     channel = choose_channel(reach, now)
     decision = decide(PromptContext(
         account=account.external_id, account_timezone=account.timezone,
@@ -174,6 +175,8 @@ def _answer(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, contact_ext
         conv.record_consent(contact.id, turn.consent, channel, "buyer", now)
     if channel == "web":
         conv.touch_web(contact.id, now)
+    elif channel == "whatsapp":
+        conv.touch_whatsapp(contact.id, now)
     for body in replies:
         conv.add_message(thread_id=thread.id if thread else None, contact_id=contact.id,
                          channel=channel, direction="out", kind="reply", body=body, status="sent",

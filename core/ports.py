@@ -39,6 +39,8 @@ class ContactView:
     web_user_id: str | None
     web_active_at: datetime | None
     opted_out_at: datetime | None
+    whatsapp_opt_in_at: datetime | None = None
+    whatsapp_inbound_at: datetime | None = None
 
 
 @dataclass(frozen=True)

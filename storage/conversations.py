@@ -21,7 +21,8 @@ def _contact(row: ContactRow) -> ContactView:
     return ContactView(id=row.id, account_id=row.account_id, external_id=row.external_id,
                        role=row.role, phone=row.phone, whatsapp=row.whatsapp,
                        web_user_id=row.web_user_id, web_active_at=row.web_active_at,
-                       opted_out_at=row.opted_out_at)
+                       opted_out_at=row.opted_out_at, whatsapp_opt_in_at=row.whatsapp_opt_in_at,
+                       whatsapp_inbound_at=row.whatsapp_inbound_at)
 
 
 def _thread(row: ThreadRow) -> ThreadView:
@@ -41,6 +42,22 @@ class SqlConversationRepository:
     def contact(self, external_id: str) -> ContactView | None:
         row = self.session.scalars(select(ContactRow).where(ContactRow.external_id == external_id)).first()
         return _contact(row) if row else None
+
+    def contact_by_address(self, channel: str, address: str) -> ContactView | None:
+        """The contact an E.164 number belongs to on `channel` (sms: phone; whatsapp: the
+        WhatsApp number, else the phone). The first such contact when several share it."""
+        column = ContactRow.whatsapp if channel == "whatsapp" else ContactRow.phone
+        row = self.session.scalars(select(ContactRow).where(column == address)
+                                   .order_by(ContactRow.id).limit(1)).first()
+        if row is None and channel == "whatsapp":
+            row = self.session.scalars(select(ContactRow).where(ContactRow.phone == address)
+                                       .order_by(ContactRow.id).limit(1)).first()
+        return _contact(row) if row else None
+
+    def touch_whatsapp(self, contact_id: int, now: datetime) -> None:
+        """The contact wrote on WhatsApp: the 24-hour customer-service window restarts."""
+        self.session.execute(update(ContactRow).where(ContactRow.id == contact_id)
+                             .values(whatsapp_inbound_at=now))
 
     def contact_by_id(self, contact_id: int) -> ContactView | None:
         row = self.session.get(ContactRow, contact_id)

@@ -86,6 +86,10 @@ class ContactRow(Base):
     email: Mapped[str | None] = mapped_column(String(320))
     opted_out_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # None: may be prompted
     web_active_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # last seen in the product
+    # WhatsApp: the operator giving the number is the contact's opt-in (a consent event, source
+    # operator); the 24-hour customer-service window runs from the contact's last WhatsApp message.
+    whatsapp_opt_in_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    whatsapp_inbound_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     account: Mapped[AccountRow] = relationship(back_populates="contacts")
 
@@ -231,6 +235,13 @@ class MessageRow(Base):
     status: Mapped[str] = mapped_column(String(20))
     not_before: Mapped[datetime | None] = mapped_column(UTCDateTime)
     at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Outbound delivery: a channel dispatcher claims queued rows (a lease in next_attempt_at),
+    # sends them, and records the provider's id and status, or the error and the next try.
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    delivery_status: Mapped[str | None] = mapped_column(String(20))  # the provider's last word
 
 
 class ConsentEventRow(Base):
