@@ -29,7 +29,11 @@ from core.conversation import Business
 from core.engine import EngineConfig
 from core.errors import CatalogError, DomainError
 from core.guardrails import GuardrailPolicy
+from twilio.http.http_client import TwilioHttpClient
+from twilio.rest import Client
+
 from channels.csm import LoggingCsmNotifier
+from channels.twilio_outbound import MessageDispatcher, SandboxSender, TwilioMessagingSender
 from channels.webhooks import SignedWebhookSender
 from storage import migrate
 from storage.db import is_sqlite, make_engine
@@ -59,6 +63,13 @@ DEFAULTS: dict[str, Any] = {
     "SUPPORT_CONTACT": "support@example.com",
     "BILLING_WEBHOOK_URL": None,  # where plan changes are POSTed (signed); none: not sent
     "BILLING_WEBHOOK_SECRET": None,  # HMAC-SHA256 key for the webhook signature
+    "TWILIO_ACCOUNT_SID": None,  # none: sandbox channels (stored, shown at /sandbox/phone)
+    "TWILIO_AUTH_TOKEN": None,  # required with an account SID: every webhook is verified
+    "TWILIO_SMS_FROM": None,  # the Twilio number SMS goes out from (E.164)
+    "TWILIO_WHATSAPP_FROM": None,  # the WhatsApp sender (E.164)
+    "TWILIO_WHATSAPP_TEMPLATE_SID": None,  # approved template for WhatsApp outside 24 hours
+    "PUBLIC_BASE_URL": None,  # the URL Twilio calls us at (signatures are over it)
+    "TWILIO_WEBHOOK_SHARED_KEY_SECRET": None,  # Twilio's SharedKey webhook signing, if used
     "PORT": 5000,  # the embedded server's port (scripts/serve)
     "MAX_CONTENT_LENGTH": 8 * 1024 * 1024,  # bytes per request body; larger is a 413
     "CLOCK": None,  # tests only: a callable returning an aware datetime
@@ -98,6 +109,7 @@ class Runtime:
         return SqlUnitOfWork(self.engine, read_only=read_only)
 
     dispatcher: OutboxDispatcher | None = None  # run by the scheduler, never in a request
+    messages: MessageDispatcher | None = None  # sends queued channel messages (scheduler)
 
 
 def load_catalog(path: str | Path | None) -> Catalog:
@@ -142,6 +154,22 @@ def settings(environ: Mapping[str, str], test_config: Mapping[str, Any] | None) 
     return values
 
 
+def _twilio(values: dict[str, Any]) -> None:
+    """Production Twilio or the sandbox; fail closed: never accept unsigned webhooks."""
+    if values["TWILIO_ACCOUNT_SID"]:
+        for key in ("TWILIO_AUTH_TOKEN", "TWILIO_SMS_FROM", "PUBLIC_BASE_URL"):
+            if not values[key]:
+                raise ConfigError(f"{ENV_PREFIX}{key} is required when {ENV_PREFIX}"
+                                  f"TWILIO_ACCOUNT_SID is set (webhooks are verified against "
+                                  f"the auth token at the public URL)")
+        values["SANDBOX"] = False
+        return
+    # Sandbox: the sandbox page signs its requests with this process's own token.
+    values["SANDBOX"] = True
+    values["TWILIO_AUTH_TOKEN"] = values["TWILIO_AUTH_TOKEN"] or secrets.token_hex(16)
+    values["PUBLIC_BASE_URL"] = values["PUBLIC_BASE_URL"] or f"http://127.0.0.1:{values['PORT']}"
+
+
 def _api_key(app: Flask, url: str) -> str:
     key = app.config["API_KEY"]
     if key:
@@ -171,6 +199,7 @@ def _decimal(app: Flask, key: str) -> Decimal:
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     """The Upgrade Chat web app. `test_config` overrides defaults and the environment."""
     config = settings(os.environ, test_config)
+    _twilio(config)
     app = Flask(__name__, instance_path=config["INSTANCE_PATH"])
     app.json.sort_keys = False  # keep fields in the documented order, easier to read
     app.config.from_mapping(config)
@@ -196,6 +225,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     )
     runtime.conversation = _engine_config(app, runtime.health_bounds)
     runtime.dispatcher = OutboxDispatcher(engine, _senders(app, runtime.now), runtime.now)
+    runtime.messages = MessageDispatcher(engine, _message_sender(app), runtime.now)
     app.extensions["upgrade_chat"] = runtime
 
     auto_migrate = app.config["AUTO_MIGRATE"]
@@ -206,10 +236,15 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     else:
         _warn_if_schema_behind(engine)
 
-    from channels import api, cli, demo
+    from channels import api, cli, demo, twilio_messaging
 
     app.register_blueprint(api.bp)
+    app.register_blueprint(twilio_messaging.bp)
     api.register_errors(app)
+    if app.config["SANDBOX"]:
+        from channels import sandbox
+
+        app.register_blueprint(sandbox.bp)
     cli.register(app)
 
     @app.get("/healthz")
@@ -224,6 +259,19 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         if loaded:
             log.info("demo data: loaded %d accounts", loaded)
     return app
+
+
+def _message_sender(app: Flask):
+    """Twilio when an account is configured; otherwise the sandbox, which stores instead."""
+    if app.config["SANDBOX"]:
+        return SandboxSender()
+    client = Client(app.config["TWILIO_ACCOUNT_SID"], app.config["TWILIO_AUTH_TOKEN"],
+                    http_client=TwilioHttpClient(timeout=5))  # never the library's no-timeout
+    return TwilioMessagingSender(
+        client, sms_from=app.config["TWILIO_SMS_FROM"],
+        whatsapp_from=app.config["TWILIO_WHATSAPP_FROM"],
+        status_callback_url=app.config["PUBLIC_BASE_URL"].rstrip("/") + "/twilio/status",
+        whatsapp_template_sid=app.config["TWILIO_WHATSAPP_TEMPLATE_SID"])
 
 
 def _senders(app: Flask, clock) -> dict:
@@ -267,6 +315,7 @@ def _setup_logging() -> None:
     if not root.handlers:
         logging.basicConfig(level=logging.INFO,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("twilio.http_client").setLevel(logging.WARNING)  # a line per request
 
 
 def main() -> None:
@@ -298,7 +347,7 @@ def _start_background_jobs(app: Flask) -> None:
     from channels.cli import _in_context
 
     scheduler = BackgroundScheduler(timezone="UTC", daemon=True)
-    scheduler.add_job(lambda: _in_context(app), "interval", seconds=10, max_instances=1,
+    scheduler.add_job(lambda: _in_context(app), "interval", seconds=2, max_instances=1,
                       coalesce=True, id="upgrade-chat-jobs")
     scheduler.start()
 

@@ -127,8 +127,9 @@ def jobs_cli() -> None:
     pass
 
 
-@jobs_cli.command("run", help="Run every background job once: send due outbox jobs (webhooks, "
-                              "CSM notices), apply due down-tier changes, expire stale offers.")
+@jobs_cli.command("run", help="Run every background job once: send queued messages (Twilio or "
+                              "the sandbox) and due outbox jobs (webhooks, CSM notices), apply "
+                              "due down-tier changes, expire stale offers.")
 def jobs_run() -> None:
     click.echo(run_jobs(_runtime()))
 
@@ -136,10 +137,14 @@ def jobs_run() -> None:
 def run_jobs(rt) -> str:
     """One pass of every periodic job; what the scheduler runs."""
     stats = rt.dispatcher.dispatch_due() if rt.dispatcher else None
+    delivered = rt.messages.dispatch_due() if rt.messages else None
     applied = engine.apply_due_plan_changes(rt.uow(), rt.now())
     expired = engine.expire_threads(rt.uow(), rt.now())
     sent = f"{stats.sent} sent, {stats.retried} to retry, {stats.failed} failed" if stats else "off"
-    return f"outbox: {sent}; plan changes applied: {applied}; threads expired: {expired}"
+    messages = (f"{delivered.sent} sent, {delivered.retried} to retry, {delivered.failed} failed, "
+                f"{delivered.cancelled} cancelled") if delivered else "off"
+    return (f"outbox: {sent}; messages: {messages}; plan changes applied: {applied}; "
+            f"threads expired: {expired}")
 
 
 @click.command("scheduler", help="Run the background jobs every --every seconds, in the "

@@ -105,8 +105,11 @@ def open_conversation(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, a
         elif decision.reason == Reason.CONTROL:
             log.info("control cohort: would have prompted account %s", account.external_id)
         return SignalDecision(decision.outcome, decision.reason)
-    waits = decision.outcome == Outcome.DEFERRED or (channel == "web" and not web_active(reach, now))
-    state = ThreadState.OPEN if waits else ThreadState.OFFERED
+    # `open` until the opening is out: a phone channel's dispatcher moves the thread to offered
+    # when it sends it (storage.delivery.mark_sent); web chat shows it at once if the buyer is in
+    # the product, else on their next visit.
+    shown_now = channel == "web" and web_active(reach, now) and decision.outcome == Outcome.PROMPTED
+    state = ThreadState.OFFERED if shown_now else ThreadState.OPEN
     thread = conv.create_thread(account.id, contact.id, account.plan, case.target.name,
                                 case.direction, state, channel, now)
     conv.add_message(thread_id=thread.id, contact_id=contact.id, channel=channel, direction="out",

@@ -238,6 +238,43 @@ class SqlConversationRepository:
         self.session.execute(update(PlanChangeRow).where(PlanChangeRow.id == change_id)
                              .values(status="done", applied_at=now))
 
+    # channels: messages from unknown senders, provider delivery reports ----------------------
+    def add_unmatched_inbound(self, channel: str, body: str, provider_id: str | None,
+                              now: datetime) -> int | None:
+        """Keep a message from an address that belongs to no contact, for the operator (no
+        contact, no thread); None when this provider message id was kept already (a retry)."""
+        if provider_id:
+            seen = self.session.scalar(select(MessageRow.id).where(
+                MessageRow.contact_id.is_(None), MessageRow.channel == channel,
+                MessageRow.provider_id == provider_id, MessageRow.direction == "in").limit(1))
+            if seen is not None:
+                return None
+        return self.add_message(thread_id=None, contact_id=None, channel=channel, direction="in",
+                                kind="inbound", body=body, status="received", now=now,
+                                provider_id=provider_id)
+
+    def outbound_by_provider_id(self, provider_id: str, *,
+                                lock: bool = False) -> dict[str, Any] | None:
+        """The message we sent under the provider's id (locked with `lock`: its delivery reports
+        may race): id, contact_id, the contact's account_id, channel and delivery_status."""
+        query = (select(MessageRow.id, MessageRow.contact_id, ContactRow.account_id,
+                        MessageRow.channel, MessageRow.delivery_status)
+                 .outerjoin(ContactRow, ContactRow.id == MessageRow.contact_id)
+                 .where(MessageRow.provider_id == provider_id, MessageRow.direction == "out")
+                 .order_by(MessageRow.id).limit(1))
+        if lock:
+            query = query.with_for_update(of=MessageRow)
+        row = self.session.execute(query).first()
+        return None if row is None else dict(row._mapping)
+
+    def set_delivery_status(self, message_id: int, delivery_status: str,
+                            error: str | None) -> None:
+        """The provider's latest word on a message we sent (and its error code, if any)."""
+        values: dict[str, Any] = {"delivery_status": delivery_status}
+        if error:
+            values["last_error"] = error
+        self.session.execute(update(MessageRow).where(MessageRow.id == message_id).values(**values))
+
 
 def _message(row: MessageRow) -> MessageView:
     return MessageView(id=row.id, thread_id=row.thread_id, contact_id=row.contact_id,

@@ -46,6 +46,9 @@ def cross_messages(api, n=4800, prefix="m", now=NOW):
     events.append(event(f"{prefix}-seats", ACME, "seats", 3, ago(now, days=1)))
     r = api.post("/usage", json=batch(*events))
     assert r.status_code == 200, r.get_json()
+    # The scheduler's next pass sends the queued opening (sandbox: stored as sent).
+    app = api.client.application
+    app.test_cli_runner().invoke(args=["jobs", "run"])
     return r.get_json()
 
 
@@ -66,7 +69,7 @@ def run_jobs(app) -> str:
     return result.output
 
 
-def test_a_crossing_opens_a_thread_with_the_case_queued_on_sms(api):
+def test_a_crossing_opens_a_thread_and_the_case_goes_out_on_sms(api):
     setup_account(api)
     usage = cross_messages(api)
     [signal] = usage["signals"]
@@ -74,7 +77,7 @@ def test_a_crossing_opens_a_thread_with_the_case_queued_on_sms(api):
     t = thread(api)
     assert (t["state"], t["target_plan"], t["last_channel"]) == ("offered", "growth", "sms")
     [opening] = t["messages"]
-    assert (opening["direction"], opening["kind"], opening["status"]) == ("out", "opening", "queued")
+    assert (opening["direction"], opening["kind"], opening["status"]) == ("out", "opening", "sent")
     assert "$529.00" in opening["body"] and "$499.00" in opening["body"]
 
 
@@ -304,14 +307,26 @@ def test_one_senders_message_id_never_reaches_another_senders_conversation(api):
     assert eve["duplicate"] is False and "$105.00" not in " ".join(eve["replies"])
 
 
-def test_a_deferred_opening_that_never_went_out_expires_and_frees_the_target(app, api, clock):
-    clock.now = NOW.replace(hour=3)
-    setup_account(api)
-    cross_messages(api, now=clock.now)
+def test_an_opening_waiting_for_a_web_visit_that_never_comes_expires(app, api, clock):
+    body = account(timezone="America/Chicago", billing_day=5,
+                   contacts=[contact(DANA, role="billing", web_user_id="u-dana")])  # no phone
+    api.put(f"/accounts/{ACME}", json=body)
+    cross_messages(api)
+    assert thread(api)["state"] == "open"  # waits in web chat for the next visit
     clock.now = NOW + timedelta(days=15)
     assert "threads expired: 1" in run_jobs(app)
     t = thread(api)
     assert t["state"] == "expired" and t["messages"][0]["status"] == "cancelled"
+
+
+def test_a_deferred_opening_goes_out_when_due_and_the_thread_is_then_offered(app, api, clock):
+    clock.now = NOW.replace(hour=3)
+    setup_account(api)
+    cross_messages(api, now=clock.now)
+    assert thread(api)["state"] == "open"
+    clock.now = NOW  # 09:00 in Chicago
+    assert "messages: 1 sent" in run_jobs(app)
+    assert thread(api)["state"] == "offered"
 
 
 def test_a_web_message_marks_the_buyer_active_so_the_next_opening_goes_to_web_chat(api, clock):

@@ -1,0 +1,115 @@
+"""The sandbox phone: without a Twilio account, a local page that acts as each buyer's phone.
+
+Outbound messages are stored instead of sent (channels.twilio_outbound.SandboxSender) and shown
+here per contact and medium. A reply typed on the page becomes a Twilio-shaped form, signed with
+the sandbox's auth token exactly as Twilio signs, and goes through the WSGI stack to the same
+`POST /twilio/messaging` that production uses — so the sandbox exercises the production code.
+The blueprint is registered only in sandbox mode (no TWILIO_ACCOUNT_SID).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from flask import Blueprint, current_app, redirect, render_template_string, request, url_for
+from twilio.request_validator import RequestValidator
+from werkzeug.test import Client
+
+from storage.sandbox import phones
+
+bp = Blueprint("sandbox", __name__, url_prefix="/sandbox")
+
+SANDBOX_NUMBER = "+15005550006"  # Twilio's magic test number: the service's side of the chat
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Sandbox phone · Upgrade Chat</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+ body{font:14px/1.4 system-ui,sans-serif;background:#eef1f5;margin:0;padding:16px}
+ h1{font-size:18px;margin:0 0 4px} p.note{color:#555;margin:0 0 16px}
+ .phones{display:flex;flex-wrap:wrap;gap:16px}
+ .phone{width:300px;height:560px;background:#111;border-radius:32px;padding:14px;display:flex;
+        flex-direction:column;box-shadow:0 4px 16px #0003}
+ .screen{background:#fff;border-radius:20px;flex:1;display:flex;flex-direction:column;overflow:hidden}
+ .top{padding:8px 12px;border-bottom:1px solid #ddd;font-weight:600}
+ .top small{display:block;font-weight:400;color:#666}
+ .msgs{flex:1;overflow-y:auto;padding:8px;display:flex;flex-direction:column;gap:6px}
+ .msg{max-width:80%;padding:6px 10px;border-radius:14px;white-space:pre-wrap;word-wrap:break-word}
+ .out{background:#e5e5ea;align-self:flex-start} .in{background:#0b84ff;color:#fff;align-self:flex-end}
+ .whatsapp .in{background:#25d366} .queued{opacity:.55;border:1px dashed #888}
+ .meta{font-size:11px;color:#777;align-self:flex-start}
+ form{display:flex;border-top:1px solid #ddd} form input{flex:1;border:0;padding:10px}
+ form button{border:0;background:#0b84ff;color:#fff;padding:0 14px}
+</style></head><body>
+<h1>Sandbox phone</h1>
+<p class="note">No Twilio account is configured: messages are stored, not sent. Replies typed
+here are signed like Twilio's and posted to <code>/twilio/messaging</code>.</p>
+<div class="phones">
+{% for p in phones %}
+ <div class="phone {{ p.medium }}" id="{{ p.contact }}-{{ p.medium }}" data-contact="{{ p.contact }}"
+      data-medium="{{ p.medium }}">
+  <div class="screen">
+   <div class="top">{{ p.contact_name or p.contact }} · {{ p.medium|upper }}
+     <small>{{ p.account_name }} · {{ p.number }}</small></div>
+   <div class="msgs">
+   {% for m in p.messages %}
+     <div class="msg {{ m.direction }} {{ 'queued' if m.status == 'queued' else '' }}"
+          data-status="{{ m.status }}">{{ m.body }}</div>
+     {% if m.status == 'queued' %}<div class="meta">queued{% if m.not_before %}, not before
+       {{ m.not_before.strftime('%b %d %H:%M UTC') }}{% endif %}</div>{% endif %}
+   {% else %}<div class="meta">No messages yet.</div>{% endfor %}
+   </div>
+   <form method="post" action="{{ url_for('sandbox.send') }}">
+    <input type="hidden" name="number" value="{{ p.number }}">
+    <input type="hidden" name="medium" value="{{ p.medium }}">
+    <input type="hidden" name="anchor" value="{{ p.contact }}-{{ p.medium }}">
+    <input name="body" placeholder="Reply as the buyer" autocomplete="off" required>
+    <button type="submit">Send</button>
+   </form>
+  </div>
+ </div>
+{% else %}<p>No contacts with a phone number yet.</p>{% endfor %}
+</div>
+<script>
+ // Refresh every few seconds to show new messages, unless the operator is typing.
+ setInterval(function(){ if(!document.activeElement || document.activeElement.tagName!=='INPUT'
+   || !document.activeElement.value){ location.reload(); } }, 4000);
+ document.querySelectorAll('.msgs').forEach(function(m){ m.scrollTop = m.scrollHeight; });
+</script>
+</body></html>"""
+
+
+def _runtime():
+    return current_app.extensions["upgrade_chat"]
+
+
+@bp.get("/phone")
+def phone():
+    return render_template_string(PAGE, phones=phones(_runtime().engine))
+
+
+@bp.post("/phone/send")
+def send():
+    """Post the typed reply to /twilio/messaging the way Twilio would: a signed form."""
+    medium = request.form.get("medium", "sms")
+    number = request.form.get("number", "")
+    prefix = "whatsapp:" if medium == "whatsapp" else ""
+    params = {
+        "AccountSid": "AC" + "0" * 32,
+        "MessageSid": "SM" + uuid.uuid4().hex,
+        "From": f"{prefix}{number}",
+        "To": f"{prefix}{SANDBOX_NUMBER}",
+        "Body": request.form.get("body", ""),
+        "NumMedia": "0",
+        "ApiVersion": "2010-04-01",
+    }
+    path = "/twilio/messaging"
+    url = current_app.config["PUBLIC_BASE_URL"].rstrip("/") + path
+    token = current_app.config["TWILIO_AUTH_TOKEN"]
+    signature = RequestValidator(token).compute_signature(url, params)
+    response = Client(current_app).post(path, data=params,
+                                        headers={"X-Twilio-Signature": signature})
+    if response.status_code != 200:
+        current_app.logger.warning("sandbox reply was refused: HTTP %s", response.status_code)
+    anchor = request.form.get("anchor", "")
+    return redirect(url_for("sandbox.phone") + (f"#{anchor}" if anchor else ""))

@@ -1,0 +1,312 @@
+"""Twilio messaging, inbound half: SMS and WhatsApp as one channel with a `medium`.
+
+`POST /twilio/messaging` answers a buyer's message with TwiML; `POST /twilio/status` records the
+delivery reports of the messages we sent. Both verify Twilio's signature first and fail closed:
+a missing or bad signature (or no auth token configured) is a 403 that touches nothing.
+
+The adapter has the shape every channel has (docs/STYLE "A channel adapter"):
+`verify(request)`, `parse(request) -> InboundMessage`, `render(replies) -> TwiML`. Sending is not
+here: outbound messages leave only from the outbox, after the commit.
+
+Privacy: phone numbers and message bodies are never logged. Exceptions are logged with their
+traceback but without their message, which can carry either (a database error quotes its
+parameters, a phone error its input).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
+from urllib.parse import urlsplit
+
+from flask import Blueprint, Response, current_app, request
+from twilio.request_validator import (SIGNATURE_HEADER, SIGNATURE_SETTINGS_HEADER,
+                                      RequestValidator, get_signature_algorithm)
+from twilio.twiml.messaging_response import MessagingResponse
+
+from core import engine
+from core.accounts import normalize_phone
+from core.conversation import TRANSITIONS, ThreadEvent, ThreadState, transition
+from core.errors import DomainError
+from core.retry import retrying
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("twilio_messaging", __name__, url_prefix="/twilio")
+
+WHATSAPP_PREFIX = "whatsapp:"
+IDEMPOTENCY_HEADER = "I-Twilio-Idempotency-Token"
+# Keywords Twilio's Advanced Opt-Out handled (it has already sent its own confirmation).
+OPT_OUT_TYPES = frozenset({"STOP", "START", "HELP"})
+MAX_PROVIDER_ID = 200  # storage.models.MessageRow.provider_id
+CARRIER_OPT_OUT = "21610"  # "Attempt to send to unsubscribed recipient": the buyer sent STOP
+
+# Delivery progress of an outbound message. Callbacks arrive out of order, so a report only ever
+# moves a message forward; undelivered/failed/canceled are final, and win over anything short of
+# delivered.
+PROGRESS = {"accepted": 0, "scheduled": 0, "queued": 0, "sending": 1, "sent": 2, "delivered": 3,
+            "read": 4}
+FINAL_FAILURES = frozenset({"undelivered", "failed", "canceled"})
+
+
+# --- the adapter --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class InboundMessage:
+    """A buyer's message as the core needs it."""
+
+    medium: str  # sms | whatsapp
+    address: str  # E.164, without "whatsapp:"
+    text: str
+    provider_id: str | None
+    keyword_handled: bool = False  # Twilio's Advanced Opt-Out already answered the keyword
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    """A delivery report for a message we sent."""
+
+    provider_id: str
+    status: str
+    error_code: str | None
+
+
+class UnreadableSender(Exception):
+    """The From of an inbound message is not a phone number we can read."""
+
+
+def signed_url(base_url: str, environ: Mapping[str, object], path: str, query: bytes) -> str:
+    """The URL Twilio signed: our public base URL and the request target exactly as received.
+
+    The raw target (gunicorn's RAW_URI, else REQUEST_URI) keeps the query string's escapes
+    ("%20" stays "%20"); rebuilding it from the decoded path would break the signature.
+    """
+    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    if raw:
+        raw = str(raw)
+        if raw.startswith(("http://", "https://")):  # an absolute-form request target
+            parts = urlsplit(raw)
+            raw = parts.path + (f"?{parts.query}" if parts.query else "")
+    else:
+        raw = path + (f"?{query.decode('latin-1')}" if query else "")
+    return base_url.rstrip("/") + raw
+
+
+class TwilioMessagingChannel:
+    """Verify, parse and render for Twilio's messaging webhooks (SMS and WhatsApp)."""
+
+    def __init__(self, auth_token: str | None, public_base_url: str | None, phone_region: str,
+                 shared_key_secret: str | None = None) -> None:
+        self.auth_token = auth_token
+        self.public_base_url = public_base_url
+        self.phone_region = phone_region
+        self.shared_key_secret = shared_key_secret
+
+    @classmethod
+    def from_app(cls) -> TwilioMessagingChannel:
+        config = current_app.config
+        return cls(config.get("TWILIO_AUTH_TOKEN"), config.get("PUBLIC_BASE_URL"),
+                   current_app.extensions["upgrade_chat"].phone_region,
+                   config.get("TWILIO_WEBHOOK_SHARED_KEY_SECRET"))
+
+    def verify(self, req) -> bool:
+        """True only for a request Twilio signed. Without a token nothing is accepted.
+
+        Twilio signs with the auth token (HMAC-SHA1), or, when a Webhooks Rule applies, with a
+        SharedKey and the algorithm named in X-Twilio-Webhooks-Signature-Settings; a request
+        naming a SharedKey is checked against the configured SharedKey secret only, never
+        against the auth token, so the header cannot be used to pick a weaker check.
+        """
+        signature = req.headers.get(SIGNATURE_HEADER, "")
+        settings = req.headers.get(SIGNATURE_SETTINGS_HEADER)
+        secret = self.shared_key_secret if settings else self.auth_token
+        if not signature or not secret:
+            if settings and not self.shared_key_secret:
+                log.warning("twilio webhook signed with a SharedKey, but "
+                            "TWILIO_WEBHOOK_SHARED_KEY_SECRET is not configured")
+            return False
+        # No public URL configured: the host this request says it was sent to.
+        url = signed_url(self.public_base_url or req.host_url, req.environ, req.path,
+                         req.query_string)
+        # The form as a MultiDict: the validator signs every value of a repeated field.
+        return RequestValidator(str(secret)).validate(url, req.form, signature,
+                                                      get_signature_algorithm(settings))
+
+    def parse(self, req) -> InboundMessage:
+        """The buyer's message; raises UnreadableSender when From is not a phone number."""
+        form = req.form
+        raw_from = form.get("From", "")
+        medium = "whatsapp" if raw_from.lower().startswith(WHATSAPP_PREFIX) else "sms"
+        try:
+            address = normalize_phone(raw_from, self.phone_region, "From")
+        except DomainError:
+            raise UnreadableSender(medium) from None  # the error quotes the number: dropped
+        text = form.get("Body", "")
+        opt_out = form.get("OptOutType", "").strip().upper()
+        handled = opt_out in OPT_OUT_TYPES
+        if handled:  # Twilio matched the keyword (its own list may be localised): say it plainly
+            text = opt_out
+        provider_id = (form.get("MessageSid") or form.get("SmsSid")
+                       or req.headers.get(IDEMPOTENCY_HEADER) or None)
+        if provider_id:
+            provider_id = provider_id[:MAX_PROVIDER_ID]
+        return InboundMessage(medium, address, text, provider_id, handled)
+
+    @staticmethod
+    def parse_status(req) -> StatusReport | None:
+        form = req.form
+        sid = form.get("MessageSid") or form.get("SmsSid")
+        status = (form.get("MessageStatus") or form.get("SmsStatus") or "").strip().lower()
+        if not sid or not status:
+            return None
+        return StatusReport(sid[:MAX_PROVIDER_ID], status, form.get("ErrorCode") or None)
+
+    @staticmethod
+    def render(replies: Iterable[str]) -> Response:
+        """TwiML: one <Message> per reply, an empty <Response/> when there is nothing to say."""
+        twiml = MessagingResponse()
+        for body in replies:
+            twiml.message(body)
+        return Response(str(twiml), status=200, mimetype="application/xml")
+
+
+def advances(current: str | None, new: str) -> bool:
+    """Whether a delivery report may replace the message's current delivery status."""
+    if new not in PROGRESS and new not in FINAL_FAILURES:
+        return False  # a status we do not track (receiving, received, ...)
+    if current is None:
+        return True
+    if current in FINAL_FAILURES:
+        return False
+    if new in FINAL_FAILURES:
+        return PROGRESS.get(current, 0) < PROGRESS["delivered"]
+    return PROGRESS[new] > PROGRESS.get(current, -1)
+
+
+# --- the webhooks -------------------------------------------------------------------------------
+
+def _runtime():
+    return current_app.extensions["upgrade_chat"]
+
+
+def _forbidden() -> Response:
+    log.warning("twilio webhook refused: missing or invalid signature on %s", request.path)
+    return Response("invalid signature", status=403, mimetype="text/plain")
+
+
+def _log_redacted(message: str, exc: BaseException) -> None:
+    """logger.exception without the exception's text (it may quote a number or a body)."""
+    detail = f"code={exc.code}" if isinstance(exc, DomainError) else "details withheld"
+    stand_in = RuntimeError(f"{type(exc).__module__}.{type(exc).__qualname__} ({detail})")
+    log.exception(message, exc_info=(RuntimeError, stand_in, exc.__traceback__))
+
+
+def _unknown_sender_reply() -> str:
+    support = current_app.config.get("SUPPORT_CONTACT") or "our support team"
+    return (f"Sorry, we could not find your account for this number. "
+            f"Please contact support at {support}.")
+
+
+def _fallback_reply() -> str:
+    support = current_app.config.get("SUPPORT_CONTACT") or "our support team"
+    return (f"Sorry, something went wrong on our side. Please try again in a few minutes, "
+            f"or contact support at {support}.")
+
+
+@bp.post("/messaging")
+def messaging():
+    channel = TwilioMessagingChannel.from_app()
+    if not channel.verify(request):
+        return _forbidden()
+    try:
+        return _answer(channel)
+    except Exception as exc:  # noqa: BLE001 - Twilio always gets valid TwiML, never a stack trace
+        _log_redacted("twilio inbound message failed", exc)
+        return channel.render([_fallback_reply()])
+
+
+def _answer(channel: TwilioMessagingChannel) -> Response:
+    rt = _runtime()
+    try:
+        message = channel.parse(request)
+    except UnreadableSender as exc:
+        log.warning("twilio inbound %s message from an unreadable sender address", exc.args[0])
+        return channel.render([_unknown_sender_reply()])
+    now = rt.now()
+    with rt.uow(read_only=True) as uow:
+        contact = uow.conversations.contact_by_address(message.medium, message.address)
+    if contact is None:
+        return channel.render(_unknown_sender(rt, message, now))
+    answer = engine.handle_message(rt.uow(), rt.catalog, rt.conversation, contact.external_id,
+                                   message.medium, message.text, message.provider_id, now)
+    if answer.duplicate:  # a provider retry: answered the first time, never twice
+        return channel.render([])
+    if message.keyword_handled:  # Twilio's Advanced Opt-Out has already replied to the keyword
+        return channel.render([])
+    return channel.render(answer.replies)
+
+
+def _unknown_sender(rt, message: InboundMessage, now: datetime) -> list[str]:
+    """Keep the message for the operator and answer politely (once per provider message)."""
+    def store() -> int | None:
+        with rt.uow() as uow:
+            stored = uow.conversations.add_unmatched_inbound(
+                message.medium, message.text, message.provider_id, now)
+            uow.commit()
+            return stored
+
+    if retrying(store) is None:
+        return []
+    log.info("twilio inbound %s message from a number that belongs to no contact", message.medium)
+    return [_unknown_sender_reply()]
+
+
+@bp.post("/status")
+def status():
+    channel = TwilioMessagingChannel.from_app()
+    if not channel.verify(request):
+        return _forbidden()
+    report = channel.parse_status(request)
+    if report is None:
+        return Response(status=204)
+    rt = _runtime()
+    try:
+        retrying(lambda: _record_status(rt, report, rt.now()))
+    except Exception as exc:  # noqa: BLE001 - logged without personal data; Twilio sees a 500
+        _log_redacted("twilio status callback failed", exc)
+        return Response("error", status=500, mimetype="text/plain")
+    return Response(status=204)
+
+
+def _record_status(rt, report: StatusReport, now: datetime) -> None:
+    with rt.uow() as uow:
+        conv = uow.conversations
+        sent = conv.outbound_by_provider_id(report.provider_id)
+        if sent is None:
+            log.info("twilio status %s for a message we do not know", report.status)
+            return
+        if report.error_code == CARRIER_OPT_OUT and sent["contact_id"] is not None:
+            # Account, then thread, then messages: the lock order every writer keeps. The
+            # contact is read after the lock, so two reports cannot both record the opt-out.
+            uow.accounts.lock(sent["account_id"])
+            contact = conv.contact_by_id(sent["contact_id"])
+            if contact is not None and contact.opted_out_at is None:
+                _opt_out_by_carrier(conv, contact, sent["channel"], now)
+        sent = conv.outbound_by_provider_id(report.provider_id, lock=True)
+        if advances(sent["delivery_status"], report.status):
+            conv.set_delivery_status(sent["id"], report.status, report.error_code)
+        uow.commit()
+
+
+def _opt_out_by_carrier(conv, contact, channel: str, now: datetime) -> None:
+    """Twilio error 21610: the carrier has the buyer unsubscribed (a STOP we may never have
+    seen). Recorded as a STOP would be: a consent event and the contact's live thread closed."""
+    thread = conv.thread_for_contact(contact)
+    if thread is not None and thread.contact_id == contact.id and \
+            (ThreadState(thread.state), ThreadEvent.OPT_OUT) in TRANSITIONS:
+        state = transition(ThreadState(thread.state), ThreadEvent.OPT_OUT)
+        conv.save_thread(replace(thread, state=str(state)), now)
+    conv.record_consent(contact.id, "revoke", channel, "carrier", now)
+    log.info("carrier opt-out (21610) recorded for contact %s", contact.external_id)

@@ -1,0 +1,74 @@
+"""The sandbox phone: without Twilio, openings are stored and shown on a local page, and replies
+typed there go through the same signed /twilio/messaging path as production."""
+
+from __future__ import annotations
+
+import pytest
+
+from app import ConfigError, create_app
+from tests.conftest import Api
+from tests.e2e.helpers import ago, batch, contact, event
+
+ACME, DANA = "acme", "acme-dana"
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app(CONTROL_SHARE="0", BUSINESS_NAME="Acme Billing")
+
+
+def setup(app):
+    api = Api(app.test_client())
+    api.put(f"/accounts/{ACME}", json={
+        "name": "Acme", "plan": "starter", "timezone": "America/Chicago", "billing_day": 5,
+        "contacts": [contact(DANA, name="Dana", role="billing", phone="+13125550142")]})
+    events = [event(f"m{i}", ACME, "messages", 600, ago(days=7 - i)) for i in range(8)]
+    assert api.post("/usage", json=batch(*events)).status_code == 200
+    return api
+
+
+def jobs(app):
+    result = app.test_cli_runner().invoke(args=["jobs", "run"])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_the_opening_appears_on_the_sandbox_phone_once_the_jobs_run(app):
+    setup(app)
+    client = app.test_client()
+    waiting = client.get("/sandbox/phone").get_data(as_text=True)
+    assert 'data-status="queued"' in waiting  # in the outbox, shown as waiting
+    assert "messages: 1 sent" in jobs(app)
+    page = client.get("/sandbox/phone").get_data(as_text=True)
+    assert "$529.00" in page and 'data-status="sent"' in page and 'data-status="queued"' not in page
+
+
+def test_a_reply_typed_on_the_sandbox_phone_advances_the_thread(app):
+    api = setup(app)
+    jobs(app)
+    client = app.test_client()
+    r = client.post("/sandbox/phone/send", data={"medium": "sms", "number": "+13125550142",
+                                                 "body": "how much would I be charged today?"})
+    assert r.status_code == 302
+    client.post("/sandbox/phone/send", data={"medium": "sms", "number": "+13125550142",
+                                             "body": "yes"})
+    thread = api.get(f"/accounts/{ACME}/thread").get_json()
+    assert thread["state"] == "awaiting_confirmation"
+    page = client.get("/sandbox/phone").get_data(as_text=True)
+    assert "$105.00" in page and "Reply CONFIRM" in page
+
+
+def test_the_sandbox_pages_exist_only_without_a_twilio_account(make_app):
+    app = make_app(TWILIO_ACCOUNT_SID="AC" + "1" * 32, TWILIO_AUTH_TOKEN="t",
+                   TWILIO_SMS_FROM="+15005550006", PUBLIC_BASE_URL="https://chat.example.com")
+    assert app.test_client().get("/sandbox/phone").status_code == 404
+
+
+@pytest.mark.parametrize("missing", ["TWILIO_AUTH_TOKEN", "TWILIO_SMS_FROM", "PUBLIC_BASE_URL"])
+def test_a_twilio_account_without_its_token_number_or_url_refuses_to_start(db_url, missing):
+    config = {"DATABASE_URL": db_url, "API_KEY": "k", "TWILIO_ACCOUNT_SID": "AC" + "1" * 32,
+              "TWILIO_AUTH_TOKEN": "t", "TWILIO_SMS_FROM": "+15005550006",
+              "PUBLIC_BASE_URL": "https://chat.example.com"}
+    config[missing] = None
+    with pytest.raises(ConfigError, match=missing):
+        create_app(config)

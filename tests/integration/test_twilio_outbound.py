@@ -1,0 +1,435 @@
+"""Outbound SMS and WhatsApp on real SQLite and PostgreSQL, through twilio's real Client against a
+local fake of Twilio's Messages API: consent at claim time, backoff, permanent errors, the
+WhatsApp window and templates, leases and concurrent dispatchers."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import event, select
+from sqlalchemy.orm import Session
+
+from channels.twilio_outbound import (DeliveryStats, MessageDispatcher, SandboxSender,
+                                      TwilioMessagingSender)
+from storage.delivery import claim_outbound, mark_retry
+from storage.models import AccountRow, ConsentEventRow, ContactRow, MessageRow, ThreadRow
+from tests.conftest import NOW, Api
+from tests.e2e.helpers import account, ago, batch, contact
+from tests.e2e.helpers import event as usage_event
+from tests.support.fake_twilio import HANG, serving, twilio_error
+
+PHONE = "+13125550142"  # Chicago
+WHATSAPP = "+447700900123"
+SMS_FROM = "+15005550006"
+WHATSAPP_FROM = "+14155238886"
+TEMPLATE = "HX" + "a" * 32
+CALLBACK = "https://chat.example.com/twilio/status"
+BASE_DELAY = timedelta(seconds=15)
+
+
+@pytest.fixture
+def fake():
+    with serving() as f:
+        yield f
+
+
+@pytest.fixture
+def dispatcher(engine, fake, clock):
+    """Build a dispatcher whose sender talks to the fake; keyword arguments override settings."""
+
+    def build(*, template: str | None = TEMPLATE, whatsapp_from: str | None = WHATSAPP_FROM,
+              sender=None, **settings):
+        if sender is None:
+            sender = TwilioMessagingSender(fake.client(timeout=0.5), sms_from=SMS_FROM,
+                                           whatsapp_from=whatsapp_from,
+                                           status_callback_url=CALLBACK,
+                                           whatsapp_template_sid=template)
+        return MessageDispatcher(engine, sender, clock, **{"base_delay": BASE_DELAY, **settings})
+
+    return build
+
+
+# --- rows, set up directly ---------------------------------------------------------------------
+
+def seed(engine, *, phone: str | None = PHONE, whatsapp: str | None = None,
+         whatsapp_opt_in: bool = False, whatsapp_inbound_at=None, state: str = "offered",
+         name: str = "acme") -> tuple[int, int]:
+    """An account with one billing contact and a live thread to Growth: (contact id, thread id)."""
+    with Session(engine) as s, s.begin():
+        acct = AccountRow(external_id=name, name="Acme", plan="starter", vertical="generic",
+                          timezone="America/Chicago", billing_day=5,
+                          plan_since=NOW - timedelta(days=90), open_escalations=0,
+                          created_at=NOW, updated_at=NOW)
+        s.add(acct)
+        s.flush()
+        opt_in = NOW - timedelta(days=30) if whatsapp_opt_in else None
+        person = ContactRow(account_id=acct.id, external_id=f"{name}-dana", position=0,
+                            role="billing", phone=phone, whatsapp=whatsapp,
+                            whatsapp_opt_in_at=opt_in, whatsapp_inbound_at=whatsapp_inbound_at)
+        s.add(person)
+        s.flush()
+        thread = ThreadRow(account_id=acct.id, contact_id=person.id, current_plan="starter",
+                           target_plan="growth", direction="up", state=state, last_channel="sms",
+                           opened_at=NOW, updated_at=NOW)
+        s.add(thread)
+        s.flush()
+        return person.id, thread.id
+
+
+def queue(engine, contact_id: int, thread_id: int | None, body: str, *, channel: str = "sms",
+          kind: str = "opening", not_before=None) -> int:
+    with Session(engine) as s, s.begin():
+        row = MessageRow(thread_id=thread_id, contact_id=contact_id, channel=channel,
+                         direction="out", kind=kind, body=body, status="queued",
+                         not_before=not_before, at=NOW)
+        s.add(row)
+        s.flush()
+        return row.id
+
+
+def message(engine, message_id: int) -> MessageRow:
+    with Session(engine) as s:
+        return s.get(MessageRow, message_id)
+
+
+def thread_state(engine, thread_id: int) -> str:
+    with Session(engine) as s:
+        return s.get(ThreadRow, thread_id).state
+
+
+# --- rows, set up through the app ----------------------------------------------------------------
+
+def crossing(make_app, clock) -> Api:
+    """The §1 buyer (Starter, Chicago, Dana reachable by SMS) goes over 4,500 messages at the
+    clock's time; the app queues the opening on SMS."""
+    api = Api(make_app(CONTROL_SHARE="0").test_client())
+    body = account(plan="starter", timezone="America/Chicago", billing_day=5,
+                   contacts=[contact("acme-dana", name="Dana", role="billing", phone=PHONE)])
+    assert api.put("/accounts/acme", json=body).status_code == 201
+    events = [usage_event(f"m{i}", "acme", "messages", 600, ago(clock.now, days=7 - i))
+              for i in range(8)]
+    r = api.post("/usage", json=batch(*events))
+    assert r.status_code == 200, r.get_json()
+    return api
+
+
+def the_opening(api: Api) -> dict:
+    [opening] = [m for m in api.get("/accounts/acme/thread").get_json()["messages"]
+                 if m["kind"] == "opening"]
+    return opening
+
+
+def opening_row(engine) -> MessageRow:
+    with Session(engine) as s:
+        return s.scalars(select(MessageRow).where(MessageRow.kind == "opening")).one()
+
+
+# --- SMS -----------------------------------------------------------------------------------------
+
+def test_a_queued_sms_opening_goes_to_twilio_with_its_number_sender_and_text(
+        engine, make_app, clock, fake, dispatcher):
+    api = crossing(make_app, clock)
+    body = the_opening(api)["body"]
+    assert api.get("/accounts/acme/thread").get_json()["state"] == "open"  # not sent yet
+
+    assert dispatcher().dispatch_due() == DeliveryStats(sent=1)
+    assert api.get("/accounts/acme/thread").get_json()["state"] == "offered"
+
+    [sent] = fake.requests
+    assert sent.authorized and sent.account_sid == fake.account_sid
+    assert (sent.to, sent.from_, sent.body) == (PHONE, SMS_FROM, body)
+    assert sent.status_callback == CALLBACK and sent.content_sid is None
+    row = opening_row(engine)
+    assert (row.status, row.delivery_status, row.sent_at) == ("sent", "queued", NOW)
+    assert row.attempts == 1
+    assert row.provider_id.startswith("SM") and len(row.provider_id) == 34
+    assert api.get("/accounts/acme/thread").get_json()["state"] == "offered"  # was offered already
+    assert dispatcher().dispatch_due() == DeliveryStats()
+    assert fake.count() == 1
+
+
+def test_a_deferred_opening_is_not_sent_before_it_is_due_and_then_offers_the_thread(
+        engine, make_app, clock, fake, dispatcher):
+    clock.now = NOW - timedelta(hours=12)  # 21:00 in Chicago: quiet hours defer the opening
+    api = crossing(make_app, clock)
+    not_before = opening_row(engine).not_before
+    assert not_before is not None and not_before > clock.now
+    assert api.get("/accounts/acme/thread").get_json()["state"] == "open"
+
+    assert dispatcher().dispatch_due() == DeliveryStats()
+    clock.now = not_before - timedelta(seconds=1)
+    assert dispatcher().dispatch_due() == DeliveryStats()
+    assert fake.count() == 0
+
+    clock.now = not_before
+    assert dispatcher().dispatch_due() == DeliveryStats(sent=1)
+    assert [r.to for r in fake.requests] == [PHONE]
+    assert api.get("/accounts/acme/thread").get_json()["state"] == "offered"
+
+
+def test_a_queued_reply_in_an_open_thread_is_sent_without_moving_the_thread(
+        engine, fake, dispatcher):
+    contact_id, thread_id = seed(engine, state="open")
+    queue(engine, contact_id, thread_id, "A reply.", kind="reply")
+    assert dispatcher().dispatch_due() == DeliveryStats(sent=1)
+    assert thread_state(engine, thread_id) == "open"
+
+
+def test_two_server_errors_then_success_send_once_and_the_retries_wait_their_backoff(
+        engine, clock, fake, dispatcher):
+    contact_id, thread_id = seed(engine)
+    msg_id = queue(engine, contact_id, thread_id, "Growth would save you $30.00.")
+    fake.answer(500, 503)
+    d = dispatcher()
+
+    assert d.dispatch_due() == DeliveryStats(retried=1)
+    row = message(engine, msg_id)
+    assert (row.status, row.attempts, row.next_attempt_at) == ("queued", 1, NOW + BASE_DELAY)
+    assert row.last_error == "twilio error 20500 (HTTP 500)"
+    clock.now = NOW + BASE_DELAY - timedelta(seconds=1)
+    assert d.dispatch_due() == DeliveryStats() and fake.count() == 1
+
+    clock.now = NOW + BASE_DELAY
+    assert d.dispatch_due() == DeliveryStats(retried=1)
+    second_try = clock.now + 2 * BASE_DELAY  # doubled
+    assert message(engine, msg_id).next_attempt_at == second_try
+    clock.now = second_try - timedelta(seconds=1)
+    assert d.dispatch_due() == DeliveryStats() and fake.count() == 2
+
+    clock.now = second_try
+    assert d.dispatch_due() == DeliveryStats(sent=1)
+    assert fake.bodies() == {"Growth would save you $30.00.": 3}
+    row = message(engine, msg_id)
+    assert (row.status, row.attempts, row.last_error) == ("sent", 3, None)
+    clock.now += timedelta(hours=1)
+    assert d.dispatch_due() == DeliveryStats() and fake.count() == 3
+
+
+def test_a_message_that_keeps_failing_fails_for_good_after_max_attempts(
+        engine, clock, fake, dispatcher):
+    contact_id, thread_id = seed(engine)
+    msg_id = queue(engine, contact_id, thread_id, "Hello")
+    fake.answer(500, 429, 500)
+    d = dispatcher(max_attempts=3)
+    assert d.dispatch_due() == DeliveryStats(retried=1)
+    clock.now += timedelta(minutes=1)
+    assert d.dispatch_due() == DeliveryStats(retried=1)  # 429: too many requests, try later
+    clock.now += timedelta(minutes=1)
+    assert d.dispatch_due() == DeliveryStats(failed=1)
+    assert (message(engine, msg_id).status, fake.count()) == ("failed", 3)
+
+
+def test_a_timeout_is_retried_and_the_message_then_sent(engine, clock, fake, dispatcher):
+    contact_id, thread_id = seed(engine)
+    msg_id = queue(engine, contact_id, thread_id, "Hello")
+    fake.answer(HANG)
+    d = dispatcher()
+    assert d.dispatch_due() == DeliveryStats(retried=1)
+    assert message(engine, msg_id).last_error == "ReadTimeout"
+    clock.now += BASE_DELAY
+    assert d.dispatch_due() == DeliveryStats(sent=1)
+    assert fake.count() == 2
+
+
+def test_an_unsubscribed_recipient_fails_at_once_and_the_contact_is_opted_out(
+        engine, clock, fake, dispatcher):
+    contact_id, thread_id = seed(engine)
+    first = queue(engine, contact_id, thread_id, "The case.")
+    fake.answer(twilio_error(21610, message="Attempt to send to unsubscribed recipient"))
+    d = dispatcher()
+    assert d.dispatch_due() == DeliveryStats(failed=1)
+
+    row = message(engine, first)
+    assert row.status == "failed" and "21610" in row.last_error
+    with Session(engine) as s:
+        assert s.get(ContactRow, contact_id).opted_out_at == NOW
+        [consent] = s.scalars(select(ConsentEventRow)).all()
+        assert (consent.action, consent.channel, consent.source) == ("revoke", "sms", "carrier")
+    assert thread_state(engine, thread_id) == "opted_out"
+
+    later = queue(engine, contact_id, None, "Anything else.", kind="reply")
+    clock.now += timedelta(hours=1)
+    assert d.dispatch_due() == DeliveryStats(cancelled=1)
+    assert message(engine, later).status == "cancelled"
+    assert fake.count() == 1
+
+
+@pytest.mark.parametrize("answer, stats", [
+    (twilio_error(21211, message="The 'To' number is not a valid phone number."),
+     DeliveryStats(failed=1)),
+    (twilio_error(21602, message="Message body is required."), DeliveryStats(failed=1)),
+    (twilio_error(20429, status=429, message="Too Many Requests"), DeliveryStats(retried=1)),
+    (502, DeliveryStats(retried=1)),
+], ids=["invalid-number", "other-4xx", "429", "502"])
+def test_client_errors_fail_without_a_retry_and_server_errors_are_retried(
+        engine, clock, fake, dispatcher, answer, stats):
+    contact_id, thread_id = seed(engine)
+    msg_id = queue(engine, contact_id, thread_id, "Hello")
+    fake.answer(answer)
+    d = dispatcher()
+    assert d.dispatch_due() == stats
+    clock.now += timedelta(hours=1)
+    d.dispatch_due()
+    expected = ("failed", 1) if stats.failed else ("sent", 2)
+    assert (message(engine, msg_id).status, fake.count()) == expected
+
+
+def test_a_stop_after_the_prompt_was_queued_cancels_it_and_nothing_reaches_twilio(
+        engine, make_app, clock, fake, dispatcher):
+    clock.now = NOW - timedelta(hours=12)  # deferred to the morning by quiet hours
+    api = crossing(make_app, clock)
+    r = api.post("/conversations/acme-dana/messages",
+                 json={"channel": "sms", "text": "STOP", "id": "SM-stop"})
+    assert r.status_code == 200 and r.get_json()["state"] == "opted_out"
+    clock.now = opening_row(engine).not_before
+
+    assert dispatcher().dispatch_due() == DeliveryStats(cancelled=1)
+    assert fake.count() == 0
+    row = opening_row(engine)
+    assert (row.status, row.last_error, row.provider_id) == ("cancelled", "opted out", None)
+
+
+def test_an_opening_whose_thread_closed_meanwhile_is_cancelled(engine, fake, dispatcher):
+    contact_id, thread_id = seed(engine, state="escalated")
+    msg_id = queue(engine, contact_id, thread_id, "The case.")
+    assert dispatcher().dispatch_due() == DeliveryStats(cancelled=1)
+    assert (message(engine, msg_id).last_error, fake.count()) == ("thread closed", 0)
+
+
+def test_the_sandbox_sender_marks_messages_sent_without_any_request(engine, fake, dispatcher):
+    contact_id, thread_id = seed(engine, state="open")
+    msg_id = queue(engine, contact_id, thread_id, "The case.")
+    assert dispatcher(sender=SandboxSender()).dispatch_due() == DeliveryStats(sent=1)
+    row = message(engine, msg_id)
+    assert row.status == "sent" and row.provider_id.startswith("SB") and len(row.provider_id) == 34
+    assert thread_state(engine, thread_id) == "offered"
+    assert fake.count() == 0
+
+
+# --- WhatsApp ------------------------------------------------------------------------------------
+
+def test_whatsapp_inside_the_24_hour_window_goes_as_free_text(engine, fake, dispatcher):
+    contact_id, thread_id = seed(engine, whatsapp=WHATSAPP, whatsapp_opt_in=True,
+                                 whatsapp_inbound_at=NOW - timedelta(hours=23))
+    queue(engine, contact_id, thread_id, "Growth unlocks workflows.", channel="whatsapp")
+    assert dispatcher().dispatch_due() == DeliveryStats(sent=1)
+    [sent] = fake.requests
+    assert (sent.to, sent.from_) == (f"whatsapp:{WHATSAPP}", f"whatsapp:{WHATSAPP_FROM}")
+    assert (sent.body, sent.content_sid, sent.content_variables) == (
+        "Growth unlocks workflows.", None, None)
+
+
+def test_whatsapp_outside_the_window_goes_as_the_approved_template(engine, fake, dispatcher):
+    contact_id, thread_id = seed(engine, whatsapp=WHATSAPP, whatsapp_opt_in=True,
+                                 whatsapp_inbound_at=NOW - timedelta(hours=25))
+    queue(engine, contact_id, thread_id, "Growth unlocks\nworkflows.", channel="whatsapp")
+    assert dispatcher().dispatch_due() == DeliveryStats(sent=1)
+    [sent] = fake.requests
+    assert sent.to == f"whatsapp:{WHATSAPP}" and sent.body is None
+    assert sent.content_sid == TEMPLATE
+    assert json.loads(sent.content_variables) == {"1": "Growth unlocks workflows."}
+
+
+def test_whatsapp_outside_the_window_without_a_template_fails_and_sends_nothing(
+        engine, clock, fake, dispatcher):
+    contact_id, thread_id = seed(engine, whatsapp=WHATSAPP, whatsapp_opt_in=True)  # never wrote
+    msg_id = queue(engine, contact_id, thread_id, "The case.", channel="whatsapp")
+    d = dispatcher(template=None)
+    assert d.dispatch_due() == DeliveryStats(failed=1)
+    assert "no approved WhatsApp template" in message(engine, msg_id).last_error
+    clock.now += timedelta(hours=1)
+    assert d.dispatch_due() == DeliveryStats()
+    assert fake.count() == 0
+
+
+def test_whatsapp_without_an_opt_in_is_cancelled(engine, fake, dispatcher):
+    contact_id, thread_id = seed(engine, whatsapp=WHATSAPP, whatsapp_opt_in=False,
+                                 whatsapp_inbound_at=NOW - timedelta(hours=1))
+    msg_id = queue(engine, contact_id, thread_id, "The case.", channel="whatsapp")
+    assert dispatcher().dispatch_due() == DeliveryStats(cancelled=1)
+    assert (message(engine, msg_id).last_error, fake.count()) == ("no whatsapp opt-in", 0)
+
+
+def test_a_dispatcher_leaves_channels_it_was_not_given(engine, fake, dispatcher):
+    contact_id, thread_id = seed(engine, whatsapp=WHATSAPP, whatsapp_opt_in=True)
+    web = queue(engine, contact_id, thread_id, "On the web.", channel="web")
+    wa = queue(engine, contact_id, thread_id, "On WhatsApp.", channel="whatsapp", kind="reply")
+    assert dispatcher(channels={"sms"}).dispatch_due() == DeliveryStats()
+    assert {message(engine, web).status, message(engine, wa).status} == {"queued"}
+
+
+# --- leases and concurrency ----------------------------------------------------------------------
+
+def test_a_late_outcome_after_the_lease_was_taken_over_is_not_recorded(engine):
+    contact_id, thread_id = seed(engine)
+    msg_id = queue(engine, contact_id, thread_id, "Hello")
+    [first] = claim_outbound(engine, {"sms"}, NOW, lease=timedelta(minutes=5))
+    assert claim_outbound(engine, {"sms"}, NOW + timedelta(minutes=1)) == []  # leased
+    [second] = claim_outbound(engine, {"sms"}, NOW + timedelta(minutes=5))
+    assert second.attempts == 2 and second.lease_until != first.lease_until
+
+    assert mark_retry(engine, msg_id, "late", NOW + timedelta(hours=1),
+                      lease_until=first.lease_until) is False
+    assert message(engine, msg_id).next_attempt_at == second.lease_until
+
+
+def test_two_dispatchers_at_once_send_each_of_20_messages_exactly_once(
+        engine, fake, dispatcher):
+    contact_id, thread_id = seed(engine)
+    for i in range(20):
+        queue(engine, contact_id, thread_id, f"message {i}", kind="reply")
+    totals: list[DeliveryStats] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    @event.listens_for(engine, "after_cursor_execute")
+    def linger_after_claiming(conn, cursor, statement, parameters, context, executemany):
+        # Widen the gap between selecting due messages and leasing them, so the other
+        # dispatcher's claim runs inside it: a claim that did not lock its rows would double-send.
+        if statement.startswith("SELECT") and "ORDER BY messages.id" in statement:
+            time.sleep(0.02)
+
+    def run(d):
+        try:
+            start.wait()
+            while (stats := d.dispatch_due(limit=3)) != DeliveryStats():
+                totals.append(stats)
+        except BaseException as exc:  # surfaced below, not lost in the thread
+            errors.append(exc)
+
+    workers = [threading.Thread(target=run, args=(dispatcher(),)) for _ in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(30)
+    assert not errors
+    assert sum(s.sent for s in totals) == 20
+    assert fake.bodies() == {f"message {i}": 1 for i in range(20)}
+    with Session(engine) as s:
+        rows = s.scalars(select(MessageRow).where(MessageRow.direction == "out")).all()
+        assert {(r.status, r.attempts) for r in rows} == {("sent", 1)}
+        assert len({r.provider_id for r in rows}) == 20
+
+
+def test_logs_carry_ids_and_codes_never_bodies_or_numbers(engine, clock, fake, dispatcher,
+                                                          caplog):
+    contact_id, thread_id = seed(engine)
+    queue(engine, contact_id, thread_id, "Secret figures $529.00")
+    queue(engine, contact_id, thread_id, "Second secret", kind="reply")
+    fake.answer(twilio_error(21211, message=f"The 'To' number {PHONE} is not a valid number."), 500)
+    caplog.set_level(logging.DEBUG, logger="channels.twilio_outbound")
+    caplog.set_level(logging.DEBUG, logger="storage.delivery")
+    dispatcher().dispatch_due()
+    clock.now += timedelta(minutes=1)
+    dispatcher().dispatch_due()
+    text = caplog.text
+    assert "21211" in text and "20500" in text
+    for secret in (PHONE, PHONE[2:], "Secret", "$529.00"):
+        assert secret not in text
+    with Session(engine) as s:
+        assert all(PHONE[2:] not in (r.last_error or "") for r in s.scalars(select(MessageRow)))

@@ -1,0 +1,229 @@
+"""A real local HTTP server standing in for Twilio's Messages API in tests.
+
+It implements `POST /2010-04-01/Accounts/{AccountSid}/Messages.json` as far as twilio's `Client`
+needs: HTTP Basic auth with the account SID, the form body parsed, every request recorded, and
+answers from a script — a created message resource (201, the default), a Twilio error JSON with
+its HTTP status, a plain 5xx, or HANG (no answer until well past the client's timeout).
+
+`FakeTwilioHttpClient` is twilio's own HTTP client with every request's scheme and host rewritten
+to the fake's (https://api.twilio.com -> http://127.0.0.1:<port>) and a short timeout, so
+
+    client = twilio.rest.Client(fake.account_sid, fake.auth_token,
+                                http_client=FakeTwilioHttpClient(fake.base_url, timeout=0.5))
+
+goes through the real library, requests and a socket to the fake.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.utils import format_datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit, urlunsplit
+
+from twilio.http.http_client import TwilioHttpClient
+
+ACCOUNT_SID = "AC" + "0" * 32
+AUTH_TOKEN = "token"
+HANG = "hang"
+HANG_SECONDS = 3.0  # far past any test client's timeout; the server's stop ends it early
+
+
+@dataclass(frozen=True)
+class TwilioError:
+    """A scripted Twilio error: its code, HTTP status and message."""
+
+    code: int
+    status: int = 400
+    message: str = "error"
+
+
+def twilio_error(code: int, status: int = 400, message: str | None = None) -> TwilioError:
+    return TwilioError(code, status, message or f"Twilio error {code}")
+
+
+@dataclass(frozen=True)
+class SentRequest:
+    """One request to the Messages resource, as the fake received it."""
+
+    account_sid: str
+    to: str | None
+    from_: str | None
+    body: str | None
+    content_sid: str | None
+    content_variables: str | None
+    status_callback: str | None
+    form: dict[str, str]
+    authorized: bool
+
+
+class FakeTwilio:
+    """Records every Messages request and answers from a script (then 201 Created)."""
+
+    def __init__(self, account_sid: str = ACCOUNT_SID, auth_token: str = AUTH_TOKEN) -> None:
+        self.account_sid = account_sid
+        self.auth_token = auth_token
+        self.base_url = ""
+        self.requests: list[SentRequest] = []
+        self.stopping = threading.Event()
+        self._script: list[int | TwilioError | str] = []
+        self._lock = threading.Lock()
+
+    def answer(self, *responses: int | TwilioError | str) -> None:
+        """Queue answers for the next requests: an HTTP status (201 creates, others are a
+        Twilio-shaped error of that status), a TwilioError, or HANG."""
+        with self._lock:
+            self._script.extend(responses)
+
+    def take(self, request: SentRequest) -> int | TwilioError | str:
+        with self._lock:
+            self.requests.append(request)
+            return self._script.pop(0) if self._script else 201
+
+    def bodies(self) -> Counter:
+        """How many requests carried each body (template sends count under their variables)."""
+        with self._lock:
+            return Counter(r.body if r.body is not None else r.content_variables
+                           for r in self.requests)
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self.requests)
+
+    def client(self, timeout: float = 0.5):
+        """A real twilio Client talking to this fake."""
+        from twilio.rest import Client
+
+        return Client(self.account_sid, self.auth_token,
+                      http_client=FakeTwilioHttpClient(self.base_url, timeout=timeout))
+
+
+def _rfc2822(moment: datetime) -> str:
+    return format_datetime(moment, usegmt=True)
+
+
+def _message_resource(account_sid: str, form: dict[str, str]) -> dict:
+    """A Message resource as Twilio answers a create: what MessageInstance reads."""
+    sid = "SM" + uuid.uuid4().hex
+    now = _rfc2822(datetime.now(timezone.utc))
+    return {
+        "account_sid": account_sid,
+        "api_version": "2010-04-01",
+        "body": form.get("Body", ""),
+        "date_created": now,
+        "date_sent": None,
+        "date_updated": now,
+        "direction": "outbound-api",
+        "error_code": None,
+        "error_message": None,
+        "from": form.get("From"),
+        "messaging_service_sid": form.get("MessagingServiceSid"),
+        "num_media": "0",
+        "num_segments": "1",
+        "price": None,
+        "price_unit": "USD",
+        "sid": sid,
+        "status": "queued",
+        "subresource_uris": {
+            "media": f"/2010-04-01/Accounts/{account_sid}/Messages/{sid}/Media.json"},
+        "to": form.get("To"),
+        "uri": f"/2010-04-01/Accounts/{account_sid}/Messages/{sid}.json",
+    }
+
+
+def _error_body(code: int, status: int, message: str) -> dict:
+    return {"code": code, "message": message,
+            "more_info": f"https://www.twilio.com/docs/errors/{code}", "status": status}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as Twilio's API does
+
+    def do_POST(self) -> None:
+        fake: FakeTwilio = self.server.fake
+        length = int(self.headers.get("Content-Length", "0"))
+        raw = self.rfile.read(length).decode("utf-8")
+        parts = urlsplit(self.path).path.split("/")  # '', 2010-04-01, Accounts, sid, Messages.json
+        if len(parts) != 5 or parts[1:3] != ["2010-04-01", "Accounts"] \
+                or parts[4] != "Messages.json":
+            return self._reply(404, _error_body(20404, 404, "The requested resource was not found"))
+        account_sid = parts[3]
+        form = {k: v[0] for k, v in parse_qs(raw, keep_blank_values=True).items()}
+        authorized = self._authorized(fake, account_sid)
+        response = fake.take(SentRequest(
+            account_sid=account_sid, to=form.get("To"), from_=form.get("From"),
+            body=form.get("Body"), content_sid=form.get("ContentSid"),
+            content_variables=form.get("ContentVariables"),
+            status_callback=form.get("StatusCallback"), form=form, authorized=authorized))
+        if not authorized:
+            return self._reply(401, _error_body(20003, 401, "Authenticate"))
+        if response == HANG:
+            fake.stopping.wait(HANG_SECONDS)
+            response = 201  # Twilio did create it; the client stopped waiting long ago
+        if isinstance(response, TwilioError):
+            return self._reply(response.status,
+                               _error_body(response.code, response.status, response.message))
+        if response == 201:
+            return self._reply(201, _message_resource(account_sid, form))
+        return self._reply(response, _error_body(20500 if response >= 500 else response, response,
+                                                 f"HTTP {response}"))
+
+    def _authorized(self, fake: FakeTwilio, account_sid: str) -> bool:
+        expected = base64.b64encode(f"{fake.account_sid}:{fake.auth_token}".encode()).decode()
+        return (account_sid == fake.account_sid
+                and self.headers.get("Authorization", "") == f"Basic {expected}")
+
+    def _reply(self, status: int, payload: dict) -> None:
+        data = json.dumps(payload).encode("utf-8")
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        except OSError:
+            pass  # the client gave up waiting (the hang case)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+class FakeTwilioHttpClient(TwilioHttpClient):
+    """twilio's HTTP client, sending every request to `base_url` instead of Twilio's hosts."""
+
+    def __init__(self, base_url: str, timeout: float = 0.5, **kwargs) -> None:
+        super().__init__(timeout=timeout, **kwargs)
+        target = urlsplit(base_url)
+        self._scheme, self._netloc = target.scheme, target.netloc
+
+    def request(self, method, url, *args, **kwargs):
+        parts = urlsplit(url)
+        url = urlunsplit((self._scheme, self._netloc, parts.path, parts.query, parts.fragment))
+        return super().request(method, url, *args, **kwargs)
+
+
+@contextmanager
+def serving(account_sid: str = ACCOUNT_SID, auth_token: str = AUTH_TOKEN) -> Iterator[FakeTwilio]:
+    """Run a fake Twilio on 127.0.0.1 for the block; usable as a pytest fixture's body."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server.daemon_threads = True
+    server.fake = FakeTwilio(account_sid, auth_token)
+    server.fake.base_url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)
+    thread.start()
+    try:
+        yield server.fake
+    finally:
+        server.fake.stopping.set()  # ends any hang at once
+        server.shutdown()
+        server.server_close()
+        thread.join()
