@@ -70,6 +70,7 @@ DEFAULTS: dict[str, Any] = {
     "TWILIO_WHATSAPP_TEMPLATE_SID": None,  # approved template for WhatsApp outside 24 hours
     "PUBLIC_BASE_URL": None,  # the URL Twilio calls us at (signatures are over it)
     "TWILIO_WEBHOOK_SHARED_KEY_SECRET": None,  # Twilio's SharedKey webhook signing, if used
+    "SPOOL_DIR": None,  # where inbound webhooks wait while the database is down (instance/spool)
     "PORT": 5000,  # the embedded server's port (scripts/serve)
     "MAX_CONTENT_LENGTH": 8 * 1024 * 1024,  # bytes per request body; larger is a 413
     "CLOCK": None,  # tests only: a callable returning an aware datetime

@@ -13,6 +13,8 @@ from flask.cli import AppGroup
 from core import engine, services
 from core.errors import DomainError
 from channels.inputs import parse_events
+from channels.spool import Spool
+from channels.twilio_messaging import replay_spool
 from storage import migrate
 
 CSV_COLUMNS = ("id", "account", "metric", "quantity", "at")
@@ -135,7 +137,9 @@ def jobs_run() -> None:
 
 
 def run_jobs(rt) -> str:
-    """One pass of every periodic job; what the scheduler runs."""
+    """One pass of every periodic job; what the scheduler runs. The inbound spool first: its
+    replies are queued, and go out with the dispatchers below in the same pass."""
+    spool = replay_spool(rt, Spool.for_app(current_app))
     stats = rt.dispatcher.dispatch_due() if rt.dispatcher else None
     delivered = rt.messages.dispatch_due() if rt.messages else None
     applied = engine.apply_due_plan_changes(rt.uow(), rt.now())
@@ -143,7 +147,10 @@ def run_jobs(rt) -> str:
     sent = f"{stats.sent} sent, {stats.retried} to retry, {stats.failed} failed" if stats else "off"
     messages = (f"{delivered.sent} sent, {delivered.retried} to retry, {delivered.failed} failed, "
                 f"{delivered.cancelled} cancelled") if delivered else "off"
-    return (f"outbox: {sent}; messages: {messages}; plan changes applied: {applied}; "
+    spooled = f"spool: {spool.replayed} replayed" + (
+        f", {spool.failed_left} waiting" if spool.failed_left else "") + (
+        f", {spool.rejected} set aside" if spool.rejected else "")
+    return (f"{spooled}; outbox: {sent}; messages: {messages}; plan changes applied: {applied}; "
             f"threads expired: {expired}")
 
 

@@ -31,6 +31,7 @@ from core.accounts import normalize_phone
 from core.conversation import TRANSITIONS, ThreadEvent, ThreadState, transition
 from core.errors import DomainError
 from core.retry import retrying
+from channels.spool import ReplayStats, Spool, database_unreachable, replies_queued
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +220,7 @@ def _fallback_reply() -> str:
 def messaging():
     channel = TwilioMessagingChannel.from_app()
     if not channel.verify(request):
-        return _forbidden()
+        return _forbidden()  # before anything else: a forged request is never spooled either
     try:
         return _answer(channel)
     except Exception as exc:  # noqa: BLE001 - Twilio always gets valid TwiML, never a stack trace
@@ -235,17 +236,75 @@ def _answer(channel: TwilioMessagingChannel) -> Response:
         log.warning("twilio inbound %s message from an unreadable sender address", exc.args[0])
         return channel.render([_unknown_sender_reply()])
     now = rt.now()
+    try:
+        replies = process_inbound(rt, message, now)
+    except Exception as exc:
+        if not database_unreachable(exc):
+            raise
+        # Twilio does not retry after an answer, not even a 5xx: keep the message on disk and
+        # answer nothing now; the replies go out from the outbox once the spool is replayed.
+        # A spool that cannot be written raises here, and the buyer gets the fallback reply.
+        path = Spool.for_app(current_app).write(spool_entry(message, now))
+        log.warning("twilio inbound %s message spooled as %s: database unreachable (%s)",
+                    message.medium, path.name, type(exc).__name__)
+        return channel.render([])
+    return channel.render(replies)
+
+
+def process_inbound(rt, message: InboundMessage, now: datetime | None = None, *,
+                    replayed: bool = False) -> list[str]:
+    """One buyer message through the engine (deduped on contact, channel and provider id); the
+    replies to answer with. Live traffic and the spool's replay both come through here.
+
+    Live, the replies go back in the TwiML answer (the engine stores them as sent). Replayed,
+    there is no answer to put them in: the engine's new reply rows are stored queued instead,
+    in the same transaction, and the outbound dispatcher sends them.
+    """
+    now = now or rt.now()
     with rt.uow(read_only=True) as uow:
         contact = uow.conversations.contact_by_address(message.medium, message.address)
     if contact is None:
-        return channel.render(_unknown_sender(rt, message, now))
-    answer = engine.handle_message(rt.uow(), rt.catalog, rt.conversation, contact.external_id,
+        replies = _unknown_sender(rt, message, now)
+        if replayed and replies:  # no contact to queue an answer for: the operator has it
+            log.info("replayed %s message from a number that belongs to no contact: kept, "
+                     "not answered", message.medium)
+        return replies
+    # Twilio's Advanced Opt-Out already replied to a keyword: its replies are never sent.
+    uow = replies_queued(rt.uow()) if replayed and not message.keyword_handled else rt.uow()
+    answer = engine.handle_message(uow, rt.catalog, rt.conversation, contact.external_id,
                                    message.medium, message.text, message.provider_id, now)
     if answer.duplicate:  # a provider retry: answered the first time, never twice
-        return channel.render([])
+        return []
     if message.keyword_handled:  # Twilio's Advanced Opt-Out has already replied to the keyword
-        return channel.render([])
-    return channel.render(answer.replies)
+        return []
+    return list(answer.replies)
+
+
+# --- the spool: inbound messages kept while the database is unreachable -------------------------
+
+def spool_entry(message: InboundMessage, received_at: datetime) -> dict:
+    """A verified, parsed inbound message as the spool keeps it (JSON)."""
+    return {"v": 1, "medium": message.medium, "from": message.address, "body": message.text,
+            "provider_id": message.provider_id,
+            "opt_out_type": message.text if message.keyword_handled else None,
+            "received_at": received_at.isoformat()}
+
+
+def inbound_from_entry(entry: dict) -> InboundMessage:
+    opt_out = entry.get("opt_out_type")
+    return InboundMessage(str(entry["medium"]), str(entry["from"]), str(entry["body"]),
+                          entry.get("provider_id") or None, opt_out in OPT_OUT_TYPES)
+
+
+def replay_spool(rt, spool: Spool) -> ReplayStats:
+    """Process the spooled messages, oldest first, exactly as live ones (`process_inbound`, so
+    a message that did reach the database before is a duplicate and changes nothing); their
+    replies are queued for the dispatcher. Stops, keeping the rest, while the database is still
+    unreachable; an entry that fails any other way is set aside in the spool's rejected/."""
+    def handle(entry: dict) -> None:
+        process_inbound(rt, inbound_from_entry(entry), replayed=True)
+
+    return spool.replay(handle, retry_later=database_unreachable)
 
 
 def _unknown_sender(rt, message: InboundMessage, now: datetime) -> list[str]:

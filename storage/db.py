@@ -14,7 +14,10 @@ def make_engine(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         # hide_parameters: a database error must not print message bodies or numbers in logs.
-        return create_engine(url, pool_pre_ping=True, hide_parameters=True)
+        # connect_timeout: a database that drops packets must not hold a webhook for minutes
+        # (Twilio waits 15 s; the message is spooled instead).
+        return create_engine(url, pool_pre_ping=True, hide_parameters=True,
+                             connect_args={"connect_timeout": 5})
     engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False},
                            hide_parameters=True)
 

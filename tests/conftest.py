@@ -51,17 +51,31 @@ def sqlite_template(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def pg_admin_url():
-    """The admin URL of a PostgreSQL server for this test session (a throwaway cluster)."""
+def pg_server():
+    """(admin URL, Cluster) of the PostgreSQL server for this test session; the Cluster is None
+    when UPGRADE_CHAT_TEST_PG_URL names an existing server."""
     try:
         url, cluster = postgres.start_server()
     except postgres.Unavailable as exc:
         if os.environ.get("UPGRADE_CHAT_REQUIRE_POSTGRES") == "1":
             pytest.fail(f"PostgreSQL is required for this run but unavailable: {exc}")
         pytest.skip(f"PostgreSQL unavailable: {exc}")
-    yield url
+    yield url, cluster
     if cluster is not None:
         cluster.destroy()
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url(pg_server) -> str:
+    """The admin URL of a PostgreSQL server for this test session (a throwaway cluster)."""
+    return pg_server[0]
+
+
+@pytest.fixture(scope="session")
+def pg_cluster(pg_server):
+    """The session's throwaway cluster (postgres.Cluster), for tests that stop and start it;
+    None when UPGRADE_CHAT_TEST_PG_URL is used. It is shared: start it again in a `finally`."""
+    return pg_server[1]
 
 
 @pytest.fixture(scope="session")
@@ -103,7 +117,7 @@ def engine(db_url):
 
 
 @pytest.fixture
-def make_app(db_url, clock):
+def make_app(db_url, clock, tmp_path):
     """Build an app on this test's database; keyword arguments override config."""
     from app import create_app
 
@@ -111,7 +125,7 @@ def make_app(db_url, clock):
 
     def build(**config):
         settings = {"DATABASE_URL": db_url, "API_KEY": API_KEY, "CLOCK": clock,
-                    "AUTO_MIGRATE": False}
+                    "AUTO_MIGRATE": False, "SPOOL_DIR": str(tmp_path / "spool")}
         settings.update(config)
         app = create_app(settings)
         apps.append(app)

@@ -1,0 +1,314 @@
+"""A durable local spool for inbound requests the database could not take.
+
+Twilio retries an inbound webhook only when it cannot connect; any answer, a 5xx included, ends
+the delivery. So when the database is unreachable the webhook writes the (verified, parsed)
+message here and answers; `flask --app app jobs run` (the scheduler) replays the spool, oldest
+first, through the same processing as live traffic once the database is back.
+
+One JSON file per request, named `<time_ns, 20 digits>-<random>.json`, so the lexical order of
+the names is the arrival order. A file is written to a temporary name, flushed and fsynced, then
+renamed into place and the directory fsynced: an entry is either complete and durable or absent.
+An entry is deleted only after it was handled; a replay stops at the first entry whose failure
+may pass (the database still down), leaving it and every later one for the next run, so the
+order holds. An entry that can never be handled (unreadable, or a failure that is not about
+reaching the database) is moved aside to `rejected/` for the operator instead of blocking the
+rest.
+
+The files hold phone numbers and message bodies: they are private to the service's user (0600 in
+a 0700 folder), and neither is ever logged; the log names entries by file name only.
+
+Also here: `database_unreachable(exc)`, when to spool (and when a replay should wait), and
+`replies_queued(uow)`, how a replayed message's replies reach the outbound dispatcher.
+The folder is local: the web processes and the scheduler that replays it must share it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import exc as sa_exc
+
+try:
+    import psycopg
+except ImportError:  # pragma: no cover - SQLite-only installs
+    psycopg = None
+
+try:  # POSIX: one replay at a time per spool folder, across processes
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX
+    fcntl = None
+
+log = logging.getLogger(__name__)
+
+SUFFIX = ".json"
+TEMP_PREFIX = ".tmp-"  # a write in progress (never matched by pending())
+STALE_TEMP_SECONDS = 3600  # a temp file this old is a write that died: removed at replay
+REJECTED = "rejected"
+LOCK_FILE = ".replay.lock"
+# SQLite failures about reaching the file, not about the statement ("no such table" is a bug).
+SQLITE_UNREACHABLE = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_CANTOPEN", "SQLITE_IOERR",
+                      "SQLITE_FULL", "SQLITE_PROTOCOL")
+
+
+@dataclass(frozen=True)
+class ReplayStats:
+    """What one replay did: entries handled and deleted, entries left for the next run (the
+    first one failed, the database is presumably still down), entries moved to `rejected/`."""
+
+    replayed: int = 0
+    failed_left: int = 0
+    rejected: int = 0
+    busy: bool = False  # another process was replaying this spool: nothing was done
+
+
+class Spool:
+    """A folder of pending inbound requests, oldest first. Created on the first write."""
+
+    _last_ns = 0
+    _clock_lock = threading.Lock()
+
+    def __init__(self, directory: Path | str) -> None:
+        self.directory = Path(directory)
+
+    @classmethod
+    def for_app(cls, app) -> Spool:
+        """The app's spool: config SPOOL_DIR, default `<instance path>/spool`."""
+        configured = app.config.get("SPOOL_DIR")
+        return cls(Path(configured) if configured else Path(app.instance_path) / "spool")
+
+    # --- writing ----------------------------------------------------------------------------
+
+    def write(self, entry: dict) -> Path:
+        """Store one request durably; returns its file. Raises OSError when it cannot."""
+        self._ensure_directory()
+        data = json.dumps(entry, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        name = f"{self._next_ns():020d}-{uuid.uuid4().hex}{SUFFIX}"
+        final = self.directory / name
+        temp = self.directory / f"{TEMP_PREFIX}{name}.part"
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(temp, final)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+        self._fsync_directory()
+        return final
+
+    @classmethod
+    def _next_ns(cls) -> int:
+        """Wall-clock nanoseconds, strictly increasing within this process (names sort in the
+        order of the writes even when two land in the same tick)."""
+        with cls._clock_lock:
+            cls._last_ns = max(time.time_ns(), cls._last_ns + 1)
+            return cls._last_ns
+
+    def _ensure_directory(self) -> None:
+        if not self.directory.is_dir():
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            parent = os.open(self.directory.parent, os.O_RDONLY)
+            try:
+                os.fsync(parent)  # the new folder itself survives a crash
+            finally:
+                os.close(parent)
+
+    def _fsync_directory(self) -> None:
+        fd = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    # --- reading ----------------------------------------------------------------------------
+
+    def pending(self) -> list[Path]:
+        """The entries waiting, oldest first (no folder yet: none)."""
+        if not self.directory.is_dir():
+            return []
+        return sorted((p for p in self.directory.iterdir()
+                       if p.suffix == SUFFIX and not p.name.startswith(".") and p.is_file()),
+                      key=lambda p: p.name)
+
+    def replay(self, handle: Callable[[dict], object], *,
+               retry_later: Callable[[BaseException], bool] = lambda exc: True) -> ReplayStats:
+        """Hand each entry to `handle`, oldest first, deleting it once `handle` returns.
+
+        When `handle` raises and `retry_later(exc)` is true (the default: the database is still
+        down), the replay stops there and that entry and every later one wait for the next run.
+        An entry that is not valid JSON, or whose failure `retry_later` calls permanent, is
+        moved to `rejected/` and the replay goes on. Only one replay runs at a time per folder.
+        """
+        if not self.directory.is_dir():
+            return ReplayStats()
+        with self._replay_lock() as locked:
+            if not locked:
+                log.info("spool %s: another process is replaying it", self.directory)
+                return ReplayStats(busy=True)
+            self._remove_stale_temps()
+            entries = self.pending()
+            replayed = rejected = 0
+            for n, path in enumerate(entries):
+                try:
+                    entry = json.loads(path.read_bytes())
+                    if not isinstance(entry, dict):
+                        raise TypeError("a spool entry is a JSON object")
+                except FileNotFoundError:
+                    continue  # taken meanwhile (a replay without the lock)
+                except (ValueError, TypeError):  # not JSON (or not UTF-8), not an object
+                    log.error("spool entry %s is unreadable; moved to %s/", path.name, REJECTED)
+                    self._reject(path)
+                    rejected += 1
+                    continue
+                try:
+                    handle(entry)
+                except Exception as exc:  # noqa: BLE001 - the kind decides; the text may be personal
+                    if retry_later(exc):
+                        left = len(entries) - n
+                        log.warning("spool replay stopped at %s (%s); %d entries wait for the "
+                                    "next run", path.name, type(exc).__name__, left)
+                        return ReplayStats(replayed, left, rejected)
+                    log.error("spool entry %s failed (%s) and will not succeed later; moved to "
+                              "%s/", path.name, type(exc).__name__, REJECTED)
+                    self._reject(path)
+                    rejected += 1
+                    continue
+                path.unlink(missing_ok=True)
+                replayed += 1
+            if replayed:
+                log.info("spool: %d entries replayed", replayed)
+            return ReplayStats(replayed, 0, rejected)
+
+    def _reject(self, path: Path) -> None:
+        target = self.directory / REJECTED
+        target.mkdir(mode=0o700, exist_ok=True)
+        try:
+            os.replace(path, target / path.name)
+        except FileNotFoundError:
+            pass
+
+    def _remove_stale_temps(self) -> None:
+        cutoff = time.time() - STALE_TEMP_SECONDS
+        for p in self.directory.glob(f"{TEMP_PREFIX}*"):
+            try:
+                if p.stat().st_mtime < cutoff:
+                    p.unlink()
+            except FileNotFoundError:
+                pass
+
+    def _replay_lock(self):
+        return _FolderLock(self.directory / LOCK_FILE)
+
+
+class _FolderLock:
+    """A non-blocking exclusive flock on a file; `as` gives whether it was taken."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd: int | None = None
+
+    def __enter__(self) -> bool:
+        if fcntl is None:  # pragma: no cover - no flock: the engine's dedupe still holds
+            return True
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.fd)
+            self.fd = None
+            return False
+        return True
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+
+# --- when to spool, and replies of a replay ---------------------------------------------------
+
+def database_unreachable(exc: BaseException) -> bool:
+    """Whether `exc` (or what it wraps) means the database cannot be reached or used right now
+    (down, restarting, connection lost, no connection free, SQLite locked), as opposed to a bug
+    or a refusal that would fail again the same way."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if _unreachable(current):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _unreachable(exc: BaseException) -> bool:
+    if isinstance(exc, sa_exc.DBAPIError):
+        if exc.connection_invalidated or isinstance(exc, sa_exc.InterfaceError):
+            return True
+        if isinstance(exc, sa_exc.OperationalError):
+            orig = exc.orig
+            return _sqlite_unreachable(orig) if isinstance(orig, sqlite3.Error) else True
+        return False
+    if isinstance(exc, sa_exc.TimeoutError):  # the pool had no connection to give
+        return True
+    if psycopg is not None and isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
+        return True
+    return isinstance(exc, sqlite3.OperationalError) and _sqlite_unreachable(exc)
+
+
+def _sqlite_unreachable(exc: sqlite3.Error) -> bool:
+    return str(getattr(exc, "sqlite_errorname", "")).startswith(SQLITE_UNREACHABLE)
+
+
+def replies_queued(uow):
+    """`uow` (a unit of work) with the engine's NEW reply rows stored "queued", for the outbound
+    dispatcher, instead of "sent" (which means: answered in the webhook's TwiML). A replayed
+    message has no webhook answer to put its replies in. Rows stored by an earlier delivery are
+    untouched: a replayed duplicate writes nothing, so nothing goes out twice. The rows change
+    in the engine's own transaction, so a crash cannot leave replies that are never sent."""
+    return _RepliesQueued(uow)
+
+
+class _RepliesQueued:
+    def __init__(self, uow) -> None:
+        self._uow = uow
+
+    def __enter__(self) -> _RepliesQueued:
+        self._uow.__enter__()
+        return self
+
+    def __exit__(self, *exc: object):
+        return self._uow.__exit__(*exc)
+
+    def __getattr__(self, name: str):
+        return getattr(self._uow, name)
+
+    @property
+    def conversations(self):
+        return _QueueingConversations(self._uow.conversations)
+
+
+class _QueueingConversations:
+    def __init__(self, conversations) -> None:
+        self._conversations = conversations
+
+    def __getattr__(self, name: str):
+        return getattr(self._conversations, name)
+
+    def add_message(self, **fields):
+        if (fields.get("direction"), fields.get("kind"), fields.get("status")) == \
+                ("out", "reply", "sent"):
+            fields["status"] = "queued"
+        return self._conversations.add_message(**fields)
