@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import urlsplit
 
@@ -28,7 +28,6 @@ from twilio.twiml.messaging_response import MessagingResponse
 
 from core import engine
 from core.accounts import normalize_phone
-from core.conversation import TRANSITIONS, ThreadEvent, ThreadState, transition
 from core.errors import DomainError
 from core.retry import retrying
 from channels.spool import ReplayStats, Spool, database_unreachable, replies_queued
@@ -352,20 +351,8 @@ def _record_status(rt, report: StatusReport, now: datetime) -> None:
             uow.accounts.lock(sent["account_id"])
             contact = conv.contact_by_id(sent["contact_id"])
             if contact is not None and contact.opted_out_at is None:
-                _opt_out_by_carrier(conv, contact, sent["channel"], now)
+                engine.revoke_consent(uow, contact, sent["channel"], "carrier", now)
         sent = conv.outbound_by_provider_id(report.provider_id, lock=True)
         if advances(sent["delivery_status"], report.status):
             conv.set_delivery_status(sent["id"], report.status, report.error_code)
         uow.commit()
-
-
-def _opt_out_by_carrier(conv, contact, channel: str, now: datetime) -> None:
-    """Twilio error 21610: the carrier has the buyer unsubscribed (a STOP we may never have
-    seen). Recorded as a STOP would be: a consent event and the contact's live thread closed."""
-    thread = conv.thread_for_contact(contact)
-    if thread is not None and thread.contact_id == contact.id and \
-            (ThreadState(thread.state), ThreadEvent.OPT_OUT) in TRANSITIONS:
-        state = transition(ThreadState(thread.state), ThreadEvent.OPT_OUT)
-        conv.save_thread(replace(thread, state=str(state)), now)
-    conv.record_consent(contact.id, "revoke", channel, "carrier", now)
-    log.info("carrier opt-out (21610) recorded for contact %s", contact.external_id)

@@ -290,6 +290,19 @@ def apply_due_plan_changes(uow: UnitOfWork, now: datetime) -> int:
     return applied
 
 
+def revoke_consent(uow: UnitOfWork, contact: ContactView, channel: str, source: str,
+                   now: datetime) -> None:
+    """An opt-out learnt other than from the buyer's own message (the carrier's 21610, a CSM's
+    "do not contact"): recorded as a STOP would be, inside the caller's unit of work (which holds
+    the account lock): a consent event, and the contact's live threads closed as opted_out."""
+    conv = uow.conversations
+    for thread in conv.live_threads_for_contact(contact.id):
+        state = transition(ThreadState(thread.state), ThreadEvent.OPT_OUT)
+        conv.save_thread(replace(thread, state=str(state)), now)
+    conv.record_consent(contact.id, "revoke", channel, source, now)
+    log.info("opt-out (%s) recorded for contact %s", source, contact.external_id)
+
+
 def expire_threads(uow: UnitOfWork, now: datetime) -> int:
     """Threads without an answer for 14 days expire (§6), openings that never went out too, so
     a later crossing can offer again."""

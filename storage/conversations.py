@@ -98,6 +98,13 @@ class SqlConversationRepository:
             ThreadRow.account_id == contact.account_id, ThreadRow.state.in_(LIVE_STATES))
         return _thread(row) if row else None
 
+    def live_threads_for_contact(self, contact_id: int) -> list[ThreadView]:
+        """The live threads addressed to the contact, locked."""
+        rows = self.session.scalars(select(ThreadRow).where(
+            ThreadRow.contact_id == contact_id, ThreadRow.state.in_(LIVE_STATES))
+            .order_by(ThreadRow.id).with_for_update())
+        return [_thread(r) for r in rows]
+
     def latest_thread(self, account_id: int) -> ThreadView | None:
         row = self.session.scalars(
             select(ThreadRow).where(ThreadRow.account_id == account_id)

@@ -26,10 +26,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, and_, func, or_, select, update
-from sqlalchemy.orm import Session
 
-from core.conversation import TRANSITIONS, ThreadEvent, ThreadState, transition
-from storage.conversations import SqlConversationRepository
+from core.conversation import ThreadEvent, ThreadState, transition
 from storage.models import LIVE_STATES, AccountRow, ContactRow, MessageRow, ThreadRow
 
 log = logging.getLogger(__name__)
@@ -232,28 +230,19 @@ def _settle(engine: Engine, message_id: int, lease_until: datetime, **values) ->
 def record_opt_out(engine: Engine, contact_id: int, channel: str, now: datetime, *,
                    source: str = "carrier") -> bool:
     """The contact revoked consent as far as `source` knows (Twilio error 21610: the carrier has
-    them unsubscribed, e.g. a STOP we never saw): a consent event, `opted_out_at`, and their live
-    threads move to opted_out, as a STOP would. False (and nothing written) when they were
-    opted out already."""
-    with Session(engine) as session, session.begin():
-        account_id = session.scalar(select(ContactRow.account_id)
-                                    .where(ContactRow.id == contact_id))
-        if account_id is None:
+    them unsubscribed, e.g. a STOP we never saw), through core.engine.revoke_consent. False (and
+    nothing written) when they were opted out already."""
+    from core.engine import revoke_consent
+    from storage.uow import SqlUnitOfWork
+
+    with SqlUnitOfWork(engine) as uow:
+        contact = uow.conversations.contact_by_id(contact_id)
+        if contact is None:
             return False
-        session.execute(select(AccountRow.id).where(AccountRow.id == account_id)
-                        .with_for_update())  # account first: the order every writer keeps
-        if session.scalar(select(ContactRow.opted_out_at)
-                          .where(ContactRow.id == contact_id)) is not None:
+        uow.accounts.lock(contact.account_id)  # account first: the order every writer keeps
+        contact = uow.conversations.contact_by_id(contact_id)  # re-read under the lock
+        if contact.opted_out_at is not None:
             return False
-        threads = session.execute(
-            select(ThreadRow.id, ThreadRow.state)
-            .where(ThreadRow.contact_id == contact_id, ThreadRow.state.in_(LIVE_STATES))
-            .order_by(ThreadRow.id).with_for_update()).all()
-        for thread_id, state in threads:
-            if (ThreadState(state), ThreadEvent.OPT_OUT) in TRANSITIONS:
-                session.execute(update(ThreadRow).where(ThreadRow.id == thread_id).values(
-                    state=str(transition(state, ThreadEvent.OPT_OUT)), updated_at=now,
-                    closed_at=now))
-        SqlConversationRepository(session).record_consent(contact_id, "revoke", channel, source,
-                                                          now)
+        revoke_consent(uow, contact, channel, source, now)
+        uow.commit()
     return True
