@@ -9,6 +9,7 @@ from __future__ import annotations
 from core.case import Case, Met
 from core.catalog import Catalog, Vertical
 from core.money import count, dollars
+from core.sms import segments
 
 
 def join_words(items: list[str], last: str = "and") -> str:
@@ -57,10 +58,9 @@ def _up(case: Case, catalog: Catalog) -> str:
     else:
         parts.append(f"{target} costs {dollars(new_cost)} a month against {dollars(now_cost)} "
                      f"on {current} now, {dollars(-case.monthly_difference)} more.")
-    parts.append(_gains(case, catalog, v))
-    parts.append(f"Upgrading today costs {dollars(case.prorated_charge_today)} "
-                 f"for the rest of this billing period.")
-    return " ".join(p for p in parts if p)
+    closing = (f"Upgrading today costs {dollars(case.prorated_charge_today)} "
+               f"for the rest of this billing period.")
+    return _fit(parts, _gains(case, catalog, v), closing)
 
 
 def _lead_order(met: Met) -> int:
@@ -69,14 +69,18 @@ def _lead_order(met: Met) -> int:
     return order.index(met.metric) if met.metric in order else len(order)
 
 
-def _gains(case: Case, catalog: Catalog, v: Vertical) -> str:
+def _gains(case: Case, catalog: Catalog, v: Vertical) -> list[str]:
+    """What the target adds, longest first: everything; the vertical's own highlights (or the
+    first two features); nothing. The opening takes the longest that fits two SMS segments."""
     target = _plan(case.target.name)
-    gains = []
+    seats = []
     if case.unlocks.seats_included[1] > case.unlocks.seats_included[0]:
-        gains.append(_quantity(case.unlocks.seats_included[1], v.seat, v.seats))
+        seats = [_quantity(case.unlocks.seats_included[1], v.seat, v.seats)]
     features = [catalog.feature_name(f, v) for f in case.unlocks.features]
-    gains.extend(features)
-    return f"{target} includes {join_words(gains)}." if gains else ""
+    highlights = [catalog.feature_name(f, v) for f in case.unlocks.features
+                  if f in v.feature_names] or features[:2]
+    options = [seats + features, highlights, highlights[:1]]
+    return [f"{target} includes {join_words(o)}." for o in options if o] + [""]
 
 
 def _down(case: Case, catalog: Catalog) -> str:
@@ -98,8 +102,22 @@ def _down(case: Case, catalog: Catalog) -> str:
         compare = (f"{target} would have cost {new_cost} against {now_cost} on {current}, "
                    f"{dollars(-case.monthly_difference)} more a month.")
     when = case.effective
-    return (f"{usage} {compare}{lacks} The change would take effect at your next billing "
-            f"period, on {when:%b} {when.day}.")
+    closing = (f"The change would take effect at your next billing period, on "
+               f"{when:%b} {when.day}.")
+    return _fit([usage, compare], [lacks.strip(), ""], closing)
+
+
+MAX_SEGMENTS = 2
+
+
+def _fit(lead: list[str], options: list[str], closing: str) -> str:
+    """The lead sentences, the longest of `options` that keeps the whole within two SMS
+    segments (what a plan adds or lacks: the buyer can ask for the rest), and the closing."""
+    for option in options:
+        text = " ".join(p for p in (*lead, option, closing) if p)
+        if segments(text) <= MAX_SEGMENTS:
+            return text
+    return text
 
 
 def opening_message(case: Case, catalog: Catalog) -> str:

@@ -381,3 +381,21 @@ def test_yes_after_a_decline_clears_the_reason_so_no_cooldown_follows(api):
     say(api, "no, too expensive", "in-1")
     assert say(api, "actually yes", "in-2")["state"] == "awaiting_confirmation"
     assert thread(api)["decline_reason"] is None
+
+
+def test_a_whatsapp_number_from_the_operator_is_an_opt_in_and_the_opening_goes_there(app, api):
+    from storage.models import ConsentEventRow
+
+    body = account(timezone="America/Chicago", billing_day=5, contacts=[
+        contact(DANA, role="billing", phone="+13125550142", whatsapp="+13125550142")])
+    api.put(f"/accounts/{ACME}", json=body)
+    engine = app.extensions["upgrade_chat"].engine
+    with engine.connect() as conn:
+        rows = conn.execute(select(ConsentEventRow.action, ConsentEventRow.channel,
+                                   ConsentEventRow.source)).all()
+    assert rows == [("grant", "whatsapp", "operator")]
+    cross_messages(api)
+    assert thread(api)["last_channel"] == "whatsapp"
+    api.put(f"/accounts/{ACME}", json=body)  # the same number again is not a new opt-in
+    with engine.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(ConsentEventRow)) == 1
