@@ -4,7 +4,8 @@ Outbound messages are stored instead of sent (channels.twilio_outbound.SandboxSe
 here per contact and medium. A reply typed on the page becomes a Twilio-shaped form, signed with
 the sandbox's auth token exactly as Twilio signs, and goes through the WSGI stack to the same
 `POST /twilio/messaging` that production uses — so the sandbox exercises the production code.
-The blueprint is registered only in sandbox mode (no TWILIO_ACCOUNT_SID).
+The blueprint is registered only in sandbox mode (no TWILIO_ACCOUNT_SID), and answers only
+requests from this machine.
 """
 
 from __future__ import annotations
@@ -77,6 +78,18 @@ here are signed like Twilio's and posted to <code>/twilio/messaging</code>.</p>
  document.querySelectorAll('.msgs').forEach(function(m){ m.scrollTop = m.scrollHeight; });
 </script>
 </body></html>"""
+
+
+LOOPBACK = frozenset({"127.0.0.1", "::1"})
+
+
+@bp.before_request
+def local_only():
+    """The page shows every buyer's messages and has no login: it answers only on this machine
+    (a deployment without Twilio must not publish it)."""
+    if request.remote_addr not in LOOPBACK:
+        return "Not Found", 404
+    return None
 
 
 def _runtime():

@@ -72,3 +72,14 @@ def test_a_twilio_account_without_its_token_number_or_url_refuses_to_start(db_ur
     config[missing] = None
     with pytest.raises(ConfigError, match=missing):
         create_app(config)
+
+
+def test_the_sandbox_page_answers_only_on_this_machine(app):
+    client = app.test_client()
+    assert client.get("/sandbox/phone").status_code == 200
+    remote = client.get("/sandbox/phone", environ_base={"REMOTE_ADDR": "203.0.113.9"})
+    assert remote.status_code == 404
+    sent = client.post("/sandbox/phone/send", data={"medium": "sms", "number": "+13125550142",
+                                                    "body": "yes"},
+                       environ_base={"REMOTE_ADDR": "203.0.113.9"})
+    assert sent.status_code == 404
