@@ -44,6 +44,7 @@ from storage.migrate import upgrade  # noqa: E402
 from storage.models import AccountRow, SignalRow, UsageEventRow  # noqa: E402
 from storage.uow import SqlUnitOfWork  # noqa: E402
 from tests.support import postgres  # noqa: E402
+from bench.report import format_table  # noqa: E402
 
 log = logging.getLogger("bench.ingest")
 
@@ -265,13 +266,7 @@ def table(outcomes: list[Outcome]) -> str:
     head = ("database", "raw events/s", "ingest events/s", "ingest/raw", "signals")
     rows = [(o.database, f"{o.raw_rate:,.0f}", f"{o.ingest_rate:,.0f}",
              f"{o.ingest_rate / o.raw_rate:.3f}", f"{o.signals:,}") for o in outcomes]
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-
-    def line(cells):
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths)))
-
-    return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, rows)])
+    return format_table(head, rows)
 
 
 @click.command(help=__doc__.splitlines()[0])

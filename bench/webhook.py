@@ -36,6 +36,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.report import format_table  # noqa: E402
+
 import click  # noqa: E402
 from twilio.request_validator import (SIGNATURE_HEADER, SIGNATURE_SETTINGS_HEADER,  # noqa: E402
                                       RequestValidator, get_signature_algorithm)
@@ -457,13 +459,7 @@ def table(results: list[Result]) -> str:
     rows = [(r.target, f"{r.requests:,}", f"{r.rate:,.0f}", f"{r.p50_ms:.1f}", f"{r.p90_ms:.1f}",
              f"{r.p99_ms:.1f}", f"{r.max_ms:.0f}", f"{r.non2xx:,}", f"{r.socket_errors:,}")
             for r in results]
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-
-    def line(cells):
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths)))
-
-    return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, rows)])
+    return format_table(head, rows)
 
 
 @click.command(help=__doc__.splitlines()[0])
