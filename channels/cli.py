@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import re
 from pathlib import Path
 
 import click
@@ -170,4 +171,6 @@ def scheduler_cli(every: int) -> None:
 
 def _in_context(app) -> None:
     with app.app_context():
-        log.info(run_jobs(app.extensions["upgrade_chat"]))
+        summary = run_jobs(app.extensions["upgrade_chat"])
+    if re.search(r"\b[1-9]", summary):  # a line only when a pass did something
+        log.info(summary)
