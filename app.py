@@ -32,6 +32,7 @@ from core.guardrails import GuardrailPolicy
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
+from channels import slack as slack_lane
 from channels.csm import LoggingCsmNotifier
 from channels.twilio_outbound import MessageDispatcher, SandboxSender, TwilioMessagingSender
 from channels.webhooks import SignedWebhookSender
@@ -70,6 +71,11 @@ DEFAULTS: dict[str, Any] = {
     "TWILIO_WHATSAPP_TEMPLATE_SID": None,  # approved template for WhatsApp outside 24 hours
     "PUBLIC_BASE_URL": None,  # the URL Twilio calls us at (signatures are over it)
     "TWILIO_WEBHOOK_SHARED_KEY_SECRET": None,  # Twilio's SharedKey webhook signing, if used
+    "SLACK_BOT_TOKEN": None,  # none: escalations are logged and shown at /sandbox/csm
+    "SLACK_SIGNING_SECRET": None,  # required with the token: every Slack request is verified
+    "SLACK_CHANNEL": None,  # the channel id escalations are posted to
+    "SLACK_API_URL": None,  # tests only: a fake Slack's base URL
+    "OPERATOR_URL": None,  # links in CSM messages: OPERATOR_URL/accounts/<id>
     "SPOOL_DIR": None,  # where inbound webhooks wait while the database is down (instance/spool)
     "PORT": 5000,  # the embedded server's port (scripts/serve)
     "MAX_CONTENT_LENGTH": 8 * 1024 * 1024,  # bytes per request body; larger is a 413
@@ -225,7 +231,11 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         clock=app.config["CLOCK"] or utc_now,
     )
     runtime.conversation = _engine_config(app, runtime.health_bounds)
-    runtime.dispatcher = OutboxDispatcher(engine, _senders(app, runtime.now), runtime.now)
+    try:
+        slack_on = slack_lane.configured(app.config)
+    except slack_lane.SlackConfigError as exc:
+        raise ConfigError(str(exc)) from None
+    runtime.dispatcher = OutboxDispatcher(engine, _senders(app, runtime, slack_on), runtime.now)
     runtime.messages = MessageDispatcher(engine, _message_sender(app), runtime.now)
     app.extensions["upgrade_chat"] = runtime
 
@@ -241,6 +251,12 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
     app.register_blueprint(api.bp)
     app.register_blueprint(twilio_messaging.bp)
+    if slack_on:
+        _, slack_bp = slack_lane.create_slack(app.config, engine, runtime.now,
+                                              catalog=runtime.catalog)
+        app.register_blueprint(slack_bp)
+    else:
+        app.register_blueprint(slack_lane.sandbox_csm_bp)
     api.register_errors(app)
     if app.config["SANDBOX"]:
         from channels import sandbox
@@ -275,12 +291,15 @@ def _message_sender(app: Flask):
         whatsapp_template_sid=app.config["TWILIO_WHATSAPP_TEMPLATE_SID"])
 
 
-def _senders(app: Flask, clock) -> dict:
-    senders = {"csm_escalation": LoggingCsmNotifier()}
+def _senders(app: Flask, runtime: Runtime, slack_on: bool) -> dict:
+    """The outbox's senders: CSM notices to Slack (or the log), plan changes to the webhook."""
+    csm = (slack_lane.SlackEscalationSender.from_config(app.config, runtime.engine, runtime.catalog)
+           if slack_on else LoggingCsmNotifier())
+    senders = {"csm_escalation": csm}
     if app.config["BILLING_WEBHOOK_URL"]:
         senders["billing_webhook"] = SignedWebhookSender(
             str(app.config["BILLING_WEBHOOK_URL"]), str(app.config["BILLING_WEBHOOK_SECRET"]),
-            timeout=5.0, clock=clock)
+            timeout=5.0, clock=runtime.now)
     return senders
 
 
@@ -334,6 +353,8 @@ Upgrade Chat is running (embedded mode).
   Database : {app.config['DATABASE_URL']}
   API      : {base}/api/v1   (OpenAPI: {base}/api/v1/openapi.json)
   API key  : {rt.api_key}
+  Phone    : {base}/sandbox/phone   (the buyers' phones: SMS and WhatsApp, stored not sent)
+  CSM lane : {base}/sandbox/csm     (escalations, without Slack)
   Try      : curl -H 'Authorization: Bearer {rt.api_key}' {base}/api/v1/accounts/acme-clinic/case
 """)
     _start_background_jobs(app)

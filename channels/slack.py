@@ -1,0 +1,530 @@
+"""Slack, the CSM lane: escalations posted to a channel, Claim / Schedule call / Resolved buttons,
+the `/upgrade-chat <account>` slash command, and a local stand-in page without Slack.
+
+- `SlackEscalationSender` is the outbox sender of "csm_escalation" jobs (core.engine enqueues one
+  per escalation, after the commit). It posts one message per escalation and records the post's
+  channel and ts on the escalation; a retried job that finds them does not post again.
+- `create_slack(config, engine, clock)` builds a slack-bolt `App` (request signing verified by
+  bolt, failing closed with a 401) and a blueprint mounting it at `POST /slack/events` — events,
+  interactivity and the slash command all arrive there.
+- `sandbox_csm_bp` (`/sandbox/csm`, this machine only) shows the same escalations with the same
+  buttons when no Slack credentials are configured; its buttons call the same storage functions.
+
+Minimum necessary: for accounts whose vertical has `hipaa = true` in the catalog (or a vertical
+the catalog does not know), a message carries only the account id, the reason and a link to the
+operator's page — no usage, no figures, no message text. Buttons act once whatever Slack retries
+or double clicks do (storage.escalations locks and checks the state).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from flask import (
+    Blueprint,
+    current_app,
+    redirect,
+    render_template_string,
+    request,
+    url_for,
+)
+from slack_bolt import App
+from slack_bolt.adapter.flask import SlackRequestHandler
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+from sqlalchemy import Engine
+
+from core.catalog import Catalog
+from storage import escalations
+from storage.escalations import CLAIMED, OPEN, RESOLVED, EscalationCard
+from storage.outbox import OutboxJob, PermanentFailure
+
+log = logging.getLogger(__name__)
+
+REQUIRED = ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_CHANNEL")
+CLAIM, SCHEDULE_CALL, RESOLVE = "claim", "schedule_call", "resolved"
+COMMAND = "/upgrade-chat"
+REASONS = {
+    "health": "Health red",
+    "leaving": "Leaving",
+    "human": "Asked for a person",
+    "discount": "Asked for a discount",
+    "callback": "Asked for a call back",
+}
+# Slack errors that a retry cannot fix: the job fails at once (and the log says why).
+PERMANENT_ERRORS = frozenset({
+    "channel_not_found", "not_in_channel", "is_archived", "invalid_auth", "not_authed",
+    "account_inactive", "token_revoked", "token_expired", "missing_scope", "invalid_blocks",
+    "invalid_arguments", "msg_too_long", "no_text", "restricted_action",
+})
+MESSAGE_CHARS = 300  # per quoted buyer message
+
+
+class SlackConfigError(ValueError):
+    """Slack is half configured: the message names the missing keys."""
+
+
+def configured(config: Mapping[str, Any]) -> bool:
+    """True when Slack credentials are set; raises when only some are (fail closed)."""
+    present = [k for k in REQUIRED if config.get(k)]
+    if present and len(present) < len(REQUIRED):
+        missing = ", ".join(k for k in REQUIRED if not config.get(k))
+        raise SlackConfigError(f"Slack is partly configured: {missing} must be set as well "
+                               f"(the bot token, the signing secret and the channel id)")
+    return bool(present)
+
+
+def web_client(config: Mapping[str, Any], timeout: int = 5) -> WebClient:
+    """The Web API client: a short timeout (a sender runs in a batch), SLACK_API_URL in tests."""
+    kwargs: dict[str, Any] = {"token": config["SLACK_BOT_TOKEN"], "timeout": timeout}
+    if config.get("SLACK_API_URL"):
+        kwargs["base_url"] = str(config["SLACK_API_URL"]).rstrip("/") + "/"
+    return WebClient(**kwargs)
+
+
+# --- what a CSM sees ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class EscalationView:
+    """An escalation as shown to a CSM, channel-neutral; minimal for HIPAA verticals."""
+
+    id: int
+    account: str
+    reason: str
+    status: str
+    link: str | None
+    minimal: bool
+    fields: tuple[tuple[str, str], ...] = ()  # (label, value): name, plan, vertical, health
+    case_lines: tuple[str, ...] = ()
+    messages: tuple[str, ...] = ()
+    notes: tuple[tuple[str, dict], ...] = ()  # ("Claimed by", who), ...
+    actions: tuple[tuple[str, str], ...] = ()  # (action_id, label)
+
+
+def is_minimal(catalog: Catalog, vertical: str) -> bool:
+    found = catalog.verticals.get(vertical)
+    return found is None or found.hipaa  # a vertical we cannot read is treated as sensitive
+
+
+def account_link(operator_url: str | None, account: str) -> str | None:
+    return f"{operator_url.rstrip('/')}/accounts/{account}" if operator_url else None
+
+
+def view(card: EscalationCard, catalog: Catalog, operator_url: str | None) -> EscalationView:
+    minimal = is_minimal(catalog, card.vertical)
+    notes = tuple((label, who) for label, who in (
+        ("Claimed by", card.claimed_by), ("Call requested by", card.call_requested),
+        ("Resolved by", card.resolved_by)) if who)
+    actions: list[tuple[str, str]] = []
+    if card.status == OPEN:
+        actions.append((CLAIM, "Claim"))
+    if card.status in (OPEN, CLAIMED) and not card.call_requested:
+        actions.append((SCHEDULE_CALL, "Schedule call"))
+    if card.status != RESOLVED:
+        actions.append((RESOLVE, "Resolved"))
+    base: dict[str, Any] = {
+        "id": card.id, "account": card.account, "reason": REASONS.get(card.reason, card.reason),
+        "status": card.status, "link": account_link(operator_url, card.account),
+        "minimal": minimal, "notes": notes, "actions": tuple(actions)}
+    if minimal:
+        return EscalationView(**base)
+    vertical = catalog.verticals[card.vertical]
+    return EscalationView(
+        **base,
+        fields=(("Name", card.account_name), ("Plan", card.plan), ("Vertical", vertical.label),
+                ("Health", _health(card))),
+        case_lines=_case_lines(card.case),
+        messages=tuple(_clip(m) for m in card.last_messages))
+
+
+def _health(card: EscalationCard) -> str:
+    csat = "n/a" if card.csat is None else f"{card.csat.normalize():f}"
+    sentiment = "n/a" if card.sentiment is None else f"{card.sentiment.normalize():f}"
+    text = f"CSAT {csat} · sentiment {sentiment} · open escalations {card.open_here}"
+    if card.reported_escalations:
+        text += f" (operator reports {card.reported_escalations})"
+    return text
+
+
+def _usd(value: Any) -> str:
+    try:
+        amount = Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        return str(value)
+    return f"-${-amount:,.2f}" if amount < 0 else f"${amount:,.2f}"
+
+
+def _case_lines(case: Mapping[str, Any]) -> tuple[str, ...]:
+    if not case or "cost_current" not in case:
+        return ()
+    current, target = case.get("current_plan", "?"), case.get("target_plan", "?")
+    usage = case.get("usage") or {}
+    return (
+        f"{current} → {target}",
+        (f"Cost now {_usd(case['cost_current'])}/mo vs {_usd(case.get('cost_target'))}/mo "
+         f"on {target}"),
+        (f"Difference {_usd(case.get('monthly_difference'))}/mo"
+         + (" (a saving)" if case.get("claims_saving") else "")),
+        f"Charge today {_usd(case.get('prorated_charge_today'))}",
+        (f"Usage: {usage.get('messages', 0):,} messages, {usage.get('seats', 0)} seats, "
+         f"{usage.get('integrations', 0)} integrations (30 days)"),
+    )
+
+
+def _clip(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= MESSAGE_CHARS else text[:MESSAGE_CHARS - 1] + "…"
+
+
+# --- Slack rendering (pure) ---------------------------------------------------------------------
+
+def _esc(text: str) -> str:
+    """Slack mrkdwn escaping: user text must never become a mention or a link."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _who(entry: Mapping[str, Any]) -> str:
+    return f"<@{entry['id']}>" if entry.get("id") else _esc(str(entry.get("name") or "someone"))
+
+
+def fallback_text(v: EscalationView) -> str:
+    """The notification text: account id and reason only, whatever the vertical."""
+    return f"Escalation #{v.id}: {v.reason} (account {v.account})"
+
+
+def blocks(v: EscalationView) -> list[dict[str, Any]]:
+    """Block Kit for an escalation message (the post and every later update)."""
+    out: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": f"Escalation #{v.id}: {v.reason}"}},
+        {"type": "section", "block_id": "account", "fields": [
+            {"type": "mrkdwn", "text": f"*Account*\n{_esc(v.account)}"},
+            {"type": "mrkdwn", "text": f"*Reason*\n{_esc(v.reason)}"},
+            *({"type": "mrkdwn", "text": f"*{label}*\n{_esc(value)}"} for label, value in v.fields),
+        ]},
+    ]
+    if v.case_lines:
+        out.append({"type": "section", "block_id": "case", "text": {
+            "type": "mrkdwn", "text": "*Case*\n" + "\n".join(_esc(x) for x in v.case_lines)}})
+    if v.messages:
+        out.append({"type": "section", "block_id": "messages", "text": {
+            "type": "mrkdwn",
+            "text": "*Last buyer messages*\n" + "\n".join(f"> {_esc(m)}" for m in v.messages)}})
+    if v.link:
+        out.append({"type": "context", "block_id": "link", "elements": [
+            {"type": "mrkdwn", "text": f"<{v.link}|Open {_esc(v.account)} in Upgrade Chat>"}]})
+    if v.notes:
+        out.append({"type": "context", "block_id": "status", "elements": [
+            {"type": "mrkdwn", "text": f"{label} {_who(who)}"} for label, who in v.notes]})
+    if v.actions:
+        out.append({"type": "actions", "block_id": f"escalation-{v.id}", "elements": [
+            {"type": "button", "action_id": action, "value": str(v.id),
+             "text": {"type": "plain_text", "text": label},
+             **({"style": "primary"} if action == CLAIM else {})}
+            for action, label in v.actions]})
+    return out
+
+
+# --- the outbox sender --------------------------------------------------------------------------
+
+class SlackEscalationSender:
+    """Posts one message per escalation to the CSM channel (outbox kind "csm_escalation").
+
+    Raises to be retried (Slack down, rate limited), `PermanentFailure` for what a retry cannot
+    fix (a wrong channel or token). The post's channel and ts are stored on the escalation; a
+    retry that finds them does not post again. (A post whose ts could not be stored — the
+    database failing right after Slack answered — is posted again on the retry: at least once.)
+    """
+
+    def __init__(self, client: WebClient, channel: str, engine: Engine, catalog: Catalog,
+                 operator_url: str | None = None) -> None:
+        self._client = client
+        self._channel = channel
+        self._engine = engine
+        self._catalog = catalog
+        self._operator_url = operator_url
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], engine: Engine,
+                    catalog: Catalog) -> SlackEscalationSender:
+        return cls(web_client(config), str(config["SLACK_CHANNEL"]), engine, catalog,
+                   config.get("OPERATOR_URL"))
+
+    def __call__(self, job: OutboxJob) -> None:
+        escalation_id = int(job.payload["escalation_id"])
+        card = escalations.load(self._engine, escalation_id)
+        if card is None:
+            raise PermanentFailure(f"escalation {escalation_id} does not exist")
+        if card.slack:
+            log.info("escalation %s was already posted to Slack", escalation_id)
+            return
+        v = view(card, self._catalog, self._operator_url)
+        try:
+            response = self._client.chat_postMessage(channel=self._channel,
+                                                     text=fallback_text(v), blocks=blocks(v))
+        except SlackApiError as exc:
+            error = _error_code(exc)
+            if error in PERMANENT_ERRORS:
+                raise PermanentFailure(f"Slack refused the post: {error}") from None
+            raise RuntimeError(f"Slack post failed: {error or 'unexpected answer'}") from None
+        escalations.record_post(self._engine, escalation_id, response["channel"], response["ts"])
+        log.info("escalation %s posted to Slack (account %s)", escalation_id, card.account)
+
+
+def _error_code(exc: SlackApiError) -> str | None:
+    response = exc.response
+    try:
+        return response.get("error") if response is not None else None
+    except AttributeError:
+        return None
+
+
+# --- bolt: interactivity and the slash command --------------------------------------------------
+
+@dataclass
+class CsmLane:
+    """The CSM actions behind the buttons, shared by Slack and the sandbox page."""
+
+    engine: Engine
+    catalog: Catalog
+    clock: Callable[[], datetime]
+    business: str
+    operator_url: str | None = None
+    actions: dict[str, Callable[..., escalations.Outcome]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.actions = {CLAIM: self.claim, SCHEDULE_CALL: self.request_call, RESOLVE: self.resolve}
+
+    def claim(self, escalation_id: int, csm_id: str | None, csm_name: str) -> escalations.Outcome:
+        return escalations.claim(self.engine, escalation_id, csm_id, csm_name, self.business,
+                                 self.clock())
+
+    def request_call(self, escalation_id: int, csm_id: str | None,
+                     csm_name: str) -> escalations.Outcome:
+        return escalations.request_call(self.engine, escalation_id, csm_id, csm_name, self.clock())
+
+    def resolve(self, escalation_id: int, csm_id: str | None,
+                csm_name: str) -> escalations.Outcome:
+        return escalations.resolve(self.engine, escalation_id, csm_id, csm_name, self.clock())
+
+    def view(self, card: EscalationCard) -> EscalationView:
+        return view(card, self.catalog, self.operator_url)
+
+
+def lane_from(config: Mapping[str, Any], engine: Engine, clock: Callable[[], datetime],
+              catalog: Catalog) -> CsmLane:
+    return CsmLane(engine, catalog, clock, str(config.get("BUSINESS_NAME") or "Upgrade Chat"),
+                   config.get("OPERATOR_URL"))
+
+
+def create_slack(config: Mapping[str, Any], engine: Engine, clock: Callable[[], datetime],
+                 catalog: Catalog | None = None) -> tuple[App, Blueprint]:
+    """The bolt app and a blueprint serving it at POST /slack/events (register it only when
+    `configured(config)`). Every request is verified against SLACK_SIGNING_SECRET by bolt."""
+    if not configured(config):
+        raise SlackConfigError("Slack is not configured: set " + ", ".join(REQUIRED))
+    if catalog is None:
+        from app import load_catalog  # the app's reader; imported late (app imports us)
+        catalog = load_catalog(config.get("CATALOG_PATH"))
+    lane = lane_from(config, engine, clock, catalog)
+    bolt = App(signing_secret=str(config["SLACK_SIGNING_SECRET"]), client=web_client(config),
+               # the listener runs before the answer, so a button's effect is committed when
+               # Slack sees the 200 (no work left in a background thread of a web worker)
+               process_before_response=True,
+               # no Web API call at start: a Slack outage must not stop the service booting
+               token_verification_enabled=False)
+    for action in lane.actions:
+        bolt.action(action)(_button(lane, action))
+    bolt.command(COMMAND)(_command(lane))
+
+    handler = SlackRequestHandler(bolt)
+    bp = Blueprint("slack", __name__)
+
+    @bp.post("/slack/events")
+    def events():
+        return handler.handle(request)
+
+    return bolt, bp
+
+
+def _button(lane: CsmLane, action: str):
+    def on_button(ack, body, client: WebClient) -> None:
+        ack()
+        try:
+            escalation_id = int(body["actions"][0]["value"])
+        except (KeyError, IndexError, TypeError, ValueError):
+            log.warning("Slack %s button without an escalation id", action)
+            return
+        user = body.get("user") or {}
+        outcome = lane.actions[action](escalation_id, user.get("id"), _name(client, user))
+        if not outcome.changed or outcome.card is None:
+            # A retry, a double click or a second CSM: the first one acted.
+            log.info("escalation %s: %s changed nothing", escalation_id, action)
+            return
+        container = body.get("container") or {}
+        channel = container.get("channel_id") or (outcome.card.slack or {}).get("channel")
+        ts = container.get("message_ts") or (outcome.card.slack or {}).get("ts")
+        if not (channel and ts):
+            return
+        v = lane.view(outcome.card)
+        try:
+            client.chat_update(channel=channel, ts=ts, text=fallback_text(v), blocks=blocks(v))
+        except SlackApiError as exc:  # the escalation is changed; the message catches up later
+            log.warning("escalation %s: Slack message not updated: %s", escalation_id,
+                        _error_code(exc))
+
+    on_button.__name__ = f"on_{action}"
+    return on_button
+
+
+def _name(client: WebClient, user: Mapping[str, Any]) -> str:
+    """The CSM's first name as the buyer should read it; the payload's name when Slack cannot
+    say (users:read not granted)."""
+    fallback = str(user.get("name") or user.get("username") or "Your account manager")
+    if not user.get("id"):
+        return fallback
+    try:
+        profile = client.users_info(user=user["id"])["user"].get("profile") or {}
+    except (SlackApiError, KeyError, TypeError):
+        return fallback
+    return (profile.get("first_name") or profile.get("real_name")
+            or profile.get("display_name") or fallback)
+
+
+def _command(lane: CsmLane):
+    def on_command(ack, command) -> None:
+        account = (command.get("text") or "").strip().split(" ")[0]
+        if not account:
+            ack(response_type="ephemeral", text=f"Usage: {COMMAND} <account id>")
+            return
+        text = account_report(lane, account)
+        ack(response_type="ephemeral", text=text,
+            blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": text}}])
+
+    return on_command
+
+
+def account_report(lane: CsmLane, external_id: str) -> str:
+    """The slash command's answer (mrkdwn): usage, case and thread state; for HIPAA verticals
+    only the id, the escalations' reasons and the link."""
+    from core.case import current_case
+    from core.engine import terms
+    from storage.uow import SqlUnitOfWork
+
+    row, cards = escalations.for_account(lane.engine, external_id)
+    if row is None:
+        return f"No account {_esc(external_id)}."
+    link = account_link(lane.operator_url, row.external_id)
+    lines = [f"*{_esc(row.external_id)}*"]
+    open_cards = [c for c in cards if c.status != RESOLVED]
+    escalated = ", ".join(f"#{c.id} {REASONS.get(c.reason, c.reason)} ({c.status})"
+                          for c in open_cards) or "none open"
+    if is_minimal(lane.catalog, row.vertical):
+        lines.append(f"Escalations: {escalated}")
+        if link:
+            lines.append(f"<{link}|Open in Upgrade Chat>")
+        return "\n".join(lines)
+    now = lane.clock()
+    with SqlUnitOfWork(lane.engine, read_only=True) as uow:
+        account = uow.accounts.get(external_id)
+        matrix = uow.usage.matrices([account.id], now)[account.id]
+    case = current_case(lane.catalog, terms(account), matrix, now)
+    state, target = escalations.latest_thread_state(lane.engine, row.id)
+    vertical = lane.catalog.verticals[row.vertical]
+    lines += [
+        f"{_esc(row.name)} · {row.plan} · {vertical.label}",
+        (f"Usage (30 days): {matrix.messages:,} messages, {matrix.seats} seats, "
+         f"{matrix.integrations} integrations"),
+    ]
+    if case is None:
+        lines.append("Case: no tier change applies now")
+    else:
+        from core.engine import case_summary
+        lines.append("Case: " + "; ".join(_case_lines(case_summary(case))[:4]))
+    lines.append(f"Thread: {state} (to {target})" if state else "Thread: none")
+    lines.append(f"Escalations: {escalated}")
+    if link:
+        lines.append(f"<{link}|Open in Upgrade Chat>")
+    return "\n".join(lines)
+
+
+# --- the local stand-in: /sandbox/csm -----------------------------------------------------------
+
+sandbox_csm_bp = Blueprint("sandbox_csm", __name__, url_prefix="/sandbox/csm")
+
+LOOPBACK = frozenset({"127.0.0.1", "::1"})
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>CSM lane · Upgrade Chat</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+ body{font:14px/1.4 system-ui,sans-serif;background:#f4f4f6;margin:0;padding:16px;max-width:760px}
+ h1{font-size:18px;margin:0 0 4px} p.note{color:#555;margin:0 0 16px}
+ .esc{background:#fff;border-left:4px solid #611f69;border-radius:6px;padding:12px 16px;margin:0 0 12px;
+      box-shadow:0 1px 3px #0002} .esc.resolved{opacity:.6;border-color:#2eb67d}
+ .esc h2{font-size:15px;margin:0 0 8px} dl{display:grid;grid-template-columns:max-content 1fr;gap:2px 12px;margin:0}
+ dt{font-weight:600} blockquote{margin:4px 0;padding-left:8px;border-left:3px solid #ddd;color:#333}
+ .notes{color:#555;font-size:12px;margin-top:6px} form.actions{display:flex;gap:8px;margin-top:10px;align-items:center}
+ button{border:1px solid #bbb;background:#fff;border-radius:4px;padding:4px 12px;cursor:pointer}
+ button.claim{background:#007a5a;color:#fff;border-color:#007a5a}
+</style></head><body>
+<h1>CSM lane (sandbox)</h1>
+<p class="note">No Slack workspace is configured: escalations are shown here with the message a CSM
+would get in Slack, and the buttons act the same way.</p>
+{% for v in views %}
+ <div class="esc {{ v.status }}" id="escalation-{{ v.id }}" data-status="{{ v.status }}">
+  <h2>Escalation #{{ v.id }}: {{ v.reason }}</h2>
+  <dl><dt>Account</dt><dd>{{ v.account }}</dd><dt>Reason</dt><dd>{{ v.reason }}</dd>
+  {% for label, value in v.fields %}<dt>{{ label }}</dt><dd>{{ value }}</dd>{% endfor %}</dl>
+  {% if v.case_lines %}<p><strong>Case</strong><br>{% for line in v.case_lines %}{{ line }}<br>{% endfor %}</p>{% endif %}
+  {% if v.messages %}<p><strong>Last buyer messages</strong></p>
+   {% for m in v.messages %}<blockquote>{{ m }}</blockquote>{% endfor %}{% endif %}
+  {% if v.link %}<p><a href="{{ v.link }}">Open {{ v.account }} in Upgrade Chat</a></p>{% endif %}
+  {% if v.notes %}<div class="notes">{% for label, who in v.notes %}{{ label }} {{ who.name }}{% if not loop.last %} · {% endif %}{% endfor %}</div>{% endif %}
+  {% if v.actions %}
+  <form class="actions" method="post" action="{{ url_for('sandbox_csm.act', escalation_id=v.id) }}">
+   <input name="csm" value="{{ csm }}" aria-label="Your name" size="12">
+   {% for action, label in v.actions %}
+    <button type="submit" name="action" value="{{ action }}" class="{{ action }}">{{ label }}</button>
+   {% endfor %}
+  </form>{% endif %}
+ </div>
+{% else %}<p>No escalations yet.</p>{% endfor %}
+</body></html>"""
+
+
+@sandbox_csm_bp.before_request
+def local_only():
+    """Every escalation with buyer messages and no login: this machine only."""
+    if request.remote_addr not in LOOPBACK:
+        return "Not Found", 404
+    return None
+
+
+def _sandbox_lane() -> CsmLane:
+    rt = current_app.extensions["upgrade_chat"]
+    return lane_from(current_app.config, rt.engine, rt.now, rt.catalog)
+
+
+@sandbox_csm_bp.get("")
+def page():
+    lane = _sandbox_lane()
+    views = [lane.view(card) for card in escalations.recent(lane.engine)]
+    return render_template_string(PAGE, views=views, csm=request.args.get("csm", "Sandbox CSM"))
+
+
+@sandbox_csm_bp.post("/<int:escalation_id>")
+def act(escalation_id: int):
+    lane = _sandbox_lane()
+    action = request.form.get("action", "")
+    if action not in lane.actions:
+        return "Unknown action", 400
+    name = (request.form.get("csm") or "").strip()[:100] or "Sandbox CSM"
+    outcome = lane.actions[action](escalation_id, None, name)
+    if outcome.card is None:
+        return "Not Found", 404
+    return redirect(url_for("sandbox_csm.page", csm=name) + f"#escalation-{escalation_id}")
