@@ -76,6 +76,7 @@ DEFAULTS: dict[str, Any] = {
     "SLACK_CHANNEL": None,  # the channel id escalations are posted to
     "SLACK_API_URL": None,  # tests only: a fake Slack's base URL
     "OPERATOR_URL": None,  # links in CSM messages: OPERATOR_URL/accounts/<id>
+    "WEB_CHAT_SECRET": None,  # HMAC-SHA256 key of the widget's user_hash (sandbox: generated)
     "SPOOL_DIR": None,  # where inbound webhooks wait while the database is down (instance/spool)
     "PORT": 5000,  # the embedded server's port (scripts/serve)
     "MAX_CONTENT_LENGTH": 8 * 1024 * 1024,  # bytes per request body; larger is a 413
@@ -174,6 +175,7 @@ def _twilio(values: dict[str, Any]) -> None:
     # Sandbox: the sandbox page signs its requests with this process's own token.
     values["SANDBOX"] = True
     values["TWILIO_AUTH_TOKEN"] = values["TWILIO_AUTH_TOKEN"] or secrets.token_hex(16)
+    values["WEB_CHAT_SECRET"] = values["WEB_CHAT_SECRET"] or secrets.token_hex(16)
     values["PUBLIC_BASE_URL"] = values["PUBLIC_BASE_URL"] or f"http://127.0.0.1:{values['PORT']}"
 
 
@@ -247,10 +249,11 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     else:
         _warn_if_schema_behind(engine)
 
-    from channels import api, cli, demo, twilio_messaging
+    from channels import api, cli, demo, twilio_messaging, webchat
 
     app.register_blueprint(api.bp)
     app.register_blueprint(twilio_messaging.bp)
+    app.register_blueprint(webchat.bp)
     if slack_on:
         _, slack_bp = slack_lane.create_slack(app.config, engine, runtime.now,
                                               catalog=runtime.catalog)
@@ -355,6 +358,7 @@ Upgrade Chat is running (embedded mode).
   API key  : {rt.api_key}
   Phone    : {base}/sandbox/phone   (the buyers' phones: SMS and WhatsApp, stored not sent)
   CSM lane : {base}/sandbox/csm     (escalations, without Slack)
+  Web chat : {base}/demo            (a demo product page with the widget, as Dana)
   Try      : curl -H 'Authorization: Bearer {rt.api_key}' {base}/api/v1/accounts/acme-clinic/case
 """)
     _start_background_jobs(app)

@@ -215,7 +215,7 @@ def register_errors(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException):
-        if not request.path.startswith("/api/"):
+        if not request.path.startswith(("/api/", "/webchat/")):
             return exc
         code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
             exc.code or 500, (exc.name or "error").lower().replace(" ", "_"))
@@ -230,6 +230,6 @@ def register_errors(app: Flask) -> None:
         if isinstance(exc, HTTPException):
             return _http(exc)
         log.exception("unhandled error on %s %s", request.method, request.path)
-        if request.path.startswith("/api/"):
+        if request.path.startswith(("/api/", "/webchat/")):
             return error(500, "internal_error", "internal error; the server log has the details")
         return Response("internal error", status=500)

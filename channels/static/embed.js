@@ -1,0 +1,280 @@
+/* Upgrade Chat web widget: a dependency-free script the host product includes with the signed-in
+ * user's identity:
+ *   <script src="https://<upgrade chat>/embed.js" data-user-id="u-dana" data-account="acme-clinic"
+ *           data-user-hash="<hex HMAC-SHA256(WEB_CHAT_SECRET, user id)>"></script>
+ * It lives in a shadow root (the host's CSS cannot reach it), polls /webchat/v1/thread with a
+ * cursor (3 s, backing off to 30 s while nothing happens; optional data-poll-min / data-poll-max
+ * in milliseconds) and sends the buyer's words and buttons through POST /webchat/v1/messages.
+ */
+(function () {
+  "use strict";
+  var script = document.currentScript;
+  if (!script) { return; }
+  var cfg = {
+    user: script.getAttribute("data-user-id") || "",
+    account: script.getAttribute("data-account") || "",
+    hash: script.getAttribute("data-user-hash") || "",
+    base: new URL(script.src, location.href).origin,
+    pollMin: parseInt(script.getAttribute("data-poll-min") || "3000", 10),
+    pollMax: parseInt(script.getAttribute("data-poll-max") || "30000", 10)
+  };
+  if (cfg.pollMax < cfg.pollMin) { cfg.pollMax = cfg.pollMin; }
+  var storeKey = "upgrade-chat:" + cfg.account + ":" + cfg.user;
+
+  var CSS = [
+    ":host{all:initial}",
+    "*{box-sizing:border-box;font-family:system-ui,-apple-system,'Segoe UI',sans-serif;letter-spacing:normal}",
+    ".launcher{position:fixed;right:20px;bottom:20px;width:56px;height:56px;border-radius:50%;border:0;",
+    " background:#4f46e5;color:#fff;font-size:24px;cursor:pointer;box-shadow:0 4px 14px #0004;z-index:2147483000}",
+    ".launcher .dot{position:absolute;top:6px;right:6px;width:12px;height:12px;border-radius:50%;background:#ef4444;display:none}",
+    ".launcher.unread .dot{display:block}",
+    ".panel{position:fixed;right:20px;bottom:88px;width:360px;max-width:calc(100vw - 40px);height:520px;",
+    " max-height:calc(100vh - 110px);background:#fff;border-radius:14px;box-shadow:0 10px 30px #0004;",
+    " display:none;flex-direction:column;overflow:hidden;z-index:2147483000;color:#111827;font-size:14px;line-height:1.4}",
+    ".panel.open{display:flex}",
+    ".head{background:#4f46e5;color:#fff;padding:12px 14px;display:flex;justify-content:space-between;align-items:center}",
+    ".head b{font-size:15px}.close{background:none;border:0;color:#fff;font-size:20px;cursor:pointer;padding:0 4px}",
+    ".log{flex:1;overflow-y:auto;padding:12px;background:#f9fafb;display:flex;flex-direction:column;gap:8px}",
+    ".msg{max-width:85%;padding:8px 11px;border-radius:12px;white-space:pre-wrap;word-wrap:break-word}",
+    ".msg.out{align-self:flex-start;background:#fff;border:1px solid #e5e7eb}",
+    ".msg.in{align-self:flex-end;background:#4f46e5;color:#fff}",
+    ".msg .via{display:block;font-size:11px;opacity:.65;margin-top:3px}",
+    ".card{border:1px solid #c7d2fe;background:#eef2ff;border-radius:12px;padding:10px 12px;margin:0 12px 8px}",
+    ".card h4{margin:0 0 6px;font-size:14px}.card table{width:100%;border-collapse:collapse;font-size:13px}",
+    ".card td{padding:2px 0}.card td.v{text-align:right;font-weight:600}",
+    ".card .th{font-size:12px;color:#4338ca;margin-top:6px}",
+    ".actions{display:flex;gap:8px;padding:0 12px 8px}",
+    ".actions button{flex:1;border:0;border-radius:8px;padding:9px;font-size:14px;font-weight:600;cursor:pointer;background:#4f46e5;color:#fff}",
+    ".actions button.confirm{background:#059669}",
+    ".actions button[disabled]{opacity:.5;cursor:default}",
+    "form{display:flex;gap:6px;padding:10px;border-top:1px solid #e5e7eb;background:#fff}",
+    "input{flex:1;border:1px solid #d1d5db;border-radius:8px;padding:8px 10px;font-size:14px}",
+    "form button{border:0;border-radius:8px;background:#111827;color:#fff;padding:0 12px;font-size:14px;cursor:pointer}",
+    ".status{font-size:12px;color:#b91c1c;padding:0 12px 6px;display:none}.status.on{display:block}"
+  ].join("");
+
+  var host = document.createElement("div");
+  host.id = "upgrade-chat-widget";
+  document.body.appendChild(host);
+  var root = host.attachShadow({ mode: "open" });
+  root.innerHTML =
+    "<style>" + CSS + "</style>" +
+    "<button class='launcher' part='launcher' aria-label='Open chat'>\u{1F4AC}<span class='dot'></span></button>" +
+    "<section class='panel' role='dialog' aria-label='Upgrade Chat'>" +
+    "<div class='head'><b>Chat with us</b><button class='close' aria-label='Close chat'>\u00D7</button></div>" +
+    "<div class='log' role='log' aria-live='polite'></div>" +
+    "<div class='card-slot'></div>" +
+    "<div class='actions'></div>" +
+    "<div class='status' role='status'></div>" +
+    "<form><input name='text' autocomplete='off' placeholder='Type a message\u2026' aria-label='Message'>" +
+    "<button type='submit'>Send</button></form></section>";
+
+  var $ = function (sel) { return root.querySelector(sel); };
+  var launcher = $(".launcher"), panel = $(".panel"), log = $(".log"), cardSlot = $(".card-slot");
+  var actions = $(".actions"), form = $("form"), input = $("input"), statusLine = $(".status");
+
+  var cursor = 0, delay = cfg.pollMin, timer = null, busy = false, state = null, lastCase = null;
+  var forbidden = false, sending = false, seen = {};
+
+  function dismissed() {
+    try { return localStorage.getItem(storeKey + ":dismissed") || ""; } catch (e) { return ""; }
+  }
+  function setDismissed(id) {
+    try { localStorage.setItem(storeKey + ":dismissed", String(id)); } catch (e) { /* private mode */ }
+  }
+  var currentOpening = null;
+
+  function openPanel() { panel.classList.add("open"); launcher.classList.remove("unread"); input.focus(); }
+  function closePanel() {
+    panel.classList.remove("open");
+    if (currentOpening) { setDismissed(currentOpening); }
+  }
+  launcher.addEventListener("click", function () {
+    if (panel.classList.contains("open")) { closePanel(); } else { openPanel(); }
+  });
+  $(".close").addEventListener("click", closePanel);
+
+  function headers(json) {
+    var h = { "X-User-Id": cfg.user, "X-Account": cfg.account, "X-User-Hash": cfg.hash };
+    if (json) { h["Content-Type"] = "application/json"; }
+    return h;
+  }
+
+  function showStatus(text) {
+    statusLine.textContent = text || "";
+    statusLine.classList.toggle("on", !!text);
+  }
+
+  var CHANNEL_NAMES = { sms: "SMS", whatsapp: "WhatsApp", voice: "phone call", web: "" };
+
+  function addMessage(m) {
+    if (seen[m.id]) { return; }
+    seen[m.id] = true;
+    var div = document.createElement("div");
+    div.className = "msg " + (m.direction === "in" ? "in" : "out");
+    div.setAttribute("data-id", m.id);
+    div.setAttribute("data-kind", m.kind);
+    div.setAttribute("data-channel", m.channel);
+    div.textContent = m.body;
+    var via = CHANNEL_NAMES[m.channel];
+    if (via) {
+      var small = document.createElement("span");
+      small.className = "via";
+      small.textContent = "via " + via;
+      div.appendChild(small);
+    }
+    log.appendChild(div);
+    log.scrollTop = log.scrollHeight;
+  }
+
+  function row(table, label, value) {
+    var tr = document.createElement("tr");
+    var a = document.createElement("td"); a.textContent = label;
+    var b = document.createElement("td"); b.className = "v"; b.textContent = value;
+    tr.appendChild(a); tr.appendChild(b); table.appendChild(tr);
+  }
+  function title(plan) { return plan ? plan.charAt(0).toUpperCase() + plan.slice(1) : ""; }
+
+  function renderCard(c) {
+    cardSlot.textContent = "";
+    if (!c) { return; }
+    var card = document.createElement("div");
+    card.className = "card";
+    var h = document.createElement("h4");
+    h.textContent = title(c.current_plan) + " \u2192 " + title(c.target_plan);
+    card.appendChild(h);
+    var t = document.createElement("table");
+    row(t, "Your cost now (" + title(c.current_plan) + ")", "$" + c.cost_current + "/mo");
+    row(t, "On " + title(c.target_plan), "$" + c.cost_target + "/mo");
+    if (c.claims_saving) { row(t, "You save", "$" + c.monthly_saving + "/mo"); }
+    else { row(t, "Difference", "+$" + c.monthly_difference + "/mo"); }
+    row(t, c.direction === "down" ? "Charge today" : "Charge today (prorated)", "$" + c.prorated_charge_today);
+    card.appendChild(t);
+    if (c.thresholds_crossed && c.thresholds_crossed.length) {
+      var th = document.createElement("div");
+      th.className = "th";
+      th.textContent = "Crossed: " + c.thresholds_crossed.map(function (x) {
+        return x.metric + " " + Number(x.value).toLocaleString("en-US") + " \u2265 " +
+          Number(x.threshold).toLocaleString("en-US");
+      }).join(", ");
+      card.appendChild(th);
+    }
+    if (c.unlocks && c.unlocks.length) {
+      var u = document.createElement("div");
+      u.className = "th";
+      u.textContent = "Unlocks: " + c.unlocks.join(", ");
+      card.appendChild(u);
+    }
+    cardSlot.appendChild(card);
+  }
+
+  function button(label, cls, text) {
+    var b = document.createElement("button");
+    b.type = "button";
+    b.className = cls;
+    b.textContent = label;
+    b.addEventListener("click", function () {
+      if (b.disabled) { return; }
+      b.disabled = true; // one click, one message; the thread state decides what comes next
+      send(text);
+    });
+    actions.appendChild(b);
+  }
+
+  function renderActions() {
+    actions.textContent = "";
+    if (!lastCase || sending) { return; }
+    if (state === "offered") { button("Upgrade", "upgrade", "yes"); }
+    else if (state === "awaiting_confirmation") { button("Confirm", "confirm", "confirm"); }
+  }
+
+  function schedule(ms) {
+    if (timer) { clearTimeout(timer); }
+    if (forbidden) { return; }
+    timer = setTimeout(poll, ms);
+  }
+
+  function poll() {
+    if (busy || forbidden) { return; }
+    busy = true;
+    fetch(cfg.base + "/webchat/v1/thread?after=" + encodeURIComponent(cursor), { headers: headers(false) })
+      .then(function (r) {
+        if (r.status === 403) { forbidden = true; host.setAttribute("data-state", "forbidden"); throw new Error("forbidden"); }
+        if (!r.ok) { throw new Error("HTTP " + r.status); }
+        return r.json();
+      })
+      .then(function (data) {
+        busy = false;
+        showStatus("");
+        var fresh = data.messages.length > 0 || data.state !== state;
+        data.messages.forEach(addMessage);
+        cursor = data.cursor;
+        state = data.state;
+        lastCase = data.case;
+        host.setAttribute("data-state", state || "none");
+        renderCard(lastCase);
+        renderActions();
+        if (data.open && data.opening_id && String(data.opening_id) !== dismissed()) {
+          currentOpening = data.opening_id;
+          openPanel();
+        } else if (data.messages.length && !panel.classList.contains("open")) {
+          launcher.classList.add("unread");
+        }
+        delay = fresh ? cfg.pollMin : Math.min(cfg.pollMax, Math.round(delay * 1.5));
+        schedule(data.more ? 0 : delay);
+      })
+      .catch(function (e) {
+        busy = false;
+        if (forbidden) { showStatus(""); return; }
+        delay = Math.min(cfg.pollMax, delay * 2);
+        schedule(delay);
+      });
+  }
+
+  function newId() {
+    if (window.crypto && crypto.randomUUID) { return "web-" + crypto.randomUUID(); }
+    return "web-" + Date.now().toString(36) + "-" + Math.random().toString(36).slice(2, 10);
+  }
+
+  function send(text, id, attempt) {
+    id = id || newId();
+    attempt = attempt || 1;
+    sending = true;
+    renderActions();
+    return fetch(cfg.base + "/webchat/v1/messages", {
+      method: "POST", headers: headers(true), body: JSON.stringify({ text: text, id: id })
+    }).then(function (r) {
+      if (r.status === 403) { forbidden = true; throw new Error("forbidden"); }
+      if (!r.ok && r.status >= 500 && attempt < 3) {
+        // The same id: a retry that reached the server already is answered once.
+        return new Promise(function (ok) { setTimeout(ok, 800 * attempt); })
+          .then(function () { return send(text, id, attempt + 1); });
+      }
+      if (!r.ok) { throw new Error("HTTP " + r.status); }
+      return r.json();
+    }).then(function () {
+      sending = false;
+      delay = cfg.pollMin;
+      schedule(0);
+    }).catch(function () {
+      sending = false;
+      renderActions();
+      showStatus(forbidden ? "This chat is unavailable." : "Could not send; please try again.");
+    });
+  }
+
+  form.addEventListener("submit", function (ev) {
+    ev.preventDefault();
+    var text = input.value.trim();
+    if (!text || forbidden) { return; }
+    input.value = "";
+    send(text);
+  });
+
+  // Coming back to a tab polls at once (the backoff may have reached its slowest pace).
+  document.addEventListener("visibilitychange", function () {
+    if (!document.hidden) { delay = cfg.pollMin; schedule(0); }
+  });
+
+  poll();
+})();

@@ -1,0 +1,386 @@
+"""The web chat channel: `/embed.js`, its JSON endpoints under /webchat/v1, and the /demo host page.
+
+The host product includes the script with the signed-in user's identity and an HMAC-SHA256 of
+the user id under WEB_CHAT_SECRET (as support-chat widgets do). Every request carries that
+identity (headers `X-User-Id`, `X-Account`, `X-User-Hash`, or the query parameters `user_id`,
+`account`, `user_hash`); a missing or wrong hash, or a user id that is no contact of the account,
+is a 403 that reads and writes nothing (fail closed, also when no secret is configured).
+
+The widget polls `GET /webchat/v1/thread?after=<message id>` (no long-held connections); a poll
+marks the buyer as in the product (§7: openings may then go to web chat) and delivers the web
+opening waiting for this visit. Messages go through the same engine as every other channel.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import html
+import logging
+from dataclasses import dataclass, replace
+from datetime import datetime
+from importlib import resources
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from sqlalchemy import and_, or_, select, update
+from werkzeug.exceptions import HTTPException
+
+from core import engine
+from core.case import Case, current_case
+from core.conversation import ThreadEvent, ThreadState, transition
+from core.errors import DomainError, Malformed
+from core.money import money_str
+from core.ports import ContactView, ThreadView
+from core.retry import retrying
+from channels.api import error, runtime
+from channels.serialize import iso
+from storage.models import LIVE_STATES, AccountRow, ContactRow, MessageRow
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/webchat/v1"
+bp = Blueprint("webchat", __name__)
+MAX_TEXT = 2000
+MAX_MESSAGES = 200  # per poll; the widget asks again from the new cursor
+# Outbound rows the buyer never saw: not out yet, withdrawn, or never delivered.
+HIDDEN_STATUSES = ("queued", "cancelled", "failed")
+IDENTITY_HEADERS = "X-User-Id, X-Account, X-User-Hash, Content-Type"
+DEMO_ACCOUNT, DEMO_USER = "acme-clinic", "u-dana"
+
+
+def user_hash(secret: str, user_id: str) -> str:
+    """The identity signature the host product computes: hex HMAC-SHA256(secret, user id)."""
+    return hmac.new(secret.encode(), user_id.encode(), hashlib.sha256).hexdigest()
+
+
+@dataclass(frozen=True)
+class WebIdentity:
+    user_id: str
+    account: str
+
+
+class Forbidden(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def verify(req) -> WebIdentity:
+    """The request's signed identity; Forbidden when it is missing or the hash is wrong."""
+    def value(header: str, param: str) -> str:
+        return (req.headers.get(header) or req.args.get(param) or "").strip()
+
+    user_id, account = value("X-User-Id", "user_id"), value("X-Account", "account")
+    given = value("X-User-Hash", "user_hash").lower()
+    secret = current_app.config.get("WEB_CHAT_SECRET")
+    if not secret:
+        log.warning("web chat request refused: WEB_CHAT_SECRET is not configured")
+        raise Forbidden("web chat is not configured on this server")
+    if not user_id or not account or not given:
+        raise Forbidden("missing identity: send X-User-Id, X-Account and X-User-Hash")
+    if not hmac.compare_digest(given.encode(), user_hash(str(secret), user_id).encode()):
+        raise Forbidden("invalid user hash")
+    return WebIdentity(user_id, account)
+
+
+# --- storage queries this channel needs (candidates for storage/conversations.py) ---------------
+
+def _web_contact(session, identity: WebIdentity) -> ContactView | None:
+    """The contact of `account` whose web user id is `user_id`."""
+    row = session.scalars(
+        select(ContactRow).join(AccountRow, AccountRow.id == ContactRow.account_id)
+        .where(AccountRow.external_id == identity.account,
+               ContactRow.web_user_id == identity.user_id)
+        .order_by(ContactRow.id).limit(1)).first()
+    if row is None:
+        return None
+    return ContactView(id=row.id, account_id=row.account_id, external_id=row.external_id,
+                       role=row.role, phone=row.phone, whatsapp=row.whatsapp,
+                       web_user_id=row.web_user_id, web_active_at=row.web_active_at,
+                       opted_out_at=row.opted_out_at, whatsapp_opt_in_at=row.whatsapp_opt_in_at,
+                       whatsapp_inbound_at=row.whatsapp_inbound_at)
+
+
+def _deliver_web_openings(session, thread_id: int, now: datetime) -> list[int]:
+    """Mark the thread's due web openings sent (the widget shows them now); their ids."""
+    due = and_(MessageRow.thread_id == thread_id, MessageRow.channel == "web",
+               MessageRow.kind == "opening", MessageRow.direction == "out",
+               MessageRow.status == "queued",
+               or_(MessageRow.not_before.is_(None), MessageRow.not_before <= now))
+    ids = list(session.scalars(select(MessageRow.id).where(due).order_by(MessageRow.id)))
+    if ids:
+        session.execute(update(MessageRow).where(MessageRow.id.in_(ids))
+                        .values(status="sent", sent_at=now, attempts=MessageRow.attempts + 1))
+    return ids
+
+
+def _visible_messages(session, contact_id: int, thread_id: int | None,
+                      after: int) -> list[MessageRow]:
+    """What the buyer has seen, whatever the channel: the thread's messages and their own
+    messages outside any thread, newer than `after`."""
+    mine = and_(MessageRow.thread_id.is_(None), MessageRow.contact_id == contact_id)
+    where = or_(MessageRow.thread_id == thread_id, mine) if thread_id is not None else mine
+    hidden = and_(MessageRow.direction == "out", MessageRow.status.in_(HIDDEN_STATUSES))
+    return list(session.scalars(
+        select(MessageRow).where(where, ~hidden, MessageRow.id > after)
+        .order_by(MessageRow.id).limit(MAX_MESSAGES)))
+
+
+# --- use cases ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class WebView:
+    contact: ContactView
+    account: Any
+    thread: ThreadView | None
+    messages: tuple
+    delivered: tuple[int, ...]  # openings that went out in this poll
+    unanswered_opening: int | None  # the latest opening, when the buyer has not written since
+
+
+def poll(uow, identity: WebIdentity, after: int, now: datetime) -> WebView | None:
+    """One widget poll, in one unit of work: the buyer is in the product now (touch_web), a
+    web opening waiting for this visit goes out (an open thread becomes offered), and the
+    messages after the cursor are read. None when the identity is no contact (nothing written)."""
+    def attempt() -> WebView | None:
+        with uow:
+            session, conv = uow.session, uow.conversations
+            contact = _web_contact(session, identity)
+            if contact is None:
+                return None
+            uow.accounts.lock(contact.account_id)  # account before thread, as every writer
+            conv.touch_web(contact.id, now)
+            thread = conv.thread_for_contact(contact)
+            delivered: list[int] = []
+            # An opted-out buyer gets no business-initiated message, here neither.
+            if thread is not None and thread.state in LIVE_STATES and contact.opted_out_at is None:
+                delivered = _deliver_web_openings(session, thread.id, now)
+                if delivered and thread.state == ThreadState.OPEN:
+                    state = transition(ThreadState.OPEN, ThreadEvent.OFFER_SENT)
+                    thread = replace(thread, state=str(state))
+                    conv.save_thread(thread, now)
+            rows = _visible_messages(session, contact.id, thread.id if thread else None, after)
+            messages = tuple(_message_json(r) for r in rows)
+            unanswered = None
+            if thread is not None:
+                seen = [m for m in conv.messages(thread.id)
+                        if not (m.direction == "out" and m.status in HIDDEN_STATUSES)]
+                openings = [m.id for m in seen if m.kind == "opening"]
+                if openings and not any(m.direction == "in" and m.id > openings[-1] for m in seen):
+                    unanswered = openings[-1]
+            account = uow.accounts.get_by_id(contact.account_id)
+            uow.commit()
+            if delivered:
+                log.info("web opening delivered to contact %s (thread %s)",
+                         contact.external_id, thread.id)
+            return WebView(contact, account, thread, messages, tuple(delivered), unanswered)
+
+    return retrying(attempt)
+
+
+def find_contact(uow, identity: WebIdentity) -> ContactView | None:
+    with uow:
+        return _web_contact(uow.session, identity)
+
+
+def thread_case(uow, catalog, view: WebView, now: datetime) -> Case | None:
+    """The case behind a live thread, as the engine would state it now; None otherwise."""
+    thread, account = view.thread, view.account
+    if thread is None or thread.state not in LIVE_STATES or account.plan != thread.current_plan:
+        return None
+    with uow:
+        matrix = uow.usage.matrices([account.id], now)[account.id]
+    case = current_case(catalog, engine.terms(account), matrix, now)
+    return case if case is not None and case.target.name == thread.target_plan else None
+
+
+# --- JSON shapes --------------------------------------------------------------------------------
+
+def _message_json(m: MessageRow) -> dict[str, Any]:
+    return {"id": m.id, "direction": m.direction, "channel": m.channel, "kind": m.kind,
+            "body": m.body, "at": iso(m.at)}
+
+
+def card_json(case: Case) -> dict[str, Any]:
+    """The figures of the case card: cost now vs on the target, the difference (a saving only
+    when the target costs less), the charge today, the thresholds crossed, what it unlocks."""
+    difference = case.monthly_difference
+    return {
+        "current_plan": case.current.name, "target_plan": case.target.name,
+        "direction": case.direction,
+        "cost_current": money_str(case.cost_current.total),
+        "cost_target": money_str(case.cost_target.total),
+        "claims_saving": case.claims_saving,
+        "monthly_saving": money_str(difference) if case.claims_saving else None,
+        "monthly_difference": money_str(abs(difference)),
+        "prorated_charge_today": money_str(case.prorated_charge_today),
+        "thresholds_crossed": [{"metric": m.metric, "value": m.value, "threshold": m.threshold}
+                               for m in case.thresholds_crossed],
+        "unlocks": list(case.unlocks.features),
+        "effective": case.effective.isoformat(),
+    }
+
+
+# --- HTTP ---------------------------------------------------------------------------------------
+
+def _forbidden(message: str):
+    return error(403, "forbidden", message)
+
+
+def _identity_or_403():
+    try:
+        return verify(request), None
+    except Forbidden as exc:
+        return None, _forbidden(exc.message)
+
+
+@bp.after_request
+def cors(response: Response) -> Response:
+    # The host product serves the page from its own origin. Identity travels in headers, never
+    # cookies, so any origin may call; the signature is what protects the data.
+    if request.path.startswith(PREFIX + "/") or request.path == "/embed.js":
+        response.headers["Access-Control-Allow-Origin"] = "*"
+        response.headers["Access-Control-Allow-Headers"] = IDENTITY_HEADERS
+        response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+        response.headers["Access-Control-Max-Age"] = "600"
+    if request.path.startswith(PREFIX + "/"):
+        response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.errorhandler(HTTPException)
+def http_error(exc: HTTPException):
+    if not request.path.startswith(PREFIX + "/"):
+        return exc
+    code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
+        exc.code or 500, (exc.name or "error").lower().replace(" ", "_"))
+    return error(exc.code or 500, code, exc.description or exc.name)
+
+
+def _after() -> int:
+    raw = request.args.get("after", "").strip()
+    if not raw:
+        return 0
+    if not raw.isdigit():
+        raise Malformed(f"after: expected a message id (a whole number >= 0), got {raw!r}",
+                        field="after")
+    return int(raw)
+
+
+@bp.get(PREFIX + "/thread")
+def get_thread():
+    identity, refusal = _identity_or_403()
+    if refusal:
+        return refusal
+    after = _after()
+    rt = runtime()
+    now = rt.now()
+    view = poll(rt.uow(), identity, after, now)
+    if view is None:
+        return _forbidden("this user is not a contact of this account")
+    case = thread_case(rt.uow(read_only=True), rt.catalog, view, now)
+    thread = view.thread
+    messages = list(view.messages)
+    new_opening = any(m["kind"] == "opening" for m in messages) or bool(view.delivered)
+    opens = (view.contact.opted_out_at is None and new_opening
+             and view.unanswered_opening is not None
+             and thread is not None and thread.state in LIVE_STATES)
+    return jsonify({
+        "thread_id": thread.id if thread else None,
+        "state": thread.state if thread else None,
+        "current_plan": view.account.plan,
+        "messages": messages,
+        "cursor": messages[-1]["id"] if messages else after,
+        "more": len(messages) == MAX_MESSAGES,
+        "case": card_json(case) if case is not None else None,
+        "open": opens,
+        "opening_id": view.unanswered_opening if opens else None,
+        "opted_out": view.contact.opted_out_at is not None,
+    })
+
+
+@bp.post(PREFIX + "/messages")
+def post_message():
+    identity, refusal = _identity_or_403()
+    if refusal:
+        return refusal
+    data = request.get_json(force=True, silent=True)
+    if not isinstance(data, dict):
+        raise Malformed("request body must be a JSON object with 'text'")
+    text = data.get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise Malformed("text: expected a non-empty string", field="text")
+    if len(text) > MAX_TEXT:
+        raise DomainError(f"text: at most {MAX_TEXT} characters", code="text_too_long",
+                          field="text")
+    message_id = data.get("id")
+    if message_id is not None and (not isinstance(message_id, (str, int))
+                                   or isinstance(message_id, bool) or len(str(message_id)) > 200):
+        raise Malformed("id: expected a string of at most 200 characters", field="id")
+    rt = runtime()
+    contact = find_contact(rt.uow(read_only=True), identity)
+    if contact is None:
+        return _forbidden("this user is not a contact of this account")
+    answer = engine.handle_message(rt.uow(), rt.catalog, rt.conversation, contact.external_id,
+                                   "web", text.strip(),
+                                   str(message_id) if message_id is not None else None, rt.now())
+    return jsonify({"replies": list(answer.replies), "thread_id": answer.thread_id,
+                    "state": answer.state, "duplicate": answer.duplicate})
+
+
+@bp.get("/embed.js")
+def embed_js():
+    text = resources.files("channels").joinpath("static/embed.js").read_text(encoding="utf-8")
+    response = Response(text, mimetype="application/javascript")
+    response.headers["Cache-Control"] = "public, max-age=300"
+    return response
+
+
+DEMO_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Acme Family Clinic · Dashboard</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+ body{{margin:0;font:15px/1.4 system-ui,sans-serif;background:#f3f4f6;color:#1f2937}}
+ header{{background:#0f766e;color:#fff;padding:14px 24px;display:flex;justify-content:space-between}}
+ main{{padding:24px;display:grid;grid-template-columns:repeat(auto-fit,minmax(220px,1fr));gap:16px}}
+ .tile{{background:#fff;border-radius:10px;padding:16px;box-shadow:0 1px 3px #0002}}
+ .tile b{{display:block;font-size:28px;margin-top:6px}}
+ /* host CSS that would break a widget not living in a shadow root */
+ button{{background:hotpink!important;font-size:30px!important}} div{{letter-spacing:.02em}}
+</style></head><body>
+<header><span>Acme Family Clinic — Patient messaging</span><span>Dana Reyes · Billing</span></header>
+<main>
+ <div class="tile">Messages (30 days)<b>4,800</b></div>
+ <div class="tile">Seats<b>3 of 3</b></div>
+ <div class="tile">Integrations<b>1</b></div>
+ <div class="tile">Plan<b>Starter</b></div>
+</main>
+<p style="padding:0 24px;color:#6b7280">A demo host page: the chat bubble in the corner is the
+Upgrade Chat widget, included with Dana's signed identity.</p>
+<script src="/embed.js" data-user-id="{user}" data-account="{account}" data-user-hash="{hash}"></script>
+</body></html>"""
+
+
+@bp.get("/demo")
+def demo_page():
+    if not current_app.config.get("SANDBOX"):
+        return Response("not found", status=404, mimetype="text/plain")
+    secret = current_app.config.get("WEB_CHAT_SECRET")
+    if not secret:
+        return Response("web chat is not configured: set UPGRADE_CHAT_WEB_CHAT_SECRET",
+                        status=503, mimetype="text/plain")
+    page = DEMO_PAGE.format(user=html.escape(DEMO_USER), account=html.escape(DEMO_ACCOUNT),
+                            hash=user_hash(str(secret), DEMO_USER))
+    return Response(page, mimetype="text/html")
+
+
+def host_snippet(secret: str, user_id: str, account: str, **attrs: str) -> str:
+    """The <script> tag a host page includes for `user_id` (used by /demo and the tests)."""
+    extra = "".join(f' data-{html.escape(k.replace("_", "-"))}="{html.escape(v)}"'
+                    for k, v in attrs.items())
+    return (f'<script src="/embed.js" data-user-id="{html.escape(user_id)}" '
+            f'data-account="{html.escape(account)}" '
+            f'data-user-hash="{user_hash(secret, user_id)}"{extra}></script>')
+
+

@@ -1,0 +1,284 @@
+"""The web chat channel end to end through the test client, on SQLite and PostgreSQL: a signed
+identity or nothing, the web opening delivered on the buyer's next visit, Upgrade and Confirm
+through the same engine, a cursor, and a thread started by SMS continued in the widget."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+
+from channels import webchat
+from storage.models import ContactRow, PlanChangeRow
+from tests.conftest import Api
+from tests.e2e.helpers import account, ago, batch, contact, error_of, event
+
+SECRET = "s3cret"
+ACME, DANA, USER = "acme-clinic", "acme-dana", "u-dana"
+PHONE = "+13125550142"
+
+
+def web_app(make_app, **config):
+    """The app with web chat on (registered here until app.py registers it itself)."""
+    app = make_app(CONTROL_SHARE="0", WEB_CHAT_SECRET=SECRET, **config)
+    if "webchat" not in app.blueprints:
+        app.register_blueprint(webchat.bp)
+    return app
+
+
+@pytest.fixture
+def app(make_app):
+    return web_app(make_app)
+
+
+@pytest.fixture
+def api(app) -> Api:
+    return Api(app.test_client())
+
+
+class Widget:
+    """What embed.js does, through the test client: signed polls and posts."""
+
+    def __init__(self, client, user=USER, account_id=ACME, user_hash=None) -> None:
+        self.client = client
+        self.headers = {"X-User-Id": user, "X-Account": account_id,
+                        "X-User-Hash": user_hash if user_hash is not None
+                        else webchat.user_hash(SECRET, user)}
+        self.cursor = 0
+
+    def poll(self, after=None):
+        after = self.cursor if after is None else after
+        r = self.client.get(f"/webchat/v1/thread?after={after}", headers=self.headers)
+        if r.status_code == 200:
+            self.cursor = r.get_json()["cursor"]
+        return r
+
+    def say(self, text, msg_id):
+        return self.client.post("/webchat/v1/messages", headers=self.headers,
+                                json={"text": text, "id": msg_id})
+
+
+def setup_account(api, phone=None):
+    c = contact(DANA, name="Dana", role="billing", web_user_id=USER)
+    if phone:
+        c["phone"] = phone
+    r = api.put(f"/accounts/{ACME}", json=account(contacts=[c], vertical="healthcare"))
+    assert r.status_code == 201, r.get_json()
+
+
+def cross(api, prefix="m"):
+    """4,800 messages over 8 days: Starter crosses 4,500 toward Growth."""
+    events = [event(f"{prefix}{i}", ACME, "messages", 600, ago(days=7 - i)) for i in range(8)]
+    r = api.post("/usage", json=batch(*events))
+    assert r.status_code == 200, r.get_json()
+    return r.get_json()
+
+
+def thread_of(api):
+    return api.get(f"/accounts/{ACME}/thread").get_json()
+
+
+def plan_changes(app):
+    engine = app.extensions["upgrade_chat"].engine
+    with engine.connect() as conn:
+        return conn.scalar(select(func.count()).select_from(PlanChangeRow))
+
+
+def web_active_at(app):
+    engine = app.extensions["upgrade_chat"].engine
+    with engine.connect() as conn:
+        return conn.scalar(select(ContactRow.web_active_at).where(ContactRow.external_id == DANA))
+
+
+@pytest.mark.parametrize("headers", [
+    {},
+    {"X-User-Id": USER, "X-Account": ACME},
+    {"X-User-Id": USER, "X-Account": ACME, "X-User-Hash": "0" * 64},
+    {"X-User-Id": USER, "X-Account": ACME, "X-User-Hash": webchat.user_hash("wrong", USER)},
+    {"X-User-Id": "u-mallory", "X-Account": ACME, "X-User-Hash": webchat.user_hash(SECRET, USER)},
+], ids=["nothing", "no-hash", "forged-hash", "other-secret", "hash-of-another-user"])
+def test_a_missing_or_forged_hash_gets_a_403_and_no_data(app, api, headers):
+    setup_account(api)
+    cross(api)
+    client = app.test_client()
+    for r in (client.get("/webchat/v1/thread", headers=headers),
+              client.post("/webchat/v1/messages", headers=headers, json={"text": "yes", "id": "x"})):
+        assert r.status_code == 403
+        assert error_of(r)["code"] == "forbidden"
+    assert web_active_at(app) is None  # nothing was touched
+    assert thread_of(api)["state"] == "open"
+    assert len(thread_of(api)["messages"]) == 1  # the queued opening only, no inbound "yes"
+
+
+def test_a_signed_user_who_is_no_contact_of_the_account_gets_a_403(app, api):
+    setup_account(api)
+    other = api.put("/accounts/other", json=account(contacts=[contact("o-1", web_user_id="u-o")]))
+    assert other.status_code == 201
+    for user, acct in (("u-stranger", ACME), (USER, "other"), ("u-o", ACME)):
+        r = Widget(app.test_client(), user=user, account_id=acct).poll()
+        assert r.status_code == 403, (user, acct)
+        assert error_of(r)["code"] == "forbidden"
+        assert "messages" not in r.get_json()
+
+
+def test_identity_may_come_in_query_parameters(app, api):
+    setup_account(api)
+    h = webchat.user_hash(SECRET, USER)
+    r = app.test_client().get(f"/webchat/v1/thread?user_id={USER}&account={ACME}&user_hash={h}")
+    assert r.status_code == 200
+    assert r.get_json()["messages"] == []
+    assert r.get_json()["state"] is None
+
+
+def test_without_a_configured_secret_every_request_is_refused(make_app):
+    app = make_app(CONTROL_SHARE="0")
+    app.config["WEB_CHAT_SECRET"] = None
+    if "webchat" not in app.blueprints:
+        app.register_blueprint(webchat.bp)
+    r = Widget(app.test_client()).poll()
+    assert r.status_code == 403
+    assert error_of(r)["code"] == "forbidden"
+
+
+def test_a_web_only_contact_gets_the_opening_on_the_first_poll_and_the_widget_opens(app, api):
+    setup_account(api)
+    cross(api)
+    detail = thread_of(api)
+    assert detail["state"] == "open"
+    assert detail["last_channel"] == "web"
+    assert [m["status"] for m in detail["messages"]] == ["queued"]
+
+    widget = Widget(app.test_client())
+    data = widget.poll().get_json()
+    assert data["open"] is True
+    assert data["state"] == "offered"
+    assert [m["kind"] for m in data["messages"]] == ["opening"]
+    assert data["messages"][0]["channel"] == "web"
+    assert data["opening_id"] == data["messages"][0]["id"]
+    card = data["case"]
+    assert card["current_plan"] == "starter" and card["target_plan"] == "growth"
+    assert card["cost_current"] == "529.00" and card["cost_target"] == "499.00"
+    assert card["claims_saving"] is True and card["monthly_saving"] == "30.00"
+    assert card["prorated_charge_today"] == "105.00"
+    assert card["thresholds_crossed"] == [{"metric": "messages", "value": 4800, "threshold": 4500}]
+    assert thread_of(api)["state"] == "offered"
+    assert [m["status"] for m in thread_of(api)["messages"]] == ["sent"]
+    assert web_active_at(app) is not None
+
+    again = widget.poll().get_json()
+    assert again["messages"] == [] and again["open"] is False
+    assert again["cursor"] == data["cursor"]
+    assert again["case"] == card
+
+
+def test_upgrade_then_confirm_upgrades_once_and_a_second_confirm_answers_coherently(app, api):
+    setup_account(api)
+    cross(api)
+    widget = Widget(app.test_client())
+    widget.poll()
+
+    r = widget.say("yes", "w-1")
+    assert r.status_code == 200
+    step = r.get_json()
+    assert step["state"] == "awaiting_confirmation"
+    assert "105.00" in " ".join(step["replies"])
+    assert api.get(f"/accounts/{ACME}").get_json()["plan"] == "starter"
+
+    done = widget.say("confirm", "w-2").get_json()
+    assert done["state"] == "upgraded"
+    assert api.get(f"/accounts/{ACME}").get_json()["plan"] == "growth"
+    assert plan_changes(app) == 1
+
+    retry = widget.say("confirm", "w-2").get_json()  # the same click delivered twice
+    assert retry["duplicate"] is True and retry["replies"] == done["replies"]
+    second = widget.say("confirm", "w-3").get_json()  # a second click
+    assert second["replies"] and second["state"] == "upgraded"
+    assert plan_changes(app) == 1
+    assert api.get(f"/accounts/{ACME}").get_json()["plan"] == "growth"
+
+    data = widget.poll().get_json()
+    assert data["state"] == "upgraded"
+    assert data["case"] is None and data["open"] is False
+    assert data["current_plan"] == "growth"
+    bodies = [(m["direction"], m["body"]) for m in data["messages"]]
+    assert ("in", "yes") in bodies and ("in", "confirm") in bodies
+
+
+def test_the_cursor_returns_only_newer_messages(app, api):
+    setup_account(api)
+    cross(api)
+    widget = Widget(app.test_client())
+    first = widget.poll().get_json()
+    opening_id = first["messages"][0]["id"]
+    widget.say("how much would I be charged today?", "w-1")
+    newer = widget.poll().get_json()["messages"]
+    assert [m["direction"] for m in newer] == ["in", "out"]
+    assert all(m["id"] > opening_id for m in newer)
+    assert widget.poll().get_json()["messages"] == []
+    everything = widget.poll(after=0).get_json()["messages"]
+    assert [m["id"] for m in everything] == [opening_id] + [m["id"] for m in newer]
+    assert widget.poll(after=newer[0]["id"]).get_json()["messages"] == newer[1:]
+    bad = widget.client.get("/webchat/v1/thread?after=-1", headers=widget.headers)
+    assert bad.status_code == 400 and error_of(bad)["field"] == "after"
+
+
+def test_a_thread_started_by_sms_shows_in_the_widget_and_continues_there(app, api):
+    setup_account(api, phone=PHONE)
+    cross(api)
+    assert thread_of(api)["last_channel"] == "sms"  # never seen in the product: SMS
+    assert app.test_cli_runner().invoke(args=["jobs", "run"]).exit_code == 0
+    r = api.post(f"/conversations/{DANA}/messages",
+                 json={"channel": "sms", "text": "how much would I be charged today?", "id": "SM1"})
+    assert r.status_code == 200, r.get_json()
+
+    widget = Widget(app.test_client())
+    data = widget.poll().get_json()
+    assert [(m["channel"], m["direction"]) for m in data["messages"]] == [
+        ("sms", "out"), ("sms", "in"), ("sms", "out")]
+    assert data["state"] == "offered"
+    assert data["open"] is False  # the buyer already answered the opening by SMS
+    assert data["case"]["target_plan"] == "growth"
+
+    step = widget.say("yes", "w-1").get_json()
+    assert step["state"] == "awaiting_confirmation"
+    assert thread_of(api)["last_channel"] == "web"
+    assert widget.poll().get_json()["messages"][0]["channel"] == "web"
+
+
+def test_a_buyer_who_opted_out_sees_answers_but_the_widget_does_not_open(app, api):
+    setup_account(api)
+    cross(api)
+    widget = Widget(app.test_client())
+    assert widget.say("stop messaging me", "w-1").status_code == 200
+    data = widget.poll().get_json()
+    assert data["opted_out"] is True and data["open"] is False
+    assert data["state"] == "opted_out"
+    assert [m["direction"] for m in data["messages"]][-2:] == ["in", "out"]
+
+
+def test_bad_messages_are_400_json(app, api):
+    setup_account(api)
+    widget = Widget(app.test_client())
+    for body in ({}, {"text": ""}, {"text": 5}, {"text": "hi", "id": ["x"]}):
+        r = widget.client.post("/webchat/v1/messages", headers=widget.headers, json=body)
+        assert r.status_code == 400, body
+        assert error_of(r)["code"]
+
+
+def test_embed_js_is_served_with_cors_and_the_demo_page_signs_dana(app):
+    client = app.test_client()
+    r = client.get("/embed.js")
+    assert r.status_code == 200
+    assert r.mimetype == "application/javascript"
+    assert "attachShadow" in r.get_data(as_text=True)
+    pre = client.options("/webchat/v1/thread", headers={
+        "Origin": "https://saas.example", "Access-Control-Request-Method": "GET",
+        "Access-Control-Request-Headers": "x-user-id, x-account, x-user-hash"})
+    assert pre.status_code == 200
+    assert pre.headers["Access-Control-Allow-Origin"] == "*"
+    assert "X-User-Hash" in pre.headers["Access-Control-Allow-Headers"]
+
+    page = client.get("/demo")
+    assert page.status_code == 200  # tests run in the sandbox (no Twilio account)
+    html = page.get_data(as_text=True)
+    assert 'data-user-id="u-dana"' in html and 'data-account="acme-clinic"' in html
+    assert f'data-user-hash="{webchat.user_hash(SECRET, "u-dana")}"' in html
