@@ -120,7 +120,7 @@ def setup_accounts(url: str, n: int, seed: int) -> list[Buyer]:
     from storage.migrate import upgrade
 
     if n > 10_000:
-        raise click.BadParameter("at most 10,000 accounts (+1312555XXXX)", param_hint="--accounts")
+        raise click.BadParameter("at most 10,000 accounts (numbers +13125550000 to +13125559999)", param_hint="--accounts")
     engine = make_engine(url)
     upgrade(engine)
     engine.dispose()
