@@ -164,57 +164,56 @@ def record_post(engine: Engine, escalation_id: int, channel: str, ts: str) -> No
             _set_case(session, locked[0], slack={"channel": channel, "ts": ts})
 
 
-def claim(engine: Engine, escalation_id: int, csm_id: str, csm_name: str, business: str,
-          now: datetime) -> Outcome:
-    """An open escalation becomes the CSM's; the buyer is told a named person will follow up
-    (a reply queued on the thread's last channel, sent by that channel's dispatcher)."""
+def _act(engine: Engine, escalation_id: int, already_done, change) -> Outcome:
+    """One CSM action, once: under the account-then-escalation locks, `change(session, row)`
+    unless `already_done(row)`; the card as it stands either way."""
     with _session(engine) as session, session.begin():
         locked = _locked(session, escalation_id)
         if locked is None:
             return Outcome(False, None)
         row, account = locked
-        if row.status != OPEN:
+        if already_done(row):
             return Outcome(False, _card(session, row, account))
-        _set_case(session, row, status=CLAIMED,
-                  claimed_by={"id": csm_id, "name": csm_name, "at": now.isoformat()})
+        change(session, row)
+        session.flush()
+        return Outcome(True, _card(session, row, account))
+
+
+def _by(csm_id: str, csm_name: str, now: datetime) -> dict:
+    return {"id": csm_id, "name": csm_name, "at": now.isoformat()}
+
+
+def claim(engine: Engine, escalation_id: int, csm_id: str, csm_name: str, business: str,
+          now: datetime) -> Outcome:
+    """An open escalation becomes the CSM's; the buyer is told a named person will follow up
+    (a reply queued on the thread's last channel, sent by that channel's dispatcher)."""
+    def change(session, row) -> None:
+        _set_case(session, row, status=CLAIMED, claimed_by=_by(csm_id, csm_name, now))
         thread = session.get(ThreadRow, row.thread_id) if row.thread_id else None
         if thread is not None and thread.last_channel and thread.contact_id is not None:
             session.add(MessageRow(
                 thread_id=thread.id, contact_id=thread.contact_id, channel=thread.last_channel,
                 direction="out", kind="reply", status="queued", at=now,
                 body=follow_up_message(csm_name, business)))
-        session.flush()
-        return Outcome(True, _card(session, row, account))
+
+    return _act(engine, escalation_id, lambda row: row.status != OPEN, change)
 
 
 def request_call(engine: Engine, escalation_id: int, csm_id: str, csm_name: str,
                  now: datetime) -> Outcome:
     """Record that the CSM wants a call scheduled (once); a resolved escalation stays as it is."""
-    with _session(engine) as session, session.begin():
-        locked = _locked(session, escalation_id)
-        if locked is None:
-            return Outcome(False, None)
-        row, account = locked
-        if row.status == RESOLVED or (row.case or {}).get("call_requested"):
-            return Outcome(False, _card(session, row, account))
-        _set_case(session, row, call_requested={"id": csm_id, "name": csm_name,
-                                                "at": now.isoformat()})
-        return Outcome(True, _card(session, row, account))
+    return _act(engine, escalation_id,
+                lambda row: row.status == RESOLVED or bool((row.case or {}).get("call_requested")),
+                lambda session, row: _set_case(session, row,
+                                               call_requested=_by(csm_id, csm_name, now)))
 
 
 def resolve(engine: Engine, escalation_id: int, csm_id: str, csm_name: str,
             now: datetime) -> Outcome:
     """Close an open or claimed escalation (once)."""
-    with _session(engine) as session, session.begin():
-        locked = _locked(session, escalation_id)
-        if locked is None:
-            return Outcome(False, None)
-        row, account = locked
-        if row.status == RESOLVED:
-            return Outcome(False, _card(session, row, account))
-        _set_case(session, row, status=RESOLVED,
-                  resolved_by={"id": csm_id, "name": csm_name, "at": now.isoformat()})
-        return Outcome(True, _card(session, row, account))
+    return _act(engine, escalation_id, lambda row: row.status == RESOLVED,
+                lambda session, row: _set_case(session, row, status=RESOLVED,
+                                               resolved_by=_by(csm_id, csm_name, now)))
 
 
 def follow_up_message(csm_name: str, business: str) -> str:
