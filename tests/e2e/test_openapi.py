@@ -18,9 +18,16 @@ from openapi_spec_validator import validate
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
+from channels import webchat
+from tests.conftest import Api
+
 SPEC_PATH = Path(__file__).resolve().parents[2] / "channels" / "openapi.json"
 SPEC_URI = "urn:upgrade-chat:openapi"
 PREFIX = "/api/v1"
+WEB_PREFIX = "/webchat/v1"
+PREFIXES = (PREFIX, WEB_PREFIX)
+WEB_SECURITY = [{"webUserId": [], "webAccount": [], "webUserHash": []}]
+WEB_SECRET = "web-secret"
 METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
 ACCOUNT = "/api/v1/accounts/{external_id}"
 
@@ -119,7 +126,7 @@ def starter_crossing_messages(now) -> list[dict]:
 def flask_routes(app) -> set[tuple[str, str]]:
     out = set()
     for rule in app.url_map.iter_rules():
-        if not (rule.rule == PREFIX or rule.rule.startswith(PREFIX + "/")):
+        if not any(rule.rule == p or rule.rule.startswith(p + "/") for p in PREFIXES):
             continue
         path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
         for method in (rule.methods or set()) - {"HEAD", "OPTIONS"}:
@@ -143,12 +150,13 @@ def test_the_file_is_two_space_indented_json():
     assert text == json.dumps(json.loads(text), indent=2, ensure_ascii=False) + "\n"
 
 
-def test_every_path_is_under_api_v1_and_served_from_the_root(spec):
+def test_every_path_is_under_api_v1_or_webchat_v1_and_served_from_the_root(spec):
     assert spec["servers"][0]["url"] == "/"
-    assert all(path.startswith(PREFIX + "/") for path in spec["paths"])
+    assert all(path.startswith(tuple(p + "/" for p in PREFIXES)) for path in spec["paths"])
+    assert any(path.startswith(WEB_PREFIX + "/") for path in spec["paths"])
 
 
-def test_bearer_auth_is_required_everywhere_except_the_document_itself(spec):
+def test_bearer_auth_is_required_everywhere_except_the_document_and_web_chat(spec):
     scheme = spec["components"]["securitySchemes"]["bearerAuth"]
     assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
     assert spec["security"] == [{"bearerAuth": []}]
@@ -156,9 +164,24 @@ def test_bearer_auth_is_required_everywhere_except_the_document_itself(spec):
         operation = spec["paths"][path][method]
         if path == PREFIX + "/openapi.json":
             assert operation["security"] == []
+        elif path.startswith(WEB_PREFIX + "/"):
+            assert operation["security"] == WEB_SECURITY, f"{method} {path}"
+            assert "403" in operation["responses"], f"{method} {path} does not document 403"
+            assert "401" not in operation["responses"], f"{method} {path} never answers 401"
         else:
             assert "security" not in operation, f"{method} {path} overrides the global security"
             assert "401" in operation["responses"], f"{method} {path} does not document 401"
+
+
+def test_the_web_chat_identity_schemes_name_the_headers_the_widget_sends(spec):
+    schemes = spec["components"]["securitySchemes"]
+    headers = {name: (schemes[name]["type"], schemes[name]["in"], schemes[name]["name"])
+               for name in WEB_SECURITY[0]}
+    assert headers == {"webUserId": ("apiKey", "header", "X-User-Id"),
+                       "webAccount": ("apiKey", "header", "X-Account"),
+                       "webUserHash": ("apiKey", "header", "X-User-Hash")}
+    for header in ("X-User-Id", "X-Account", "X-User-Hash"):
+        assert header in webchat.IDENTITY_HEADERS  # what CORS lets the browser send
 
 
 def test_every_operation_documents_its_error_responses_with_the_error_schema(spec):
@@ -345,3 +368,89 @@ def test_a_wrong_method_is_a_405_with_the_documented_error_body(api, registry):
     is_error(registry, api.client.delete("/api/v1/accounts/acme", headers=api.headers), 405,
              "method_not_allowed")
     is_error(registry, api.get("/usage"), 405, "method_not_allowed")
+
+
+# --- the web chat endpoints against the document ---------------------------------------------------
+
+THREAD, MESSAGES = WEB_PREFIX + "/thread", WEB_PREFIX + "/messages"
+
+
+@pytest.fixture
+def web(make_app):
+    """The app with a web chat secret, its API client, and the signed headers of the contact u-42."""
+    app = make_app(CONTROL_SHARE="0", WEB_CHAT_SECRET=WEB_SECRET)
+    client = app.test_client()
+    api = Api(client)
+    headers = {"X-User-Id": "u-42", "X-Account": "acme",
+               "X-User-Hash": webchat.user_hash(WEB_SECRET, "u-42")}
+    return app, api, client, headers
+
+
+def web_only_account() -> dict:
+    body = account_body()
+    body["contacts"] = [{"external_id": "c-2", "name": "Sam Lee", "role": "billing", "web_user_id": "u-42"}]
+    return body
+
+
+def test_a_widget_poll_with_an_opening_and_its_case_answers_as_documented(web, spec, registry, clock):
+    _, api, client, headers = web
+    assert api.put("/accounts/acme", json=web_only_account()).status_code == 201
+    empty = conforms(spec, registry, client.get(THREAD, headers=headers), "get", THREAD)
+    assert (empty["thread_id"], empty["messages"], empty["case"], empty["cursor"]) == (None, [], None, 0)
+
+    assert api.post("/usage", json={"events": starter_crossing_messages(clock.now)}).status_code == 200
+    poll = conforms(spec, registry, client.get(THREAD, headers=headers), "get", THREAD)
+    assert (poll["state"], poll["open"]) == ("offered", True)
+    [opening] = poll["messages"]
+    assert (opening["kind"], opening["channel"], poll["opening_id"]) == ("opening", "web", opening["id"])
+    card = poll["case"]
+    assert (card["target_plan"], card["cost_current"], card["cost_target"]) == ("growth", "529.00", "499.00")
+    assert card["thresholds_crossed"] == [{"metric": "messages", "value": 4800, "threshold": 4500}]
+
+    later = conforms(spec, registry, client.get(f"{THREAD}?after={poll['cursor']}", headers=headers),
+                     "get", THREAD)
+    assert (later["messages"], later["cursor"], later["open"]) == ([], poll["cursor"], False)
+
+
+def test_a_widget_message_and_its_repeat_answer_as_documented(web, spec, registry, clock):
+    _, api, client, headers = web
+    assert api.put("/accounts/acme", json=web_only_account()).status_code == 201
+    assert api.post("/usage", json={"events": starter_crossing_messages(clock.now)}).status_code == 200
+    assert client.get(THREAD, headers=headers).status_code == 200
+    for body in ({"text": "Upgrade", "id": "w-1"}, {"text": "Upgrade", "id": "w-1"}, {"text": "what does it cost?"}):
+        request_conforms(spec, registry, "post", MESSAGES, body)
+    first = conforms(spec, registry, client.post(MESSAGES, headers=headers, json={"text": "Upgrade", "id": "w-1"}),
+                     "post", MESSAGES)
+    assert (first["state"], first["duplicate"]) == ("awaiting_confirmation", False)
+    again = conforms(spec, registry, client.post(MESSAGES, headers=headers, json={"text": "Upgrade", "id": "w-1"}),
+                     "post", MESSAGES)
+    assert (again["duplicate"], again["replies"]) == (True, first["replies"])
+
+
+@pytest.mark.parametrize("kind", ["missing", "forged"])
+def test_a_missing_or_forged_identity_is_a_documented_403(web, spec, registry, kind):
+    _, api, client, headers = web
+    assert api.put("/accounts/acme", json=web_only_account()).status_code == 201
+    bad = {} if kind == "missing" else {**headers, "X-User-Hash": webchat.user_hash("guess", "u-42")}
+    for method, path, response in (("get", THREAD, client.get(THREAD, headers=bad)),
+                                   ("post", MESSAGES, client.post(MESSAGES, headers=bad, json={"text": "yes"}))):
+        conforms(spec, registry, response, method, path)
+        is_error(registry, response, 403, "forbidden")
+
+
+def test_bad_widget_input_is_a_documented_400_or_422_naming_the_field(web, spec, registry):
+    _, api, client, headers = web
+    assert api.put("/accounts/acme", json=web_only_account()).status_code == 201
+    cursor = client.get(f"{THREAD}?after=-1", headers=headers)
+    conforms(spec, registry, cursor, "get", THREAD)
+    assert is_error(registry, cursor, 400, "malformed")["field"] == "after"
+
+    blank = client.post(MESSAGES, headers=headers, json={"text": "  "})
+    conforms(spec, registry, blank, "post", MESSAGES)
+    assert is_error(registry, blank, 400, "malformed")["field"] == "text"
+
+    long = client.post(MESSAGES, headers=headers, json={"text": "x" * 2001})
+    conforms(spec, registry, long, "post", MESSAGES)
+    assert is_error(registry, long, 422, "text_too_long")["field"] == "text"
+    with pytest.raises(AssertionError):  # the document refuses what the server refuses
+        request_conforms(spec, registry, "post", MESSAGES, {"text": "x" * 2001})
