@@ -18,12 +18,11 @@ import hmac
 import html
 import logging
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from importlib import resources
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
-from sqlalchemy import and_, or_, select, update
 from werkzeug.exceptions import HTTPException
 
 from core import engine
@@ -31,11 +30,12 @@ from core.case import Case, current_case
 from core.conversation import ThreadEvent, ThreadState, transition
 from core.errors import DomainError, Malformed
 from core.money import money_str
-from core.ports import ContactView, ThreadView
+from core.ports import ContactView, MessageView, ThreadView
 from core.retry import retrying
 from channels.api import error, runtime
 from channels.serialize import iso
-from storage.models import LIVE_STATES, AccountRow, ContactRow, MessageRow
+from storage.conversations import seen_by_buyer
+from storage.models import LIVE_STATES
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +43,6 @@ PREFIX = "/webchat/v1"
 bp = Blueprint("webchat", __name__)
 MAX_TEXT = 2000
 MAX_MESSAGES = 200  # per poll; the widget asks again from the new cursor
-# Outbound rows the buyer never saw: not out yet, withdrawn, or never delivered.
-HIDDEN_STATUSES = ("queued", "cancelled", "failed")
 IDENTITY_HEADERS = "X-User-Id, X-Account, X-User-Hash, Content-Type"
 DEMO_ACCOUNT, DEMO_USER = "acme-clinic", "u-dana"
 
@@ -84,50 +82,13 @@ def verify(req) -> WebIdentity:
     return WebIdentity(user_id, account)
 
 
-# --- storage queries this channel needs (candidates for storage/conversations.py) ---------------
-
-def _web_contact(session, identity: WebIdentity) -> ContactView | None:
-    """The contact of `account` whose web user id is `user_id`."""
-    row = session.scalars(
-        select(ContactRow).join(AccountRow, AccountRow.id == ContactRow.account_id)
-        .where(AccountRow.external_id == identity.account,
-               ContactRow.web_user_id == identity.user_id)
-        .order_by(ContactRow.id).limit(1)).first()
-    if row is None:
-        return None
-    return ContactView(id=row.id, account_id=row.account_id, external_id=row.external_id,
-                       role=row.role, phone=row.phone, whatsapp=row.whatsapp,
-                       web_user_id=row.web_user_id, web_active_at=row.web_active_at,
-                       opted_out_at=row.opted_out_at, whatsapp_opt_in_at=row.whatsapp_opt_in_at,
-                       whatsapp_inbound_at=row.whatsapp_inbound_at)
-
-
-def _deliver_web_openings(session, thread_id: int, now: datetime) -> list[int]:
-    """Mark the thread's due web openings sent (the widget shows them now); their ids."""
-    due = and_(MessageRow.thread_id == thread_id, MessageRow.channel == "web",
-               MessageRow.kind == "opening", MessageRow.direction == "out",
-               MessageRow.status == "queued",
-               or_(MessageRow.not_before.is_(None), MessageRow.not_before <= now))
-    ids = list(session.scalars(select(MessageRow.id).where(due).order_by(MessageRow.id)))
-    if ids:
-        session.execute(update(MessageRow).where(MessageRow.id.in_(ids))
-                        .values(status="sent", sent_at=now, attempts=MessageRow.attempts + 1))
-    return ids
-
-
-def _visible_messages(session, contact_id: int, thread_id: int | None,
-                      after: int) -> list[MessageRow]:
-    """What the buyer has seen, whatever the channel: the thread's messages and their own
-    messages outside any thread, newer than `after`."""
-    mine = and_(MessageRow.thread_id.is_(None), MessageRow.contact_id == contact_id)
-    where = or_(MessageRow.thread_id == thread_id, mine) if thread_id is not None else mine
-    hidden = and_(MessageRow.direction == "out", MessageRow.status.in_(HIDDEN_STATUSES))
-    return list(session.scalars(
-        select(MessageRow).where(where, ~hidden, MessageRow.id > after)
-        .order_by(MessageRow.id).limit(MAX_MESSAGES)))
-
-
 # --- use cases ----------------------------------------------------------------------------------
+
+# How stale `web_active_at` may get before a poll writes it again. The engine counts a buyer as
+# in the product for 10 minutes (core.conversation.WEB_ACTIVE), so a minute loses nothing and
+# keeps most polls read-only (on SQLite a write takes the one writer lock).
+TOUCH_EVERY = timedelta(minutes=1)
+
 
 @dataclass(frozen=True)
 class WebView:
@@ -139,49 +100,75 @@ class WebView:
     unanswered_opening: int | None  # the latest opening, when the buyer has not written since
 
 
-def poll(uow, identity: WebIdentity, after: int, now: datetime) -> WebView | None:
-    """One widget poll, in one unit of work: the buyer is in the product now (touch_web), a
-    web opening waiting for this visit goes out (an open thread becomes offered), and the
-    messages after the cursor are read. None when the identity is no contact (nothing written)."""
+class _NeedsWrite(Exception):
+    """A read-only poll found something to write: the buyer's activity or a due web opening."""
+
+
+def poll(uows, identity: WebIdentity, after: int, now: datetime) -> WebView | None:
+    """One widget poll: the buyer is in the product now (touch_web), a web opening waiting for
+    this visit goes out (an open thread becomes offered), and the messages after the cursor are
+    read. `uows(read_only=...)` makes units of work: most polls only read; one that has something
+    to write runs again as a writer, account locked before thread as every writer does. None when
+    the identity is no contact of the account (nothing written)."""
+    try:
+        with uows(read_only=True) as uow:
+            return _poll(uow, identity, after, now, write=False)
+    except _NeedsWrite:
+        pass
+
     def attempt() -> WebView | None:
+        uow = uows()
         with uow:
-            session, conv = uow.session, uow.conversations
-            contact = _web_contact(session, identity)
-            if contact is None:
-                return None
-            uow.accounts.lock(contact.account_id)  # account before thread, as every writer
-            conv.touch_web(contact.id, now)
-            thread = conv.thread_for_contact(contact)
-            delivered: list[int] = []
-            # An opted-out buyer gets no business-initiated message, here neither.
-            if thread is not None and thread.state in LIVE_STATES and contact.opted_out_at is None:
-                delivered = _deliver_web_openings(session, thread.id, now)
-                if delivered and thread.state == ThreadState.OPEN:
-                    state = transition(ThreadState.OPEN, ThreadEvent.OFFER_SENT)
-                    thread = replace(thread, state=str(state))
-                    conv.save_thread(thread, now)
-            rows = _visible_messages(session, contact.id, thread.id if thread else None, after)
-            messages = tuple(_message_json(r) for r in rows)
-            unanswered = None
-            if thread is not None:
-                seen = [m for m in conv.messages(thread.id)
-                        if not (m.direction == "out" and m.status in HIDDEN_STATUSES)]
-                openings = [m.id for m in seen if m.kind == "opening"]
-                if openings and not any(m.direction == "in" and m.id > openings[-1] for m in seen):
-                    unanswered = openings[-1]
-            account = uow.accounts.get_by_id(contact.account_id)
+            view = _poll(uow, identity, after, now, write=True)
             uow.commit()
-            if delivered:
-                log.info("web opening delivered to contact %s (thread %s)",
-                         contact.external_id, thread.id)
-            return WebView(contact, account, thread, messages, tuple(delivered), unanswered)
+        if view is not None and view.delivered:
+            log.info("web opening delivered to contact %s (thread %s)",
+                     view.contact.external_id, view.thread.id)
+        return view
 
     return retrying(attempt)
 
 
+def _poll(uow, identity: WebIdentity, after: int, now: datetime, *, write: bool) -> WebView | None:
+    conv = uow.conversations
+    contact = conv.web_contact(identity.account, identity.user_id)
+    if contact is None:
+        return None
+    stale = contact.web_active_at is None or now - contact.web_active_at >= TOUCH_EVERY
+    if write:
+        uow.accounts.lock(contact.account_id)
+        if stale:
+            conv.touch_web(contact.id, now)
+    elif stale:
+        raise _NeedsWrite
+    thread = conv.thread_for_contact(contact)
+    delivered: list[int] = []
+    # An opted-out buyer gets no business-initiated message, here neither.
+    if thread is not None and thread.state in LIVE_STATES and contact.opted_out_at is None:
+        if not write:
+            if conv.has_due_web_openings(thread.id, now):
+                raise _NeedsWrite
+        else:
+            delivered = conv.deliver_web_openings(thread.id, now)
+            if delivered and thread.state == ThreadState.OPEN:
+                state = transition(ThreadState.OPEN, ThreadEvent.OFFER_SENT)
+                thread = replace(thread, state=str(state))
+                conv.save_thread(thread, now)
+    rows = conv.visible_messages(contact.id, thread.id if thread else None, after, MAX_MESSAGES)
+    unanswered = None
+    if thread is not None:
+        seen = [m for m in conv.messages(thread.id) if seen_by_buyer(m)]
+        openings = [m.id for m in seen if m.kind == "opening"]
+        if openings and not any(m.direction == "in" and m.id > openings[-1] for m in seen):
+            unanswered = openings[-1]
+    account = uow.accounts.get_by_id(contact.account_id)
+    return WebView(contact, account, thread, tuple(_message_json(m) for m in rows),
+                   tuple(delivered), unanswered)
+
+
 def find_contact(uow, identity: WebIdentity) -> ContactView | None:
     with uow:
-        return _web_contact(uow.session, identity)
+        return uow.conversations.web_contact(identity.account, identity.user_id)
 
 
 def thread_case(uow, catalog, view: WebView, now: datetime) -> Case | None:
@@ -197,14 +184,15 @@ def thread_case(uow, catalog, view: WebView, now: datetime) -> Case | None:
 
 # --- JSON shapes --------------------------------------------------------------------------------
 
-def _message_json(m: MessageRow) -> dict[str, Any]:
+def _message_json(m: MessageView) -> dict[str, Any]:
     return {"id": m.id, "direction": m.direction, "channel": m.channel, "kind": m.kind,
             "body": m.body, "at": iso(m.at)}
 
 
-def card_json(case: Case) -> dict[str, Any]:
+def card_json(case: Case, catalog, vertical: str) -> dict[str, Any]:
     """The figures of the case card: cost now vs on the target, the difference (a saving only
-    when the target costs less), the charge today, the thresholds crossed, what it unlocks."""
+    when the target costs less), the charge today, the thresholds crossed, what it unlocks (ids,
+    and names in the vertical's words as the messages use them)."""
     difference = case.monthly_difference
     return {
         "current_plan": case.current.name, "target_plan": case.target.name,
@@ -218,6 +206,8 @@ def card_json(case: Case) -> dict[str, Any]:
         "thresholds_crossed": [{"metric": m.metric, "value": m.value, "threshold": m.threshold}
                                for m in case.thresholds_crossed],
         "unlocks": list(case.unlocks.features),
+        "unlock_names": [catalog.feature_name(f, catalog.vertical(vertical))
+                         for f in case.unlocks.features],
         "effective": case.effective.isoformat(),
     }
 
@@ -276,7 +266,7 @@ def get_thread():
     after = _after()
     rt = runtime()
     now = rt.now()
-    view = poll(rt.uow(), identity, after, now)
+    view = poll(rt.uow, identity, after, now)
     if view is None:
         return _forbidden("this user is not a contact of this account")
     case = thread_case(rt.uow(read_only=True), rt.catalog, view, now)
@@ -293,7 +283,7 @@ def get_thread():
         "messages": messages,
         "cursor": messages[-1]["id"] if messages else after,
         "more": len(messages) == MAX_MESSAGES,
-        "case": card_json(case) if case is not None else None,
+        "case": card_json(case, rt.catalog, view.account.vertical) if case is not None else None,
         "open": opens,
         "opening_id": view.unanswered_opening if opens else None,
         "opted_out": view.contact.opted_out_at is not None,

@@ -7,14 +7,21 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from core.ports import ContactView, MessageView, PlanChangeView, ThreadView
-from storage.models import (LIVE_STATES, ConsentEventRow, ContactRow, EscalationRow, MessageRow,
+from storage.models import (LIVE_STATES, AccountRow, ConsentEventRow, ContactRow, EscalationRow, MessageRow,
                             PlanChangeRow, ThreadRow)
 
 ROLE_ORDER = {"billing": 0, "admin": 1, "member": 2}
+# Outbound rows the buyer never saw: not out yet, withdrawn, or never delivered.
+UNSEEN_STATUSES = ("queued", "cancelled", "failed")
+
+
+def seen_by_buyer(message: MessageView) -> bool:
+    """Inbound messages, and outbound ones that actually went out."""
+    return not (message.direction == "out" and message.status in UNSEEN_STATUSES)
 
 
 def _contact(row: ContactRow) -> ContactView:
@@ -152,6 +159,48 @@ class SqlConversationRepository:
         """The contact is in the product now (web chat): openings may go there (§7)."""
         self.session.execute(update(ContactRow).where(ContactRow.id == contact_id)
                              .values(web_active_at=now))
+
+    # web chat -------------------------------------------------------------------------------
+    def web_contact(self, account_external_id: str, web_user_id: str) -> ContactView | None:
+        """The contact of the account whose user id in the host product's web app is this."""
+        row = self.session.scalars(
+            select(ContactRow).join(AccountRow, AccountRow.id == ContactRow.account_id)
+            .where(AccountRow.external_id == account_external_id,
+                   ContactRow.web_user_id == web_user_id)
+            .order_by(ContactRow.id).limit(1)).first()
+        return _contact(row) if row else None
+
+    @staticmethod
+    def _due_web_openings(thread_id: int, now: datetime):
+        return and_(MessageRow.thread_id == thread_id, MessageRow.channel == "web",
+                    MessageRow.kind == "opening", MessageRow.direction == "out",
+                    MessageRow.status == "queued",
+                    or_(MessageRow.not_before.is_(None), MessageRow.not_before <= now))
+
+    def has_due_web_openings(self, thread_id: int, now: datetime) -> bool:
+        return self.session.scalar(select(MessageRow.id).where(
+            self._due_web_openings(thread_id, now)).limit(1)) is not None
+
+    def deliver_web_openings(self, thread_id: int, now: datetime) -> list[int]:
+        """The thread's web openings that are due go out: the widget shows them now (web chat
+        has no provider, so being read by the poll is the send). Their ids, oldest first."""
+        ids = list(self.session.scalars(select(MessageRow.id).where(
+            self._due_web_openings(thread_id, now)).order_by(MessageRow.id)))
+        if ids:
+            self.session.execute(update(MessageRow).where(MessageRow.id.in_(ids)).values(
+                status="sent", sent_at=now, attempts=MessageRow.attempts + 1))
+        return ids
+
+    def visible_messages(self, contact_id: int, thread_id: int | None, after: int,
+                         limit: int) -> list[MessageView]:
+        """What the buyer has seen on any channel, newer than message id `after`: the thread's
+        messages and their own messages outside any thread (oldest first, at most `limit`)."""
+        mine = and_(MessageRow.thread_id.is_(None), MessageRow.contact_id == contact_id)
+        where = or_(MessageRow.thread_id == thread_id, mine) if thread_id is not None else mine
+        unseen = and_(MessageRow.direction == "out", MessageRow.status.in_(UNSEEN_STATUSES))
+        rows = self.session.scalars(select(MessageRow).where(where, ~unseen, MessageRow.id > after)
+                                    .order_by(MessageRow.id).limit(limit))
+        return [_message(r) for r in rows]
 
     # messages -------------------------------------------------------------------------------
     def add_message(self, *, thread_id: int | None, contact_id: int | None, channel: str,

@@ -4,8 +4,10 @@ through the same engine, a cursor, and a thread started by SMS continued in the 
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event as sa_event, func, select
 
 from channels import webchat
 from storage.models import ContactRow, PlanChangeRow
@@ -18,11 +20,8 @@ PHONE = "+13125550142"
 
 
 def web_app(make_app, **config):
-    """The app with web chat on (registered here until app.py registers it itself)."""
-    app = make_app(CONTROL_SHARE="0", WEB_CHAT_SECRET=SECRET, **config)
-    if "webchat" not in app.blueprints:
-        app.register_blueprint(webchat.bp)
-    return app
+    """The app with a web chat secret (create_app registers the web chat routes)."""
+    return make_app(CONTROL_SHARE="0", WEB_CHAT_SECRET=SECRET, **config)
 
 
 @pytest.fixture
@@ -132,8 +131,6 @@ def test_identity_may_come_in_query_parameters(app, api):
 def test_without_a_configured_secret_every_request_is_refused(make_app):
     app = make_app(CONTROL_SHARE="0")
     app.config["WEB_CHAT_SECRET"] = None
-    if "webchat" not in app.blueprints:
-        app.register_blueprint(webchat.bp)
     r = Widget(app.test_client()).poll()
     assert r.status_code == 403
     assert error_of(r)["code"] == "forbidden"
@@ -160,6 +157,9 @@ def test_a_web_only_contact_gets_the_opening_on_the_first_poll_and_the_widget_op
     assert card["claims_saving"] is True and card["monthly_saving"] == "30.00"
     assert card["prorated_charge_today"] == "105.00"
     assert card["thresholds_crossed"] == [{"metric": "messages", "value": 4800, "threshold": 4500}]
+    assert card["unlocks"] == ["workflows", "api_access"]
+    assert card["unlock_names"] == ["workflows", "API access"]  # as the opening words them
+    assert "workflows and API access" in data["messages"][0]["body"]
     assert thread_of(api)["state"] == "offered"
     assert [m["status"] for m in thread_of(api)["messages"]] == ["sent"]
     assert web_active_at(app) is not None
@@ -201,6 +201,47 @@ def test_upgrade_then_confirm_upgrades_once_and_a_second_confirm_answers_coheren
     assert data["current_plan"] == "growth"
     bodies = [(m["direction"], m["body"]) for m in data["messages"]]
     assert ("in", "yes") in bodies and ("in", "confirm") in bodies
+
+
+def statements_during(app, call):
+    """The SQL statements the app's engine runs while `call()` runs."""
+    engine = app.extensions["upgrade_chat"].engine
+    seen: list[str] = []
+
+    def record(conn, cursor, statement, *args):
+        seen.append(statement.lstrip().split(None, 1)[0].upper())
+
+    sa_event.listen(engine, "before_cursor_execute", record)
+    try:
+        call()
+    finally:
+        sa_event.remove(engine, "before_cursor_execute", record)
+    return seen
+
+
+def test_quiet_polls_only_read_and_a_new_opening_still_reaches_an_active_buyer(app, api, clock):
+    setup_account(api)
+    widget = Widget(app.test_client())
+    assert widget.poll().status_code == 200  # the buyer is in the product: touched
+    first_seen = web_active_at(app)
+    assert first_seen is not None
+
+    clock.now += timedelta(seconds=20)
+    writes = [s for s in statements_during(app, widget.poll) if s in ("INSERT", "UPDATE", "DELETE")]
+    assert writes == []  # nothing new: no write, no writer lock
+    assert web_active_at(app) == first_seen
+
+    cross(api)  # the buyer was seen 20 s ago: the opening waits for web chat
+    assert thread_of(api)["last_channel"] == "web"
+    clock.now += timedelta(seconds=10)
+    data = widget.poll().get_json()
+    assert data["open"] is True and [m["kind"] for m in data["messages"]] == ["opening"]
+    assert thread_of(api)["state"] == "offered"
+    assert web_active_at(app) == first_seen  # delivered without re-touching (30 s < 1 min)
+
+    clock.now += webchat.TOUCH_EVERY
+    widget.poll()
+    assert web_active_at(app) == clock.now  # a minute on: the activity is written again
 
 
 def test_the_cursor_returns_only_newer_messages(app, api):
