@@ -13,9 +13,9 @@ import pytest
 from slack_sdk.signature import SignatureVerifier
 from sqlalchemy import select
 
-from channels.slack import SlackEscalationSender, create_slack, sandbox_csm_bp
+from channels.slack import SlackEscalationSender
 from storage.models import EscalationRow, MessageRow
-from storage.outbox import OutboxDispatcher, OutboxJob
+from storage.outbox import OutboxJob
 from tests.conftest import Api
 from tests.e2e.helpers import NOW, account, ago, batch, contact, event
 from tests.support import fake_slack
@@ -34,22 +34,12 @@ def slack():
         yield fake
 
 
-def _wire_slack(app) -> None:
-    """What app.py does when Slack is configured (done here until it is wired there)."""
-    rt = app.extensions["upgrade_chat"]
-    if "slack" not in app.blueprints:
-        _, bp = create_slack(app.config, rt.engine, rt.now, catalog=rt.catalog)
-        app.register_blueprint(bp)
-        sender = SlackEscalationSender.from_config(app.config, rt.engine, rt.catalog)
-        rt.dispatcher = OutboxDispatcher(rt.engine, {"csm_escalation": sender}, rt.now)
-
-
 @pytest.fixture
 def app(make_app, slack):
     app = make_app(CONTROL_SHARE="0", BUSINESS_NAME="Acme", SLACK_BOT_TOKEN=fake_slack.BOT_TOKEN,
                    SLACK_SIGNING_SECRET=SECRET, SLACK_CHANNEL=CHANNEL,
                    SLACK_API_URL=slack.base_url, OPERATOR_URL=OPERATOR_URL)
-    _wire_slack(app)
+    assert "slack" in app.blueprints  # create_app wires the lane when Slack is configured
     return app
 
 
@@ -243,7 +233,6 @@ def test_a_wrong_channel_fails_the_job_at_once(make_app, slack):
     app = make_app(CONTROL_SHARE="0", SLACK_BOT_TOKEN=fake_slack.BOT_TOKEN,
                    SLACK_SIGNING_SECRET=SECRET, SLACK_CHANNEL="C0GONE",
                    SLACK_API_URL=slack.base_url)
-    _wire_slack(app)
     escalate(Api(app.test_client()))
     slack.fail("chat.postMessage", "channel_not_found")
     assert run_outbox(app).failed == 1
@@ -279,8 +268,7 @@ def test_the_slash_command_keeps_to_the_minimum_for_hipaa(api, app):
 @pytest.fixture
 def sandbox_app(make_app):
     app = make_app(CONTROL_SHARE="0", BUSINESS_NAME="Acme")
-    if "sandbox_csm" not in app.blueprints:  # until app.py wires it
-        app.register_blueprint(sandbox_csm_bp)
+    assert "sandbox_csm" in app.blueprints  # no Slack credentials: the local page
     return app
 
 

@@ -14,7 +14,6 @@ import pytest
 from sqlalchemy import func, select, text, update
 from twilio.request_validator import RequestValidator
 
-from channels import twilio_messaging
 from channels.twilio_messaging import advances
 from storage.models import MessageRow, PlanChangeRow
 from tests.conftest import Api
@@ -32,8 +31,6 @@ PAYLOADS = Path(__file__).resolve().parents[1] / "payloads" / "twilio"
 def app(make_app):
     app = make_app(TWILIO_AUTH_TOKEN=TOKEN, PUBLIC_BASE_URL=BASE, CONTROL_SHARE="0",
                    BUSINESS_NAME="Acme Billing", SUPPORT_CONTACT="help@acme.example")
-    if twilio_messaging.bp.name not in app.blueprints:  # until create_app registers it
-        app.register_blueprint(twilio_messaging.bp)
     return app
 
 

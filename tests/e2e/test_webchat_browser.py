@@ -9,6 +9,8 @@ does not wait for the production pace (3 s backing off to 30 s).
 from __future__ import annotations
 
 import html
+import os
+from pathlib import Path
 
 import pytest
 from flask import Response, request
@@ -50,8 +52,6 @@ def served(make_app):
     def build(base_url: str):
         app = make_app(CONTROL_SHARE="0", WEB_CHAT_SECRET=SECRET, PUBLIC_BASE_URL=base_url,
                        BUSINESS_NAME="Acme Billing")
-        if "webchat" not in app.blueprints:
-            app.register_blueprint(webchat.bp)
         app.add_url_rule("/host", "test_host_page", host_page)
         built.append(app)
         return app
@@ -208,3 +208,50 @@ def test_a_page_with_a_forged_user_hash_gets_nothing(served):
     assert detail["state"] == "open"  # the queued web opening was not delivered
     assert [m["direction"] for m in detail["messages"]] == ["out"]
     page.close()
+
+
+# The README's screenshot of the widget; refreshed only on request (UPGRADE_CHAT_SCREENSHOTS=1), so
+# a test run never changes the checkout.
+SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "img" / "webchat-demo.png"
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_the_demo_page_shows_the_demo_clinic_its_whatsapp_thread_and_the_case_card(make_app, tmp_path):
+    """What a new user sees at /demo on the embedded service: the demo data, the opening sent by
+    WhatsApp (Dana was never seen in the product), and in the widget the same thread and its case."""
+    from playwright.sync_api import expect
+
+    built = []
+
+    def build(base_url: str):
+        app = make_app(WEB_CHAT_SECRET=SECRET, PUBLIC_BASE_URL=base_url, DEMO=True,
+                       BUSINESS_NAME="Acme Billing")
+        built.append(app)
+        return app
+
+    with chromium() as browser, serving(build=build) as base_url:
+        app = built[0]
+        api = Api(app.test_client())
+        assert api.get("/accounts/acme-clinic/thread").get_json()["last_channel"] == "whatsapp"
+        result = app.test_cli_runner().invoke(args=["jobs", "run"])
+        assert result.exit_code == 0, result.output
+
+        page = browser.new_page(viewport={"width": 1100, "height": 820})
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(f"{base_url}/demo")
+        expect(page.locator("header")).to_contain_text("Dana Reyes")
+        widget = page.locator("#upgrade-chat-widget")
+        expect(widget).to_have_attribute("data-state", "offered")
+        panel = widget.locator(".panel")
+        expect(panel).to_be_visible()  # an opening Dana has not answered anywhere: it opens itself
+        expect(panel.locator(".msg.out[data-kind=opening]")).to_contain_text("via WhatsApp")
+        card = panel.locator(".card")
+        expect(card).to_contain_text("Starter → Growth")
+        expect(card).to_contain_text("$105.00")
+        expect(panel.get_by_role("button", name="Upgrade")).to_be_visible()
+
+        shot = SCREENSHOT if os.environ.get("UPGRADE_CHAT_SCREENSHOTS") == "1" else tmp_path / "demo.png"
+        shot.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(shot))
+        assert shot.stat().st_size > 10_000
+        page.close()
