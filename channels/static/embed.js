@@ -25,7 +25,8 @@
     ":host{all:initial}",
     "*{box-sizing:border-box;font-family:system-ui,-apple-system,'Segoe UI',sans-serif;letter-spacing:normal}",
     ".launcher{position:fixed;right:20px;bottom:20px;width:56px;height:56px;border-radius:50%;border:0;",
-    " background:#4f46e5;color:#fff;font-size:24px;cursor:pointer;box-shadow:0 4px 14px #0004;z-index:2147483000}",
+    " background:#4f46e5;color:#fff;font-size:24px;cursor:pointer;box-shadow:0 4px 14px #0004;z-index:2147483000;",
+    " display:flex;align-items:center;justify-content:center}",
     ".launcher .dot{position:absolute;top:6px;right:6px;width:12px;height:12px;border-radius:50%;background:#ef4444;display:none}",
     ".launcher.unread .dot{display:block}",
     ".panel{position:fixed;right:20px;bottom:88px;width:360px;max-width:calc(100vw - 40px);height:520px;",
@@ -59,7 +60,7 @@
   var root = host.attachShadow({ mode: "open" });
   root.innerHTML =
     "<style>" + CSS + "</style>" +
-    "<button class='launcher' part='launcher' aria-label='Open chat'>\u{1F4AC}<span class='dot'></span></button>" +
+    "<button class='launcher' part='launcher' aria-label='Open chat'><svg viewBox='0 0 24 24' width='26' height='26' aria-hidden='true'><path fill='currentColor' d='M4 3h16a2 2 0 0 1 2 2v11a2 2 0 0 1-2 2H10l-5 4v-4H4a2 2 0 0 1-2-2V5a2 2 0 0 1 2-2z'/></svg><span class='dot'></span></button>" +
     "<section class='panel' role='dialog' aria-label='Upgrade Chat'>" +
     "<div class='head'><b>Chat with us</b><button class='close' aria-label='Close chat'>\u00D7</button></div>" +
     "<div class='log' role='log' aria-live='polite'></div>" +
@@ -84,7 +85,13 @@
   }
   var currentOpening = null;
 
-  function openPanel() { panel.classList.add("open"); launcher.classList.remove("unread"); input.focus(); }
+  function toBottom() { log.scrollTop = log.scrollHeight; }
+  function openPanel() {
+    panel.classList.add("open");
+    launcher.classList.remove("unread");
+    toBottom(); // messages added while the panel was hidden did not scroll it
+    input.focus();
+  }
   function closePanel() {
     panel.classList.remove("open");
     if (currentOpening) { setDismissed(currentOpening); }
@@ -124,7 +131,7 @@
       div.appendChild(small);
     }
     log.appendChild(div);
-    log.scrollTop = log.scrollHeight;
+    toBottom();
   }
 
   function row(table, label, value) {
@@ -159,10 +166,11 @@
       }).join(", ");
       card.appendChild(th);
     }
-    if (c.unlocks && c.unlocks.length) {
+    var unlocks = c.unlock_names || c.unlocks || [];
+    if (unlocks.length) {
       var u = document.createElement("div");
       u.className = "th";
-      u.textContent = "Unlocks: " + c.unlocks.join(", ");
+      u.textContent = "Unlocks: " + unlocks.join(", ");
       card.appendChild(u);
     }
     cardSlot.appendChild(card);
@@ -214,6 +222,7 @@
         host.setAttribute("data-state", state || "none");
         renderCard(lastCase);
         renderActions();
+        if (fresh) { toBottom(); } // the card and buttons take room from the log
         if (data.open && data.opening_id && String(data.opening_id) !== dismissed()) {
           currentOpening = data.opening_id;
           openPanel();
