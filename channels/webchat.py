@@ -43,6 +43,7 @@ PREFIX = "/webchat/v1"
 bp = Blueprint("webchat", __name__)
 MAX_TEXT = 2000
 MAX_MESSAGES = 200  # per poll; the widget asks again from the new cursor
+MAX_ID = 2**63 - 1  # the largest message id either database can hold
 IDENTITY_HEADERS = "X-User-Id, X-Account, X-User-Hash, Content-Type"
 DEMO_ACCOUNT, DEMO_USER = "acme-clinic", "u-dana"
 
@@ -141,15 +142,19 @@ def _poll(uow, identity: WebIdentity, after: int, now: datetime, *, write: bool)
             conv.touch_web(contact.id, now)
     elif stale:
         raise _NeedsWrite
-    thread = conv.thread_for_contact(contact)
+    thread = conv.thread_for_contact(contact, lock=write)
     delivered: list[int] = []
-    # An opted-out buyer gets no business-initiated message, here neither.
-    if thread is not None and thread.state in LIVE_STATES and contact.opted_out_at is None:
-        if not write:
-            if conv.has_due_web_openings(thread.id, now):
-                raise _NeedsWrite
-        else:
-            delivered = conv.deliver_web_openings(thread.id, now)
+    if thread is not None:
+        # An opening goes out only on a live thread and never to an opted-out buyer; other
+        # queued web messages (a CSM's "… will follow up") are answers and go out as they are.
+        may_open = thread.state in LIVE_STATES and contact.opted_out_at is None
+        due = [m for m in conv.due_web_messages(thread.id, now)
+               if m.kind != "opening" or may_open]
+        if due and not write:
+            raise _NeedsWrite
+        if due:
+            conv.mark_web_sent([m.id for m in due], now)
+            delivered = [m.id for m in due if m.kind == "opening"]
             if delivered and thread.state == ThreadState.OPEN:
                 state = transition(ThreadState.OPEN, ThreadEvent.OFFER_SENT)
                 thread = replace(thread, state=str(state))
@@ -252,7 +257,7 @@ def _after() -> int:
     raw = request.args.get("after", "").strip()
     if not raw:
         return 0
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()) or int(raw) > MAX_ID:
         raise Malformed(f"after: expected a message id (a whole number >= 0), got {raw!r}",
                         field="after")
     return int(raw)

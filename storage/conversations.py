@@ -92,15 +92,15 @@ class SqlConversationRepository:
             ThreadRow.state.in_(LIVE_STATES))).first()
         return _thread(row) if row else None
 
-    def thread_for_contact(self, contact: ContactView) -> ThreadView | None:
-        """The contact's thread, locked: a live one addressed to them, else their latest; else the
-        account's live thread (a colleague answering for the addressee)."""
+    def thread_for_contact(self, contact: ContactView, *, lock: bool = True) -> ThreadView | None:
+        """The contact's thread, locked unless `lock=False` (a reader): a live one addressed to
+        them, else their latest; else the account's live thread (a colleague answering for the
+        addressee)."""
         def first(*where):
-            return self.session.scalars(
-                select(ThreadRow).where(*where)
-                .order_by(ThreadRow.state.in_(LIVE_STATES).desc(), ThreadRow.opened_at.desc(),
-                          ThreadRow.id.desc())
-                .limit(1).with_for_update()).first()
+            query = (select(ThreadRow).where(*where)
+                     .order_by(ThreadRow.state.in_(LIVE_STATES).desc(), ThreadRow.opened_at.desc(),
+                               ThreadRow.id.desc()).limit(1))
+            return self.session.scalars(query.with_for_update() if lock else query).first()
         row = first(ThreadRow.contact_id == contact.id) or first(
             ThreadRow.account_id == contact.account_id, ThreadRow.state.in_(LIVE_STATES))
         return _thread(row) if row else None
@@ -170,26 +170,22 @@ class SqlConversationRepository:
             .order_by(ContactRow.id).limit(1)).first()
         return _contact(row) if row else None
 
-    @staticmethod
-    def _due_web_openings(thread_id: int, now: datetime):
-        return and_(MessageRow.thread_id == thread_id, MessageRow.channel == "web",
-                    MessageRow.kind == "opening", MessageRow.direction == "out",
-                    MessageRow.status == "queued",
-                    or_(MessageRow.not_before.is_(None), MessageRow.not_before <= now))
+    def due_web_messages(self, thread_id: int, now: datetime) -> list[MessageView]:
+        """The thread's queued web chat messages that are due (openings, and notices such as a
+        CSM's follow-up), oldest first. Web chat has no provider: the widget's poll delivers them."""
+        rows = self.session.scalars(select(MessageRow).where(
+            MessageRow.thread_id == thread_id, MessageRow.channel == "web",
+            MessageRow.direction == "out", MessageRow.status == "queued",
+            or_(MessageRow.not_before.is_(None), MessageRow.not_before <= now))
+            .order_by(MessageRow.id))
+        return [_message(r) for r in rows]
 
-    def has_due_web_openings(self, thread_id: int, now: datetime) -> bool:
-        return self.session.scalar(select(MessageRow.id).where(
-            self._due_web_openings(thread_id, now)).limit(1)) is not None
-
-    def deliver_web_openings(self, thread_id: int, now: datetime) -> list[int]:
-        """The thread's web openings that are due go out: the widget shows them now (web chat
-        has no provider, so being read by the poll is the send). Their ids, oldest first."""
-        ids = list(self.session.scalars(select(MessageRow.id).where(
-            self._due_web_openings(thread_id, now)).order_by(MessageRow.id)))
-        if ids:
-            self.session.execute(update(MessageRow).where(MessageRow.id.in_(ids)).values(
+    def mark_web_sent(self, message_ids: list[int], now: datetime) -> None:
+        """The widget shows these now. Only rows still queued change (a concurrent cancel wins)."""
+        if message_ids:
+            self.session.execute(update(MessageRow).where(
+                MessageRow.id.in_(message_ids), MessageRow.status == "queued").values(
                 status="sent", sent_at=now, attempts=MessageRow.attempts + 1))
-        return ids
 
     def visible_messages(self, contact_id: int, thread_id: int | None, after: int,
                          limit: int) -> list[MessageView]:

@@ -215,6 +215,7 @@
         busy = false;
         showStatus("");
         var fresh = data.messages.length > 0 || data.state !== state;
+        var atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
         data.messages.forEach(addMessage);
         cursor = data.cursor;
         state = data.state;
@@ -222,7 +223,9 @@
         host.setAttribute("data-state", state || "none");
         renderCard(lastCase);
         renderActions();
-        if (fresh) { toBottom(); } // the card and buttons take room from the log
+        // The card and buttons take room from the log: keep the newest message in view, unless
+        // the buyer scrolled up to read and nothing new arrived.
+        if (atBottom || data.messages.length) { toBottom(); }
         if (data.open && data.opening_id && String(data.opening_id) !== dismissed()) {
           currentOpening = data.opening_id;
           openPanel();

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import event as sa_event, func, select
 
 from channels import webchat
-from storage.models import ContactRow, PlanChangeRow
+from storage.models import ContactRow, EscalationRow, PlanChangeRow
 from tests.conftest import Api
 from tests.e2e.helpers import account, ago, batch, contact, error_of, event
 
@@ -209,7 +209,7 @@ def statements_during(app, call):
     seen: list[str] = []
 
     def record(conn, cursor, statement, *args):
-        seen.append(statement.lstrip().split(None, 1)[0].upper())
+        seen.append(" ".join(statement.split()).upper())
 
     sa_event.listen(engine, "before_cursor_execute", record)
     try:
@@ -227,8 +227,9 @@ def test_quiet_polls_only_read_and_a_new_opening_still_reaches_an_active_buyer(a
     assert first_seen is not None
 
     clock.now += timedelta(seconds=20)
-    writes = [s for s in statements_during(app, widget.poll) if s in ("INSERT", "UPDATE", "DELETE")]
-    assert writes == []  # nothing new: no write, no writer lock
+    writes = [s for s in statements_during(app, widget.poll)
+              if s.startswith(("INSERT", "UPDATE", "DELETE")) or "FOR UPDATE" in s]
+    assert writes == []  # nothing new: no write, no row lock, no writer lock
     assert web_active_at(app) == first_seen
 
     cross(api)  # the buyer was seen 20 s ago: the opening waits for web chat
@@ -258,8 +259,10 @@ def test_the_cursor_returns_only_newer_messages(app, api):
     everything = widget.poll(after=0).get_json()["messages"]
     assert [m["id"] for m in everything] == [opening_id] + [m["id"] for m in newer]
     assert widget.poll(after=newer[0]["id"]).get_json()["messages"] == newer[1:]
-    bad = widget.client.get("/webchat/v1/thread?after=-1", headers=widget.headers)
-    assert bad.status_code == 400 and error_of(bad)["field"] == "after"
+    for after in ("-1", "x", "\u00b2", "1e3", str(2**63)):  # "²" passes str.isdigit()
+        bad = widget.client.get(f"/webchat/v1/thread?after={after}", headers=widget.headers)
+        assert bad.status_code == 400 and error_of(bad)["field"] == "after", after
+    assert widget.poll(after=2**63 - 1).get_json()["messages"] == []
 
 
 def test_a_thread_started_by_sms_shows_in_the_widget_and_continues_there(app, api):
@@ -323,3 +326,31 @@ def test_embed_js_is_served_with_cors_and_the_demo_page_signs_dana(app):
     html = page.get_data(as_text=True)
     assert 'data-user-id="u-dana"' in html and 'data-account="acme-clinic"' in html
     assert f'data-user-hash="{webchat.user_hash(SECRET, "u-dana")}"' in html
+
+
+def test_a_csms_follow_up_on_a_web_thread_reaches_the_widget(app, api):
+    from storage import escalations
+
+    setup_account(api)
+    cross(api)
+    widget = Widget(app.test_client())
+    widget.poll()
+    assert widget.say("can I talk to a person please", "w-1").get_json()["state"] == "escalated"
+    [escalation] = thread_of(api)["escalations"]
+    assert escalation["reason"] == "human"
+    engine = app.extensions["upgrade_chat"].engine
+    with engine.connect() as conn:
+        escalation_id = conn.scalar(select(EscalationRow.id))
+    clock = app.extensions["upgrade_chat"].clock
+    widget.poll()  # the buyer's message and the bot's answer
+    data = widget.poll().get_json()
+    assert data["messages"] == []
+    escalations.claim(engine, escalation_id, "U1", "Sam Kim", "Acme", clock())
+
+    data = widget.poll().get_json()
+    [notice] = data["messages"]
+    assert (notice["direction"], notice["channel"], notice["kind"]) == ("out", "web", "reply")
+    assert "Sam Kim from Acme will follow up" in notice["body"]
+    assert data["open"] is False  # a notice, not a prompt: the widget marks it unread instead
+    assert thread_of(api)["messages"][-1]["status"] == "sent"
+    assert widget.poll().get_json()["messages"] == []  # delivered once
