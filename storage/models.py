@@ -208,6 +208,10 @@ class ThreadRow(Base):
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
+_UNMATCHED = "contact_id IS NULL AND direction = 'in' AND provider_id IS NOT NULL"
+_QUEUED = "status = 'queued' AND direction = 'out'"
+
+
 class MessageRow(Base):
     """Every inbound and outbound message. Outbound rows are the channels' durable outbox:
     `status` queued until a channel sends them (not before `not_before`)."""
@@ -219,6 +223,15 @@ class MessageRow(Base):
         # answered once, and one sender's id can never reach another's conversation.
         UniqueConstraint("contact_id", "channel", "provider_id",
                          name="uq_messages_contact_channel_provider_id"),
+        # The same for senders who are no contact (NULLs never collide in the constraint above):
+        # two concurrent deliveries of one message are stored, and answered, once.
+        Index("uq_messages_unmatched_provider_id", "channel", "provider_id", unique=True,
+              sqlite_where=text(_UNMATCHED), postgresql_where=text(_UNMATCHED)),
+        # Status callbacks find the message by the provider's id.
+        Index("ix_messages_provider_id", "provider_id"),
+        # The dispatchers' claim scans queued outbound rows only, not every message ever sent.
+        Index("ix_messages_queued", "channel", "id",
+              sqlite_where=text(_QUEUED), postgresql_where=text(_QUEUED)),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

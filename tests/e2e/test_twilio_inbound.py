@@ -356,6 +356,32 @@ def test_a_number_that_belongs_to_nobody_is_answered_politely_and_kept_for_the_o
     assert STRANGER not in caplog.text and "billing?" not in caplog.text
 
 
+def test_concurrent_deliveries_from_a_number_that_belongs_to_nobody_are_kept_and_answered_once(
+        api, app):
+    setup_account(api)
+    sid = new_sid()
+    answers: list[list[str]] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(20)
+
+    def deliver() -> None:
+        try:
+            client = Twilio(app.test_client())
+            start.wait()
+            answers.append(replies(client.text("hello?", sid, number=STRANGER)))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    workers = [threading.Thread(target=deliver) for _ in range(20)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert not errors, errors
+    assert sorted(len(a) for a in answers) == [0] * 19 + [1]
+    assert count_messages(app, MessageRow.provider_id == sid) == 1
+
+
 def test_an_unreadable_sender_gets_a_polite_answer_and_the_log_has_no_number(twilio, caplog):
     [answer] = replies(twilio.text("hi", number="12"))
     assert "could not find your account" in answer

@@ -18,7 +18,7 @@ from core.ports import Conflict
 from core.usage import MAX_QUANTITY, UsageEvent, UsageMatrix
 from storage import migrate
 from storage.db import make_engine
-from storage.models import Base, ThresholdStateRow
+from storage.models import Base, MessageRow, ThresholdStateRow
 from storage.uow import SqlUnitOfWork
 from tests.conftest import NOW
 
@@ -43,6 +43,36 @@ def test_upgrading_an_up_to_date_database_is_harmless(engine):
     migrate.upgrade(engine)
     migrate.upgrade(engine)
     assert migrate.current_revision(engine) == migrate.head_revision()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def empty_db_url(request, tmp_path):
+    """A database with no schema at all (a new file, or a new PostgreSQL database)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'empty.sqlite3'}"
+    from tests.support import postgres
+    return postgres.create_database(request.getfixturevalue("pg_admin_url"), "upgrade_chat_migrate")
+
+
+def test_0004_keeps_one_copy_of_a_message_an_unknown_sender_had_stored_twice(empty_db_url):
+    """Before 0004 two concurrent deliveries from a number that is no contact could both be
+    stored; the upgrade keeps the first so the unique index can be built."""
+    engine = make_engine(empty_db_url)
+    try:
+        migrate.upgrade(engine, "0003")
+        row = {"channel": "sms", "direction": "in", "kind": "inbound", "body": "hello?",
+               "status": "received", "at": NOW, "attempts": 0}
+        with engine.begin() as conn:
+            for provider_id in ("SM1", "SM1", "SM1", "SM2", None, None):
+                conn.execute(insert(MessageRow), {**row, "provider_id": provider_id})
+        migrate.upgrade(engine)
+        with engine.connect() as conn:
+            kept = conn.execute(text("SELECT id, provider_id FROM messages ORDER BY id")).all()
+        assert [tuple(r) for r in kept] == [(1, "SM1"), (4, "SM2"), (5, None), (6, None)]
+        with pytest.raises(IntegrityError), engine.begin() as conn:
+            conn.execute(insert(MessageRow), {**row, "provider_id": "SM2"})
+    finally:
+        engine.dispose()
 
 
 def _account(uow, catalog, external_id="acct", plan="starter"):
