@@ -147,7 +147,9 @@ def run_jobs(rt) -> str:
     expired = engine.expire_threads(rt.uow(), rt.now())
     sent = f"{stats.sent} sent, {stats.retried} to retry, {stats.failed} failed" if stats else "off"
     messages = (f"{delivered.sent} sent, {delivered.retried} to retry, {delivered.failed} failed, "
-                f"{delivered.cancelled} cancelled") if delivered else "off"
+                f"{delivered.cancelled} cancelled"
+                + (f", {delivered.held} held (Twilio refused the account)" if delivered.held else "")
+                ) if delivered else "off"
     spooled = f"spool: {spool.replayed} replayed" + (
         f", {spool.failed_left} waiting" if spool.failed_left else "") + (
         f", {spool.rejected} set aside" if spool.rejected else "")

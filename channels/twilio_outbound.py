@@ -22,7 +22,10 @@ Errors: Twilio codes 21610 (the recipient is unsubscribed: the contact is opted 
 21211 (invalid number), 63016 (WhatsApp free text outside the 24-hour window) and any other 4xx
 except 408 and 429 fail the message at once. 5xx, 408, 429, timeouts and connection errors are
 retried with exponential backoff (base_delay * 2**(attempt - 1), capped at max_delay) until
-max_attempts, then failed. Logs carry the message id, channel, attempt and error code, never a
+max_attempts, then failed. An error about our account rather than the message (HTTP 401, codes
+20003 authentication and 20005 account not active) fails nothing: the batch stops, every message
+in it is held for `hold_for` (5 minutes) without counting the attempt, and an error is logged, so a
+wrong or rotated token loses no message and they go out once the credentials are fixed. Logs carry the message id, channel, attempt and error code, never a
 body or a phone number (Twilio's own error texts can contain the number, so they are not kept).
 """
 
@@ -40,7 +43,7 @@ from sqlalchemy import Engine
 from twilio.base.exceptions import TwilioRestException, TwilioServiceException
 from twilio.rest import Client
 
-from storage.delivery import (OutboundMessage, claim_outbound, mark_failed, mark_retry,
+from storage.delivery import (OutboundMessage, claim_outbound, hold, mark_failed, mark_retry,
                               mark_sent, record_opt_out)
 
 log = logging.getLogger(__name__)
@@ -52,6 +55,10 @@ PERMANENT_CODES = {
     63016: "WhatsApp free text outside the 24-hour window",
 }
 RETRYABLE_STATUSES = {408, 429}
+ACCOUNT_CODES = {  # the account, not the message: hold everything, fail nothing
+    20003: "authentication failed: check TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN",
+    20005: "the Twilio account is not active",
+}
 _MAX_DOUBLINGS = 30  # keeps base_delay * 2**n inside timedelta's range whatever max_attempts is
 
 
@@ -131,6 +138,7 @@ class DeliveryStats:
     retried: int = 0
     failed: int = 0
     cancelled: int = 0
+    held: int = 0  # given back untried: the provider refused our account (credentials)
 
 
 @dataclass(frozen=True)
@@ -139,6 +147,7 @@ class _Outcome:
     error: str | None = None
     code: int | None = None
     permanent: bool = False
+    account_error: bool = False  # about our account (credentials), not this message
 
 
 class MessageDispatcher:
@@ -149,10 +158,12 @@ class MessageDispatcher:
                  channels: set[str] | frozenset[str] = frozenset({"sms", "whatsapp"}),
                  max_attempts: int = 6, base_delay: timedelta = timedelta(seconds=15),
                  max_delay: timedelta = timedelta(minutes=30),
-                 lease: timedelta = timedelta(minutes=5)) -> None:
+                 lease: timedelta = timedelta(minutes=5),
+                 hold_for: timedelta = timedelta(minutes=5)) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
-        if base_delay <= timedelta(0) or max_delay < base_delay or lease <= timedelta(0):
+        if (base_delay <= timedelta(0) or max_delay < base_delay or lease <= timedelta(0)
+                or hold_for <= timedelta(0)):
             raise ValueError("delays and lease must be positive, max_delay >= base_delay")
         if not channels:
             raise ValueError("channels must name at least one channel")
@@ -164,6 +175,7 @@ class MessageDispatcher:
         self._base_delay = base_delay
         self._max_delay = max_delay
         self._lease = lease
+        self._hold_for = hold_for
 
     def dispatch_due(self, limit: int = 50) -> DeliveryStats:
         """Claim up to `limit` due messages and send each; one message's error never stops the
@@ -179,6 +191,9 @@ class MessageDispatcher:
                             len(batch) - n)
                 break
             outcome = self._send(msg)
+            if outcome.account_error:
+                self._hold(batch[n:], outcome, stats)
+                break
             try:
                 self._record(msg, outcome, stats)
             except Exception:
@@ -195,13 +210,24 @@ class MessageDispatcher:
             return _Outcome(error=str(exc), code=exc.code, permanent=True)
         except (TwilioRestException, TwilioServiceException) as exc:
             code, status = exc.code, exc.status
-            permanent = code in PERMANENT_CODES or (
-                400 <= status < 500 and status not in RETRYABLE_STATUSES)
-            what = PERMANENT_CODES.get(code)
+            account_error = code in ACCOUNT_CODES or status == 401
+            permanent = not account_error and (code in PERMANENT_CODES or (
+                400 <= status < 500 and status not in RETRYABLE_STATUSES))
+            what = PERMANENT_CODES.get(code) or ACCOUNT_CODES.get(code)
             error = f"twilio error {code} (HTTP {status})" + (f": {what}" if what else "")
-            return _Outcome(error=error, code=code, permanent=permanent)
+            return _Outcome(error=error, code=code, permanent=permanent,
+                            account_error=account_error)
         except Exception as exc:  # timeouts, connection errors, anything else: try again later
             return _Outcome(error=type(exc).__name__)
+
+    def _hold(self, rest: list[OutboundMessage], outcome: _Outcome, stats: DeliveryStats) -> None:
+        """Twilio refused our account: give this message and the rest of the batch back."""
+        next_at = self._clock() + self._hold_for
+        held = hold(self._engine, [m.id for m in rest], outcome.error, next_at,
+                    lease_until=rest[0].lease_until)  # one claim, one lease
+        stats.held += held
+        log.error("Twilio refused the account (%s); %d messages held, not failed, until %s",
+                  outcome.error, held, next_at.isoformat())
 
     def _record(self, msg: OutboundMessage, outcome: _Outcome, stats: DeliveryStats) -> None:
         now = self._clock()

@@ -207,6 +207,22 @@ def mark_retry(engine: Engine, message_id: int, error: str, next_attempt_at: dat
                    next_attempt_at=next_attempt_at, last_error=error[:MAX_ERROR_CHARS])
 
 
+def hold(engine: Engine, message_ids: list[int], error: str, next_attempt_at: datetime, *,
+         lease_until: datetime) -> int:
+    """Give claimed messages back untried: due again at `next_attempt_at`, and the claim's
+    attempt not counted (the provider refused our account, not these messages). Only rows whose
+    claim `lease_until` is still current; how many."""
+    if not message_ids:
+        return 0
+    with engine.begin() as conn:
+        return conn.execute(
+            update(MessageRow)
+            .where(MessageRow.id.in_(message_ids), MessageRow.status == QUEUED,
+                   MessageRow.next_attempt_at == lease_until)
+            .values(next_attempt_at=next_attempt_at, attempts=MessageRow.attempts - 1,
+                    last_error=error[:MAX_ERROR_CHARS])).rowcount
+
+
 def mark_failed(engine: Engine, message_id: int, error: str, now: datetime, *,
                 lease_until: datetime) -> bool:
     """Failed for good; only while the claim `lease_until` is current. (`now` is the moment of

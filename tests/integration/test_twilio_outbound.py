@@ -21,7 +21,7 @@ from storage.models import AccountRow, ConsentEventRow, ContactRow, MessageRow, 
 from tests.conftest import NOW, Api
 from tests.e2e.helpers import account, ago, batch, contact
 from tests.e2e.helpers import event as usage_event
-from tests.support.fake_twilio import HANG, serving, twilio_error
+from tests.support.fake_twilio import AUTH_TOKEN, HANG, serving, twilio_error
 
 PHONE = "+13125550142"  # Chicago
 WHATSAPP = "+447700900123"
@@ -277,6 +277,33 @@ def test_client_errors_fail_without_a_retry_and_server_errors_are_retried(
     d.dispatch_due()
     expected = ("failed", 1) if stats.failed else ("sent", 2)
     assert (message(engine, msg_id).status, fake.count()) == expected
+
+
+@pytest.mark.parametrize("refusal, code", [
+    ("wrong-token", 20003),
+    (twilio_error(20005, status=403, message="Account not active"), 20005),
+], ids=["401-wrong-token", "20005-inactive"])
+def test_a_refused_account_holds_every_message_untried_and_they_go_out_once_it_is_fixed(
+        engine, clock, fake, dispatcher, caplog, refusal, code):
+    contact_id, thread_id = seed(engine)
+    ids = [queue(engine, contact_id, thread_id, f"Message {i}", kind="reply") for i in range(3)]
+    d = dispatcher(max_attempts=2)
+    if refusal == "wrong-token":
+        fake.auth_token = "rotated"  # Twilio no longer accepts our token: HTTP 401, code 20003
+    for _ in range(3):  # more refusals than max_attempts, and still nothing fails
+        if refusal != "wrong-token":
+            fake.answer(refusal)
+        assert d.dispatch_due() == DeliveryStats(held=3)  # one request, then the batch stops
+        assert d.dispatch_due() == DeliveryStats()  # held: not due again for 5 minutes
+        clock.now += timedelta(minutes=5)
+    assert fake.count() == 3
+    assert [(message(engine, i).status, message(engine, i).attempts) for i in ids] == [
+        ("queued", 0)] * 3
+    assert f"Twilio refused the account (twilio error {code}" in caplog.text
+
+    fake.auth_token = AUTH_TOKEN  # the operator fixed it (for 20005: the script is empty)
+    assert d.dispatch_due() == DeliveryStats(sent=3)
+    assert [message(engine, i).status for i in ids] == ["sent"] * 3
 
 
 def test_a_stop_after_the_prompt_was_queued_cancels_it_and_nothing_reaches_twilio(
