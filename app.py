@@ -298,7 +298,9 @@ def _senders(app: Flask, runtime: Runtime, slack_on: bool) -> dict:
     """The outbox's senders: CSM notices to Slack (or the log), plan changes to the webhook."""
     csm = (slack_lane.SlackEscalationSender.from_config(app.config, runtime.engine, runtime.catalog)
            if slack_on else LoggingCsmNotifier())
-    senders = {"csm_escalation": csm}
+    senders = {slack_lane.POST_KIND: csm}
+    if slack_on:  # a button's failed chat.update, redrawn later
+        senders[slack_lane.UPDATE_KIND] = csm
     if app.config["BILLING_WEBHOOK_URL"]:
         senders["billing_webhook"] = SignedWebhookSender(
             str(app.config["BILLING_WEBHOOK_URL"]), str(app.config["BILLING_WEBHOOK_SECRET"]),

@@ -3,7 +3,10 @@ the `/upgrade-chat <account>` slash command, and a local stand-in page without S
 
 - `SlackEscalationSender` is the outbox sender of "csm_escalation" jobs (core.engine enqueues one
   per escalation, after the commit). It posts one message per escalation and records the post's
-  channel and ts on the escalation; a retried job that finds them does not post again.
+  channel and ts on the escalation; a retried job that finds them does not post again. It also
+  sends "csm_escalation_update" jobs: a button updates its message at once, and when that
+  `chat.update` fails (Slack down, rate limited) a job redraws the message from the escalation's
+  state later, with the outbox's retries.
 - `create_slack(config, engine, clock)` builds a slack-bolt `App` (request signing verified by
   bolt, failing closed with a 401) and a blueprint mounting it at `POST /slack/events` — events,
   interactivity and the slash command all arrive there.
@@ -38,15 +41,17 @@ from slack_bolt.adapter.flask import SlackRequestHandler
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
 from core.catalog import Catalog
 from storage import escalations
 from storage.escalations import CLAIMED, OPEN, RESOLVED, EscalationCard
-from storage.outbox import OutboxJob, PermanentFailure
+from storage.outbox import OutboxJob, PermanentFailure, enqueue
 
 log = logging.getLogger(__name__)
 
 REQUIRED = ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_CHANNEL")
+POST_KIND, UPDATE_KIND = "csm_escalation", "csm_escalation_update"  # outbox job kinds
 CLAIM, SCHEDULE_CALL, RESOLVE = "claim", "schedule_call", "resolved"
 COMMAND = "/upgrade-chat"
 REASONS = {
@@ -259,6 +264,9 @@ class SlackEscalationSender:
         card = escalations.load(self._engine, escalation_id)
         if card is None:
             raise PermanentFailure(f"escalation {escalation_id} does not exist")
+        if job.kind == UPDATE_KIND:
+            self._redraw(card)
+            return
         if card.slack:
             log.info("escalation %s was already posted to Slack", escalation_id)
             return
@@ -273,6 +281,24 @@ class SlackEscalationSender:
             raise RuntimeError(f"Slack post failed: {error or 'unexpected answer'}") from None
         escalations.record_post(self._engine, escalation_id, response["channel"], response["ts"])
         log.info("escalation %s posted to Slack (account %s)", escalation_id, card.account)
+
+    def _redraw(self, card: EscalationCard) -> None:
+        """The posted message, drawn again from the escalation as it is now (so redrawing twice,
+        or after a later click, shows the same thing). Before the post there is nothing to
+        redraw: the post itself draws the current state."""
+        if not card.slack:
+            log.info("escalation %s: not posted yet, nothing to redraw", card.id)
+            return
+        v = view(card, self._catalog, self._operator_url)
+        try:
+            self._client.chat_update(channel=card.slack["channel"], ts=card.slack["ts"],
+                                     text=fallback_text(v), blocks=blocks(v))
+        except SlackApiError as exc:
+            error = _error_code(exc)
+            if error in PERMANENT_ERRORS or error in ("message_not_found", "cant_update_message"):
+                raise PermanentFailure(f"Slack refused the update: {error}") from None
+            raise RuntimeError(f"Slack update failed: {error or 'unexpected answer'}") from None
+        log.info("escalation %s: Slack message redrawn", card.id)
 
 
 def _error_code(exc: SlackApiError) -> str | None:
@@ -310,6 +336,13 @@ class CsmLane:
     def resolve(self, escalation_id: int, csm_id: str | None,
                 csm_name: str) -> escalations.Outcome:
         return escalations.resolve(self.engine, escalation_id, csm_id, csm_name, self.clock())
+
+    def redraw_later(self, escalation_id: int, action: str) -> bool:
+        """Queue an outbox job that redraws the escalation's Slack message (one per action: each
+        acts once). False when it was queued already."""
+        with Session(self.engine) as session, session.begin():
+            return enqueue(session, UPDATE_KIND, f"escalation-update:{escalation_id}:{action}",
+                           {"escalation_id": escalation_id}, self.clock())
 
     def view(self, card: EscalationCard) -> EscalationView:
         return view(card, self.catalog, self.operator_url)
@@ -373,9 +406,11 @@ def _button(lane: CsmLane, action: str):
         v = lane.view(outcome.card)
         try:
             client.chat_update(channel=channel, ts=ts, text=fallback_text(v), blocks=blocks(v))
-        except SlackApiError as exc:  # the escalation is changed; the message catches up later
-            log.warning("escalation %s: Slack message not updated: %s", escalation_id,
-                        _error_code(exc))
+        except Exception as exc:  # noqa: BLE001 - the escalation changed; its message catches up
+            error = _error_code(exc) if isinstance(exc, SlackApiError) else type(exc).__name__
+            queued = lane.redraw_later(escalation_id, action)
+            log.warning("escalation %s: Slack message not updated (%s); %s", escalation_id,
+                        error, "a redraw is queued" if queued else "a redraw was queued already")
 
     on_button.__name__ = f"on_{action}"
     return on_button

@@ -214,6 +214,31 @@ def test_schedule_call_and_resolved_update_the_escalation_and_the_message(api, a
     assert queued_replies(app) == []
 
 
+def test_a_failed_message_update_after_a_click_is_redrawn_from_the_outbox(api, app, slack, clock):
+    escalate(api)
+    run_outbox(app)
+    row = escalation_row(app)
+    ts = row.case["slack"]["ts"]
+    slack.fail("chat.update", "ratelimited", status=429)
+    assert click(api.client, "claim", row.id, ts).status_code == 200
+    assert escalation_row(app).status == "claimed"  # the click acted; only its message lags
+    [failed] = slack.calls_to("chat.update")
+    slack.fail("chat.update", status=500)  # Slack still down on the first redraw
+    assert click(api.client, "claim", row.id, ts).status_code == 200  # a second click: nothing
+    assert len(slack.calls_to("chat.update")) == 1
+
+    assert run_outbox(app).retried == 1
+    clock.now = NOW + timedelta(minutes=1)
+    assert run_outbox(app).sent == 1
+    redraw = slack.calls_to("chat.update")[-1]
+    assert (redraw.args["channel"], redraw.args["ts"]) == (CHANNEL, ts)
+    assert f"Claimed by <@{CSM_ID}>" in blocks_text(redraw) and "claim" not in buttons(redraw)
+    clock.now = NOW + timedelta(minutes=10)
+    assert run_outbox(app).sent == 0  # redrawn once
+    assert len(slack.calls_to("chat.update")) == 3
+    assert len(slack.calls_to("chat.postMessage")) == 1
+
+
 def test_slack_down_means_the_outbox_retries_later_and_posts_once(api, app, slack, clock):
     escalate(api)
     slack.fail("chat.postMessage", status=500)
