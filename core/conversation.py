@@ -10,6 +10,7 @@ figures come from the case, the words from the vertical.
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
@@ -112,6 +113,27 @@ class Turn:
 
 def _plan(name: str) -> str:
     return name.capitalize()
+
+
+def other_plan_named(text: str, case: Case, catalog: Catalog) -> str | None:
+    """A plan the buyer names that this thread does not offer ("confirm the scale plan" in a
+    thread about Growth), unless they name the offered plan too; None otherwise. A yes that
+    names another plan must not run the offered change."""
+    words = set(re.findall(r"[a-z0-9_]+", text.lower()))
+    if case.target.name.lower() in words:
+        return None
+    for plan in catalog.plans.values():
+        name = plan.name.lower()
+        if name in words and name not in (case.target.name.lower(), case.current.name.lower()):
+            return plan.name
+    return None
+
+
+def wrong_plan_answer(case: Case, named: str) -> str:
+    target = _plan(case.target.name)
+    return (f"This offer is for {target} at {dollars(case.target.base_price)} a month, not "
+            f"{_plan(named)}. Reply YES to go ahead with {target}, or ask for a person to talk "
+            f"about {_plan(named)}.")
 
 
 def _day(d: date) -> str:
@@ -269,6 +291,10 @@ def reply(state: ThreadState | None, intent: Intent, text: str, case: Case | Non
     if intent == Intent.DECLINE:
         return _decline(state, text, turn)
     if intent in (Intent.AFFIRM, Intent.CONFIRM):
+        named = other_plan_named(text, case, catalog)
+        if named is not None and state in (S.OFFERED, S.AWAITING_CONFIRMATION, S.DECLINED,
+                                           S.EXPIRED):
+            return turn(wrong_plan_answer(case, named))
         if state == S.AWAITING_CONFIRMATION:
             return turn(upgraded_message(case), event=E.CONFIRM, run_upgrade=True)
         if state == S.UPGRADED:

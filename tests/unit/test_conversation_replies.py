@@ -54,6 +54,23 @@ def test_an_explicit_confirm_before_the_step_still_shows_the_step_first(catalog,
     assert turn.events == (E.AFFIRM,) and not turn.run_upgrade
 
 
+@pytest.mark.parametrize("state", [S.OFFERED, S.AWAITING_CONFIRMATION, S.DECLINED])
+@pytest.mark.parametrize("text", ["confirm the scale plan", "yes, put us on Scale", "SCALE yes"])
+def test_a_yes_that_names_another_plan_changes_nothing_and_says_what_is_offered(
+        catalog, case, state, text):
+    turn = say(catalog, case, state, text)
+    assert turn.events == () and not turn.run_upgrade
+    assert turn.replies == ("This offer is for Growth at $499.00 a month, not Scale. Reply YES to "
+                            "go ahead with Growth, or ask for a person to talk about Scale.",)
+
+
+@pytest.mark.parametrize("text", ["yes, growth please", "yes to growth",
+                                  "yes move us off starter", "confirm"])
+def test_a_yes_that_names_the_offered_plan_or_only_the_current_one_goes_ahead(catalog, case, text):
+    turn = say(catalog, case, S.AWAITING_CONFIRMATION, text)
+    assert turn.events == (E.CONFIRM,) and turn.run_upgrade
+
+
 def test_no_dont_upgrade_is_a_decline_never_a_confirmation(catalog, case):
     turn = say(catalog, case, S.AWAITING_CONFIRMATION, "no don't upgrade")
     assert turn.events == (E.DECLINE,) and not turn.run_upgrade
