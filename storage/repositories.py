@@ -196,6 +196,39 @@ def _upsert_gauges(pg: bool):
         where=stmt.excluded.at >= UsageGaugeRow.at)
 
 
+def _matrix_statements(pg: bool) -> dict:
+    """The usage matrix's reads, with parameters `ids` (account ids) and the window's bounds."""
+    def among(col):
+        if pg:  # one array parameter, whatever the number of ids
+            return col == any_(bindparam("ids", type_=ARRAY(col.type)))
+        return col.in_(bindparam("ids", expanding=True))
+
+    e, d, g = UsageEventRow, UsageDailyRow, UsageGaugeRow
+    ranked = (select(e.account_id, e.quantity, e.at,
+                     func.row_number().over(partition_by=e.account_id,
+                                            order_by=(e.at.desc(), e.seq.desc())).label("rn"))
+              .where(among(e.account_id), e.metric == "integrations",
+                     e.at >= bindparam("day_start"), e.at <= bindparam("since")).subquery())
+    last_day = (select(d.account_id, func.max(d.day).label("day"))
+                .where(among(d.account_id), d.metric == "integrations",
+                       d.day < bindparam("first_day"))
+                .group_by(d.account_id).subquery())
+    return {
+        "daily": select(d.account_id, d.metric, func.sum(d.total), func.max(d.max_quantity))
+        .where(among(d.account_id), d.day > bindparam("first_day"))
+        .group_by(d.account_id, d.metric),
+        "first_day": select(e.account_id, e.metric, func.sum(e.quantity), func.max(e.quantity))
+        .where(among(e.account_id), e.at > bindparam("since"), e.at < bindparam("first_day_end"))
+        .group_by(e.account_id, e.metric),
+        "gauges": select(g.account_id, g.metric, g.quantity, g.at).where(among(g.account_id)),
+        "carried_events": select(ranked.c.account_id, ranked.c.quantity, ranked.c.at)
+        .where(ranked.c.rn == 1),
+        "carried_daily": select(d.account_id, d.last_quantity, d.last_at)
+        .join(last_day, (d.account_id == last_day.c.account_id) & (d.day == last_day.c.day))
+        .where(d.metric == "integrations"),
+    }
+
+
 EVENT_COLUMNS = ["event_id", "account_id", "metric", "quantity", "at", "received_at"]
 DAILY_COLUMNS = ["account_id", "metric", "day", "total", "max_quantity", "last_quantity", "last_at"]
 GAUGE_COLUMNS = ["account_id", "metric", "quantity", "at"]
@@ -262,36 +295,31 @@ class SqlUsageRepository:
 
     def matrices(self, account_ids: Iterable[int], now: datetime) -> dict[int, UsageMatrix]:
         """Each account's matrix as of `now`, exactly (the same as core.usage applying every
-        event), from the daily rollups plus the raw events of the window's first, partial day."""
+        event), from the daily rollups plus the raw events of the window's first, partial day.
+
+        The statements are built once per dialect (`_matrix_statements`) and take their values
+        as parameters: building and hashing a new statement tree per call cost more than the
+        database's work for one account (an inbound message reads one matrix)."""
         ids = list(set(account_ids))
         if not ids:
             return {}
+        q = _statement(self.session, "matrix", _matrix_statements)
         since = (now - WINDOW).astimezone(timezone.utc)  # the rollups' days are UTC days
         first_day = since.date()
         first_day_end = _day_start(first_day + timedelta(days=1))
-        e, d = UsageEventRow, UsageDailyRow
         sums: dict[tuple[int, str], int] = defaultdict(int)
         peaks: dict[int, int] = defaultdict(int)  # highest integrations reading in the window
-        # Whole days after the window's first day.
-        for account_id, metric, total, peak in self._conn.execute(
-                select(d.account_id, d.metric, func.sum(d.total), func.max(d.max_quantity))
-                .where(_among(self.session, d.account_id, ids), d.day > first_day)
-                .group_by(d.account_id, d.metric)):
+        # Whole days after the window's first day, then the part of the first day inside it.
+        for account_id, metric, total, peak in [
+                *self._conn.execute(q["daily"], {"ids": ids, "first_day": first_day}),
+                *self._conn.execute(q["first_day"], {"ids": ids, "since": since,
+                                                     "first_day_end": first_day_end})]:
             sums[(account_id, metric)] += int(total)
             if metric == "integrations":
                 peaks[account_id] = max(peaks[account_id], int(peak))
-        # The part of the first day that is inside the window.
-        for account_id, metric, total, peak in self._conn.execute(
-                select(e.account_id, e.metric, func.sum(e.quantity), func.max(e.quantity))
-                .where(_among(self.session, e.account_id, ids), e.at > since, e.at < first_day_end)
-                .group_by(e.account_id, e.metric)):
-            sums[(account_id, metric)] += int(total)
-            if metric == "integrations":
-                peaks[account_id] = max(peaks[account_id], int(peak))
-        latest = {(a, m): (int(q), at) for a, m, q, at in self._conn.execute(
-            select(UsageGaugeRow.account_id, UsageGaugeRow.metric, UsageGaugeRow.quantity,
-                   UsageGaugeRow.at).where(_among(self.session, UsageGaugeRow.account_id, ids)))}
-        carried = self._integrations_at(ids, since, first_day)
+        latest = {(a, m): (int(qty), at)
+                  for a, m, qty, at in self._conn.execute(q["gauges"], {"ids": ids})}
+        carried = self._integrations_at(q, ids, since, first_day)
         features: dict[int, dict[str, int]] = defaultdict(dict)
         for (account_id, metric), total in sorted(sums.items()):
             if metric.startswith("feature:"):
@@ -313,28 +341,16 @@ class SqlUsageRepository:
             )
         return out
 
-    def _integrations_at(self, ids: list[int], since: datetime,
+    def _integrations_at(self, q: dict, ids: list[int], since: datetime,
                          first_day: date) -> dict[int, tuple[int, datetime]]:
         """The integrations reading in effect at `since`: the latest one at or before it, from the
         raw events of its own day, else the last reading of the latest earlier day."""
-        e, d = UsageEventRow, UsageDailyRow
-        ranked = (select(e.account_id, e.quantity, e.at,
-                         func.row_number().over(partition_by=e.account_id,
-                                                order_by=(e.at.desc(), e.seq.desc())).label("rn"))
-                  .where(_among(self.session, e.account_id, ids), e.metric == "integrations",
-                         e.at >= _day_start(first_day), e.at <= since).subquery())
-        found = {a: (int(q), at) for a, q, at in self._conn.execute(
-            select(ranked.c.account_id, ranked.c.quantity, ranked.c.at).where(ranked.c.rn == 1))}
+        found = {a: (int(qty), at) for a, qty, at in self._conn.execute(
+            q["carried_events"], {"ids": ids, "day_start": _day_start(first_day), "since": since})}
         rest = [a for a in ids if a not in found]
         if rest:
-            last_day = (select(d.account_id, func.max(d.day).label("day"))
-                        .where(_among(self.session, d.account_id, rest), d.metric == "integrations",
-                               d.day < first_day)
-                        .group_by(d.account_id).subquery())
-            found.update({a: (int(q), at) for a, q, at in self._conn.execute(
-                select(d.account_id, d.last_quantity, d.last_at).join(
-                    last_day, (d.account_id == last_day.c.account_id) & (d.day == last_day.c.day))
-                .where(d.metric == "integrations"))})
+            found.update({a: (int(qty), at) for a, qty, at in self._conn.execute(
+                q["carried_daily"], {"ids": rest, "first_day": first_day})})
         return found
 
 
