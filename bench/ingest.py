@@ -7,7 +7,9 @@ Run from the repository root:
 
 Each database kind gets two fresh migrated databases with the same accounts: one receives the
 events through `core.services.record_usage`, the other receives the very same rows through a plain
-SQLAlchemy Core `insert(UsageEventRow)` executemany, one transaction per batch. PostgreSQL runs on
+SQLAlchemy Core `insert(UsageEventRow)` executemany, one transaction per batch. The two take
+turns batch by batch (the order alternating), so the machine's slow spells fall on both and the
+ratio is stable even when the absolute rates are not. PostgreSQL runs on
 a throwaway cluster (tests/support/postgres.py). Progress goes to stderr, the table to stdout.
 """
 
@@ -151,37 +153,9 @@ def progress(label: str, length: int):
                              show_pos=True, show_eta=False, width=30)
 
 
-def run_ingest(engine: Engine, catalog: Catalog, workload: Workload, size: int,
-               label: str) -> tuple[float, int]:
-    """Seconds of wall clock for all batches through record_usage, and the crossings produced."""
-    uow = SqlUnitOfWork(engine)
-    now = workload.now
-    crossings = 0
-    with progress(label, len(workload.events)) as bar:
-        started = time.perf_counter()
-        for batch in batches(workload.events, size):
-            result = record_usage(uow, catalog, batch, now)
-            crossings += len(result.crossings)
-            bar.update(len(batch))
-        elapsed = time.perf_counter() - started
-    return elapsed, crossings
-
-
-def run_raw(engine: Engine, account_ids: dict[str, int], workload: Workload, size: int,
-            label: str) -> float:
-    """Seconds of wall clock for the same rows through insert(UsageEventRow) executemany."""
-    now = workload.now
-    stmt = insert(UsageEventRow)
-    with progress(label, len(workload.events)) as bar:
-        started = time.perf_counter()
-        for batch in batches(workload.events, size):
-            rows = [{"event_id": e.id, "account_id": account_ids[e.account], "metric": e.metric,
-                     "quantity": e.quantity, "at": e.at, "received_at": now} for e in batch]
-            with engine.begin() as conn:
-                conn.execute(stmt, rows)
-            bar.update(len(batch))
-        elapsed = time.perf_counter() - started
-    return elapsed
+def raw_rows(account_ids: dict[str, int], batch: list[UsageEvent], now: datetime) -> list[dict]:
+    return [{"event_id": e.id, "account_id": account_ids[e.account], "metric": e.metric,
+             "quantity": e.quantity, "at": e.at, "received_at": now} for e in batch]
 
 
 def count(engine: Engine, column) -> int:
@@ -210,24 +184,43 @@ class Outcome:
 
 def measure(name: str, make_url: Callable[[str], str], catalog: Catalog, workload: Workload,
             size: int) -> Outcome:
-    """Raw insert on one fresh database, ingestion on another; both checked afterwards."""
+    """Raw insert on one fresh database, ingestion on another, batch after batch in turn (the
+    order alternating), so a slow spell of the machine falls on both and the ratio holds; both
+    databases are checked afterwards."""
     n = len(workload.events)
-
     raw_engine = make_engine(make_url("bench_raw"))
+    ingest_engine = make_engine(make_url("bench_ingest"))
     try:
         ids = prepare(raw_engine, catalog, workload)
-        raw_seconds = run_raw(raw_engine, ids, workload, size, f"{name}: raw insert")
+        prepare(ingest_engine, catalog, workload)
+        uow = SqlUnitOfWork(ingest_engine)
+        stmt = insert(UsageEventRow)
+        now = workload.now
+        seconds = {"raw": 0.0, "ingest": 0.0}
+        crossings = 0
+
+        def raw(batch: list[UsageEvent]) -> None:
+            rows = raw_rows(ids, batch, now)
+            started = time.perf_counter()
+            with raw_engine.begin() as conn:
+                conn.execute(stmt, rows)
+            seconds["raw"] += time.perf_counter() - started
+
+        def ingest(batch: list[UsageEvent]) -> None:
+            nonlocal crossings
+            started = time.perf_counter()
+            crossings += len(record_usage(uow, catalog, batch, now).crossings)
+            seconds["ingest"] += time.perf_counter() - started
+
+        with progress(f"{name}: raw + record_usage", n) as bar:
+            for i, batch in enumerate(batches(workload.events, size)):
+                for step in ((raw, ingest) if i % 2 == 0 else (ingest, raw)):
+                    step(batch)
+                bar.update(len(batch))
+
         stored = count(raw_engine, UsageEventRow.seq)
         if stored != n:
             raise RuntimeError(f"{name} raw: {stored} rows stored, expected {n}")
-    finally:
-        raw_engine.dispose()
-
-    ingest_engine = make_engine(make_url("bench_ingest"))
-    try:
-        prepare(ingest_engine, catalog, workload)
-        ingest_seconds, crossings = run_ingest(ingest_engine, catalog, workload, size,
-                                               f"{name}: record_usage")
         stored = count(ingest_engine, UsageEventRow.seq)
         signals = count(ingest_engine, SignalRow.id)
         if stored != n:
@@ -235,9 +228,9 @@ def measure(name: str, make_url: Callable[[str], str], catalog: Catalog, workloa
         if signals != crossings:
             raise RuntimeError(f"{name} ingest: {signals} signals stored, {crossings} reported")
     finally:
+        raw_engine.dispose()
         ingest_engine.dispose()
-
-    return Outcome(name, n, raw_seconds, ingest_seconds, crossings)
+    return Outcome(name, n, seconds["raw"], seconds["ingest"], crossings)
 
 
 def measure_sqlite(catalog: Catalog, workload: Workload, size: int) -> Outcome:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from collections import defaultdict
 from datetime import date, datetime, time, timedelta, timezone
 from types import MappingProxyType
@@ -67,9 +68,11 @@ class SqlAccountRepository:
         if not ids:
             return {}
         rows = self.session.connection().execute(
-            select(AccountRow.external_id, AccountRow.id, AccountRow.plan, AccountRow.plan_since)
-            .where(_among(self.session, AccountRow.external_id, ids)).order_by(AccountRow.id)
-            .with_for_update())
+            _statement(self.session, "lock_usage_terms", lambda pg: (
+                select(AccountRow.external_id, AccountRow.id, AccountRow.plan,
+                       AccountRow.plan_since)
+                .where(_ids_param(pg, AccountRow.external_id)).order_by(AccountRow.id)
+                .with_for_update())), {"ids": ids})
         return {x: UsageTerms(id=i, plan=p, plan_since=s) for x, i, p, s in rows}
 
     def contact_owner(self, contact_external_ids: Iterable[str]) -> dict[str, str]:
@@ -196,13 +199,17 @@ def _upsert_gauges(pg: bool):
         where=stmt.excluded.at >= UsageGaugeRow.at)
 
 
+def _ids_param(pg: bool, col):
+    """`col IN :ids` for a statement built once (see `_statement`): on PostgreSQL `= ANY` of one
+    array parameter, on SQLite an expanding parameter."""
+    if pg:
+        return col == any_(bindparam("ids", type_=ARRAY(col.type)))
+    return col.in_(bindparam("ids", expanding=True))
+
+
 def _matrix_statements(pg: bool) -> dict:
     """The usage matrix's reads, with parameters `ids` (account ids) and the window's bounds."""
-    def among(col):
-        if pg:  # one array parameter, whatever the number of ids
-            return col == any_(bindparam("ids", type_=ARRAY(col.type)))
-        return col.in_(bindparam("ids", expanding=True))
-
+    among = partial(_ids_param, pg)
     e, d, g = UsageEventRow, UsageDailyRow, UsageGaugeRow
     ranked = (select(e.account_id, e.quantity, e.at,
                      func.row_number().over(partition_by=e.account_id,
@@ -232,15 +239,6 @@ def _matrix_statements(pg: bool) -> dict:
 EVENT_COLUMNS = ["event_id", "account_id", "metric", "quantity", "at", "received_at"]
 DAILY_COLUMNS = ["account_id", "metric", "day", "total", "max_quantity", "last_quantity", "last_at"]
 GAUGE_COLUMNS = ["account_id", "metric", "quantity", "at"]
-
-
-def _among(session: Session, column, values):
-    """`column IN values`; on PostgreSQL as `= ANY(array)`, one parameter however many values,
-    so the driver does not parse a new, long statement for every batch size."""
-    values = list(values)
-    if _is_pg(session):
-        return column == any_(bindparam(None, values, type_=ARRAY(column.type)))
-    return column.in_(values)
 
 
 def _day_start(d: date) -> datetime:
@@ -368,8 +366,9 @@ class SqlThresholdStateRepository:
         keys: dict[int, set[str]] = defaultdict(set)
         if ids:
             for account_id, key in self._conn.execute(
-                    select(ThresholdStateRow.account_id, ThresholdStateRow.key)
-                    .where(_among(self.session, ThresholdStateRow.account_id, ids))):
+                    _statement(self.session, "threshold_states", lambda pg: select(
+                        ThresholdStateRow.account_id, ThresholdStateRow.key)
+                        .where(_ids_param(pg, ThresholdStateRow.account_id))), {"ids": ids}):
                 keys[account_id].add(key)
         return {a: frozenset(keys.get(a, ())) for a in ids}
 
@@ -377,12 +376,14 @@ class SqlThresholdStateRepository:
         """Set each account's above-keys: one delete and one insert for all of them."""
         if not states:
             return
-        self._conn.execute(delete(ThresholdStateRow).where(
-            _among(self.session, ThresholdStateRow.account_id, states)))
+        self._conn.execute(_statement(self.session, "threshold_states_delete", lambda pg: delete(
+            ThresholdStateRow).where(_ids_param(pg, ThresholdStateRow.account_id))),
+            {"ids": list(states)})
         rows = [{"account_id": a, "key": k, "changed_at": now}
                 for a, keys in states.items() for k in sorted(keys)]
         if rows:
-            self.session.connection().execute(insert(ThresholdStateRow), rows)
+            self._conn.execute(_statement(self.session, "threshold_states_insert",
+                                          lambda pg: insert(ThresholdStateRow)), rows)
 
 
 class SqlSignalRepository:
@@ -393,7 +394,8 @@ class SqlSignalRepository:
                  detected_at: datetime) -> None:
         if not crossings:
             return
-        self.session.connection().execute(insert(SignalRow), [
+        self.session.connection().execute(_statement(self.session, "signals_insert",
+                                                     lambda pg: insert(SignalRow)), [
             {"outcome": d.outcome if d else None, "reason": d.reason if d else None,
              "defer_until": d.defer_until if d else None, "thread_id": d.thread_id if d else None,
              "account_id": account_id, "key": c.key, "direction": c.direction,
