@@ -4,7 +4,8 @@ How a text is read
 ------------------
 1. Normalise: Unicode NFKC, emoji to words (👍 👌 ✅ → "yes", 👎 ❌ → "no", 🛑 → "stop",
    📞 → "call"), casefold, accents dropped ("sí" → "si"), apostrophes dropped ("don't" → "dont",
-   "we're" → "were"), hyphens inside words joined ("opt-out" → "optout"), "%" → "percent".
+   "we're" → "were"), hyphens inside words joined ("opt-out" → "optout"), "%" → "percent",
+   amounts kept whole ("$499.00" → "499", "4,800" → "4800").
    Sentence punctuation (, . ! ? ; :) becomes a clause break that no phrase reaches across, so
    "no, need to check with my boss" is not "no need". Every other symbol is a space; a message
    typed letter by letter ("S T O P", "s.t.o.p") is joined. A "?" marks the text as a question.
@@ -13,8 +14,8 @@ How a text is read
    "u" → "you"); an unknown word of 4+ letters is corrected to the keyword it is one
    Damerau-Levenshtein edit from ("confrim" → "confirm", "upgarde" → "upgrade", "mcuh" → "much").
    Shorter words must match exactly, and common English words are never "corrected".
-   Phrases that only look negative ("no worries", "no problem", "why not", "good to go") are
-   read as "ok".
+   Phrases that only look negative ("no worries", "no problem", "why not", "good to go",
+   "no, go ahead", "no objections", "makes sense given how busy we are") are read as "ok".
 3. The canonical text is matched against one keyword table per intent, in the precedence
    order below; the first intent whose rule matches wins.
 
@@ -27,30 +28,49 @@ Precedence (first match wins)
  3. help      HELP / INFO as the whole message
  4. stop      a revocation in plain words: "stop texting me", "don't text me", "unsubscribe me",
               "remove me from this list", "leave me alone", "no more messages", "no more upgrade
-              offers", "wrong number". An opt-out is honoured before anything else in the text
-              ("not interested, stop texting" is stop; so is "don't text me, call me": the
-              conservative reading). A stop-family word inside a sentence that is not about
-              messages is not an opt-out ("can I stop paying for extra seats?" is a question,
-              "we're cancelling our account" a decline).
- 5. start     "resubscribe", "start texting me again", "opt me back in"
- 6. help      "what is this?", "who is this?" as the whole message
+              offers", "wrong number", "don't have anyone text me", "cancel these texts". An
+              opt-out is honoured before anything else in the text ("not interested, stop
+              texting" is stop; so is "don't text me, call me": the conservative reading). A
+              stop-family word inside a sentence that is not about messages is not an opt-out
+              ("can I stop paying for extra seats?" is a question, "we're cancelling our
+              account" a decline).
+ 5. start     "resubscribe", "start texting me again", "opt me back in", "add me back" — unless
+              negated ("don't add me back")
+ 6. help      "what is this?", "who is this?" as the whole message; anywhere in the text, a
+              question about the messages themselves: "why am I getting these texts",
+              "is this a scam?", "how do these messages work", "what company is this from?"
  7. callback  "call me", "give me a call", "ring me" — unless negated ("don't call me" is a stop)
  8. discount  "any discount?", "promo code", "cheaper if annual?", "20% off", "waive the charge"
- 9. human     "talk to a person", "agent", "real human", "is this a bot?"
-10. question_downgrade  "can I downgrade later", "go back to starter", "am I locked in?"
-11. question_proration  "charged today", "is it prorated", "when am I billed"
-12. question_features   "what do I get", "what's included", "does growth have sso?"
-13. question_price      "how much", "what's the price?", "is it cheaper"
+ 9. human     "talk to a person", "agent", "real human", "is this a bot?", "human please",
+              "have someone from sales email me", "who can I talk to?" — but "does scale come
+              with an account manager?" asks about the plan (question_features)
+10. question_downgrade  "can I downgrade later", "go back to starter", "am I locked in?" ("back
+              down" only in a question: "usage will drop back down" is a decline)
+11. question_proration  "charged today", "is it prorated", "when am I billed", and a question
+              about an amount: "why is it $105 today?", "what's the $105 for", "how is the 105
+              calculated", "when will the $499 come out", "when does it start?"
+12. question_features   "what do I get", "what's included", "does growth have sso?", a limit or
+              more seats ("what's the user limit", "can I add more users?"), "does growth come
+              with …", and last, any other question about a plan ("can I use my number on
+              growth?")
+13. question_price      "how much", "what's the price?", "is it cheaper", "the total", "per
+              seat"; tax is a price question even beside "include" ("does the price include tax?")
 14. confirm   an explicit confirmation only (see below)
-15. decline   "no", "not now", "too expensive", "we're leaving", or an affirmative action that is
-              negated ("don't upgrade", "I can't confirm yet")
-16. affirm    "yes", "sure", "let's do it", "upgrade me", "move us to growth", 👍
+15. decline   "no", "not now", "too expensive", "we're leaving", "we're cancelling", "not paying
+              that", "keep us on starter" (a statement), "usage will drop back down", or an
+              affirmative action that is negated ("don't upgrade", "I can't confirm yet")
+16. affirm    "yes", "sure", "let's do it", "upgrade me", "move us to growth", "put us on growth",
+              👍 — never a question that has no yes-word in it: "what's the upgrade?", "should I
+              upgrade?" and "upgrade?" ask (unknown), "how do I upgrade?" and "can you upgrade
+              us?" ask for it (affirm)
 17. unknown   everything else, the empty text included
 
 So escalation requests beat questions ("no, call me instead" is callback; "can I get a discount?
 otherwise no" is discount), questions beat yes/no ("yes but how much" is question_price), and a
 "no" beats a "yes" ("sure, but not now" is decline). The more specific question wins over the
 general one: "how much would I be charged today" is question_proration, not question_price.
+A counter-offer is a discount: the offered price comes back with "at" ("Growth at $499"), another
+one with "for"/"if"/"max" ("I'd upgrade for $399", "yes if it's $399", "we'd pay 400 max").
 
 Price topics ("price", "cost", "expensive") count as a question only with a question cue (a "?",
 a wh-word, or an opening "is/does/can/would/confirm…"), so "the price is too high" is a decline.
@@ -59,12 +79,16 @@ What counts as confirm
 ----------------------
 ``confirm`` is predicted only for an explicit confirmation: a statement (no "?") that contains
 the word confirm/confirmed/confirming (typos included: "confrim", "comfirm") and nothing but
-politeness, yes-words and the plan words around it ("yes confirm", "I confirm the upgrade to
-growth", "Confirmed 👍"). Anything else with "confirm" in it is read by the other rules:
-"don't confirm" and "I can't confirm yet" are decline, "can you confirm the price?" is
-question_price, a bare "confirm?" is unknown. A bare "yes" is affirm: turning a yes in
-``awaiting_confirmation`` into a confirmation is the state machine's job, not the classifier's.
-START_KEYWORDS deliberately leaves out YES (which some carriers treat as opt-in) for that reason.
+politeness, yes-words, the plan words, the card and the offered price echoed the way the offer
+says it ("yes confirm", "I confirm the upgrade to growth at $499", "confirmed, charge the card",
+"Confirmed 👍"). Such a text asks nothing, so its echoed words ("bill the card", "$499 a month")
+are not read as a question. A bare amount ("confirm $399") or "for $399" may be a counter-offer
+and is not a confirmation: the classifier does not know the offered price. Anything else with
+"confirm" in it is read by the other rules: "don't confirm" and "I can't confirm yet" are
+decline, "can you confirm the price?" is question_price, a bare "confirm?" is unknown. A bare
+"yes" is affirm: turning a yes in ``awaiting_confirmation`` into a confirmation is the state
+machine's job, not the classifier's. START_KEYWORDS deliberately leaves out YES (which some
+carriers treat as opt-in) for that reason.
 """
 
 from __future__ import annotations
@@ -135,9 +159,11 @@ _MSG_VERB = "text|message|contact|email|call|sms|whatsapp|ping"
 _STOP_PHRASES = (
     ("stop|stopall|quit|cease sending|texting|messaging|contacting|spamming|bugging|bothering|"
      "pestering|asking|calling|emailing|messages|texts"),
-    f"stop|stopall * {_MSG_NOUN}",
+    f"stop|stopall * {_MSG_NOUN}", f"cancel|cancelling|canceling * {_MSG_NOUN}",
+    f"subscription to|for * {_MSG_NOUN}",
     "^ stop this|these|that",
     f"dont|not|never {_MSG_VERB} me|us|this|my|again|anymore|here",
+    f"dont|never have|let|want anyone|anybody|someone|somebody|you|them {_MSG_VERB} me|us",
     f"no more {_MSG_NOUN}|contact|contacting", f"no more * {_MSG_NOUN}",
     "wrong number|person", "not the right person",
     "unsubscribe", "optout", "opt me out", "remove me|us", "take me|us off",
@@ -149,7 +175,7 @@ _STOP_PHRASES = (
 _START_PHRASES = (
     "resubscribe", "unstop", "subscribe me|us * again", "subscribe again",
     f"start {_MSG_NOUN}|sending * again", "text|message|whatsapp|email me|us again",
-    "opt me|us back in",
+    "opt me|us back in", "add|put me|us back",
     "opt back in", "optin", "sign me|us back up", f"get|receive {_MSG_NOUN} again", "^ start again",
     "start again $",
 )
@@ -162,10 +188,32 @@ _HELP_PHRASES = (  # whole message only: "what is this charge today?" is a quest
     "^ ayuda $",
     "^ what company is this $", "^ how did you get my number $", "^ what is this number $",
 )
+# Names of what the messages are; not "text": "why is the text about a charge?" is the
+# message's topic, and "reminders" are a feature.
+_SENT_NOUN = "text|texts|message|messages|msgs|sms|whatsapps|offer|offers|emails|spam"
+_HELP_TOPIC_PHRASES = (  # about the messages themselves, anywhere in the text
+    f"why * getting|receiving|receive|received|get|got|sent|sending|send * {_SENT_NOUN}",
+    "why * getting|receiving|receive|received|get|got|sent|sending|send * this|these|that $",
+    "why * texting|messaging|contacting|emailing me|us",
+    ("is|are this|it|that|these|those|you * "
+     "legit|legitimate|genuine|scam|scams|phishing|fraud|spam"),
+    (f"didnt|never sign|signed|subscribe|subscribed|optin|ask|asked up? for|to? * "
+     f"this|these|{_SENT_NOUN}"),
+    "^ who am i talking|speaking|chatting|texting to|with $",
+    "this|these|thats|its * looks|seems|sounds like * scam|phishing|fraud",
+    "^ legit|scam|phishing|fraud $", "^ this|thats|its|it is? a? scam|fraud|phishing $",
+    f"how * these|your|this {_SENT_NOUN}|texting|messaging * work|works",
+    f"^ what|whats are? these|the|all|your|with * {_SENT_NOUN} about|for $",
+    f"^ what|whats are? these|the|all|your|with * {_SENT_NOUN} $",
+    "^ what|which company|business|firm|organization * this|you|me|texting|messaging|from",
+    "what|whats|who is? upgrade chat",
+)
 
 _CALLBACK_PHRASES = (
     "call|phone|ring me|us", "call me|us back", "call my cell|phone|mobile|number",
-    "give me|us a call|ring", "a call", "phone call", "over|on|by the phone", "by phone",
+    "give me|us a call|ring", "a call", "phone call",
+    ("call|phone|ring the|our|my * office|desk|line|landline|cell|mobile|number|clinic|store|shop|"
+     "salon|practice|reception|receptionist|assistant"), "over|on|by the phone", "by phone",
     "can|could|will|would you|someone|somebody|anyone * call", "callback", "call back",
 )
 
@@ -180,6 +228,17 @@ _DISCOUNT_PHRASES = (
     "better|cheaper quote|offer",
     "wiggle room", "negotiate|negotiable", "lower|reduce * price", "price down", "for less",
     "would|could|can|will you do <num>", "do it for <num>", "cut me|us a deal",
+    # a counter-offer: the offered price is echoed with "at", another one named with "for"/"if"
+    "upgrade|upgrading|confirm|sign|switch|move|yes|yeah|in|deal for <num>",
+    "if its <num>", "if it was|were|is|came|comes|dropped|went * <num>",
+    "if its cheaper|less|lower|discounted",
+    "if it was|were|is|gets|got|goes|went cheaper|less|lower|discounted|down",
+    "you can|could|would|will do|make|go * <num>", "only|just for <num>", "for <num> only",
+    "would|wed|id|could pay|spend|go <num>", "<num> max|tops|maximum", "take|accept <num>",
+    "give|get|offer|do|make us|me|a * deal|deals",
+    ("nonprofit|nonprofits|charity|charities|ngo|education|educational|edu|student|students|"
+     "startup|startups|academic|school|schools|church|churches|veteran|veterans|military "
+     "pricing|price|prices|rate|rates|discount|discounts|plan|plans|tier|program"),
 )
 
 _HUMAN_PHRASES = (
@@ -192,16 +251,33 @@ _HUMAN_PHRASES = (
     "are you a bot|robot|human|person", "are you real|human", "get me someone|somebody",
     "^ human|agent|representative|rep|operator|person|humans $", "demo|walkthrough",
     "hablar con", "una persona",
+    ("someone|somebody|anyone|person|human|rep|agent|representative * "
+     "message|text|email|contact|dm|whatsapp|write|reach|reply me|us"), "reach out to me|us",
+    "who * talk|speak|chat to|with", "who * talk|speak|chat $", "who * contact|reach|email",
+    "someone|somebody|team|sales|support|rep|agent|person * reach out",
+    "someone|somebody|team|sales|support|rep|agent|person * get back to",
+)
+# Words that, alone with politeness around them, ask for a person ("human please").
+_HUMAN_WORDS = frozenset({"human", "humans", "agent", "agents", "representative", "rep",
+                          "operator", "person", "someone", "somebody", "sales", "support"})
+_HUMAN_FILLERS = _FILLERS | {"a", "an", "real", "live", "actual", "some", "get", "need", "want",
+                             "i", "can", "could", "talk", "to", "speak", "with"}
+# "does scale come with an account manager?" asks about the plan, not for the person.
+_HUMAN_AS_FEATURE = (
+    "come|comes with * account manager", "come|comes with * csm|rep|agent|support|person|human",
+    "include|includes|included|including|offer|offers|provide|provides * account manager",
+    "include|includes|included|including|offer|offers|provide|provides * csm|rep|agent",
 )
 
 # Topics that make a question only when the text is a question (see _is_question).
 _DOWNGRADE_PHRASES = (
     "downgrade|downgrading|downgraded|downgrades",
     "go|going|switch|switching|move|moving|drop|change|revert|reverting back",
-    "back to starter|growth", "back down", "drop down", "revert|reverting|reverse|undo|undoing",
+    "back to starter|growth", "revert|reverting|reverse|undo|undoing",
     "cancel|cancelling|canceling|stop * upgrade", "locked|lock|tied in", "lockin",
     "contract|contracts|commitment", "commit to", "doesnt work out",
 )
+_DOWNGRADE_TOPICS = ("back down", "drop down")  # "usage will drop back down" is a statement
 
 _PRORATION_PHRASES = (
     "prorate|prorated|proration|prorating|prorata",
@@ -212,24 +288,61 @@ _PRORATION_PHRASES = (
     "billing|invoice date|cycle|period|day", "next cycle|invoice|bill",
     "when * billed|charged|billing|bill|charge",
     "new price|plan|pricing|rate|billing * start|starts|begin|begins|apply|applies|kick",
+    ("when * pay|paid|payment|payments|debit|debited|deducted|take|takes|taken|due|invoiced|"
+     "invoice|money"),
+    "todays|immediate|upfront charge|charges|payment|amount|fee|bill",
+)
+_PRORATION_TOPICS = (  # an amount asked about: what it is, how it was worked out, when it is taken
+    "<num> today|now|upfront|immediately", "why * <num>",
+    "what|whats * <num> for|about|charge|charges|fee|amount|payment|mean $",
+    "what|whats is? this|that|the <num> charge|charges|fee|amount|payment",
+    "calculated|calculate|calculation|calculating|figured|breakdown", "worked out",
+    "come|comes from", "why * charged|charge|billed|billing",
+    ("when * <num> * come|comes|go|goes|taken|take|debited|deducted|charged|billed|due|paid|"
+     "payment|hit|hits|out"),
+    "first payment|charge|bill|invoice|debit",
+    "^ what|whats is? the|this|that? <num> $",
+    "payment|payments|charge|debit|money|<num> * come|comes|go|goes out|through",
+    "work|worked|working|figure|figured out * <num>|amount|charge|number|price|figure|total",
+    "when * start|starts|begin|begins|effect|kick|kicks|active|live|happen|happens",
 )
 
 _FEATURE_PHRASES = (  # each already reads as a question
     "what|whats * get", "what|whats * included|include|includes|inclusions",
     "whats in", "what is in", "what * unlock|unlocks|offer|offers|come|comes",
-    "what * features|feature", "what else", "difference between", "why * upgrade|switch",
+    "what * features|feature", "what else", "difference between", "why * upgrade|switch|move",
     "get more seats|users|integrations", "how many", "tell me more",
     "more info|information|details",
     "send * details|info|information",
+    "what happens|changes if|when|once * upgrade|upgrading|switch|move|go",
 )
 _FEATURE_TOPICS = (  # a question only with a question cue
     "sso|hipaa|baa|audit|workflows|workflow|integrations|integration|features|feature",
     "api access", "include|includes|included|unlock|unlocks", "benefit|benefits",
+    "limit|limits|cap|caps|capped|quota|quotas|allowance|allowances|maximum|max|capacity",
+    "come|comes with",
+    ("growth|scale|plan|tier have|has|support|supports|allow|allows|offer|offers|give|gives|"
+     "handle|handles|cover|covers|work|works"),
+    "does|will|would|can it|that|this have|has !to",
+    ("does|will|would|can it|that|this support|allow|offer|give|handle|cover|integrate|work|"
+     "include|come"),
 )
+# More seats or users, unless the question is what they cost ("can I stop the extra seat charges?").
+_SEAT_TOPICS = (
+    "more|extra|additional * seats|seat|users|user|numbers|locations|logins|members|agents|staff",
+    "add|adding * seats|seat|users|user|numbers|locations|logins|members|agents|staff",
+)
+# A question about a plan that no other rule took ("can I send mms on growth?") asks what it has.
+_PLAN_QUESTION = ("on|with|in|under|onto growth|scale", "on|with|in|under the new|bigger plan")
+_PLAN_QUESTION_OPENERS = frozenset({"can", "could", "do", "does", "will", "would", "is", "are",
+                                    "should", "did", "any"})
+_PRICE_FIRST_TOPICS = ("tax|taxes|vat|gst|hst",)  # "does the price include tax?" is a price
 
 _PRICE_PHRASES = ("how much", "cuanto|cuesta", "gonna cost", "going to cost", "whats * cost|price")
 _PRICE_TOPICS = (
     "price|prices|pricing|priced|cost|costs|costing|bill", "monthly", "per|a|each month",
+    "total|totals|altogether",
+    "per|each user|users|seat|seats|location|locations|number|numbers|agent|agents|year",
     "charges|fee|fees|overage|overages",
     "cheaper",
     "expensive", "save|saving|savings", "pay|paying",
@@ -241,8 +354,18 @@ _CONFIRM_COMPANIONS = frozenset({
     "i", "we", "im", "hereby", "yes", "yeah", "yep", "yup", "ok", "okay", "sure", "please",
     "thanks", "thank", "you", "the", "upgrade", "upgrading", "it", "to", "growth", "scale", "plan",
     "go", "ahead", "lets", "do", "and", "that", "this", "now", "all", "good", "great", "my", "our",
+    # the card and the offered price, echoed: "charge the card", "growth at $499 a month"
+    "charge", "bill", "card", "account", "on", "file", "at", "a", "per", "month", "monthly",
+    "dollars", "usd",
 })
 
+# Verbs of a request for a person, and of a request to be subscribed again, that a negator
+# cancels ("don't make me talk to a bot", "don't add me back").
+_PERSON_VERBS = frozenset({"talk", "speak", "chat", "message", "text", "email", "contact", "write",
+                           "reach"})
+_START_VERBS = frozenset({"add", "put", "subscribe", "resubscribe", "start", "opt", "sign",
+                          "text", "message", "whatsapp", "email", "get", "receive"})
+_PRICE_UNITS = frozenset({"a", "per", "monthly", "month", "dollars", "usd"})
 # Negators that cancel a request for a call or a person ("don't call me"); a bare "no" does not.
 _REQUEST_NEGATORS = frozenset({"not", "dont", "never", "without", "cant", "wont"})
 # Greetings and thanks around a "who is this?" that do not change it.
@@ -251,13 +374,19 @@ _POLITE_EDGES = re.compile(r"^(?:(?:hi|hey|hello|sorry|um|ok|please|excuse me)\s
 
 # Phrases that look negative but say yes; read as "ok" before negation is looked for.
 _FALSE_NEGATIONS = ("no worries", "no problem", "no prob", "not a problem", "why not",
-                    "no brainer", "good to go", "cant wait", "no doubt")
+                    "no brainer", "good to go", "cant wait", "no doubt",
+                    "no objection|objections",
+                    # a "no" that waves an objection away: "no, go ahead"
+                    "^ no|nope|nah , please? go ahead|for", "^ no|nope|nah , please? proceed",
+                    # being busy is the reason to upgrade: "makes sense given how busy we are"
+                    "given|seeing|considering|with|since how busy|swamped|slammed|hectic|much|many")
 
 _NEGATORS = frozenset({"no", "not", "dont", "never", "cant", "cannot", "wont", "didnt",
                        "doesnt", "shouldnt", "wouldnt", "nope", "nah", "without"})
 # Words an affirmative answer turns on; a negator just before one flips the answer.
 _ACTIONS = frozenset({"confirm", "confirmed", "confirming", "upgrade", "upgrading", "want",
-                      "proceed", "sign", "go", "do", "interested", "need", "sure"})
+                      "proceed", "sign", "go", "do", "interested", "need", "sure", "pay",
+                      "paying"})
 
 # Decline reasons, most important first (a leaving buyer escalates).
 _LEAVING_PHRASES = (
@@ -268,6 +397,7 @@ _LEAVING_PHRASES = (
     "closing|shutting|close|shut * business|down|doors|shop|company",
     "out of business", "not|wont|dont renew|renewing", "not be renewing", "churn|churning",
     "done with you|your|this", "found * another|better|cheaper", "moving on",
+    "were|im|ill|well|will|be|to|gonna|planning|plan cancelling|canceling|cancel",
 )
 _PRICE_REASON_PHRASES = (
     "expensive|pricey|pricy|costly|overpriced", "afford", "budget|budgets", "too much",
@@ -277,6 +407,21 @@ _PRICE_REASON_PHRASES = (
     # short answers to "may I ask why: the price, the timing, or you do not need it?"
     "^ price|cost|costs|pricing|money $", "^ the|its|because price|cost|costs|pricing $",
     "because of price|cost|pricing", "because of the price|cost|pricing",
+    "not|never|wont|cant|dont|cannot|refuse to? pay|paying",
+    "pay|paying|spend|spending that|so much",
+    "no way * pay|paying|spend|spending", "not at|for <num>",
+)
+# Staying where they are; a decline only as a statement ("can we stay on starter?" asks).
+_STAY_PHRASES = (
+    ("keep|keeping|leave|stay|staying|stick|sticking|remain|remaining * "
+     "on|with|at starter|current|what"),
+    "keep|keeping starter|current|our|what",
+)
+# The usage that set off the offer will not last: a reason not to upgrade, not a downgrade question.
+_USAGE_DROP = (
+    ("usage|volume|traffic|demand|messages|texts|activity|sending * "
+     "drop|drops|dropping|down|normal|settle|settles|settling|slow|slows|slowing|decrease|lower"),
+    "back to normal|usual", "normal|usual levels",
 )
 _NOT_NEEDED_PHRASES = (
     "dont|not|no need", "not needed", "no use for", "dont|not|never|barely|rarely|wouldnt use",
@@ -285,7 +430,14 @@ _NOT_NEEDED_PHRASES = (
     "were good|fine|set", "we are good|fine|set", "all set", "im|were good|fine $",
     "im|were good|fine thanks|thank",
     "enough for us", "works for us", "not for us", "everything|all we need",
-    "dont see the value", "no value", "dont want more",
+    "dont see the value", "no value", "dont want more", "wont|wouldnt|shouldnt need",
+    ("current|existing|present plan|one|setup|tier|package * "
+     "fine|enough|plenty|good|ok|okay|works|work|suits|job|trick"),
+    "what|plan we have|got * fine|enough|plenty|good|ok|okay|works|work|suits|job|trick",
+    "starter works|does|suits|covers",
+    *_STAY_PHRASES,
+    *_USAGE_DROP,
+    "one|once off", "oneoff|fluke|blip|anomaly|outlier", "just|only|was a? spike|peak|rush",
 )
 _TIMING_PHRASES = (
     "not now|yet|today|ready", "not right now", "not at the moment", "not at this time",
@@ -309,8 +461,9 @@ _DECLINE_PHRASES = (
     "with * boss|finance|manager|partner|cfo|ceo|cofounder|accountant|legal|procurement",
     "check with", "run it by", "ask my|our boss|manager|partner|team|finance",
     "maybe later", "sounds|looks good|great|nice|interesting but", "^ not for", "^ never|not $",
-    "decision maker",
+    "decision maker", "absolutely|definitely|certainly|surely|course not",
     "not my call|decision", "let me talk|check|discuss|run", "talk|check with|to my|our",
+    "cancel|cancelled|cancelling|canceling",
 )
 
 _AFFIRM_PHRASES = (
@@ -319,11 +472,27 @@ _AFFIRM_PHRASES = (
     "^ y|k|kk|great|cool|fine|deal $", "of course", "sounds|looks good|great|perfect",
     "makes sense", "lets do it|this", "lets go|upgrade", "do it", "go ahead|for",
     "upgrade|upgrading",
-    "sign me|us up", "im|were in", "count me|us in", "how do i|we confirm|upgrade",
+    "sign me|us up", "im|were in", "count me|us in",
+    "how|where do|can i|we confirm|upgrade|proceed",
     "lets do|go * growth|scale|it|this|upgrade", "want * growth|scale|upgrade|it",
     "proceed|approve|approved", "^ go $", "you bet",
     "switch|switching|move|moving|put|bump|go|going * to growth|scale",
+    "put|move|switch|bump|get|sign me|us on|onto growth|scale", "its|thats a deal $",
 )
+# What keeps a question that names an action ("what's the upgrade?") a yes: a yes-word, or
+# asking how to say yes ("how do I upgrade?").
+_AFFIRM_IN_QUESTION = (
+    ("yes|yess|yep|yup|yeah|yea|ya|yah|yas|ye|sure|ok|okay|alright|absolutely|definitely|"
+     "certainly|agreed|perfect|si|dale|claro|oui|ja|affirmative"),
+    "how|where do|can|should i|we confirm|upgrade|proceed|sign", "go ahead|for", "do it", "lets",
+)
+_WH_WORDS = frozenset({"what", "whats", "why", "when", "which", "who", "whos", "where", "wheres",
+                       "how", "hows"})
+# Openers of a question that is not a request: "should I upgrade?" asks; "can you upgrade us?"
+# asks for it, but "would it be worth upgrading?" does not.
+_NON_REQUEST_OPENERS = frozenset({"should", "is", "are", "does", "did", "has", "isnt"})
+_REQUEST_OPENERS = frozenset({"can", "could", "will", "would"})
+_NOT_A_REQUEST_SUBJECTS = frozenset({"it", "that", "this", "there"})
 
 _QUESTION_WORDS = frozenset({"how", "what", "whats", "wat", "when", "which", "why", "cuanto",
                              "wondering", "curious"})
@@ -338,10 +507,11 @@ _ALIASES = {"u": "you", "ur": "your", "r": "are", "plz": "please", "pls": "pleas
             "pleas": "please", "thx": "thanks", "ty": "thanks", "tks": "thanks", "wat": "what",
             "wut": "what", "txt": "text", "txts": "texts", "msg": "message", "sms": "sms",
             "ppl": "people", "yrs": "years", "mo": "month", "mth": "month", "okey": "okay",
-            "k": "ok", "kk": "ok", "cuz": "because", "thru": "through"}
+            "k": "ok", "kk": "ok", "cuz": "because", "thru": "through", "w": "with"}
 _JOINS = ((r"\bopt out\b", "optout"), (r"\bopt in\b", "optin"), (r"\bstop all\b", "stopall"),
           (r"\bun subscribe\b", "unsubscribe"), (r"\bre subscribe\b", "resubscribe"),
-          (r"\bpro rata\b", "prorata"), (r"\bdo not\b", "dont"))
+          (r"\bpro rata\b", "prorata"), (r"\bdo not\b", "dont"),
+          (r"\bnon profit\b", "nonprofit"), (r"\bupgradechat\b", "upgrade chat"))
 
 _EMOJI = {"👍": " yes ", "👌": " yes ", "✅": " yes ", "✔": " yes ", "☑": " yes ", "🙌": " yes ",
           "💯": " yes ", "👎": " no ", "❌": " no ", "🚫": " no ", "🛑": " stop ", "⛔": " stop ",
@@ -378,7 +548,8 @@ saturday sunday driving traveling travelling appreciate honestly probably lookin
 game reset working trial soon sale sales spending ending steady lead weak seek gold sold told
 bold cold mode come came cell tall fall walk wave wait wall gone bone tone main mane hour four
 pour sour fast cost coast host most lost mist list lust lest legs bets gets jets nets sets
-swapped content expert along atone clone prize pride prom proto rice slice smart stare stark
+swapped content expert contacts customers clients patients
+along atone clone prize pride prom proto rice slice smart stare stark
 started smarter starters store story storm stomp step shop stoop atop top stool spot slop
 """
 _COMMON_WORDS = frozenset(_COMMON_TEXT.split())
@@ -415,9 +586,11 @@ def classify(text: str) -> Intent:
         return Intent.HELP
     if _any(_STOP_PHRASES, reading.text):
         return Intent.STOP
-    if _any(_START_PHRASES, reading.text):
+    if _any(_START_PHRASES, reading.text) and not _negated(words, _START_VERBS, _REQUEST_NEGATORS,
+                                                             window=4):
         return Intent.START
-    if _any(_HELP_PHRASES, _POLITE_EDGES.sub("", reading.text)):
+    if (_any(_HELP_PHRASES, _POLITE_EDGES.sub("", reading.text))
+            or _any(_HELP_TOPIC_PHRASES, reading.text)):
         return Intent.HELP
     # "no, call me instead" is a callback, so a bare "no" does not negate a request here.
     if _any(_CALLBACK_PHRASES, reading.text) and not _negated(words, {"call", "phone", "ring"},
@@ -425,17 +598,19 @@ def classify(text: str) -> Intent:
         return Intent.CALLBACK
     if _any(_DISCOUNT_PHRASES, reading.text):
         return Intent.DISCOUNT
-    if _any(_HUMAN_PHRASES, reading.text) and not _negated(words, {"talk", "speak", "chat"},
-                                                           _REQUEST_NEGATORS, window=4):
+    if _asks_for_a_person(reading):
         return Intent.HUMAN
-    question = _question_intent(reading)
+    # An explicit confirmation asks nothing (no "?", no wh-word), so the words it echoes from the
+    # offer ("bill the card", "$499 a month") are not read as a question about them.
+    confirms = _is_explicit_confirmation(reading)
+    question = None if confirms else _question_intent(reading)
     if question is not None:
         return question
-    if _is_explicit_confirmation(reading):
+    if confirms:
         return Intent.CONFIRM
     if _is_decline(reading):
         return Intent.DECLINE
-    if _any(_AFFIRM_PHRASES, reading.text):
+    if _any(_AFFIRM_PHRASES, reading.text) and not _asks_rather_than_agrees(reading):
         return Intent.AFFIRM
     return Intent.UNKNOWN
 
@@ -467,30 +642,81 @@ _REASONS = (
 def _question_intent(reading: _Reading) -> Intent | None:
     """The question asked, most specific first; None when the text asks none of ours."""
     text, asks = reading.text, reading.asks
-    if _any(_DOWNGRADE_PHRASES, text):
+    if ((_any(_DOWNGRADE_PHRASES, text) and (asks or not _any(_USAGE_DROP, text)))
+            or (asks and _any(_DOWNGRADE_TOPICS, text))):
         return Intent.QUESTION_DOWNGRADE
-    if _any(_PRORATION_PHRASES, text):
+    if _any(_PRORATION_PHRASES, text) or (asks and _any(_PRORATION_TOPICS, text)):
         return Intent.QUESTION_PRORATION
+    if asks and _any(_PRICE_FIRST_TOPICS, text):
+        return Intent.QUESTION_PRICE
+    about_price = _any(_PRICE_PHRASES, text) or (asks and _any(_PRICE_TOPICS, text))
     if _any(_FEATURE_PHRASES, text) or (asks and _any(_FEATURE_TOPICS, text)):
         return Intent.QUESTION_FEATURES
-    if _any(_PRICE_PHRASES, text) or (asks and _any(_PRICE_TOPICS, text)):
+    if asks and not about_price and _any(_SEAT_TOPICS, text):
+        return Intent.QUESTION_FEATURES
+    if about_price:
         return Intent.QUESTION_PRICE
+    if _opener(reading.words) in _PLAN_QUESTION_OPENERS and _any(_PLAN_QUESTION, text):
+        return Intent.QUESTION_FEATURES
     return None
+
+
+def _asks_for_a_person(reading: _Reading) -> bool:
+    """A request for a person, not negated ("don't make me talk to a bot" is not one), and not a
+    question about a plan that comes with one ("does scale include an account manager?")."""
+    words = reading.words
+    if _whole_message_is(words, _HUMAN_WORDS, _HUMAN_FILLERS):
+        return True
+    if not _any(_HUMAN_PHRASES, reading.text) or _any(_HUMAN_AS_FEATURE, reading.text):
+        return False
+    return not _negated(words, _PERSON_VERBS, _REQUEST_NEGATORS, window=4)
+
+
+def _asks_rather_than_agrees(reading: _Reading) -> bool:
+    """A question that names an action without saying yes: "what's the upgrade?", "should I
+    upgrade?". A question is answered before anything is done, so it is never an affirm."""
+    if _any(_AFFIRM_IN_QUESTION, reading.text):
+        return False
+    words = reading.words
+    if _WH_WORDS.intersection(words):
+        return True
+    if not reading.asks:
+        return False
+    opener = _opener(words)
+    if opener in _REQUEST_OPENERS:
+        following = words[words.index(opener) + 1:words.index(opener) + 2]
+        return bool(_NOT_A_REQUEST_SUBJECTS.intersection(following))
+    # "upgrade?" asks; it says yes only with a yes-word ("yes?") or a request ("can you ...?")
+    return opener in _NON_REQUEST_OPENERS or reading.has_question_mark
 
 
 def _is_explicit_confirmation(reading: _Reading) -> bool:
     """A statement made of a confirm word and nothing but yes-words, politeness and plan words."""
     if reading.has_question_mark or not _CONFIRM_WORDS.intersection(reading.words):
         return False
+    words = reading.words
     return all(w in _CONFIRM_WORDS or w in _CONFIRM_COMPANIONS or w == _BREAK
-               for w in reading.words)
+               or _echoes_the_price(words, i) for i, w in enumerate(words))
+
+
+def _echoes_the_price(words: tuple[str, ...], i: int) -> bool:
+    """A number said the way the offer says its price: "at $499", "$499 a month"; a bare "$399"
+    or "for $399" may be a counter-offer and is not part of an explicit confirmation."""
+    if not words[i].isdigit():
+        return False
+    after = words[i + 1] if i + 1 < len(words) else ""
+    return (i > 0 and words[i - 1] == "at") or after in _PRICE_UNITS
 
 
 def _is_decline(reading: _Reading) -> bool:
     """A refusal: a no-word, a refusing phrase, a decline reason, or a negated action."""
     if _any(_DECLINE_PHRASES, reading.text) or _negated(reading.words, _ACTIONS):
         return True
-    return any(_any(phrases, reading.text) for _, phrases in _REASONS)
+    text = reading.text
+    if reading.asks:
+        for phrase in _STAY_PHRASES:
+            text = _PATTERNS[phrase].sub("", text)
+    return any(_any(phrases, text) for _, phrases in _REASONS)
 
 
 def _whole_message_is(words: tuple[str, ...], keywords: frozenset[str],
@@ -547,6 +773,8 @@ def _read(text: str) -> _Reading:
     t = re.sub(r"['’‘`´]", "", t)
     t = re.sub(r"(?<=\w)-(?=\w)", "", t)
     t = t.replace("%", " percent ")
+    t = re.sub(r"(?<=\d)\.\d\d(?!\d)", "", t)  # cents: "$499.00" is 499
+    t = re.sub(r"(?<=\d)[.,](?=\d)", "", t)  # "4,800" is 4800, not a clause break
     t = re.sub(r"[,;:.!?¿¡]+", f" {_BREAK} ", t)
     t = re.sub(r"[^\w\s,]|_", " ", t)
     words = _trim_breaks([_canonical(w) for w in _spelled_out(t.split())])
@@ -581,8 +809,12 @@ def _trim_breaks(words: list[str]) -> list[str]:
 def _has_question_cue(words: list[str]) -> bool:
     if _QUESTION_WORDS.intersection(words):
         return True
-    lead = next((w for w in words if w not in _LEAD_FILLERS and w != _BREAK), "")
-    return lead in _QUESTION_OPENERS
+    return _opener(words) in _QUESTION_OPENERS
+
+
+def _opener(words: tuple[str, ...] | list[str]) -> str:
+    """The first word after greetings and fillers ("hi there, can I ..." opens with "can")."""
+    return next((w for w in words if w not in _LEAD_FILLERS and w != _BREAK), "")
 
 
 @lru_cache(maxsize=4096)
@@ -651,9 +883,11 @@ def _compile(phrase: str) -> re.Pattern[str]:
     return re.compile(head + "".join(parts) + tail)
 
 
-_TABLES = (_STOP_PHRASES, _START_PHRASES, _HELP_PHRASES, _CALLBACK_PHRASES, _DISCOUNT_PHRASES,
-           _HUMAN_PHRASES, _DOWNGRADE_PHRASES, _PRORATION_PHRASES, _FEATURE_PHRASES,
-           _FEATURE_TOPICS, _PRICE_PHRASES, _PRICE_TOPICS, _LEAVING_PHRASES,
+_TABLES = (_STOP_PHRASES, _START_PHRASES, _HELP_PHRASES, _HELP_TOPIC_PHRASES, _CALLBACK_PHRASES,
+           _DISCOUNT_PHRASES, _HUMAN_PHRASES, _HUMAN_AS_FEATURE, _DOWNGRADE_PHRASES,
+           _DOWNGRADE_TOPICS, _PRORATION_PHRASES, _PRORATION_TOPICS, _FEATURE_PHRASES,
+           _FEATURE_TOPICS, _SEAT_TOPICS, _PLAN_QUESTION, _PRICE_FIRST_TOPICS, _PRICE_PHRASES,
+           _PRICE_TOPICS, _LEAVING_PHRASES, _USAGE_DROP, _AFFIRM_IN_QUESTION,
            _PRICE_REASON_PHRASES, _NOT_NEEDED_PHRASES, _TIMING_PHRASES, _DECLINE_PHRASES,
            _AFFIRM_PHRASES, _FALSE_NEGATIONS)
 _PATTERNS: dict[str, re.Pattern[str]] = {p: _compile(p) for table in _TABLES for p in table}

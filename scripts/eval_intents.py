@@ -168,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("path", nargs="?", type=Path, default=DEFAULT_SET,
                         help=f"the labelled TSV (default: {DEFAULT_SET.relative_to(ROOT)})")
+    parser.add_argument("--report-only", action="store_true",
+                        help="print the figures and misses, exit 0 whatever they are (for a "
+                             "blind set, which is measured, never tuned on)")
     args = parser.parse_args(argv)
     report = evaluate(load(args.path))
     print(render(report))
@@ -175,8 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     if failures:
         for failure in failures:
-            print(f"FAIL: {failure}")
-        return 1
+            print(f"{'below target' if args.report_only else 'FAIL'}: {failure}")
+        return 0 if args.report_only else 1
     print("all targets met")
     return 0
 
