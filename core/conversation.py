@@ -13,6 +13,7 @@ import enum
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 
 from core.case import Case
 from core.catalog import Catalog
@@ -127,6 +128,31 @@ def other_plan_named(text: str, case: Case, catalog: Catalog) -> str | None:
         if name in words and name not in (case.target.name.lower(), case.current.name.lower()):
             return plan.name
     return None
+
+
+_AMOUNT = re.compile(r"(?:\$|usd\s*)\s*(\d{1,3}(?:,\d{3})+|\d+)(?:\.(\d{1,2}))?", re.IGNORECASE)
+
+
+def other_amount_named(text: str, case: Case) -> Decimal | None:
+    """A dollar amount in a yes that is none of the figures the buyer was shown (the plan's
+    price, the cost at their usage, today's charge, the difference): "yes at $399" must not run
+    the change at $499. None when every amount is one of them, or there is none."""
+    shown = {case.target.base_price, case.cost_target.total, case.cost_current.total,
+             case.prorated_charge_today, abs(case.monthly_difference)}
+    for whole, cents in _AMOUNT.findall(text):
+        amount = Decimal(f"{whole.replace(',', '')}.{(cents or '0').ljust(2, '0')}")
+        if amount not in shown:
+            return amount
+    return None
+
+
+def wrong_amount_answer(case: Case, amount: Decimal) -> str:
+    target = _plan(case.target.name)
+    today = (f" and {dollars(case.prorated_charge_today)} today"
+             if case.direction == "up" else "")
+    return (f"To be clear, {target} is {dollars(case.target.base_price)} a month{today}, not "
+            f"{dollars(amount)}; the price is the same for everyone. Reply YES to go ahead at that "
+            f"price, or ask for a person.")
 
 
 def wrong_plan_answer(case: Case, named: str) -> str:
@@ -295,6 +321,10 @@ def reply(state: ThreadState | None, intent: Intent, text: str, case: Case | Non
         if named is not None and state in (S.OFFERED, S.AWAITING_CONFIRMATION, S.DECLINED,
                                            S.EXPIRED):
             return turn(wrong_plan_answer(case, named))
+        amount = other_amount_named(text, case)
+        if amount is not None and state in (S.OFFERED, S.AWAITING_CONFIRMATION, S.DECLINED,
+                                            S.EXPIRED):
+            return turn(wrong_amount_answer(case, amount))
         if state == S.AWAITING_CONFIRMATION:
             return turn(upgraded_message(case), event=E.CONFIRM, run_upgrade=True)
         if state == S.UPGRADED:

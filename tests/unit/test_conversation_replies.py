@@ -64,6 +64,23 @@ def test_a_yes_that_names_another_plan_changes_nothing_and_says_what_is_offered(
                             "go ahead with Growth, or ask for a person to talk about Scale.",)
 
 
+@pytest.mark.parametrize("text", ["yes at $399", "confirm, $450 a month", "ok upgrade us for USD 300",
+                                  "yes, $1,000.50 today is ok"])
+def test_a_yes_with_an_amount_we_did_not_show_changes_nothing_and_states_the_price(
+        catalog, case, text):
+    for state in (S.OFFERED, S.AWAITING_CONFIRMATION):
+        turn = say(catalog, case, state, text)
+        assert turn.events == () and not turn.run_upgrade, (state, text)
+        assert "Growth is $499.00 a month and $105.00 today, not $" in turn.replies[0]
+
+
+@pytest.mark.parametrize("text", ["I confirm the upgrade to growth at $499", "yes, $105 today is fine",
+                                  "confirmed, $499.00 a month", "yes, 4,800 messages is about right"])
+def test_a_yes_that_repeats_the_figures_shown_goes_ahead(catalog, case, text):
+    turn = say(catalog, case, S.AWAITING_CONFIRMATION, text)
+    assert turn.events == (E.CONFIRM,) and turn.run_upgrade, text
+
+
 @pytest.mark.parametrize("text", ["yes, growth please", "yes to growth",
                                   "yes move us off starter", "confirm"])
 def test_a_yes_that_names_the_offered_plan_or_only_the_current_one_goes_ahead(catalog, case, text):
