@@ -116,6 +116,9 @@ def _plan(name: str) -> str:
     return name.capitalize()
 
 
+OPTED_OUT_YES = "You have opted out of these messages. Reply START to subscribe again, then YES."
+
+
 def other_plan_named(text: str, case: Case, catalog: Catalog) -> str | None:
     """A plan the buyer names that this thread does not offer ("confirm the scale plan" in a
     thread about Growth), unless they name the offered plan too; None otherwise. A yes that
@@ -278,8 +281,12 @@ NO_OFFER = "There is no plan change on the table for your account right now."
 
 
 def reply(state: ThreadState | None, intent: Intent, text: str, case: Case | None,
-          catalog: Catalog, business: Business) -> Turn:
+          catalog: Catalog, business: Business, *, opted_out: bool = False) -> Turn:
     """What the bot does about a buyer's message in a thread in `state` (None: no thread).
+
+    `opted_out`: the contact has revoked consent (on any channel). Questions still get answers,
+    but a yes does not move an offer until START: the thread's state alone cannot tell, since a
+    thread that had finished (declined, expired) keeps its outcome when the STOP comes later.
 
     A bare "yes" (affirm) in awaiting_confirmation is the confirmation; in offered it leads to
     the confirmation step, never straight to the upgrade. An explicit "confirm" before the
@@ -317,6 +324,8 @@ def reply(state: ThreadState | None, intent: Intent, text: str, case: Case | Non
     if intent == Intent.DECLINE:
         return _decline(state, text, turn)
     if intent in (Intent.AFFIRM, Intent.CONFIRM):
+        if opted_out and state != S.UPGRADED:
+            return turn(OPTED_OUT_YES)
         named = other_plan_named(text, case, catalog)
         if named is not None and state in (S.OFFERED, S.AWAITING_CONFIRMATION, S.DECLINED,
                                            S.EXPIRED):
@@ -331,9 +340,9 @@ def reply(state: ThreadState | None, intent: Intent, text: str, case: Case | Non
             return turn(already_changed_message(case))
         if (state, E.AFFIRM) in TRANSITIONS:
             return turn(confirmation_step(case), event=E.AFFIRM)
-        if state == S.OPTED_OUT:
-            return turn("You have opted out of these messages. Reply START to subscribe again, "
-                        "then YES.")
+        if state == S.OPTED_OUT:  # subscribed again since: the offer itself stays closed
+            return turn("That offer closed when you opted out. Your account manager can help "
+                        "you change plans: reply PERSON to ask for them.")
         return turn("Your account manager has this conversation now and will follow up.")
     return turn(FALLBACK)
 

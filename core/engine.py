@@ -166,7 +166,8 @@ def _answer(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, contact_ext
     state = ThreadState(thread.state) if thread else None
     if thread and is_expired(state, thread.updated_at, now):
         state = transition(state, ThreadEvent.EXPIRE)
-    turn = reply(state, classify(text), text, case, catalog, config.business)
+    turn = reply(state, classify(text), text, case, catalog, config.business,
+                 opted_out=contact.opted_out_at is not None)
     inbound_id = conv.add_message(thread_id=thread.id if thread else None, contact_id=contact.id,
                                   channel=channel, direction="in", kind="inbound", body=text,
                                   status="received", now=now, provider_id=provider_id)

@@ -169,3 +169,21 @@ def test_an_offer_unanswered_for_14_days_is_expired():
     assert is_expired(S.OFFERED, NOW - timedelta(days=14), NOW)
     assert not is_expired(S.OFFERED, NOW - timedelta(days=13, hours=23), NOW)
     assert not is_expired(S.UPGRADED, NOW - timedelta(days=40), NOW)
+
+
+def test_a_yes_while_opted_out_waits_for_start_whatever_the_threads_state(catalog, case):
+    for state in (S.OFFERED, S.AWAITING_CONFIRMATION, S.DECLINED, S.EXPIRED, S.OPTED_OUT):
+        turn = reply(state, classify("yes"), "yes", case, catalog, BIZ, opted_out=True)
+        assert turn.events == () and not turn.run_upgrade, state
+        assert turn.replies == ("You have opted out of these messages. Reply START to subscribe "
+                                "again, then YES.",)
+    # Questions are still answered.
+    assert "$105.00" in reply(S.DECLINED, classify("what would I be charged today?"),
+                              "what would I be charged today?", case, catalog, BIZ,
+                              opted_out=True).replies[0]
+
+
+def test_after_start_a_yes_on_a_thread_closed_by_the_opt_out_points_to_a_person(catalog, case):
+    turn = reply(S.OPTED_OUT, classify("yes"), "yes", case, catalog, BIZ, opted_out=False)
+    assert turn.events == () and not turn.run_upgrade
+    assert "closed when you opted out" in turn.replies[0] and "PERSON" in turn.replies[0]

@@ -99,3 +99,48 @@ def test_a_growing_counter_fires_its_threshold_at_most_once(catalog, increments)
     _, _, crossed = ingest(catalog, starter, UsageMatrix(), frozenset(), events, NOW, NOW)
     fired = [c for c in crossed if c.metric == "messages"]
     assert len(fired) == (1 if sum(increments) >= 4500 else 0)
+
+
+# --- the conversation: whatever the buyer writes, in whatever order -----------------------------
+
+BUYER_TEXTS = (
+    "yes", "YES", "ok upgrade us", "confirm", "CONFIRM", "confirmed", "no", "no thanks",
+    "too expensive", "not now", "how much?", "what would I be charged today?", "what do I get",
+    "can I downgrade later?", "talk to a person", "any discount?", "call me", "STOP", "START",
+    "HELP", "yes at $399", "confirm the scale plan", "I confirm the upgrade to growth at $499",
+    "hmm", "", "no, go ahead", "don't upgrade", "yes please, stop texting me",
+)
+
+
+@given(texts=st.lists(st.sampled_from(BUYER_TEXTS), min_size=1, max_size=25))
+def test_an_upgrade_runs_only_right_after_the_confirmation_step_and_at_most_once(catalog, texts):
+    """Drive pure reply() + transition() like the engine does: the upgrade runs only from
+    awaiting_confirmation, entered by a turn that showed the step (plan, price, today's charge),
+    never twice, and never while the buyer is opted out. (Questions asked in between leave the step
+    standing: a bare yes after them confirms, as §6 says.)"""
+    from core.case import AccountTerms, current_case
+    from core.conversation import (Business, ThreadEvent, ThreadState, confirmation_step, reply,
+                                   transition)
+    from core.intents import classify
+
+    terms = AccountTerms("starter", "generic", "America/Chicago", 5, NOW - timedelta(days=400))
+    case = current_case(catalog, terms, UsageMatrix(messages=4800, seats=3), NOW)
+    step = confirmation_step(case)
+    state, step_stands, upgrades, opted_out = ThreadState.OFFERED, False, 0, False
+    for text in texts:
+        turn = reply(state, classify(text), text, case, catalog, Business("Acme", "help@acme"),
+                     opted_out=opted_out)
+        if turn.run_upgrade:
+            assert state == ThreadState.AWAITING_CONFIRMATION and step_stands, texts
+            assert not opted_out and upgrades == 0, texts  # START then YES may upgrade
+            upgrades += 1
+        if turn.consent:
+            opted_out = turn.consent == "revoke"
+        for event in turn.events:
+            state = transition(state, event)  # an illegal move would raise here
+        if turn.run_upgrade:
+            assert state == ThreadState.UPGRADED
+        if ThreadEvent.AFFIRM in turn.events:
+            assert step in turn.replies  # entering the step always shows it
+            step_stands = True
+        step_stands = step_stands and state == ThreadState.AWAITING_CONFIRMATION
