@@ -7,8 +7,9 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.util import identity_key
 
 from core.ports import ContactView, MessageView, PlanChangeView, ThreadView
 from storage.models import (LIVE_STATES, AccountRow, ConsentEventRow, ContactRow, EscalationRow, MessageRow,
@@ -41,24 +42,49 @@ def _thread(row: ThreadRow) -> ThreadView:
                       updated_at=row.updated_at, closed_at=row.closed_at)
 
 
+# The statements of an inbound message's path, built once with named parameters: building and
+# hashing a new statement tree per call cost SQLAlchemy more than the database's work.
+_CONTACTS, _THREADS, _MESSAGES = ContactRow.__table__, ThreadRow.__table__, MessageRow.__table__
+_CONTACT_BY = {
+    name: select(_CONTACTS).where(column == bindparam("value")).order_by(_CONTACTS.c.id).limit(1)
+    for name, column in (("external_id", _CONTACTS.c.external_id), ("phone", _CONTACTS.c.phone),
+                         ("whatsapp", _CONTACTS.c.whatsapp))}
+_THREAD_ORDER = (_THREADS.c.state.in_(LIVE_STATES).desc(), _THREADS.c.opened_at.desc(),
+                 _THREADS.c.id.desc())
+_THREAD_OF_CONTACT = (select(_THREADS).where(_THREADS.c.contact_id == bindparam("contact_id"))
+                      .order_by(*_THREAD_ORDER).limit(1))
+_LIVE_THREAD_OF_ACCOUNT = (select(_THREADS).where(_THREADS.c.account_id == bindparam("account_id"),
+                                                  _THREADS.c.state.in_(LIVE_STATES))
+                           .order_by(*_THREAD_ORDER).limit(1))
+_THREAD_FOR_CONTACT = {False: (_THREAD_OF_CONTACT, _LIVE_THREAD_OF_ACCOUNT),
+                       True: (_THREAD_OF_CONTACT.with_for_update(),
+                              _LIVE_THREAD_OF_ACCOUNT.with_for_update())}
+_INBOUND = select(_MESSAGES).where(
+    _MESSAGES.c.contact_id == bindparam("contact_id"), _MESSAGES.c.channel == bindparam("channel"),
+    _MESSAGES.c.provider_id == bindparam("provider_id"), _MESSAGES.c.direction == "in").limit(1)
+_ADD_MESSAGE = insert(_MESSAGES).returning(_MESSAGES.c.id)
+_SAVE_THREAD = update(_THREADS).where(_THREADS.c.id == bindparam("thread_id"))
+
+
 class SqlConversationRepository:
     def __init__(self, session: Session) -> None:
         self.session = session
 
+    def _first(self, statement, **params):
+        return self.session.connection().execute(statement, params).first()
+
     # contacts -------------------------------------------------------------------------------
     def contact(self, external_id: str) -> ContactView | None:
-        row = self.session.scalars(select(ContactRow).where(ContactRow.external_id == external_id)).first()
+        row = self._first(_CONTACT_BY["external_id"], value=external_id)
         return _contact(row) if row else None
 
     def contact_by_address(self, channel: str, address: str) -> ContactView | None:
         """The contact an E.164 number belongs to on `channel` (sms: phone; whatsapp: the
         WhatsApp number, else the phone). The first such contact when several share it."""
-        column = ContactRow.whatsapp if channel == "whatsapp" else ContactRow.phone
-        row = self.session.scalars(select(ContactRow).where(column == address)
-                                   .order_by(ContactRow.id).limit(1)).first()
+        row = self._first(_CONTACT_BY["whatsapp" if channel == "whatsapp" else "phone"],
+                          value=address)
         if row is None and channel == "whatsapp":
-            row = self.session.scalars(select(ContactRow).where(ContactRow.phone == address)
-                                       .order_by(ContactRow.id).limit(1)).first()
+            row = self._first(_CONTACT_BY["phone"], value=address)
         return _contact(row) if row else None
 
     def touch_whatsapp(self, contact_id: int, now: datetime) -> None:
@@ -96,13 +122,9 @@ class SqlConversationRepository:
         """The contact's thread, locked unless `lock=False` (a reader): a live one addressed to
         them, else their latest; else the account's live thread (a colleague answering for the
         addressee)."""
-        def first(*where):
-            query = (select(ThreadRow).where(*where)
-                     .order_by(ThreadRow.state.in_(LIVE_STATES).desc(), ThreadRow.opened_at.desc(),
-                               ThreadRow.id.desc()).limit(1))
-            return self.session.scalars(query.with_for_update() if lock else query).first()
-        row = first(ThreadRow.contact_id == contact.id) or first(
-            ThreadRow.account_id == contact.account_id, ThreadRow.state.in_(LIVE_STATES))
+        own, account_live = _THREAD_FOR_CONTACT[lock]
+        row = (self._first(own, contact_id=contact.id)
+               or self._first(account_live, account_id=contact.account_id))
         return _thread(row) if row else None
 
     def live_threads_for_contact(self, contact_id: int) -> list[ThreadView]:
@@ -130,11 +152,17 @@ class SqlConversationRepository:
 
     def save_thread(self, thread: ThreadView, now: datetime) -> None:
         live = thread.state in LIVE_STATES
-        self.session.execute(update(ThreadRow).where(ThreadRow.id == thread.id).values(
-            state=thread.state, decline_reason=thread.decline_reason,
-            last_channel=thread.last_channel, confirm_period_start=thread.confirm_period_start,
-            confirm_charge=thread.confirm_charge, updated_at=now,
-            closed_at=None if live else (thread.closed_at or now)))
+        self.session.connection().execute(_SAVE_THREAD, {
+            "thread_id": thread.id, "state": thread.state, "decline_reason": thread.decline_reason,
+            "last_channel": thread.last_channel,
+            "confirm_period_start": thread.confirm_period_start,
+            "confirm_charge": thread.confirm_charge, "updated_at": now,
+            "closed_at": None if live else (thread.closed_at or now)})
+        # A Core update bypasses the session: a ThreadRow this unit of work loaded through the
+        # ORM (live_thread, stale_threads, ...) must be read again, not served stale.
+        loaded = self.session.identity_map.get(identity_key(ThreadRow, thread.id))
+        if loaded is not None:
+            self.session.expire(loaded)
 
     def stale_threads(self, before: datetime) -> list[ThreadView]:
         """Live threads nobody has answered since `before`, locked: offers without a reply, and
@@ -203,12 +231,11 @@ class SqlConversationRepository:
                     direction: str, kind: str, body: str, status: str, now: datetime,
                     provider_id: str | None = None, in_reply_to: int | None = None,
                     not_before: datetime | None = None) -> int:
-        row = MessageRow(thread_id=thread_id, contact_id=contact_id, channel=channel,
-                         direction=direction, kind=kind, body=body, provider_id=provider_id,
-                         in_reply_to=in_reply_to, status=status, not_before=not_before, at=now)
-        self.session.add(row)
-        self.session.flush()
-        return row.id
+        return self.session.connection().execute(_ADD_MESSAGE, {
+            "thread_id": thread_id, "contact_id": contact_id, "channel": channel,
+            "direction": direction, "kind": kind, "body": body, "provider_id": provider_id,
+            "in_reply_to": in_reply_to, "status": status, "not_before": not_before, "at": now,
+            "attempts": 0}).scalar_one()
 
     def cancel_queued_openings(self, thread_id: int) -> int:
         """The buyer saw the case in a reply: the queued opening must never go out as well."""
@@ -218,9 +245,8 @@ class SqlConversationRepository:
 
     def inbound(self, contact_id: int, channel: str, provider_id: str) -> MessageView | None:
         """An earlier delivery of the same message: same sender, channel and provider id."""
-        row = self.session.scalars(select(MessageRow).where(
-            MessageRow.contact_id == contact_id, MessageRow.channel == channel,
-            MessageRow.provider_id == provider_id, MessageRow.direction == "in")).first()
+        row = self._first(_INBOUND, contact_id=contact_id, channel=channel,
+                          provider_id=provider_id)
         return _message(row) if row else None
 
     def replies_to(self, message_id: int) -> list[MessageView]:

@@ -28,16 +28,26 @@ from storage.models import (AccountRow, ConsentEventRow, ContactRow, SignalRow, 
 CONTACT_FIELDS = ("name", "role", "phone", "whatsapp", "web_user_id", "email")
 
 
-def _account(row: AccountRow) -> Account:
+def _account(row: AccountRow, contacts=None) -> Account:
+    """An account from its row and its contacts (the ORM row's own, unless given)."""
     return Account(
         id=row.id, external_id=row.external_id, name=row.name, plan=row.plan,
         vertical=row.vertical, timezone=row.timezone, billing_day=row.billing_day,
         plan_since=row.plan_since,
         contacts=tuple(Contact(external_id=c.external_id, **{f: getattr(c, f) for f in CONTACT_FIELDS})
-                       for c in row.contacts),
+                       for c in (row.contacts if contacts is None else contacts)),
         health=Health(csat=row.csat, sentiment=row.sentiment,
                       open_escalations=row.open_escalations, updated_at=row.health_updated_at),
     )
+
+
+# Reads of one account, built once (see `_statement`): every inbound message reads its account.
+_ACCOUNT_BY = {name: select(AccountRow.__table__).where(column == bindparam("value"))
+               for name, column in (("id", AccountRow.__table__.c.id),
+                                    ("external_id", AccountRow.__table__.c.external_id))}
+_CONTACTS_OF = (select(ContactRow.__table__)
+                .where(ContactRow.__table__.c.account_id == bindparam("account_id"))
+                .order_by(ContactRow.__table__.c.position))
 
 
 class SqlAccountRepository:
@@ -47,9 +57,15 @@ class SqlAccountRepository:
     def _query(self):
         return select(AccountRow).options(selectinload(AccountRow.contacts))
 
+    def _read(self, by: str, value) -> Account | None:
+        conn = self.session.connection()
+        row = conn.execute(_ACCOUNT_BY[by], {"value": value}).first()
+        if row is None:
+            return None
+        return _account(row, conn.execute(_CONTACTS_OF, {"account_id": row.id}).all())
+
     def get(self, external_id: str) -> Account | None:
-        row = self.session.scalars(self._query().where(AccountRow.external_id == external_id)).first()
-        return _account(row) if row else None
+        return self._read("external_id", external_id)
 
     def lock(self, account_id: int) -> None:
         """Lock the account's row: every writer takes it first (ingestion in lock_usage_terms,
@@ -57,8 +73,7 @@ class SqlAccountRepository:
         self.session.execute(select(AccountRow.id).where(AccountRow.id == account_id).with_for_update())
 
     def get_by_id(self, account_id: int) -> Account | None:
-        row = self.session.scalars(self._query().where(AccountRow.id == account_id)).first()
-        return _account(row) if row else None
+        return self._read("id", account_id)
 
     def lock_usage_terms(self, external_ids: Iterable[str]) -> dict[str, UsageTerms]:
         """What ingestion needs of each account (id, plan, plan_since), its row locked until the
