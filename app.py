@@ -11,6 +11,7 @@ import logging
 import os
 import secrets
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -180,22 +181,34 @@ def _twilio(values: dict[str, Any]) -> None:
 
 
 def _api_key(app: Flask, url: str) -> str:
-    key = app.config["API_KEY"]
+    key = str(app.config["API_KEY"] or "").strip()  # blank counts as not set: never an empty key
     if key:
-        return str(key)
+        return key
     if not is_sqlite(url):
         raise ConfigError("API_KEY is not set: set UPGRADE_CHAT_API_KEY (a long random string) "
                           "for a PostgreSQL deployment")
     path = Path(app.instance_path) / "api_key"
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:  # O_EXCL: of two processes starting at once, one writes the key and both read it
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
-    else:
+    # Written whole to a temporary file, then linked into place (which fails if the key exists):
+    # of two processes starting at once one places its key, and neither ever reads a half-written
+    # or empty file.
+    fd, tmp = tempfile.mkstemp(prefix=".api_key.", dir=path.parent)  # mode 0600
+    try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(secrets.token_urlsafe(24) + "\n")
-    return path.read_text(encoding="utf-8").strip()
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+    finally:
+        os.unlink(tmp)
+    key = path.read_text(encoding="utf-8").strip()
+    if not key:
+        raise ConfigError(f"{path} is empty: delete it (a new key is generated at start) or set "
+                          "UPGRADE_CHAT_API_KEY")
+    return key
 
 
 def _decimal(app: Flask, key: str) -> Decimal:
@@ -258,7 +271,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         _, slack_bp = slack_lane.create_slack(app.config, engine, runtime.now,
                                               catalog=runtime.catalog)
         app.register_blueprint(slack_bp)
-    else:
+    elif app.config["SANDBOX"]:  # without Slack in production, escalations are logged only
         app.register_blueprint(slack_lane.sandbox_csm_bp)
     api.register_errors(app)
     if app.config["SANDBOX"]:

@@ -57,9 +57,10 @@ def authenticate():
         return None
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
+    token = token.strip()
     if scheme.lower() != "bearer" or not token:
         return error(401, "unauthorized", "missing bearer token: send 'Authorization: Bearer <API_KEY>'")
-    if not hmac.compare_digest(token.strip().encode(), runtime().api_key.encode()):
+    if not hmac.compare_digest(token.encode(), runtime().api_key.encode()):
         return error(401, "unauthorized", "invalid API key")
     return None
 

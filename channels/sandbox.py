@@ -16,6 +16,7 @@ from flask import Blueprint, current_app, redirect, render_template_string, requ
 from twilio.request_validator import RequestValidator
 from werkzeug.test import Client
 
+from channels import local
 from storage.sandbox import phones
 
 bp = Blueprint("sandbox", __name__, url_prefix="/sandbox")
@@ -80,16 +81,11 @@ here are signed like Twilio's and posted to <code>/twilio/messaging</code>.</p>
 </body></html>"""
 
 
-LOOPBACK = frozenset({"127.0.0.1", "::1"})
-
-
 @bp.before_request
 def local_only():
     """The page shows every buyer's messages and has no login: it answers only on this machine
-    (a deployment without Twilio must not publish it)."""
-    if request.remote_addr not in LOOPBACK:
-        return "Not Found", 404
-    return None
+    (a deployment without Twilio must not publish it); see channels/local.py."""
+    return local.refusal(request)
 
 
 def _runtime():

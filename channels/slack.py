@@ -43,6 +43,7 @@ from slack_sdk.errors import SlackApiError
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from channels import local
 from core.catalog import Catalog
 from storage import escalations
 from storage.escalations import CLAIMED, OPEN, RESOLVED, EscalationCard
@@ -491,8 +492,6 @@ def account_report(lane: CsmLane, external_id: str) -> str:
 
 sandbox_csm_bp = Blueprint("sandbox_csm", __name__, url_prefix="/sandbox/csm")
 
-LOOPBACK = frozenset({"127.0.0.1", "::1"})
-
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>CSM lane · Upgrade Chat</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -534,10 +533,8 @@ would get in Slack, and the buttons act the same way.</p>
 
 @sandbox_csm_bp.before_request
 def local_only():
-    """Every escalation with buyer messages and no login: this machine only."""
-    if request.remote_addr not in LOOPBACK:
-        return "Not Found", 404
-    return None
+    """Every escalation with buyer messages and no login: this machine only (channels/local.py)."""
+    return local.refusal(request)
 
 
 def _sandbox_lane() -> CsmLane:

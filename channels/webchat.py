@@ -32,6 +32,7 @@ from core.errors import DomainError, Malformed
 from core.money import money_str
 from core.ports import ContactView, MessageView, ThreadView
 from core.retry import retrying
+from channels import local
 from channels.api import error, runtime
 from channels.serialize import iso
 from storage.conversations import seen_by_buyer
@@ -359,7 +360,8 @@ Upgrade Chat widget, included with Dana's signed identity.</p>
 
 @bp.get("/demo")
 def demo_page():
-    if not current_app.config.get("SANDBOX"):
+    """A fake product page signed in as the demo clinic's Dana: the sandbox, this machine only."""
+    if not current_app.config.get("SANDBOX") or local.refusal(request):
         return Response("not found", status=404, mimetype="text/plain")
     secret = current_app.config.get("WEB_CHAT_SECRET")
     if not secret:

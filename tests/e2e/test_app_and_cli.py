@@ -201,6 +201,53 @@ def test_the_generated_api_key_is_private_and_shared_by_every_worker(tmp_path, c
         a.extensions["upgrade_chat"].engine.dispose()
 
 
+def test_workers_starting_at_once_share_one_whole_key(tmp_path, clock):
+    import threading
+
+    url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    create_app({"DATABASE_URL": url, "INSTANCE_PATH": str(tmp_path / "first"), "CLOCK": clock}
+               ).extensions["upgrade_chat"].engine.dispose()  # the database, migrated once
+    start, keys, errors = threading.Barrier(8), [], []
+
+    def worker() -> None:
+        try:
+            start.wait()
+            app = create_app({"DATABASE_URL": url, "INSTANCE_PATH": str(tmp_path / "inst"),
+                              "CLOCK": clock})
+            keys.append(app.extensions["upgrade_chat"].api_key)
+            app.extensions["upgrade_chat"].engine.dispose()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors, errors
+    assert len(set(keys)) == 1 and len(keys[0]) >= 24
+    assert [p.name for p in (tmp_path / "inst").iterdir()] == ["api_key"]  # no temp file left
+
+
+def test_an_empty_key_file_refuses_to_start_and_a_blank_setting_is_not_set(tmp_path, clock):
+    url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    (tmp_path / "inst").mkdir()
+    (tmp_path / "inst" / "api_key").write_text("\n")
+    with pytest.raises(ConfigError, match="api_key is empty"):
+        create_app({"DATABASE_URL": url, "INSTANCE_PATH": str(tmp_path / "inst"), "CLOCK": clock})
+    (tmp_path / "inst" / "api_key").unlink()
+    blank = create_app({"DATABASE_URL": url, "API_KEY": "  ", "CLOCK": clock,
+                        "INSTANCE_PATH": str(tmp_path / "inst")})  # blank is not set: generated
+    assert len(blank.extensions["upgrade_chat"].api_key) >= 24
+    blank.extensions["upgrade_chat"].engine.dispose()
+
+
+def test_a_blank_bearer_token_is_refused(app):
+    for header in ("Bearer ", "Bearer \u00a0", "Bearer  \t"):
+        r = app.test_client().get("/api/v1/accounts/acme", headers={"Authorization": header})
+        assert r.status_code == 401, header
+
+
 def test_a_postgresql_deployment_creates_no_instance_folder(pg_test_url, tmp_path):
     app = create_app({"DATABASE_URL": pg_test_url, "API_KEY": "k",
                       "INSTANCE_PATH": str(tmp_path / "never")})

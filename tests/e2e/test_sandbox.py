@@ -4,8 +4,10 @@ typed there go through the same signed /twilio/messaging path as production."""
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import select
 
 from app import ConfigError, create_app
+from storage.models import MessageRow
 from tests.conftest import Api
 from tests.e2e.helpers import ago, batch, contact, event
 
@@ -61,7 +63,10 @@ def test_a_reply_typed_on_the_sandbox_phone_advances_the_thread(app):
 def test_the_sandbox_pages_exist_only_without_a_twilio_account(make_app):
     app = make_app(TWILIO_ACCOUNT_SID="AC" + "1" * 32, TWILIO_AUTH_TOKEN="t",
                    TWILIO_SMS_FROM="+15005550006", PUBLIC_BASE_URL="https://chat.example.com")
-    assert app.test_client().get("/sandbox/phone").status_code == 404
+    client = app.test_client()
+    for page in ("/sandbox/phone", "/sandbox/csm", "/demo"):  # a production app without Slack
+        assert client.get(page).status_code == 404, page
+    assert "sandbox_csm" not in app.blueprints
 
 
 @pytest.mark.parametrize("missing", ["TWILIO_AUTH_TOKEN", "TWILIO_SMS_FROM", "PUBLIC_BASE_URL"])
@@ -83,3 +88,53 @@ def test_the_sandbox_page_answers_only_on_this_machine(app):
                                                     "body": "yes"},
                        environ_base={"REMOTE_ADDR": "203.0.113.9"})
     assert sent.status_code == 404
+
+
+def sent_bodies(app) -> list[str]:
+    """Every message stored: a refused request must store none."""
+    with app.extensions["upgrade_chat"].engine.connect() as conn:
+        return list(conn.scalars(select(MessageRow.body)))
+
+
+PAGES = [("get", "/sandbox/phone", {}), ("get", "/sandbox/csm", {}), ("get", "/demo", {}),
+         ("post", "/sandbox/phone/send", {"medium": "sms", "number": "+13125550142", "body": "yes"}),
+         ("post", "/sandbox/csm/1", {"action": "claim", "csm": "Mallory"})]
+
+
+@pytest.mark.parametrize("method, path, form", PAGES, ids=[f"{m}{p}" for m, p, _ in PAGES])
+@pytest.mark.parametrize("headers", [
+    {"X-Forwarded-For": "203.0.113.9"},  # through a reverse proxy on this host
+    {"Forwarded": "for=203.0.113.9"},
+    {"X-Real-IP": "203.0.113.9"},
+    {"Host": "evil.example"},  # DNS rebinding: a page on another site, resolved to 127.0.0.1
+    {"Host": "evil.example:5000"},
+], ids=["x-forwarded-for", "forwarded", "x-real-ip", "rebound-host", "rebound-host-port"])
+def test_local_pages_refuse_proxied_and_rebound_requests(app, method, path, form, headers):
+    client = app.test_client()
+    r = getattr(client, method)(path, data=form or None, headers=headers)
+    assert r.status_code == 404, r.get_data(as_text=True)
+    assert sent_bodies(app) == []
+
+
+@pytest.mark.parametrize("method, path, form", [p for p in PAGES if p[0] == "post"],
+                         ids=["phone-send", "csm-act"])
+@pytest.mark.parametrize("headers", [
+    {"Sec-Fetch-Site": "cross-site"},
+    {"Sec-Fetch-Site": "same-site"},
+    {"Origin": "https://evil.example"},
+    {"Origin": "null"},
+], ids=["fetch-cross-site", "fetch-same-site", "foreign-origin", "null-origin"])
+def test_local_pages_refuse_a_cross_site_post(app, method, path, form, headers):
+    r = app.test_client().post(path, data=form, headers=headers)
+    assert r.status_code == 403 and "cross-site" in r.get_data(as_text=True)
+    assert sent_bodies(app) == []
+
+
+@pytest.mark.parametrize("headers", [
+    {}, {"Sec-Fetch-Site": "same-origin", "Origin": "http://127.0.0.1:5000"},
+    {"Host": "localhost:5000", "Origin": "http://localhost:5000"}, {"Host": "[::1]:5000"},
+], ids=["no-browser-headers", "same-origin", "localhost", "ipv6"])
+def test_local_pages_serve_their_own_posts(app, headers):
+    r = app.test_client().post("/sandbox/phone/send", headers=headers,
+                               data={"medium": "sms", "number": "+13125550142", "body": "hi"})
+    assert r.status_code == 302
