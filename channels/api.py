@@ -18,7 +18,8 @@ from core import engine, services
 from core.accounts import Contact
 from core.errors import DomainError, Malformed, NotFound
 from core.ports import Conflict, StorageBusy
-from channels.inputs import parse_decimal, parse_events, parse_time, require
+from channels.inputs import (check_id, json_body, parse_decimal, parse_events, parse_time,
+                             refuse_nul, require)
 from channels.serialize import account_json, case_json, signal_json, thread_json
 
 log = logging.getLogger(__name__)
@@ -43,12 +44,15 @@ def error(status: int, code: str, message: str, *, field: str | None = None,
 
 
 def body() -> dict:
-    data = request.get_json(force=True, silent=True)
+    data = json_body(request)
     if data is None:
         raise Malformed("request body must be JSON (Content-Type: application/json)")
     if not isinstance(data, dict):
         raise Malformed("request body must be a JSON object")
     return data
+
+
+MAX_TEXT = 4096  # the longest message any channel carries (WhatsApp; SMS stops at 1,600)
 
 
 @bp.before_request
@@ -179,7 +183,12 @@ def post_message(contact_external_id: str):
     data = body()
     channel = require(data, "channel", str, "")
     text = require(data, "text", str, "")
+    if len(text) > MAX_TEXT:
+        raise DomainError(f"text: at most {MAX_TEXT:,} characters (WhatsApp's limit)",
+                          code="text_too_long", field="text")
     message_id = require(data, "id", (str, int), "", required=False)
+    if message_id is not None:
+        check_id(str(message_id), "id")
     answer = engine.handle_message(rt.uow(), rt.catalog, rt.conversation, contact_external_id,
                                    channel, text, str(message_id) if message_id is not None else None,
                                    rt.now())
@@ -189,6 +198,13 @@ def post_message(contact_external_id: str):
 
 def register_errors(app: Flask) -> None:
     """JSON errors for everything under /api/ (including unknown routes and crashes)."""
+
+    @app.before_request
+    def _no_nul():
+        if request.path.startswith(("/api/", "/webchat/")):
+            refuse_nul(request.path, *request.args.values(),
+                       *(request.headers.get(h) for h in ("X-User-Id", "X-Account",
+                                                          "X-User-Hash", "Idempotency-Key")))
 
     @app.errorhandler(Malformed)
     def _malformed(exc: Malformed):

@@ -8,7 +8,7 @@ plans and metrics, E.164 phones) are the core's.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -43,15 +43,55 @@ def require(obj: Any, key: str, kind: type | tuple[type, ...], path: str, *,
 
 
 def parse_time(text: str, where: str, index: int | None = None) -> datetime:
-    """An ISO 8601 timestamp with a zone ("2026-11-26T09:30:00Z"); anything else is a 422."""
+    """An ISO 8601 timestamp with a zone ("2026-11-26T09:30:00Z"); anything else is a 422
+    (also a moment that has no UTC equivalent, such as 0001-01-01T00:00:00+05:00)."""
     try:
         value = datetime.fromisoformat(text.strip().replace("z", "Z"))
-    except ValueError:
+        if value.tzinfo is not None:
+            value.astimezone(timezone.utc)  # OverflowError at the ends of the calendar
+    except (ValueError, OverflowError):
         value = None
     if value is None or value.tzinfo is None:
         raise DomainError(f"{where}: {text!r} is not an ISO 8601 timestamp with a time zone "
                           f"(e.g. 2026-11-26T09:30:00Z)", code="invalid_timestamp", field=where,
                           index=index)
+    return value
+
+
+MAX_ID = 200  # the longest id the database keeps (event, message and external ids)
+
+
+def json_body(req) -> Any:
+    """The request's JSON (None when it is not JSON), refusing what the database or the parser
+    cannot take as a 400: NUL characters anywhere (PostgreSQL text cannot hold them) and nesting
+    too deep for the parser."""
+    try:
+        data = req.get_json(force=True, silent=True)
+    except RecursionError:
+        raise Malformed("request body is nested too deeply") from None
+    pending = [data]
+    while pending:  # iterative: as deep as the parser went, without recursion
+        item = pending.pop()
+        if isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+        elif isinstance(item, str) and "\x00" in item:
+            raise Malformed("request body must not contain NUL characters (\\u0000)")
+    return data
+
+
+def refuse_nul(*values: str | None) -> None:
+    """NUL characters in a path, query or header value: a 400 (the database cannot store them)."""
+    if any(v is not None and "\x00" in v for v in values):
+        raise Malformed("NUL characters are not allowed in the path, query or headers")
+
+
+def check_id(value: str, where: str) -> str:
+    """An id the database keeps: at most MAX_ID characters (422 too_long, as the core's)."""
+    if len(value) > MAX_ID:
+        raise DomainError(f"{where}: at most {MAX_ID} characters", code="too_long", field=where)
     return value
 
 
@@ -89,7 +129,7 @@ def usage_event(raw: Any, index: int, path: str = "events") -> UsageEvent:
     where = f"{path}[{index}]"
     if not isinstance(raw, dict):
         raise Malformed(f"{where}: expected an object", field=where, index=index)
-    event_id = str(require(raw, "id", (str, int), where, index=index))
+    event_id = str(require(raw, "id", (str, int), where, index=index))  # length: the core's
     account = require(raw, "account", str, where, index=index)
     metric = require(raw, "metric", str, where, index=index)
     if raw.get("quantity") is None:

@@ -34,6 +34,7 @@ from core.ports import ContactView, MessageView, ThreadView
 from core.retry import retrying
 from channels import local
 from channels.api import error, runtime
+from channels.inputs import json_body
 from channels.serialize import iso
 from storage.conversations import seen_by_buyer
 from storage.models import LIVE_STATES
@@ -301,7 +302,7 @@ def post_message():
     identity, refusal = _identity_or_403()
     if refusal:
         return refusal
-    data = request.get_json(force=True, silent=True)
+    data = json_body(request)
     if not isinstance(data, dict):
         raise Malformed("request body must be a JSON object with 'text'")
     text = data.get("text")

@@ -9,7 +9,9 @@ Each request is a POST of the job's payload as compact JSON with sorted keys, an
     User-Agent: upgrade-chat
 
 Delivery is at least once: the same job can arrive more than once, so apply it once per
-Idempotency-Key. Answer 2xx when done (or already done). 408, 429 and 5xx (and timeouts) are
+idempotency key. Use the body's `idempotency_key` field, which the signature covers; the
+Idempotency-Key header carries the same value for convenience but is not signed (a replay of a
+captured request under another header value must not apply twice). Answer 2xx when done (or already done). 408, 429 and 5xx (and timeouts) are
 retried with backoff; any other answer fails the job for good. Redirects are not followed.
 
 Verifying a request on the receiving side (operators), e.g. in Flask:
@@ -24,8 +26,9 @@ Verifying a request on the receiving side (operators), e.g. in Flask:
                                 request.headers.get("X-Upgrade-Chat-Signature", ""),
                                 now=datetime.now(timezone.utc)):
             abort(403)
-        key = request.headers["Idempotency-Key"]
-        ...  # apply request.get_json() unless `key` was applied already; then return 204
+        change = request.get_json()
+        key = change["idempotency_key"]  # signed, unlike the Idempotency-Key header
+        ...  # apply `change` unless `key` was applied already; then return 204
 """
 
 from __future__ import annotations

@@ -131,6 +131,9 @@ def checked_contacts(contacts: tuple[Contact, ...], region: str) -> tuple[Contac
 HEALTH_PLACES = 4  # decimals kept for csat and sentiment; more would be rounded by storage
 
 
+MAX_OPEN_ESCALATIONS = 1_000_000  # far above any real count; keeps it inside a database integer
+
+
 def check_health(csat: Decimal | None, sentiment: Decimal | None, open_escalations: int) -> None:
     for name, value in (("csat", csat), ("sentiment", sentiment)):
         if value is not None and -value.as_tuple().exponent > HEALTH_PLACES:
@@ -143,6 +146,7 @@ def check_health(csat: Decimal | None, sentiment: Decimal | None, open_escalatio
     if sentiment is not None and not Decimal(-1) <= sentiment <= Decimal(1):
         raise DomainError(f"sentiment must be between -1 and 1, got {sentiment}",
                           code="invalid_health", field="sentiment")
-    if open_escalations < 0:
-        raise DomainError(f"open_escalations must be >= 0, got {open_escalations}",
-                          code="invalid_health", field="open_escalations")
+    if not 0 <= open_escalations <= MAX_OPEN_ESCALATIONS:
+        raise DomainError(f"open_escalations must be between 0 and {MAX_OPEN_ESCALATIONS:,}, "
+                          f"got {open_escalations}", code="invalid_health",
+                          field="open_escalations")

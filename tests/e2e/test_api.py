@@ -1120,3 +1120,49 @@ def test_names_and_ids_longer_than_stored_are_422_too_long(api):
     create(api)
     r = api.post("/usage", json=batch(event("i" * 201, ACME, "seats", 1, ago(hours=1))))
     assert (r.status_code, error_of(r)["code"], error_of(r)["index"]) == (422, "too_long", 0)
+
+
+# --- input the database or the parser cannot take: a clear 4xx, never a 500 ----------------------
+
+def _bad_requests(api):
+    nul = "ac\u0000me"
+    deep = "[" * 200_000 + "]" * 200_000
+    return [
+        ("put", "/accounts/acme", {"json": account(name=nul)}, 400, "malformed"),
+        ("post", "/usage", {"json": batch(event(nul, "acme", "messages", 1, ago(hours=1)))}, 400, "malformed"),
+        ("post", "/usage", {"json": batch(event("x" * 201, "acme", "messages", 1, ago(hours=1)))}, 422,
+         "too_long"),
+        ("post", "/usage", {"json": batch({"id": "e1", "account": "acme", "metric": "messages",
+                                           "quantity": 1, "at": "0001-01-01T00:00:00+05:00"})},
+         422, "invalid_timestamp"),
+        ("get", "/accounts/ac%00me", {}, 400, "malformed"),
+        ("get", "/accounts/acme?x=%00", {}, 400, "malformed"),
+        ("post", "/accounts/acme/health", {"json": {"open_escalations": 10**12}}, 422,
+         "invalid_health"),
+        ("post", "/conversations/c-1/messages", {"json": {"channel": "sms", "text": nul}}, 400,
+         "malformed"),
+        ("post", "/conversations/c-1/messages",
+         {"json": {"channel": "sms", "text": "hi", "id": "x" * 201}}, 422, "too_long"),
+        ("post", "/usage", {"data": deep, "content_type": "application/json"}, 400, "malformed"),
+    ]
+
+
+@pytest.mark.parametrize("case", range(10))
+def test_input_the_database_cannot_take_is_a_4xx_and_stores_nothing(api, case):
+    assert api.put("/accounts/acme", json=account(contacts=[contact("c-1", phone="+13125550142")])
+                   ).status_code == 201
+    method, path, kwargs, status, code = _bad_requests(api)[case]
+    r = getattr(api, method)(path, **kwargs)
+    assert r.status_code == status, (path, r.get_data(as_text=True)[:300])
+    assert error_of(r)["code"] == code
+    assert api.get("/accounts/acme").get_json()["name"] == account()["name"]
+    assert api.get("/accounts/acme/thread").get_json()["messages"] == []
+
+
+def test_a_message_longer_than_any_channel_carries_is_a_422(api):
+    assert api.put("/accounts/acme", json=account(contacts=[contact("c-1", phone="+13125550142")])
+                   ).status_code == 201
+    r = api.post("/conversations/c-1/messages", json={"channel": "sms", "text": "x" * 4097})
+    assert r.status_code == 422 and error_of(r)["code"] == "text_too_long"
+    ok = api.post("/conversations/c-1/messages", json={"channel": "sms", "text": "x" * 4096})
+    assert ok.status_code == 200

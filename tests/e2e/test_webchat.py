@@ -354,3 +354,16 @@ def test_a_csms_follow_up_on_a_web_thread_reaches_the_widget(app, api):
     assert data["open"] is False  # a notice, not a prompt: the widget marks it unread instead
     assert thread_of(api)["messages"][-1]["status"] == "sent"
     assert widget.poll().get_json()["messages"] == []  # delivered once
+
+
+def test_nul_characters_or_deep_nesting_are_a_400_not_a_500(app, api):
+    setup_account(api)
+    widget = Widget(app.test_client())
+    r = widget.client.post("/webchat/v1/messages", headers=widget.headers, json={"text": "h\u0000i"})
+    assert r.status_code == 400 and error_of(r)["code"] == "malformed"
+    r = widget.client.post("/webchat/v1/messages", headers=widget.headers,
+                           data="[" * 200_000, content_type="application/json")
+    assert r.status_code == 400
+    nul_account = {**widget.headers, "X-Account": "acme-clinic\u0000"}
+    r = widget.client.get("/webchat/v1/thread", headers=nul_account)
+    assert r.status_code == 400 and error_of(r)["code"] == "malformed"
