@@ -15,10 +15,16 @@
     account: script.getAttribute("data-account") || "",
     hash: script.getAttribute("data-user-hash") || "",
     base: new URL(script.src, location.href).origin,
-    pollMin: parseInt(script.getAttribute("data-poll-min") || "3000", 10),
-    pollMax: parseInt(script.getAttribute("data-poll-max") || "30000", 10)
+    pollMin: millis("data-poll-min", 3000),
+    pollMax: millis("data-poll-max", 30000)
   };
   if (cfg.pollMax < cfg.pollMin) { cfg.pollMax = cfg.pollMin; }
+
+  // A poll interval from the tag, never below 100 ms (a 0 or a typo must not poll nonstop).
+  function millis(attr, fallback) {
+    var n = parseInt(script.getAttribute(attr) || "", 10);
+    return isFinite(n) && n >= 100 ? n : fallback;
+  }
   var storeKey = "upgrade-chat:" + cfg.account + ":" + cfg.user;
 
   var CSS = [
