@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
+from urllib.parse import quote
 
 from flask import (
     Blueprint,
@@ -118,7 +119,8 @@ def is_minimal(catalog: Catalog, vertical: str) -> bool:
 
 
 def account_link(operator_url: str | None, account: str) -> str | None:
-    return f"{operator_url.rstrip('/')}/accounts/{account}" if operator_url else None
+    return (f"{operator_url.rstrip('/')}/accounts/{quote(account, safe='')}"
+            if operator_url else None)
 
 
 def view(card: EscalationCard, catalog: Catalog, operator_url: str | None) -> EscalationView:
@@ -218,7 +220,7 @@ def blocks(v: EscalationView) -> list[dict[str, Any]]:
             "type": "mrkdwn", "text": "*Case*\n" + "\n".join(_esc(x) for x in v.case_lines)}})
     if v.messages:
         out.append({"type": "section", "block_id": "messages", "text": {
-            "type": "mrkdwn",
+            "type": "mrkdwn", "verbatim": True,  # a buyer's URL or @name stays plain text
             "text": "*Last buyer messages*\n" + "\n".join(f"> {_esc(m)}" for m in v.messages)}})
     if v.link:
         out.append({"type": "context", "block_id": "link", "elements": [

@@ -320,3 +320,18 @@ def test_without_slack_the_sandbox_page_lists_the_escalation_and_claims_it(sandb
 def test_the_sandbox_page_answers_only_this_machine(sandbox_app):
     r = sandbox_app.test_client().get("/sandbox/csm", environ_base={"REMOTE_ADDR": "203.0.113.9"})
     assert r.status_code == 404
+
+
+def test_buyer_text_is_not_auto_linked_and_the_account_link_is_encoded(make_app, slack):
+    from channels.slack import account_link
+
+    assert account_link("https://ops.example/", "acme/../admin?x=1") == (
+        "https://ops.example/accounts/acme%2F..%2Fadmin%3Fx%3D1")
+    app = make_app(CONTROL_SHARE="0", BUSINESS_NAME="Acme", SLACK_BOT_TOKEN=fake_slack.BOT_TOKEN,
+                   SLACK_SIGNING_SECRET=SECRET, SLACK_CHANNEL=CHANNEL,
+                   SLACK_API_URL=slack.base_url, OPERATOR_URL=OPERATOR_URL)
+    escalate(Api(app.test_client()), text="talk to a person, see http://evil.example/pay @here")
+    run_outbox(app)
+    [post] = slack.calls_to("chat.postMessage")
+    [messages] = [b for b in post.args["blocks"] if b.get("block_id") == "messages"]
+    assert messages["text"]["verbatim"] is True
