@@ -152,6 +152,22 @@ def test_stop_revokes_consent_and_the_next_crossing_is_suppressed(api, clock):
     assert "Acme Billing" in say(api, "HELP", "in-2")["replies"][0]
 
 
+def test_a_yes_after_stop_waits_for_start_even_on_a_declined_thread(api):
+    setup_account(api)
+    cross_messages(api)
+    assert say(api, "no thanks", "in-1")["state"] == "declined"
+    say(api, "STOP", "in-2")  # the thread keeps its outcome; the contact is opted out
+    for i, text in enumerate(("yes", "confirm")):
+        answer = say(api, text, f"in-3{i}")
+        assert answer["state"] == "declined"
+        assert answer["replies"] == ["You have opted out of these messages. Reply START to "
+                                     "subscribe again, then YES."]
+    assert api.get(f"/accounts/{ACME}").get_json()["plan"] == "starter"
+    say(api, "START", "in-4")
+    assert say(api, "yes", "in-5")["state"] == "awaiting_confirmation"  # "actually, yes"
+    assert say(api, "confirm", "in-6")["state"] == "upgraded"
+
+
 @pytest.mark.parametrize("text, reason, state", [
     ("can I talk to a real person?", "human", "escalated"),
     ("can I get a discount?", "discount", "escalated"),
