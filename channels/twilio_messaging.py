@@ -260,18 +260,16 @@ def process_inbound(rt, message: InboundMessage, now: datetime | None = None, *,
     in the same transaction, and the outbound dispatcher sends them.
     """
     now = now or rt.now()
-    with rt.uow(read_only=True) as uow:
-        contact = uow.conversations.contact_by_address(message.medium, message.address)
-    if contact is None:
+    # Twilio's Advanced Opt-Out already replied to a keyword: its replies are never sent.
+    uow = replies_queued(rt.uow()) if replayed and not message.keyword_handled else rt.uow()
+    answer = engine.handle_message_from(uow, rt.catalog, rt.conversation, message.medium,
+                                        message.address, message.text, message.provider_id, now)
+    if answer is None:
         replies = _unknown_sender(rt, message, now)
         if replayed and replies:  # no contact to queue an answer for: the operator has it
             log.info("replayed %s message from a number that belongs to no contact: kept, "
                      "not answered", message.medium)
         return replies
-    # Twilio's Advanced Opt-Out already replied to a keyword: its replies are never sent.
-    uow = replies_queued(rt.uow()) if replayed and not message.keyword_handled else rt.uow()
-    answer = engine.handle_message(uow, rt.catalog, rt.conversation, contact.external_id,
-                                   message.medium, message.text, message.provider_id, now)
     if answer.duplicate:  # a provider retry: answered the first time, never twice
         return []
     if message.keyword_handled:  # Twilio's Advanced Opt-Out has already replied to the keyword

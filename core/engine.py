@@ -140,20 +140,37 @@ def handle_message(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, cont
                           code="unknown_channel", field="channel")
     def attempt() -> Answer:
         with uow:
-            answer = _answer(uow, catalog, config, contact_external_id, channel, text,
-                             provider_id, now)
+            contact = uow.conversations.contact(contact_external_id)
+            if contact is None:
+                raise NotFound(f"no contact {contact_external_id!r}", code="contact_not_found")
+            answer = _answer(uow, catalog, config, contact, channel, text, provider_id, now)
             uow.commit()
             return answer
 
     return retrying(attempt)
 
 
-def _answer(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, contact_external_id: str,
+def handle_message_from(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, medium: str,
+                        address: str, text: str, provider_id: str | None,
+                        now: datetime) -> Answer | None:
+    """`handle_message` for a message from a phone number (sms or whatsapp): the contact is found
+    by the number in the same unit of work (one transaction per inbound message). None, with
+    nothing written, when the number belongs to no contact."""
+    def attempt() -> Answer | None:
+        with uow:
+            contact = uow.conversations.contact_by_address(medium, address)
+            if contact is None:
+                return None
+            answer = _answer(uow, catalog, config, contact, medium, text, provider_id, now)
+            uow.commit()
+            return answer
+
+    return retrying(attempt)
+
+
+def _answer(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, contact: ContactView,
             channel: str, text: str, provider_id: str | None, now: datetime) -> Answer:
     conv = uow.conversations
-    contact = conv.contact(contact_external_id)
-    if contact is None:
-        raise NotFound(f"no contact {contact_external_id!r}", code="contact_not_found")
     uow.accounts.lock(contact.account_id)  # account before thread: the order every writer keeps
     if provider_id:
         seen = conv.inbound(contact.id, channel, provider_id)
