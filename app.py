@@ -202,6 +202,14 @@ def _api_key(app: Flask, url: str) -> str:
             os.link(tmp, path)
         except FileExistsError:
             pass
+        except OSError:  # a filesystem without hard links (some bind mounts): exclusive create
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                pass
+            else:
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    f.write(Path(tmp).read_text(encoding="utf-8"))
     finally:
         os.unlink(tmp)
     key = path.read_text(encoding="utf-8").strip()

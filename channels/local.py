@@ -9,7 +9,8 @@
   cannot reach these pages through DNS rebinding.
 A request that changes something (POST) must also come from one of these pages: a browser's
 `Sec-Fetch-Site` other than same-origin/none, or an `Origin` that is not loopback, is refused
-(cross-site request forgery from any page the operator has open).
+(cross-site request forgery from any page the operator has open). And no other site may frame
+them (`no_framing`): a framed page's own clicks would pass as same-origin.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from urllib.parse import urlsplit
 
 from flask import Request
 
-LOOPBACK = frozenset({"127.0.0.1", "::1"})
+LOOPBACK = frozenset({"127.0.0.1", "::1", "::ffff:127.0.0.1"})  # the last: a dual-stack bind
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 PROXY_HEADERS = ("X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Real-IP",
                  "Forwarded")
@@ -51,3 +52,10 @@ def refusal(request: Request) -> tuple[str, int] | None:
         if origin is not None and _host_name(urlsplit(origin).netloc) not in LOOPBACK_HOSTS:
             return "Forbidden: cross-site request", 403
     return None
+
+
+def no_framing(response):
+    """after_request for the local pages: no other page may put them in a frame (clickjacking)."""
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["Content-Security-Policy"] = "frame-ancestors 'none'"
+    return response

@@ -81,6 +81,9 @@ here are signed like Twilio's and posted to <code>/twilio/messaging</code>.</p>
 </body></html>"""
 
 
+bp.after_request(local.no_framing)
+
+
 @bp.before_request
 def local_only():
     """The page shows every buyer's messages and has no login: it answers only on this machine

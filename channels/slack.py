@@ -533,6 +533,9 @@ would get in Slack, and the buttons act the same way.</p>
 </body></html>"""
 
 
+sandbox_csm_bp.after_request(local.no_framing)
+
+
 @sandbox_csm_bp.before_request
 def local_only():
     """Every escalation with buyer messages and no login: this machine only (channels/local.py)."""

@@ -370,7 +370,7 @@ def demo_page():
                         status=503, mimetype="text/plain")
     page = DEMO_PAGE.format(user=html.escape(DEMO_USER), account=html.escape(DEMO_ACCOUNT),
                             hash=user_hash(str(secret), DEMO_USER))
-    return Response(page, mimetype="text/html")
+    return local.no_framing(Response(page, mimetype="text/html"))
 
 
 def host_snippet(secret: str, user_id: str, account: str, **attrs: str) -> str:

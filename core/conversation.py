@@ -117,6 +117,8 @@ def _plan(name: str) -> str:
 
 
 OPTED_OUT_YES = "You have opted out of these messages. Reply START to subscribe again, then YES."
+OPTED_OUT_CLOSED = ("You have opted out of these messages. Reply START to subscribe again; your "
+                    "account manager can then help you change plans (reply PERSON).")
 
 
 def other_plan_named(text: str, case: Case, catalog: Catalog) -> str | None:
@@ -133,18 +135,31 @@ def other_plan_named(text: str, case: Case, catalog: Catalog) -> str | None:
     return None
 
 
-_AMOUNT = re.compile(r"(?:\$|usd\s*)\s*(\d{1,3}(?:,\d{3})+|\d+)(?:\.(\d{1,2}))?", re.IGNORECASE)
+_NUMBER = r"(\d{1,3}(?:,\d{3})+|\d+)(?:\.(\d{1,2}))?(k?)"
+# A dollar amount: "$399", "USD 399", "399$", "399 dollars", "399 usd", "399/mo", "399 a month",
+# or a bare number after "at" ("yes at 399"; not a time: "at 9", "at 10am", "at 3:30").
+_AMOUNTS = (
+    re.compile(r"(?:\$|\busd\s*)\s*" + _NUMBER, re.IGNORECASE),
+    re.compile(r"\b" + _NUMBER + r"\s*(?:\$|dollars?\b|usd\b|/\s*mo\b|a month\b|per month\b)",
+               re.IGNORECASE),
+    re.compile(r"\bat\s+" + _NUMBER + r"(?![\d:.]|\s*(?:am|pm|h\b|o'?clock))", re.IGNORECASE),
+)
 
 
 def other_amount_named(text: str, case: Case) -> Decimal | None:
     """A dollar amount in a yes that is none of the figures the buyer was shown (the plan's
     price, the cost at their usage, today's charge, the difference): "yes at $399" must not run
     the change at $499. None when every amount is one of them, or there is none."""
-    shown = {case.target.base_price, case.cost_target.total, case.cost_current.total,
-             case.prorated_charge_today, abs(case.monthly_difference)}
-    for whole, cents in _AMOUNT.findall(text):
-        amount = Decimal(f"{whole.replace(',', '')}.{(cents or '0').ljust(2, '0')}")
-        if amount not in shown:
+    shown = {case.target.base_price, case.current.base_price, case.cost_target.total,
+             case.cost_current.total, case.prorated_charge_today, abs(case.monthly_difference),
+             abs(case.proration.base_difference)}
+    for pattern in _AMOUNTS:
+        for whole, cents, thousands in pattern.findall(text):
+            amount = Decimal(f"{whole.replace(',', '')}.{(cents or '0').ljust(2, '0')}")
+            if thousands:
+                amount *= 1000
+            if (pattern is _AMOUNTS[2] and amount < 20) or amount in shown:
+                continue  # "at 9": more likely a time than a price
             return amount
     return None
 
@@ -324,8 +339,8 @@ def reply(state: ThreadState | None, intent: Intent, text: str, case: Case | Non
     if intent == Intent.DECLINE:
         return _decline(state, text, turn)
     if intent in (Intent.AFFIRM, Intent.CONFIRM):
-        if opted_out and state != S.UPGRADED:
-            return turn(OPTED_OUT_YES)
+        if opted_out and state != S.UPGRADED:  # the offer resumes after START, unless STOP closed it
+            return turn(OPTED_OUT_CLOSED if state == S.OPTED_OUT else OPTED_OUT_YES)
         named = other_plan_named(text, case, catalog)
         if named is not None and state in (S.OFFERED, S.AWAITING_CONFIRMATION, S.DECLINED,
                                            S.EXPIRED):

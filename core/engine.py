@@ -184,7 +184,8 @@ def _answer(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, contact: Co
     if thread and is_expired(state, thread.updated_at, now):
         state = transition(state, ThreadEvent.EXPIRE)
     turn = reply(state, classify(text), text, case, catalog, config.business,
-                 opted_out=contact.opted_out_at is not None)
+                 # In the product the buyer acts for themselves: the STOP rule is the phone's.
+                 opted_out=contact.opted_out_at is not None and channel in PHONE_CHANNELS)
     inbound_id = conv.add_message(thread_id=thread.id if thread else None, contact_id=contact.id,
                                   channel=channel, direction="in", kind="inbound", body=text,
                                   status="received", now=now, provider_id=provider_id)

@@ -168,6 +168,16 @@ def test_a_yes_after_stop_waits_for_start_even_on_a_declined_thread(api):
     assert say(api, "confirm", "in-6")["state"] == "upgraded"
 
 
+def test_after_an_sms_stop_a_yes_in_the_product_still_works(api):
+    setup_account(api, contacts=[contact(DANA, name="Dana", role="billing", phone="+13125550142",
+                                         web_user_id="u-dana")])
+    cross_messages(api)
+    assert say(api, "no thanks", "in-1")["state"] == "declined"
+    say(api, "STOP", "in-2")  # texts stop; the buyer may still act in the product
+    assert say(api, "yes", "web-1", channel="web")["state"] == "awaiting_confirmation"
+    assert say(api, "confirm", "web-2", channel="web")["state"] == "upgraded"
+
+
 @pytest.mark.parametrize("text, reason, state", [
     ("can I talk to a real person?", "human", "escalated"),
     ("can I get a discount?", "discount", "escalated"),

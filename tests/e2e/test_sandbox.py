@@ -138,3 +138,17 @@ def test_local_pages_serve_their_own_posts(app, headers):
     r = app.test_client().post("/sandbox/phone/send", headers=headers,
                                data={"medium": "sms", "number": "+13125550142", "body": "hi"})
     assert r.status_code == 302
+
+
+def test_local_pages_may_not_be_framed_by_another_site(app):
+    client = app.test_client()
+    for path in ("/sandbox/phone", "/sandbox/csm"):
+        r = client.get(path)
+        assert r.status_code == 200
+        assert r.headers["X-Frame-Options"] == "DENY"
+        assert "frame-ancestors 'none'" in r.headers["Content-Security-Policy"]
+
+
+def test_a_dual_stack_loopback_peer_is_local(app):
+    r = app.test_client().get("/sandbox/phone", environ_base={"REMOTE_ADDR": "::ffff:127.0.0.1"})
+    assert r.status_code == 200

@@ -65,7 +65,8 @@ def test_a_yes_that_names_another_plan_changes_nothing_and_says_what_is_offered(
 
 
 @pytest.mark.parametrize("text", ["yes at $399", "confirm, $450 a month", "ok upgrade us for USD 300",
-                                  "yes, $1,000.50 today is ok"])
+                                  "yes, $1,000.50 today is ok", "yes at 399", "yes, 399 dollars",
+                                  "yes, 399$ is ok", "yes, 450/mo", "ok at $1k"])
 def test_a_yes_with_an_amount_we_did_not_show_changes_nothing_and_states_the_price(
         catalog, case, text):
     for state in (S.OFFERED, S.AWAITING_CONFIRMATION):
@@ -75,7 +76,9 @@ def test_a_yes_with_an_amount_we_did_not_show_changes_nothing_and_states_the_pri
 
 
 @pytest.mark.parametrize("text", ["I confirm the upgrade to growth at $499", "yes, $105 today is fine",
-                                  "confirmed, $499.00 a month", "yes, 4,800 messages is about right"])
+                                  "confirmed, $499.00 a month", "yes, 4,800 messages is about right",
+                                  "yes, the $350 difference is fine", "yes, move us off the $149 plan",
+                                  "yes, 499 dollars a month is ok", "yes, lets do it at 9 tomorrow"])
 def test_a_yes_that_repeats_the_figures_shown_goes_ahead(catalog, case, text):
     turn = say(catalog, case, S.AWAITING_CONFIRMATION, text)
     assert turn.events == (E.CONFIRM,) and turn.run_upgrade, text
@@ -175,8 +178,11 @@ def test_a_yes_while_opted_out_waits_for_start_whatever_the_threads_state(catalo
     for state in (S.OFFERED, S.AWAITING_CONFIRMATION, S.DECLINED, S.EXPIRED, S.OPTED_OUT):
         turn = reply(state, classify("yes"), "yes", case, catalog, BIZ, opted_out=True)
         assert turn.events == () and not turn.run_upgrade, state
-        assert turn.replies == ("You have opted out of these messages. Reply START to subscribe "
-                                "again, then YES.",)
+        if state == S.OPTED_OUT:  # the STOP closed this offer: START alone will not reopen it
+            assert "then YES" not in turn.replies[0] and "PERSON" in turn.replies[0]
+        else:
+            assert turn.replies == ("You have opted out of these messages. Reply START to "
+                                    "subscribe again, then YES.",)
     # Questions are still answered.
     assert "$105.00" in reply(S.DECLINED, classify("what would I be charged today?"),
                               "what would I be charged today?", case, catalog, BIZ,
