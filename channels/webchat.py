@@ -173,11 +173,6 @@ def _poll(uow, identity: WebIdentity, after: int, now: datetime, *, write: bool)
                    tuple(delivered), unanswered)
 
 
-def find_contact(uow, identity: WebIdentity) -> ContactView | None:
-    with uow:
-        return uow.conversations.web_contact(identity.account, identity.user_id)
-
-
 def thread_case(uow, catalog, view: WebView, now: datetime) -> Case | None:
     """The case behind a live thread, as the engine would state it now; None otherwise."""
     thread, account = view.thread, view.account
@@ -316,12 +311,12 @@ def post_message():
                                    or isinstance(message_id, bool) or len(str(message_id)) > 200):
         raise Malformed("id: expected a string of at most 200 characters", field="id")
     rt = runtime()
-    contact = find_contact(rt.uow(read_only=True), identity)
-    if contact is None:
+    answer = engine.handle_message_of(
+        rt.uow(), rt.catalog, rt.conversation,
+        lambda conv: conv.web_contact(identity.account, identity.user_id), "web", text.strip(),
+        str(message_id) if message_id is not None else None, rt.now())
+    if answer is None:
         return _forbidden("this user is not a contact of this account")
-    answer = engine.handle_message(rt.uow(), rt.catalog, rt.conversation, contact.external_id,
-                                   "web", text.strip(),
-                                   str(message_id) if message_id is not None else None, rt.now())
     return jsonify({"replies": list(answer.replies), "thread_id": answer.thread_id,
                     "state": answer.state, "duplicate": answer.duplicate})
 

@@ -341,14 +341,14 @@ def reply(state: ThreadState | None, intent: Intent, text: str, case: Case | Non
     if intent in (Intent.AFFIRM, Intent.CONFIRM):
         if opted_out and state != S.UPGRADED:  # the offer resumes after START, unless STOP closed it
             return turn(OPTED_OUT_CLOSED if state == S.OPTED_OUT else OPTED_OUT_YES)
-        named = other_plan_named(text, case, catalog)
-        if named is not None and state in (S.OFFERED, S.AWAITING_CONFIRMATION, S.DECLINED,
-                                           S.EXPIRED):
-            return turn(wrong_plan_answer(case, named))
-        amount = other_amount_named(text, case)
-        if amount is not None and state in (S.OFFERED, S.AWAITING_CONFIRMATION, S.DECLINED,
-                                            S.EXPIRED):
-            return turn(wrong_amount_answer(case, amount))
+        if (state, E.AFFIRM) in TRANSITIONS or state == S.AWAITING_CONFIRMATION:
+            # A yes that could move the offer must be a yes to this offer, at these figures.
+            named = other_plan_named(text, case, catalog)
+            if named is not None:
+                return turn(wrong_plan_answer(case, named))
+            amount = other_amount_named(text, case)
+            if amount is not None:
+                return turn(wrong_amount_answer(case, amount))
         if state == S.AWAITING_CONFIRMATION:
             return turn(upgraded_message(case), event=E.CONFIRM, run_upgrade=True)
         if state == S.UPGRADED:

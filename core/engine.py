@@ -138,16 +138,13 @@ def handle_message(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, cont
     if channel not in CHANNELS:
         raise DomainError(f"channel must be one of {', '.join(CHANNELS)}, got {channel!r}",
                           code="unknown_channel", field="channel")
-    def attempt() -> Answer:
-        with uow:
-            contact = uow.conversations.contact(contact_external_id)
-            if contact is None:
-                raise NotFound(f"no contact {contact_external_id!r}", code="contact_not_found")
-            answer = _answer(uow, catalog, config, contact, channel, text, provider_id, now)
-            uow.commit()
-            return answer
+    def find(conv) -> ContactView:
+        contact = conv.contact(contact_external_id)
+        if contact is None:
+            raise NotFound(f"no contact {contact_external_id!r}", code="contact_not_found")
+        return contact
 
-    return retrying(attempt)
+    return handle_message_of(uow, catalog, config, find, channel, text, provider_id, now)
 
 
 def handle_message_from(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, medium: str,
@@ -156,12 +153,23 @@ def handle_message_from(uow: UnitOfWork, catalog: Catalog, config: EngineConfig,
     """`handle_message` for a message from a phone number (sms or whatsapp): the contact is found
     by the number in the same unit of work (one transaction per inbound message). None, with
     nothing written, when the number belongs to no contact."""
+    return handle_message_of(uow, catalog, config,
+                             lambda conv: conv.contact_by_address(medium, address),
+                             medium, text, provider_id, now)
+
+
+def handle_message_of(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, find,
+                      channel: str, text: str, provider_id: str | None,
+                      now: datetime) -> Answer | None:
+    """`handle_message` for the contact `find(conversations)` returns, looked up in the same unit
+    of work as the answer (one transaction per message); None, with nothing written, when it
+    returns None. Retried on a lost race."""
     def attempt() -> Answer | None:
         with uow:
-            contact = uow.conversations.contact_by_address(medium, address)
+            contact = find(uow.conversations)
             if contact is None:
                 return None
-            answer = _answer(uow, catalog, config, contact, medium, text, provider_id, now)
+            answer = _answer(uow, catalog, config, contact, channel, text, provider_id, now)
             uow.commit()
             return answer
 
