@@ -11,6 +11,7 @@ from app import DEFAULT_CATALOG, ConfigError, create_app
 from storage import migrate
 from core.errors import CatalogError
 from tests.conftest import API_KEY, NOW
+from tests.support.concurrency import at_once
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -202,29 +203,16 @@ def test_the_generated_api_key_is_private_and_shared_by_every_worker(tmp_path, c
 
 
 def test_workers_starting_at_once_share_one_whole_key(tmp_path, clock):
-    import threading
-
     url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
     create_app({"DATABASE_URL": url, "INSTANCE_PATH": str(tmp_path / "first"), "CLOCK": clock}
                ).extensions["upgrade_chat"].engine.dispose()  # the database, migrated once
-    start, keys, errors = threading.Barrier(8), [], []
+    def worker(_) -> str:
+        app = create_app({"DATABASE_URL": url, "INSTANCE_PATH": str(tmp_path / "inst"),
+                          "CLOCK": clock})
+        app.extensions["upgrade_chat"].engine.dispose()
+        return app.extensions["upgrade_chat"].api_key
 
-    def worker() -> None:
-        try:
-            start.wait()
-            app = create_app({"DATABASE_URL": url, "INSTANCE_PATH": str(tmp_path / "inst"),
-                              "CLOCK": clock})
-            keys.append(app.extensions["upgrade_chat"].api_key)
-            app.extensions["upgrade_chat"].engine.dispose()
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=worker) for _ in range(8)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    assert not errors, errors
+    keys = at_once(8, lambda: None, worker)
     assert len(set(keys)) == 1 and len(keys[0]) >= 24
     assert [p.name for p in (tmp_path / "inst").iterdir()] == ["api_key"]  # no temp file left
 

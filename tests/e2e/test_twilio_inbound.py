@@ -4,7 +4,6 @@ real RequestValidator) from recorded payloads, answered in TwiML; delivery repor
 from __future__ import annotations
 
 import json
-import threading
 import uuid
 import xml.etree.ElementTree as ET
 from datetime import datetime
@@ -18,6 +17,7 @@ from channels.twilio_messaging import advances
 from storage.models import MessageRow, PlanChangeRow
 from tests.conftest import Api
 from tests.e2e.helpers import account, ago, batch, contact, event
+from tests.support.concurrency import at_once
 
 TOKEN = "test-token"
 BASE = "https://chat.example.com"
@@ -246,24 +246,8 @@ def test_fifty_concurrent_deliveries_of_one_message_get_exactly_one_reply(api, a
     setup_account(api)
     cross_messages(api)
     params = payload("sms_inbound")
-    answers: list[list[str]] = []
-    errors: list[BaseException] = []
-    start = threading.Barrier(50)
-
-    def deliver() -> None:
-        try:
-            client = Twilio(app.test_client())
-            start.wait()
-            answers.append(replies(client.post("/twilio/messaging", params)))
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-
-    workers = [threading.Thread(target=deliver) for _ in range(50)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    assert not errors, errors
+    answers = at_once(50, lambda: Twilio(app.test_client()),
+                      lambda client: replies(client.post("/twilio/messaging", params)))
     assert len(answers) == 50
     answered = [a for a in answers if a]
     assert len(answered) == 1 and "$105.00" in answered[0][0]
@@ -360,24 +344,8 @@ def test_concurrent_deliveries_from_a_number_that_belongs_to_nobody_are_kept_and
         api, app):
     setup_account(api)
     sid = new_sid()
-    answers: list[list[str]] = []
-    errors: list[BaseException] = []
-    start = threading.Barrier(20)
-
-    def deliver() -> None:
-        try:
-            client = Twilio(app.test_client())
-            start.wait()
-            answers.append(replies(client.text("hello?", sid, number=STRANGER)))
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-
-    workers = [threading.Thread(target=deliver) for _ in range(20)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    assert not errors, errors
+    answers = at_once(20, lambda: Twilio(app.test_client()),
+                      lambda client: replies(client.text("hello?", sid, number=STRANGER)))
     assert sorted(len(a) for a in answers) == [0] * 19 + [1]
     assert count_messages(app, MessageRow.provider_id == sid) == 1
 
@@ -433,19 +401,8 @@ def test_concurrent_carrier_opt_out_reports_record_one_opt_out(api, app):
     setup_account(api)
     cross_messages(api)
     sid = opening_sid(app)
-    start = threading.Barrier(10)
-    codes: list[int] = []
-
-    def report() -> None:
-        client = Twilio(app.test_client())
-        start.wait()
-        codes.append(client.status("status_failed_21610", sid).status_code)
-
-    workers = [threading.Thread(target=report) for _ in range(10)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
+    codes = at_once(10, lambda: Twilio(app.test_client()),
+                    lambda client: client.status("status_failed_21610", sid).status_code)
     assert sorted(codes) == [204] * 10
     assert [e for e in consent_events(app) if e[2] == "carrier"] == [("revoke", "whatsapp", "carrier")]
 
