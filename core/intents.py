@@ -99,6 +99,8 @@ import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 
+from core.intent_model import IntentModel
+
 
 class Intent(enum.StrEnum):
     """What a buyer's message asks for (§6); the names are fixed."""
@@ -170,7 +172,25 @@ _STOP_PHRASES = (
     "remove my|this number",
     "delete my|this number", "lose my number", "off your|this|the|ur list", "leave me|us alone",
     "revoke|revoking|withdraw * consent", "revoke", "dont contact", "dnc",
+    f"no longer|never want|wish * {_MSG_NOUN}|contact|contacted|texted|messaged",
+    f"stop|quit sending|send * {_MSG_NOUN}", "stop|quit sending|send me|us? these|this|them $",
+    "block|blocking this|your|my? number", "^ block|blocking me|us|this|you $",
+    # in Spanish, French and Portuguese (accents are dropped before matching)
+    "^ para|basta|baja|arret|arrete|arretez|pare|parar|alto $", "darme|dar|darnos de baja",
+    "no me|nos * escriban|escribas|manden|mandes|envien|envies|contacten|llamen|molesten",
+    "deja|dejen|dejar de * escribir|mandar|enviar|escribirme|mandarme|enviarme|molestar",
+    "no mas * mensajes|textos|mensaje|sms", "plus de * messages|sms|textos",
+    "cancelar * suscripcion|mensajes",
+    "desabonner|desinscrire|desabonnez|desinscrivez", "ne * plus * ecrire|contacter|envoyer",
+    "parem|pare * de * enviar|mandar|mensagens", "nao * mande|mandem|envie|enviem * mensagens",
 )
+
+# Words that, shortly before a stop phrase in the same clause, make it no request to stop:
+# "dont unsubscribe me", "if this keeps up I'll unsubscribe", "not saying stop".
+_STOP_NEGATORS = frozenset({"dont", "not", "never", "wont", "shouldnt", "didnt", "without",
+                            "cant", "if", "unless", "otherwise", "might", "may", "could",
+                            "would", "ill", "will", "gonna", "going", "tempted", "before",
+                            "wouldnt", "neednt"})
 
 _START_PHRASES = (
     "resubscribe", "unstop", "subscribe me|us * again", "subscribe again",
@@ -276,6 +296,9 @@ _DOWNGRADE_PHRASES = (
     "back to starter|growth", "revert|reverting|reverse|undo|undoing",
     "cancel|cancelling|canceling|stop * upgrade", "locked|lock|tied in", "lockin",
     "contract|contracts|commitment", "commit to", "doesnt work out",
+    # cancelling the plan later is a question about being locked in, not a decline
+    "cancel|cancelling|canceling|quit|leave anytime|whenever|later|any", "month to month",
+    "can|could i|we cancel|quit|leave",
 )
 _DOWNGRADE_TOPICS = ("back down", "drop down")  # "usage will drop back down" is a statement
 
@@ -331,6 +354,7 @@ _FEATURE_TOPICS = (  # a question only with a question cue
 _SEAT_TOPICS = (
     "more|extra|additional * seats|seat|users|user|numbers|locations|logins|members|agents|staff",
     "add|adding * seats|seat|users|user|numbers|locations|logins|members|agents|staff",
+    "about|re|regarding * seats|seat|users|user|logins|members|staff|integrations",
 )
 # A question about a plan that no other rule took ("can I send mms on growth?") asks what it has.
 _PLAN_QUESTION = ("on|with|in|under|onto growth|scale", "on|with|in|under the new|bigger plan")
@@ -500,21 +524,25 @@ _QUESTION_OPENERS = frozenset({"is", "does", "do", "can", "could", "would", "wil
                                "should", "did", "confirm", "tell", "isnt", "hows", "has", "have"})
 _LEAD_FILLERS = frozenset({"so", "ok", "okay", "and", "but", "hey", "hi", "hello", "yes", "yeah",
                            "um", "uh", "also", "quick", "question", "please", "just", "then",
-                           "well", "sorry", "hmm", "no", "thanks", "oh"})
+                           "well", "sorry", "hmm", "no", "thanks", "oh", "wait", "hold", "on",
+                           "actually", "sounds", "good", "great", "cool", "sure", "right"})
 
 # Short-hands people type on phones, expanded before matching.
 _ALIASES = {"u": "you", "ur": "your", "r": "are", "plz": "please", "pls": "please",
             "pleas": "please", "thx": "thanks", "ty": "thanks", "tks": "thanks", "wat": "what",
             "wut": "what", "txt": "text", "txts": "texts", "msg": "message", "sms": "sms",
             "ppl": "people", "yrs": "years", "mo": "month", "mth": "month", "okey": "okay",
-            "k": "ok", "kk": "ok", "cuz": "because", "thru": "through", "w": "with"}
+            "k": "ok", "kk": "ok", "okie": "ok", "oki": "ok", "okk": "ok", "unsub": "unsubscribe",
+            "unsubs": "unsubscribe", "cuz": "because", "thru": "through", "w": "with"}
 _JOINS = ((r"\bopt out\b", "optout"), (r"\bopt in\b", "optin"), (r"\bstop all\b", "stopall"),
           (r"\bun subscribe\b", "unsubscribe"), (r"\bre subscribe\b", "resubscribe"),
           (r"\bpro rata\b", "prorata"), (r"\bdo not\b", "dont"),
           (r"\bnon profit\b", "nonprofit"), (r"\bupgradechat\b", "upgrade chat"))
 
-_EMOJI = {"👍": " yes ", "👌": " yes ", "✅": " yes ", "✔": " yes ", "☑": " yes ", "🙌": " yes ",
-          "💯": " yes ", "👎": " no ", "❌": " no ", "🚫": " no ", "🛑": " stop ", "⛔": " stop ",
+# An emoji of approval is an acknowledgement ("ok"), never the explicit yes that completes a
+# confirmation step.
+_EMOJI = {"👍": " ok ", "👌": " ok ", "✅": " ok ", "✔": " ok ", "☑": " ok ", "🙌": " ok ",
+          "💯": " ok ", "👎": " no ", "❌": " no ", "🚫": " no ", "🛑": " stop ", "⛔": " stop ",
           "📞": " call ", "☎": " call ", "📱": " phone "}
 
 # Common English words that must never be "corrected" into a keyword ("then" is not "when").
@@ -552,7 +580,11 @@ swapped content expert contacts customers clients patients
 along atone clone prize pride prom proto rice slice smart stare stark
 started smarter starters store story storm stomp step shop stoop atop top stool spot slop
 """
-_COMMON_WORDS = frozenset(_COMMON_TEXT.split())
+_COMMON_WORDS = frozenset(_COMMON_TEXT.split()) | frozenset(
+    # number words are never "corrected" ("nine" is not "nice"): a call's transcript says prices
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+    "fifteen sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty "
+    "ninety hundred thousand oh".split())
 
 
 @dataclass(frozen=True)
@@ -565,16 +597,172 @@ class _Reading:
     has_question_mark: bool
 
 
+# A pause: the buyer neither agrees nor declines; wants time, or to ask someone first.
+_HOLD_PHRASES = (
+    ("let|lemme me|us? think|check|ask|talk|discuss|look|run|review|sleep|see|circle|get|confirm|"
+     "sort|figure|speak|chat|consult|mull|wait|double"),
+    "give|gimme me|us * day|days|week|weeks|minute|minutes|min|mins|sec|second|bit|while|time|moment",
+    "think about|over|on", "thinking about|over|on|it", "sleep on", "mull", "need|needs * think",
+    "need|want|have|got|gotta * check|ask|talk|discuss|run|review|consult|confirm|clear|verify",
+    ("ask|check|talk|speak|discuss|confirm|consult|clear|run * with|by|to * wife|husband|partner|"
+     "partners|boss|team|finance|accountant|cfo|ceo|owner|owners|manager|cofounder|board|office|"
+     "bookkeeper|spouse|director|doctor|dentist|broker|colleague|colleagues"),
+    ("will|ill|gonna|going|let * look|check|review|think|decide|revisit|come back|get back|"
+     "circle back|let you know|follow up|sit down"),
+    "get|circle|come back to you|on", "let you know", "keep you posted", "hold off|on|tight",
+    "not sure|decided yet", "not sure $", "havent decided", "undecided", "on the fence",
+    "maybe|possibly|perhaps later|soon|tomorrow|next|in|after", "^ maybe|possibly|perhaps $",
+    "later today|tonight|tomorrow", "look|looking at it|this later|tonight|tomorrow",
+    "need|needs|want some|more time", "in a bit|while", "busy * right now|rn|today|atm",
+    "cant|can not|cannot decide|answer|say * now|yet|today", "one sec|second|moment|min",
+    # a yes put off, or made conditional: "yes next month", "yes if my boss agrees"
+    ("^ yes|yeah|yep|sure|probably|confirm * next|later|tomorrow|tonight|monday|"
+     "tuesday|wednesday|thursday|friday|january|february|march|april|may|june|july|august|"
+     "september|october|november|december|q1|q2|q3|q4"),
+    "^ yes|yeah|yep|sure|probably * if|once|after|assuming|provided|pending",
+)
+# A plain no, which a hedge beside it does not soften into a pause ("not now, maybe in Q1").
+_PLAIN_NO = ("^ no|nope|nah|pass $", "^ no|nope|nah ,", "not interested", "no thanks|thank",
+             "^ not now|today|this|yet", "not right now", "^ no|nope|nah not")
+# Words an explicit yes may carry: a yes-word with politeness and "go ahead" around it.
+_YES_WORDS = frozenset({"yes", "yess", "yep", "yup", "yeah", "yea", "ya", "yah", "yas", "si",
+                        "affirmative", "confirm", "confirmed", "confirming", "confirms"})
+_YES_COMPANIONS = frozenset({
+    "please", "thanks", "thank", "you", "go", "ahead", "do", "it", "proceed", "absolutely",
+    "definitely", "lets", "ok", "okay", "sure", "and", "so", "that", "is", "correct", "right",
+    "upgrade", "upgrading", "us", "me", "move", "switch", "to", "the", "plan", "growth", "scale",
+    "starter", "i", "we", "want", "charge", "card", "now", "all", "good", "great", "im", "in",
+    "perfect", "sounds", "exactly", "of", "course", "indeed", "sir", "maam", "agreed", "mam",
+    "thats", "this", "at", "a", "per", "month", "monthly", "dollars", "usd", "bill", "on", "file",
+    # the figures shown, agreed to: "yes, $105 today is fine", "yes, the $350 difference is ok"
+    "fine", "about", "difference", "off", "today", "works", "messages", "from", "our",
+})
+# Thanks and acknowledgements with nothing else in them.
+_THANKS_WORDS = frozenset({"thanks", "thank", "you", "much", "so", "very", "appreciate", "it",
+                           "great", "cool", "awesome", "perfect", "ok", "okay", "got", "noted",
+                           "nice", "amazing", "lovely", "cheers", "gracias", "merci", "a", "lot",
+                           "bunch", "again", "many", "wonderful", "excellent", "good", "all",
+                           "set", "done", "sweet", "have", "day", "night", "nice", "understood"})
+# "are you a bot?", "is this a real person?", "am I talking to a human?"
+_BOT_QUESTION = re.compile(
+    r"(?:^|\b)(?:are you|r you|is this|is it|is that|am i (?:talking|speaking|chatting|texting|"
+    r"messaging) (?:to|with)|this is|you are|youre|are these|is someone|is anyone)"
+    r"(?: (?:a|an|just|even|actually|really|like|some|automated|real|live|actual))*"
+    r" (?:bot|robot|ai|machine|computer|automated|automatic|auto|chatbot|human|person|real|"
+    r"people|program|script|recording|answering machine)\b")
+
+
+@dataclass(frozen=True)
+class Understanding:
+    """What the conversation needs to know about a reply, beyond its intent.
+
+    `hold`: a pause ("let me ask my wife", "yes but give me a day"): nothing is done, no decline
+    recorded. `explicit`: may complete a confirmation step: the confirm word, or a yes-word
+    standing alone with politeness around it ("yes", "yes please"); an acknowledgement ("ok",
+    "k", "👍", "sounds good") is not. `asks_if_bot`: "are you a bot?" (answered truthfully).
+    `thanks`: thanks or an acknowledgement and nothing else. `confidence`: how sure the reading
+    is (1.0 for a rule; the model's probability otherwise); `sure`: whether to act on it."""
+
+    intent: Intent
+    reason: DeclineReason | None = None
+    hold: bool = False
+    explicit: bool = False
+    asks_if_bot: bool = False
+    thanks: bool = False
+    confidence: float = 1.0
+    sure: bool = True  # False: the model's reading, not sure enough to act on; ask instead
+
+
+def understand(text: str, model: IntentModel | None = None) -> Understanding:
+    """Read `text`: its intent, whether it is a pause, an explicit yes, a question whether the
+    bot is a person, or just thanks.
+
+    The rules read first; STOP, START, CONFIRM and HELP found by the rules stand. With a
+    `model` (handed over by the application), the model reads what the rules left unknown when
+    it is at least MODEL_TAKES_UNKNOWN sure, and overrules the rules when it is MODEL_OVERRULES
+    sure. A reading of the model's is `sure` (acted on) only from ASK_BELOW up, and never when
+    it is STOP, START or CONFIRM, or AFFIRM without a yes-word: then the bot asks."""
+    reading = _read(text)
+    words = reading.words
+    rules = _rules_intent(reading)
+    hold = rules in (Intent.AFFIRM, Intent.CONFIRM, Intent.UNKNOWN, Intent.DECLINE) \
+        and _is_hold(reading)
+    label: str = HOLD if hold else rules
+    confidence, sure = 1.0, True
+    if model is not None and words and rules not in _RULES_ONLY and rules != Intent.HELP:
+        guess = model.predict(words, reading.has_question_mark)
+        threshold = MODEL_TAKES_UNKNOWN if label == Intent.UNKNOWN else MODEL_OVERRULES
+        if guess.label == label:
+            confidence = guess.probability
+        elif guess.probability >= threshold:
+            label, confidence = guess.label, guess.probability
+            # What the rules did not see is acted on only when the model is sure, and never for
+            # a consent change, a confirmation or a yes without a yes-word: the bot asks instead.
+            sure = guess.probability >= ASK_BELOW and label not in _RULES_ONLY and (
+                label != Intent.AFFIRM or _any(_AFFIRM_PHRASES, reading.text))
+    hold = label == HOLD
+    intent = Intent.UNKNOWN if hold else Intent(label)
+    plain = [w for w in words if w != _BREAK]
+    bot = bool(_BOT_QUESTION.search(" ".join(plain)))
+    explicit = (not hold and not reading.has_question_mark
+                # "yes is that right" asks; a confirm statement asks nothing ("confirm" opens
+                # questions too, but the rules only call a statement CONFIRM)
+                and (intent == Intent.CONFIRM or not reading.asks)
+                and intent in (Intent.AFFIRM, Intent.CONFIRM)
+                and bool(_YES_WORDS.intersection(plain))
+                and all(w in _YES_WORDS or w in _YES_COMPANIONS or w.isdigit() for w in plain))
+    thanks = (intent in (Intent.UNKNOWN, Intent.AFFIRM) and not hold and bool(plain)
+              and all(w in _THANKS_WORDS for w in plain)
+              and bool({"thanks", "thank", "appreciate", "cheers", "gracias", "merci"}
+                       .intersection(plain)))
+    if thanks:
+        intent = Intent.UNKNOWN
+    reason = _decline_reason(reading, model) if intent == Intent.DECLINE else None
+    return Understanding(intent, reason, hold=hold, explicit=explicit and sure,
+                         asks_if_bot=bot, thanks=thanks, confidence=confidence, sure=sure)
+
+
+def normalised(text: str) -> tuple[tuple[str, ...], bool]:
+    """The canonical words the rules and the model read, and whether the text has a "?"."""
+    reading = _read(text)
+    return reading.words, reading.has_question_mark
+
+
+def _is_hold(reading: _Reading) -> bool:
+    """A pause, unless it says no plainly ("no, not now"): hedges are neither yes nor no."""
+    if not _any(_HOLD_PHRASES, reading.text):
+        return False
+    return not _any(_PLAIN_NO, reading.text)
+
+
 # ---------------------------------------------------------------------------------------------
 # Public functions
 # ---------------------------------------------------------------------------------------------
 
-def classify(text: str) -> Intent:
-    """The buyer's intent in `text`, by the precedence documented at the top of this module.
+def classify(text: str, model: IntentModel | None = None) -> Intent:
+    """The buyer's intent in `text`, by the precedence documented at the top of this module;
+    with a `model`, the rules and the model together (see `understand`). A pause ("let me ask
+    my wife") is UNKNOWN here: `understand` says it is one.
 
     Pure and deterministic; never raises on any string (the empty text is UNKNOWN).
     """
-    reading = _read(text)
+    return understand(text, model).intent
+
+
+# Labels the model may give beyond the intents.
+HOLD = "hold"
+# The rules alone decide these: the carrier keywords and revocations, START, HELP, and the
+# explicit confirmation. The model never turns a reply into one of them.
+_RULES_ONLY = frozenset({Intent.STOP, Intent.START, Intent.CONFIRM})
+# How sure the model must be to read a reply the rules left unknown, and to overrule them.
+MODEL_TAKES_UNKNOWN = 0.30
+MODEL_OVERRULES = 0.40
+# Below this, a reading the rules did not make is not acted on: the bot asks one short question.
+ASK_BELOW = 0.60
+
+
+def _rules_intent(reading: _Reading) -> Intent:
+    """The rules' reading (the precedence at the top of this module)."""
     words = reading.words
     if not words:
         return Intent.UNKNOWN
@@ -584,7 +772,7 @@ def classify(text: str) -> Intent:
         return Intent.START
     if _whole_message_is(words, HELP_KEYWORDS, _FILLERS):
         return Intent.HELP
-    if _any(_STOP_PHRASES, reading.text):
+    if _asks_to_stop(reading):
         return Intent.STOP
     if _any(_START_PHRASES, reading.text) and not _negated(words, _START_VERBS, _REQUEST_NEGATORS,
                                                              window=4):
@@ -615,12 +803,27 @@ def classify(text: str) -> Intent:
     return Intent.UNKNOWN
 
 
-def decline_reason(text: str) -> DeclineReason:
+def decline_reason(text: str, model: IntentModel | None = None) -> DeclineReason:
     """Why a decline says no: leaving, then price, then not needed, then timing; else OTHER.
+    With a `model`, the model reads what the rules call OTHER (and overrules them when sure).
 
     Meant for texts that `classify` reads as DECLINE; any text gets an answer.
     """
-    reading = _read(text)
+    return _decline_reason(_read(text), model)
+
+
+def _decline_reason(reading: _Reading, model: IntentModel | None) -> DeclineReason:
+    rules = _reason(reading)
+    if model is None or not reading.words:
+        return rules
+    guess = model.reason(reading.words, reading.has_question_mark)
+    threshold = MODEL_TAKES_UNKNOWN if rules == DeclineReason.OTHER else MODEL_OVERRULES
+    if guess.label != rules and guess.probability >= threshold:
+        return DeclineReason(guess.label)
+    return rules
+
+
+def _reason(reading: _Reading) -> DeclineReason:
     for reason, phrases in _REASONS:
         if _any(phrases, reading.text):
             return reason
@@ -659,6 +862,20 @@ def _question_intent(reading: _Reading) -> Intent | None:
     if _opener(reading.words) in _PLAN_QUESTION_OPENERS and _any(_PLAN_QUESTION, text):
         return Intent.QUESTION_FEATURES
     return None
+
+
+def _asks_to_stop(reading: _Reading) -> bool:
+    """A revocation in plain words that nothing just before it negates or makes conditional:
+    "no thanks. dont unsubscribe me tho" and "if this keeps up I'll unsubscribe" are not
+    opt-outs; "don't text me" is one (there the negation is the request itself)."""
+    for clause in _clauses(reading.words):
+        text = " ".join(clause)
+        for phrase in _STOP_PHRASES:
+            for match in _PATTERNS[phrase].finditer(text):
+                before = text[:match.start()].split()[-3:]
+                if not _STOP_NEGATORS.intersection(before):
+                    return True
+    return False
 
 
 def _asks_for_a_person(reading: _Reading) -> bool:
@@ -777,7 +994,7 @@ def _read(text: str) -> _Reading:
     t = re.sub(r"(?<=\d)[.,](?=\d)", "", t)  # "4,800" is 4800, not a clause break
     t = re.sub(r"[,;:.!?¿¡]+", f" {_BREAK} ", t)
     t = re.sub(r"[^\w\s,]|_", " ", t)
-    words = _trim_breaks([_canonical(w) for w in _spelled_out(t.split())])
+    words = _trim_breaks(_spoken_numbers([_canonical(w) for w in _spelled_out(t.split())]))
     joined = " ".join(words)
     for pattern, replacement in _JOINS:
         joined = re.sub(pattern, replacement, joined)
@@ -785,6 +1002,80 @@ def _read(text: str) -> _Reading:
     words = _trim_breaks(joined.split())
     joined = " ".join(words)
     return _Reading(tuple(words), joined, asks or _has_question_cue(words), asks)
+
+
+_UNITS = {w: i for i, w in enumerate("zero one two three four five six seven eight nine ten "
+                                     "eleven twelve thirteen fourteen fifteen sixteen "
+                                     "seventeen eighteen nineteen".split())}
+_UNITS["oh"] = 0
+_TENS = {w: 10 * i for i, w in enumerate("_ _ twenty thirty forty fifty sixty seventy eighty "
+                                         "ninety".split()) if i >= 2}
+_SCALES = {"hundred": 100, "thousand": 1000, "k": 1000}
+
+
+def _spoken_numbers(words: list[str]) -> list[str]:
+    """Numbers said in words, as a phone call's transcript has them, become digits: "four
+    ninety nine" is 499, "fourteen ninety nine" 1499, "a hundred and five" 105, "two fifty" 250.
+    A lone number word stays a word ("one sec", "no one"), and so does a run that starts with
+    "oh"."""
+    out: list[str] = []
+    i = 0
+    while i < len(words):
+        j, value = _number_run(words, i)
+        if value is None:
+            out.append(words[i])
+            i += 1
+        else:
+            out.append(value)
+            i = j
+    return out
+
+
+def with_spoken_numbers(text: str) -> str:
+    """`text` with numbers said in words written in digits ("yes for four hundred dollars" ->
+    "yes for 400 dollars"), everything else kept, for reading amounts out of a transcript."""
+    tokens = re.findall(r"[A-Za-z]+|[^A-Za-z\s]+", text)
+    return " ".join(_spoken_numbers([t.lower() if t.isalpha() else t for t in tokens]))
+
+
+def _number_run(words: list[str], start: int) -> tuple[int, str | None]:
+    """The end of the number said from `start`, and its digits; (start, None) when there is
+    none worth converting (fewer than two number words)."""
+    i, tokens = start, []
+    if i < len(words) and words[i] == "a" and i + 1 < len(words) and words[i + 1] in _SCALES:
+        tokens.append("one")
+        i += 1
+    while i < len(words):
+        w = words[i]
+        if w in _UNITS or w in _TENS or w in _SCALES:
+            tokens.append(w)
+        elif w == "and" and tokens and tokens[-1] in _SCALES and i + 1 < len(words) \
+                and (words[i + 1] in _UNITS or words[i + 1] in _TENS):
+            pass  # "a hundred and five"
+        else:
+            break
+        i += 1
+    if len(tokens) < 2 or tokens[0] == "oh" or tokens[0] in _SCALES:
+        return start, None
+    if any(t in _SCALES for t in tokens):  # arithmetic: "five hundred", "two thousand five"
+        total = current = 0
+        for t in tokens:
+            if t in _SCALES:
+                current = max(current, 1) * _SCALES[t]
+                if _SCALES[t] >= 1000:
+                    total, current = total + current, 0
+            else:
+                current += _UNITS.get(t, 0) + _TENS.get(t, 0)
+        return i, str(total + current)
+    groups: list[list] = []  # the way prices are said: "four | ninety nine", "one | oh | five"
+    for t in tokens:
+        if t in _TENS:
+            groups.append([_TENS[t], True])  # a tens word, still open to its unit
+        elif groups and groups[-1][1] and 0 < _UNITS[t] < 10:
+            groups[-1] = [groups[-1][0] + _UNITS[t], False]
+        else:
+            groups.append([_UNITS[t], False])
+    return i, "".join(str(value) for value, _ in groups)
 
 
 def _spelled_out(words: list[str]) -> list[str]:
@@ -889,7 +1180,7 @@ _TABLES = (_STOP_PHRASES, _START_PHRASES, _HELP_PHRASES, _HELP_TOPIC_PHRASES, _C
            _FEATURE_TOPICS, _SEAT_TOPICS, _PLAN_QUESTION, _PRICE_FIRST_TOPICS, _PRICE_PHRASES,
            _PRICE_TOPICS, _LEAVING_PHRASES, _USAGE_DROP, _AFFIRM_IN_QUESTION,
            _PRICE_REASON_PHRASES, _NOT_NEEDED_PHRASES, _TIMING_PHRASES, _DECLINE_PHRASES,
-           _AFFIRM_PHRASES, _FALSE_NEGATIONS)
+           _AFFIRM_PHRASES, _FALSE_NEGATIONS, _HOLD_PHRASES, _PLAIN_NO)
 _PATTERNS: dict[str, re.Pattern[str]] = {p: _compile(p) for table in _TABLES for p in table}
 
 

@@ -11,7 +11,7 @@ from core.intents import (
     classify,
     decline_reason,
 )
-from scripts.eval_intents import DEFAULT_SET, MIN_ACCURACY, evaluate, keyword_variants, load
+from scripts.eval_intents import DEFAULT_SET, evaluate, keyword_variants, load, shipped_model
 
 CARRIER_STOP_KEYWORDS = {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "OPTOUT",
                          "REVOKE"}
@@ -327,24 +327,90 @@ def test_classify_is_total_over_odd_input():
         assert isinstance(decline_reason(text), DeclineReason)
 
 
-def test_the_labelled_set_meets_the_targets():
+def test_the_labelled_set_meets_the_targets_with_the_shipped_model():
     examples = load(DEFAULT_SET)
-    report = evaluate(examples)
+    report = evaluate(examples, shipped_model())
     assert len(examples) >= 330
-    assert report.accuracy >= MIN_ACCURACY, report.confusions
-    assert report.false_confirms == []
-    assert report.keyword_misses == []
+    assert report.failures() == [], report.confusions
     assert len(keyword_variants()) >= 8 * 3
+
+
+def test_the_rules_alone_never_act_on_a_false_yes_or_stop_in_the_labelled_set():
+    report = evaluate(load(DEFAULT_SET), None)
+    assert report.false_yes == [] and report.false_stops == [] and report.keyword_misses == []
 
 
 def test_the_labelled_set_covers_every_intent_and_labels_every_decline_reason():
     examples = load(DEFAULT_SET)
-    counts = {intent: sum(e.intent is intent for e in examples) for intent in Intent}
+    counts = {intent: sum(e.label == intent.value for e in examples) for intent in Intent}
     assert all(n >= 15 for n in counts.values()), counts
     assert counts[Intent.STOP] >= 30 and counts[Intent.CONFIRM] >= 20
-    stop_texts = {e.text.strip(" .!").upper() for e in examples if e.intent is Intent.STOP}
+    stop_texts = {e.text.strip(" .!").upper() for e in examples if e.label == "stop"}
     assert CARRIER_STOP_KEYWORDS <= stop_texts
     near_misses = [e for e in examples
-                   if "conf" in e.text.lower() and e.intent is not Intent.CONFIRM]
+                   if "conf" in e.text.lower() and e.label != "confirm"]
     assert len(near_misses) >= 20
-    assert all(e.reason is not None for e in examples if e.intent is Intent.DECLINE)
+    assert all(e.reason is not None for e in examples if e.label == "decline")
+
+
+# --- readings the conversation needs beyond the intent ------------------------------------------
+
+@pytest.mark.parametrize("text, digits", [
+    ("four ninety nine", "499"), ("fourteen ninety nine", "1499"), ("a hundred and five", "105"),
+    ("two fifty", "250"), ("one oh five", "105"), ("three seventy five a month", "375 a month"),
+    ("five hundred", "500"), ("ninety nine", "99"), ("twenty twenty six", "2026")])
+def test_numbers_said_in_words_are_read_as_digits(text, digits):
+    from core.intents import normalised
+    assert " ".join(normalised(text)[0]) == digits
+
+
+@pytest.mark.parametrize("text", ["one sec", "no one", "the first one", "nine"])
+def test_a_lone_number_word_stays_a_word(text):
+    from core.intents import normalised
+    assert " ".join(normalised(text)[0]) == text
+
+
+def test_a_spoken_confirmation_with_the_price_in_words_is_explicit():
+    from core.intents import understand
+    heard = understand("confirm growth at four ninety nine")
+    assert heard.intent is Intent.CONFIRM and heard.explicit
+
+
+@pytest.mark.parametrize("text", ["ok thanks, will look at it tonight", "ok lemme ask my wife",
+                                  "ok give me a day", "yes but let me check with finance first",
+                                  "yes next month", "yes if my boss agrees", "maybe",
+                                  "let me think about it"])
+def test_a_hedge_is_a_pause_never_a_yes_or_a_decline(text):
+    from core.intents import understand
+    heard = understand(text)
+    assert heard.hold and heard.intent is Intent.UNKNOWN and not heard.explicit, heard
+
+
+@pytest.mark.parametrize("text, explicit", [
+    ("yes", True), ("YES", True), ("yes please", True), ("Yes, go ahead", True),
+    ("confirm", True), ("yes, $105 today is fine", True),
+    ("ok", False), ("k", False), ("👍", False), ("sounds good", False), ("sure thing", False),
+    ("yes is that right", False), ("yes?", False)])
+def test_only_a_yes_word_standing_alone_or_the_confirm_word_is_explicit(text, explicit):
+    from core.intents import understand
+    assert understand(text).explicit is explicit, understand(text)
+
+
+@pytest.mark.parametrize("text", ["no thanks. dont unsubscribe me tho", "dont stop texting me",
+                                  "if this keeps up ill unsubscribe", "I might unsubscribe later",
+                                  "not saying stop, just not now"])
+def test_a_negated_or_conditional_mention_of_stopping_is_not_an_opt_out(text):
+    assert classify(text) is not Intent.STOP
+
+
+@pytest.mark.parametrize("text", ["STOP", "stop texting me", "please dont text me",
+                                  "no and stop messaging me about upgrades", "unsub",
+                                  "remove me from this list", "stop texting me or i will report you"])
+def test_a_plain_request_to_stop_is_an_opt_out(text):
+    assert classify(text) is Intent.STOP
+
+
+@pytest.mark.parametrize("text", ["are you a bot?", "is this a real person?", "am I talking to a human"])
+def test_are_you_a_bot_is_flagged(text):
+    from core.intents import understand
+    assert understand(text).asks_if_bot
