@@ -13,6 +13,8 @@ import secrets
 import sys
 import tempfile
 from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -30,6 +32,7 @@ from core.conversation import Business
 from core.engine import EngineConfig
 from core.errors import CatalogError, DomainError
 from core.guardrails import GuardrailPolicy
+from core.intent_model import IntentModel
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
@@ -61,8 +64,10 @@ DEFAULTS: dict[str, Any] = {
     "HEALTH_ESCALATIONS_RED_ABOVE": 0,
     "CONTROL_SHARE": "0.10",  # share of accounts held out as the control cohort (§5.2)
     "CONTROL_SALT": "upgrade-chat-control",  # change it to draw a new cohort
-    "BUSINESS_NAME": "Upgrade Chat",  # who the messages come from (HELP, STOP replies)
-    "SUPPORT_CONTACT": "support@example.com",
+    # Who the messages come from: the SaaS product's own name, the one the buyer knows (named
+    # first in every phone opening, in HELP, STOP and "are you a bot?"). "Beacon" is the demo's.
+    "BUSINESS_NAME": "Beacon",
+    "SUPPORT_CONTACT": "support@beacon.example",
     "BILLING_WEBHOOK_URL": None,  # where plan changes are POSTed (signed); none: not sent
     "BILLING_WEBHOOK_SECRET": None,  # HMAC-SHA256 key for the webhook signature
     "TWILIO_ACCOUNT_SID": None,  # none: sandbox channels (stored, shown at /sandbox/phone)
@@ -342,7 +347,15 @@ def _engine_config(app: Flask, health: HealthBounds) -> EngineConfig:
     return EngineConfig(policy=policy, health=health,
                         business=Business(str(app.config["BUSINESS_NAME"]),
                                           str(app.config["SUPPORT_CONTACT"])),
-                        billing_webhook=bool(url))
+                        billing_webhook=bool(url), model=load_intent_model())
+
+
+@lru_cache(maxsize=1)
+def load_intent_model() -> IntentModel:
+    """The reply model shipped in the package (core/intent_model.json), read once per process
+    and handed to the core."""
+    text = resources.files("core").joinpath("intent_model.json").read_text(encoding="utf-8")
+    return IntentModel.from_json(text)
 
 
 def _warn_if_schema_behind(engine: Engine) -> None:

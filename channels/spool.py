@@ -37,6 +37,8 @@ from pathlib import Path
 
 from sqlalchemy import exc as sa_exc
 
+from core.routing import UNROUTED
+
 try:
     import psycopg
 except ImportError:  # pragma: no cover - SQLite-only installs
@@ -308,7 +310,8 @@ class _QueueingConversations:
         return getattr(self._conversations, name)
 
     def add_message(self, **fields):
-        if (fields.get("direction"), fields.get("kind"), fields.get("status")) == \
-                ("out", "reply", "sent"):
+        # Replies, and a shared number's unrouted answers ("which business?", core.routing).
+        if (fields.get("direction"), fields.get("status")) == ("out", "sent") and \
+                fields.get("kind") in ("reply", UNROUTED):
             fields["status"] = "queued"
         return self._conversations.add_message(**fields)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
@@ -19,7 +19,8 @@ from core.case import Case
 from core.catalog import Catalog
 from core.errors import DomainError
 from core.framing import join_words, opening_message
-from core.intents import DeclineReason, Intent, decline_reason
+from core.intents import (DeclineReason, Intent, Understanding, decline_reason, understand,
+                          with_spoken_numbers)
 from core.money import dollars
 
 
@@ -74,6 +75,8 @@ TRANSITIONS: dict[tuple[ThreadState, ThreadEvent], ThreadState] = {
     (S.AWAITING_CONFIRMATION, E.EXPIRE): S.EXPIRED,
     (S.AWAITING_CONFIRMATION, E.OPT_OUT): S.OPTED_OUT,
     (S.DECLINED, E.AFFIRM): S.AWAITING_CONFIRMATION,
+    # A buyer whose thread is with a CSM may still go ahead at the list price (the CSM is told).
+    (S.ESCALATED, E.AFFIRM): S.AWAITING_CONFIRMATION,
     (S.EXPIRED, E.AFFIRM): S.AWAITING_CONFIRMATION,
 }
 # A finished thread keeps its outcome when the buyer opts out later: consent is the contact's
@@ -110,6 +113,7 @@ class Turn:
     decline_reason: DeclineReason | None = None
     escalation: EscalationReason | None = None
     consent: str | None = None  # "revoke" | "grant"
+    notify_csm: bool = False  # tell the CSM of the thread's open escalation what the buyer did
 
 
 def _plan(name: str) -> str:
@@ -153,8 +157,10 @@ def other_amount_named(text: str, case: Case) -> Decimal | None:
     shown = {case.target.base_price, case.current.base_price, case.cost_target.total,
              case.cost_current.total, case.prorated_charge_today, abs(case.monthly_difference),
              abs(case.proration.base_difference)}
+    spoken = with_spoken_numbers(text)
     for pattern in _AMOUNTS:
-        for whole, cents, thousands in pattern.findall(text):
+        found = pattern.findall(text) + (pattern.findall(spoken) if spoken != text else [])
+        for whole, cents, thousands in found:
             amount = Decimal(f"{whole.replace(',', '')}.{(cents or '0').ljust(2, '0')}")
             if thousands:
                 amount *= 1000
@@ -164,20 +170,28 @@ def other_amount_named(text: str, case: Case) -> Decimal | None:
     return None
 
 
-def wrong_amount_answer(case: Case, amount: Decimal) -> str:
+def wrong_amount_answer(case: Case, amount: Decimal,
+                        state: ThreadState | None = None) -> str:
+    """A price the buyer named that is not ours, corrected with the real figures."""
     target = _plan(case.target.name)
     today = (f" and {dollars(case.prorated_charge_today)} today"
              if case.direction == "up" else "")
+    word = "CONFIRM" if state == S.AWAITING_CONFIRMATION else "YES"
+    how = f"Reply {word} to go ahead at {dollars(case.target.base_price)} a month"
     return (f"To be clear, {target} is {dollars(case.target.base_price)} a month{today}, not "
-            f"{dollars(amount)}; the price is the same for everyone. Reply YES to go ahead at that "
-            f"price, or ask for a person.")
+            f"{dollars(amount)}; the price is the same for everyone and nothing has been "
+            f"charged. {how}, or PERSON to talk to your account manager.")
 
 
-def wrong_plan_answer(case: Case, named: str) -> str:
+def wrong_plan_answer(case: Case, named: str, state: ThreadState | None = None) -> str:
     target = _plan(case.target.name)
+    how = (f"Reply CONFIRM to {'upgrade to' if case.direction == 'up' else 'move to'} {target} "
+           f"({dollars(case.prorated_charge_today)} today)" if state == S.AWAITING_CONFIRMATION
+           and case.direction == "up" else
+           f"Reply {'CONFIRM' if state == S.AWAITING_CONFIRMATION else 'YES'} to go ahead with "
+           f"{target}")
     return (f"This offer is for {target} at {dollars(case.target.base_price)} a month, not "
-            f"{_plan(named)}. Reply YES to go ahead with {target}, or ask for a person to talk "
-            f"about {_plan(named)}.")
+            f"{_plan(named)}. {how}, or ask for a person to talk about {_plan(named)}.")
 
 
 def _day(d: date) -> str:
@@ -206,13 +220,21 @@ def upgraded_message(case: Case) -> str:
         return (f"Done: you are on {target} now. {dollars(case.prorated_charge_today)} is charged "
                 f"today; from {_day(case.proration.period_end)} it is "
                 f"{dollars(case.target.base_price)} a month.")
+    at_usage = case.cost_target.total
+    usage_note = "" if at_usage == case.target.base_price else \
+        f" ({dollars(at_usage)} at your current usage)"
     return (f"Done: you move to {target} on {_day(case.effective)}, at "
-            f"{dollars(case.target.base_price)} a month.")
+            f"{dollars(case.target.base_price)} a month{usage_note}. Nothing is charged today.")
 
 
 def already_changed_message(case: Case) -> str:
-    return (f"Your plan change to {_plan(case.target.name)} is already in place; nothing more "
-            f"will be charged.")
+    target = _plan(case.target.name)
+    if case.direction == "up":
+        return (f"Your change to {target} is already made; nothing more is charged today. From "
+                f"{_day(case.proration.period_end)} it is {dollars(case.target.base_price)} a "
+                f"month.")
+    return (f"Your move to {target} is already set for {_day(case.effective)}, at "
+            f"{dollars(case.target.base_price)} a month; nothing is charged today.")
 
 
 def period_taken_message(case: Case) -> str:
@@ -229,7 +251,13 @@ def offer_withdrawn_message(plan: str) -> str:
     return f"Your account is on {_plan(plan)} now, so this offer no longer applies."
 
 
+def _charge_today(case: Case) -> str:
+    return dollars(case.prorated_charge_today)
+
+
 def price_answer(case: Case) -> str:
+    """The plan's price, what moving today charges, and the comparison at the buyer's usage
+    (a saving only when there is one)."""
     current, target = _plan(case.current.name), _plan(case.target.name)
     now_cost, new_cost = dollars(case.cost_current.total), dollars(case.cost_target.total)
     if case.claims_saving:
@@ -238,8 +266,11 @@ def price_answer(case: Case) -> str:
         tail = "the same."
     else:
         tail = f"{dollars(-case.monthly_difference)} more."
-    return (f"{target} is {dollars(case.target.base_price)} a month. At your last 30 days of usage "
-            f"it would cost {new_cost} against {now_cost} on {current}: {tail}")
+    today = (f" Upgrading today charges {_charge_today(case)} for the rest of this billing "
+             f"period." if case.direction == "up" else
+             f" Nothing is charged today: the change would start on {_day(case.effective)}.")
+    return (f"{target} is {dollars(case.target.base_price)} a month.{today} At your last 30 days "
+            f"of usage it would cost {new_cost} against {now_cost} on {current}: {tail}")
 
 
 def features_answer(case: Case, catalog: Catalog) -> str:
@@ -259,29 +290,55 @@ def features_answer(case: Case, catalog: Catalog) -> str:
             f"{v.integrations}{extra}.")
 
 
-def proration_answer(case: Case) -> str:
+def proration_answer(case: Case, charged: bool = False) -> str:
+    """Today's charge and how it is worked out; `charged`: the change was made (what was paid)."""
     p = case.proration
     if case.direction == "down":
-        return (f"Nothing is charged today: the change to {_plan(case.target.name)} takes effect "
+        lead = "Nothing was charged" if charged else "Nothing is charged today"
+        return (f"{lead}: the change to {_plan(case.target.name)} takes effect "
                 f"on {_day(case.effective)}, at the start of your next billing period.")
-    return (f"Upgrading today charges {dollars(case.prorated_charge_today)}: the "
+    if charged:
+        return (f"You were charged {_charge_today(case)} when you upgraded: the "
+                f"{dollars(p.base_difference)} difference in base price for the "
+                f"{p.days_remaining} of {p.days_in_period} days left in that billing period "
+                f"(until {_day(p.period_end)}). From then it is "
+                f"{dollars(case.target.base_price)} a month.")
+    return (f"Nothing has been charged. Upgrading today charges {_charge_today(case)}: the "
             f"{dollars(p.base_difference)} difference in base price for the {p.days_remaining} of "
             f"{p.days_in_period} days left in this billing period (until {_day(p.period_end)}). "
             f"After that it is {dollars(case.target.base_price)} a month.")
 
 
 def downgrade_answer(case: Case) -> str:
-    return (f"Yes. You can move back to {_plan(case.current.name)} whenever you like; a move "
-            f"down takes effect at the start of your next billing period, with no charge.")
+    """Contracts and moving back: month to month, in whichever direction the thread is about."""
+    if case.direction == "down":
+        higher = _plan(case.current.name)
+        return (f"No contract: plans are month to month. You can move back up to {higher} "
+                f"whenever you like; moving up is charged when you do it (the difference in base "
+                f"price for the rest of that billing period), then it is "
+                f"{dollars(case.current.base_price)} a month.")
+    return (f"No contract: plans are month to month. You can move back to "
+            f"{_plan(case.current.name)} whenever you like; a move down takes effect at the start "
+            f"of your next billing period, with no charge.")
 
 
-def help_message(business: Business) -> str:
-    return (f"{business.name}: upgrade advice for your account. Help: {business.support}. "
-            f"Reply STOP to opt out. Msg & data rates may apply.")
+def _about(case: Case | None) -> str:
+    if case is None:
+        return "your account's plan"
+    current, target = _plan(case.current.name), _plan(case.target.name)
+    if case.direction == "up":
+        return f"an offer to upgrade your plan from {current} to {target}"
+    return f"a suggestion to move your plan from {current} down to {target}, which costs less"
+
+
+def help_message(business: Business, case: Case | None = None) -> str:
+    """Who is writing, what about, how to stop, and where to get help (carrier norms)."""
+    return (f"{business.name} here, writing about {_about(case)}. Ask me anything, or reply STOP "
+            f"to opt out. Help: {business.support}. Msg & data rates may apply.")
 
 
 def stop_message(business: Business) -> str:
-    return (f"You are unsubscribed from {business.name} and will get no more messages. "
+    return (f"You are unsubscribed from {business.name} messages and will get no more. "
             f"Reply START to subscribe again.")
 
 
@@ -290,32 +347,120 @@ def start_message(business: Business) -> str:
             f"STOP to opt out.")
 
 
+def bot_answer(business: Business, has_thread: bool = True) -> str:
+    person = ("Reply PERSON and your account manager will get in touch." if has_thread else
+              f"To reach a person, write to {business.support}.")
+    return f"I am an automated assistant for {business.name}, not a person. {person}"
+
+
 FALLBACK = ("Sorry, I did not catch that. Reply YES to see the upgrade details, NO if not now, or "
             "ask about the price, the features or today's charge.")
 NO_OFFER = "There is no plan change on the table for your account right now."
 
 
-def reply(state: ThreadState | None, intent: Intent, text: str, case: Case | None,
-          catalog: Catalog, business: Business, *, opted_out: bool = False) -> Turn:
+def _move(case: Case) -> str:
+    return ("upgrade to" if case.direction == "up" else "move to") + " " + _plan(case.target.name)
+
+
+def options(state: ThreadState | None, case: Case | None, business: Business,
+            opted_out: bool = False) -> str:
+    """What the buyer can do in `state`, in one sentence: the fallback's second half.
+    `opted_out`: whether the contact's consent is revoked now (an opted_out thread outlives a
+    later START; an opted-out buyer's yes waits for START)."""
+    if state is None or case is None:
+        return f"{NO_OFFER} For anything else about your account: {business.support}."
+    if opted_out and state in (S.OPEN, S.OFFERED, S.AWAITING_CONFIRMATION, S.DECLINED,
+                               S.EXPIRED, S.ESCALATED):
+        return (f"You have opted out of these messages: reply START to subscribe again, then "
+                f"YES to {_move(case)}. Questions still get answers here.")
+    target = _plan(case.target.name)
+    if state in (S.OPEN, S.OFFERED):
+        return (f"Reply YES to see what it takes to {_move(case)}, NO if not now, PERSON for "
+                f"your account manager, or ask about the price, the features or today's charge.")
+    if state == S.AWAITING_CONFIRMATION:
+        today = (f"{_charge_today(case)} today, then " if case.direction == "up" else "")
+        return (f"Nothing changes unless you confirm. Reply CONFIRM to {_move(case)} ({today}"
+                f"{dollars(case.target.base_price)} a month), or ask me anything.")
+    if state == S.UPGRADED:
+        return (f"Your change to {target} is done. Ask me about it any time, or reply PERSON for "
+                f"your account manager.")
+    if state == S.DECLINED:
+        return (f"Nothing was changed. If you change your mind, reply YES to see the figures for "
+                f"{target} again.")
+    if state == S.EXPIRED:
+        return f"That offer lapsed; reply YES to see the current figures for {target}."
+    if state == S.ESCALATED:
+        return (f"Your account manager has this conversation and will be in touch. Meanwhile ask "
+                f"me anything, or reply YES to {_move(case)} at the list price.")
+    if not opted_out:
+        return ("That offer closed when you opted out. Your account manager can help you change "
+                "plans: reply PERSON to ask for them.")
+    return ("You have opted out of these messages. Reply START to get them again; questions "
+            "about your plan still get answers here.")
+
+
+def pause_message(state: ThreadState, case: Case, business: Business,
+                  opted_out: bool = False) -> str:
+    """A hedge ("let me ask my wife"): nothing changes, nothing is recorded."""
+    if state == S.AWAITING_CONFIRMATION:
+        today = f"{_charge_today(case)} today and " if case.direction == "up" else ""
+        return (f"Take your time: nothing changes unless you confirm. When you are ready, reply "
+                f"CONFIRM to {_move(case)} ({today}{dollars(case.target.base_price)} a month).")
+    if state in (S.OPEN, S.OFFERED, S.DECLINED, S.EXPIRED, S.ESCALATED):
+        return "Take your time: nothing changes unless you say so. " + options(
+            state, case, business, opted_out)
+    return "Take your time. " + options(state, case, business, opted_out)
+
+
+def reply(state: ThreadState | None, heard: Understanding | Intent, text: str,
+          case: Case | None, catalog: Catalog, business: Business, *, opted_out: bool = False,
+          charged: bool = False) -> Turn:
     """What the bot does about a buyer's message in a thread in `state` (None: no thread).
 
-    `opted_out`: the contact has revoked consent (on any channel). Questions still get answers,
-    but a yes does not move an offer until START: the thread's state alone cannot tell, since a
-    thread that had finished (declined, expired) keeps its outcome when the STOP comes later.
+    Every state x intent pair has a defined reply: docs/conversation.md tabulates them and
+    tests/unit/test_state_intent_table.py checks each cell. `heard` is the message's reading
+    (core.intents.understand; an Intent alone is read with the rules' flags).
 
-    A bare "yes" (affirm) in awaiting_confirmation is the confirmation; in offered it leads to
-    the confirmation step, never straight to the upgrade. An explicit "confirm" before the
-    confirmation step was shown also leads to that step first.
+    `opted_out`: the contact has revoked consent (on any channel). Questions still get answers,
+    but a yes does not move an offer until START. `charged`: this thread's plan change was made
+    (what the buyer paid can be said).
+
+    Only an explicit confirmation (the confirm word, a yes-word standing alone, the widget's
+    Confirm button) in awaiting_confirmation runs the upgrade; an acknowledgement ("ok", "👍")
+    gets the step again, a pause ("let me ask my wife") changes nothing. A yes in offered leads
+    to the confirmation step, never straight to the upgrade.
     """
+    if isinstance(heard, Understanding):
+        u = heard
+    else:
+        u = replace(understand(text), intent=heard)
+    intent = u.intent
     if intent == Intent.STOP:
+        if not u.sure:
+            return Turn((f"Do you want to stop getting messages from {business.name}? Reply STOP "
+                         f"to opt out.",))
         events = (E.OPT_OUT,) if state is not None and (state, E.OPT_OUT) in TRANSITIONS else ()
         return Turn((stop_message(business),), events, consent="revoke")
     if intent == Intent.START:
+        if not u.sure:
+            return Turn(("Reply START if you would like to get these messages again.",))
         return Turn((start_message(business),), consent="grant")
     if intent == Intent.HELP:
-        return Turn((help_message(business),))
+        return Turn((help_message(business, case),))
+    if u.asks_if_bot:  # answered truthfully, then whatever else the message asks
+        rest = _without_bot_question(text)
+        heard_rest = understand(rest) if rest else None
+        if heard_rest is None or heard_rest.intent == Intent.UNKNOWN:
+            return Turn((bot_answer(business, has_thread=case is not None),))
+        then = reply(state, heard_rest, rest, case, catalog, business, opted_out=opted_out,
+                     charged=charged)
+        return replace(then, replies=(f"I am an automated assistant for {business.name}, not a "
+                                      f"person.",) + then.replies)
     if state is None or case is None:
-        return Turn((NO_OFFER,))
+        if intent in (Intent.HUMAN, Intent.CALLBACK, Intent.DISCOUNT):
+            return Turn((f"{NO_OFFER} For anything about your account, write to "
+                         f"{business.support}.",))
+        return Turn((options(None, None, business),))
 
     lead: tuple[str, ...] = ()
     events: tuple[ThreadEvent, ...] = ()
@@ -326,18 +471,43 @@ def reply(state: ThreadState | None, intent: Intent, text: str, case: Case | Non
         moves = events + ((event,) if event else ())
         return Turn(lead + texts, moves, **effects)
 
-    if intent in (Intent.HUMAN, Intent.DISCOUNT, Intent.CALLBACK):
-        return _escalate(state, intent, turn)
+    if state == S.DECLINED and _answers_why(text):  # "May I ask why?" -> "the price"
+        return _decline(state, decline_reason(text), turn)
+    if u.hold:
+        return turn(pause_message(state, case, business, opted_out))
+    if u.thanks:
+        return turn("You're welcome. " + options(state, case, business, opted_out))
     if intent == Intent.QUESTION_PRICE:
+        if state == S.UPGRADED:
+            if case.direction == "down":
+                return turn(f"{_plan(case.target.name)} is {dollars(case.target.base_price)} a "
+                            f"month from {_day(case.effective)}; nothing was charged.")
+            return turn(proration_answer(case, charged=charged))
+        amount = other_amount_named(text, case)
+        if amount is not None:
+            return turn(wrong_amount_answer(case, amount, state))
         return turn(price_answer(case))
     if intent == Intent.QUESTION_FEATURES:
         return turn(features_answer(case, catalog))
     if intent == Intent.QUESTION_PRORATION:
-        return turn(proration_answer(case))
+        return turn(proration_answer(case, charged=charged and state == S.UPGRADED))
     if intent == Intent.QUESTION_DOWNGRADE:
         return turn(downgrade_answer(case))
+    if not u.sure:  # the model's reading, not sure enough to act on
+        return turn("Sorry, I am not sure I follow. " + options(state, case, business, opted_out))
+    if intent == Intent.DISCOUNT:
+        amount = other_amount_named(text, case)
+        if amount is not None and state in LIVE | {S.ESCALATED, S.DECLINED, S.EXPIRED}:
+            return turn(wrong_amount_answer(case, amount, state))
+        if state == S.ESCALATED:  # asked again: the price stands, and the way on is open
+            return turn(f"I cannot offer a discount: the price is the same for everyone. I have "
+                        f"passed your question to your account manager. Meanwhile ask me "
+                        f"anything, or reply YES to {_move(case)} at the list price.",
+                        escalation=EscalationReason.DISCOUNT)
+    if intent in (Intent.HUMAN, Intent.DISCOUNT, Intent.CALLBACK):
+        return _escalate(state, intent, turn)
     if intent == Intent.DECLINE:
-        return _decline(state, text, turn)
+        return _decline(state, u.reason or decline_reason(text), turn)
     if intent in (Intent.AFFIRM, Intent.CONFIRM):
         if opted_out and state != S.UPGRADED:  # the offer resumes after START, unless STOP closed it
             return turn(OPTED_OUT_CLOSED if state == S.OPTED_OUT else OPTED_OUT_YES)
@@ -345,37 +515,59 @@ def reply(state: ThreadState | None, intent: Intent, text: str, case: Case | Non
             # A yes that could move the offer must be a yes to this offer, at these figures.
             named = other_plan_named(text, case, catalog)
             if named is not None:
-                return turn(wrong_plan_answer(case, named))
+                return turn(wrong_plan_answer(case, named, state))
             amount = other_amount_named(text, case)
             if amount is not None:
-                return turn(wrong_amount_answer(case, amount))
+                return turn(wrong_amount_answer(case, amount, state))
         if state == S.AWAITING_CONFIRMATION:
-            return turn(upgraded_message(case), event=E.CONFIRM, run_upgrade=True)
+            if intent == Intent.CONFIRM or u.explicit:
+                return turn(upgraded_message(case), event=E.CONFIRM, run_upgrade=True)
+            return turn("Nothing is charged yet. " + confirmation_step(case))  # an acknowledgement
         if state == S.UPGRADED:
             return turn(already_changed_message(case))
         if (state, E.AFFIRM) in TRANSITIONS:
-            return turn(confirmation_step(case), event=E.AFFIRM)
+            notify = state == S.ESCALATED  # the CSM is told the buyer went ahead
+            return turn(confirmation_step(case), event=E.AFFIRM, notify_csm=notify)
         if state == S.OPTED_OUT:  # subscribed again since: the offer itself stays closed
             return turn("That offer closed when you opted out. Your account manager can help "
                         "you change plans: reply PERSON to ask for them.")
-        return turn("Your account manager has this conversation now and will follow up.")
-    return turn(FALLBACK)
+    return turn("Sorry, I did not catch that. " + options(state, case, business, opted_out))
+
+
+_BOT_WORDS = re.compile(
+    r"\b(?:are you|r u|r you|is this|is it|am i (?:talking|speaking|chatting|texting) "
+    r"(?:to|with))\b[^?.!,]*?\b(?:(?:a |an )?(?:real |actual |live )?(?:person|human|people)|"
+    r"bot|robot|ai|machine|computer|automated|chatbot|real)\b[?.!]*", re.IGNORECASE)
+
+
+def _answers_why(text: str) -> bool:
+    """A short answer naming a reason ("the price", "timing") after a decline, when the bot has
+    just asked why: read as the reason, not as a new question."""
+    return "?" not in text and len(text.split()) <= 4 and \
+        decline_reason(text) != DeclineReason.OTHER
+
+
+def _without_bot_question(text: str) -> str:
+    return _BOT_WORDS.sub(" ", text).strip()
 
 
 def _escalate(state: ThreadState, intent: Intent, turn) -> Turn:
     if intent == Intent.CALLBACK:  # recorded for the CSM lane; the thread goes on
         return turn("Thanks, I have asked your account manager to call you.",
                     escalation=EscalationReason.CALLBACK)
-    text = ("I cannot offer a discount, but I have passed your question to your account manager, "
-            "who will be in touch.") if intent == Intent.DISCOUNT else \
-        "I have asked your account manager to get in touch with you."
+    if state == S.ESCALATED and intent == Intent.HUMAN:
+        return turn("Your account manager already has this conversation and will be in touch.",
+                    escalation=EscalationReason.HUMAN)
+    text = ("I cannot offer a discount: the price is the same for everyone. I have passed your "
+            "question to your account manager, who will be in touch.") \
+        if intent == Intent.DISCOUNT else \
+        "I have asked your account manager, a person, to get in touch with you."
     reason = EscalationReason.DISCOUNT if intent == Intent.DISCOUNT else EscalationReason.HUMAN
     event = E.ESCALATE if (state, E.ESCALATE) in TRANSITIONS else None
     return turn(text, event=event, escalation=reason)
 
 
-def _decline(state: ThreadState, text: str, turn) -> Turn:
-    reason = decline_reason(text)
+def _decline(state: ThreadState, reason: DeclineReason, turn) -> Turn:
     if reason == DeclineReason.LEAVING:
         event = E.ESCALATE if (state, E.ESCALATE) in TRANSITIONS else None
         return turn("Sorry to hear that. I have asked your account manager to get in touch.",
@@ -386,7 +578,10 @@ def _decline(state: ThreadState, text: str, turn) -> Turn:
         return turn("Thanks for telling me. We will not bring it up again for 30 days.",
                     decline_reason=reason)
     if (state, E.DECLINE) not in TRANSITIONS:
-        return turn("Understood.")
+        if state == S.UPGRADED:
+            return turn("Understood. Your change is already made; reply PERSON if you want your "
+                        "account manager to help undo it.")
+        return turn("Understood, no change.")
     if reason == DeclineReason.OTHER:
         return turn("Understood, no change. May I ask why: the price, the timing, or you do not "
                     "need it?", event=E.DECLINE, decline_reason=reason)

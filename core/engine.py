@@ -15,15 +15,18 @@ from typing import Any
 from core.accounts import Account, HealthBounds
 from core.case import AccountTerms, Case, build_case, current_case, local_today
 from core.catalog import Catalog
-from core.conversation import (EXPIRES_AFTER, PHONE_CHANNELS, Business, EscalationReason, Reach,
+from core.conversation import (Business, EXPIRES_AFTER, EscalationReason, PHONE_CHANNELS, Reach,
                                ThreadEvent, ThreadState, Turn, choose_channel,
-                               figures_changed_message, is_expired, offer_withdrawn_message,
-                               period_taken_message, reply, transition, web_active)
+                               figures_changed_message, help_message, is_expired,
+                               offer_withdrawn_message, period_taken_message, reply,
+                               start_message, stop_message, transition, web_active)
 from core.errors import DomainError, NotFound
 from core.framing import opening_message
 from core.guardrails import (GuardrailPolicy, Outcome, PromptContext, Reason, decide,
                              quarter_start)
-from core.intents import classify
+from core.intent_model import IntentModel
+from core.intents import Intent, classify, understand
+from core import routing
 from core.money import money_str
 from core.ports import ContactView, SignalDecision, ThreadView, UnitOfWork
 from core.retry import retrying
@@ -44,6 +47,7 @@ class EngineConfig:
     health: HealthBounds = HealthBounds()
     business: Business = Business()
     billing_webhook: bool = False  # enqueue a signed webhook for every plan change
+    model: IntentModel | None = None  # the reply model the application loaded (core.intent_model)
 
 
 def terms(account: Account, plan: str | None = None) -> AccountTerms:
@@ -113,7 +117,9 @@ def open_conversation(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, a
     thread = conv.create_thread(account.id, contact.id, account.plan, case.target.name,
                                 case.direction, state, channel, now)
     conv.add_message(thread_id=thread.id, contact_id=contact.id, channel=channel, direction="out",
-                     kind="opening", body=opening_message(case, catalog), status="queued",
+                     kind="opening", status="queued",
+                     body=opening_message(case, catalog, config.business.name
+                                          if channel in PHONE_CHANNELS else None),
                      now=now, not_before=decision.defer_until)
     return SignalDecision(decision.outcome, decision.reason, decision.defer_until, thread.id)
 
@@ -150,12 +156,157 @@ def handle_message(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, cont
 def handle_message_from(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, medium: str,
                         address: str, text: str, provider_id: str | None,
                         now: datetime) -> Answer | None:
-    """`handle_message` for a message from a phone number (sms or whatsapp): the contact is found
-    by the number in the same unit of work (one transaction per inbound message). None, with
-    nothing written, when the number belongs to no contact."""
-    return handle_message_of(uow, catalog, config,
-                             lambda conv: conv.contact_by_address(medium, address),
-                             medium, text, provider_id, now)
+    """`handle_message` for a message from a phone number (sms or whatsapp), in one unit of work
+    (one transaction per inbound message); None, with nothing written, when the number belongs
+    to no contact. Retried on a lost race.
+
+    A number of one contact is that contact's. A number several contacts share (of several
+    accounts, typically) goes through `_answer_shared_number`: core.routing says whose
+    conversation the message belongs to, or that we must ask, and a STOP or START is applied to
+    every one of them.
+    """
+    def attempt() -> Answer | None:
+        with uow:
+            contacts = uow.conversations.contacts_by_address(medium, address)
+            if not contacts:
+                return None
+            if len(contacts) == 1:
+                answer = _answer(uow, catalog, config, contacts[0], medium, text, provider_id, now)
+            else:
+                answer = _answer_shared_number(uow, catalog, config, contacts, medium, text,
+                                               provider_id, now)
+            uow.commit()
+            return answer
+
+    return retrying(attempt)
+
+
+def _answer_shared_number(uow: UnitOfWork, catalog: Catalog, config: EngineConfig,
+                          contacts: list[ContactView], medium: str, text: str,
+                          provider_id: str | None, now: datetime) -> Answer | None:
+    """Answer a message from a number that several contacts share (docs/architecture.md, "Which
+    account a message belongs to"). Every candidate's account is locked first, in id order (the
+    order ingestion keeps), then the routing facts are read: nothing can move under the decision.
+
+    - A provider retry (the same message id stored for any candidate) gets the first replies and
+      changes nothing.
+    - STOP and START apply to every candidate: consent is the phone's, never a guess.
+    - Otherwise core.routing picks a candidate, and the message is answered as theirs
+      (`_answer`), unless it picked the candidate because the message names the business and
+      the message only tells which business (`_only_naming`): that is stored in the business's
+      thread and acknowledged, never acted on.
+    - When routing cannot tell, we ask which business, and change nothing: the message and the
+      question are stored (kind "unrouted", on the first candidate, outside any thread). HELP
+      gets the help text instead of the question.
+    """
+    conv = uow.conversations
+    for account_id in sorted({c.account_id for c in contacts}):
+        uow.accounts.lock(account_id)  # account before thread, every candidate's, in id order
+    facts = conv.routing_facts(medium, [c.id for c in contacts], provider_id)
+    if facts.seen_inbound_id is not None:
+        replies = conv.replies_to(facts.seen_inbound_id)
+        return Answer(tuple(m.body for m in replies), replies[0].thread_id if replies else None,
+                      None, duplicate=True)
+    by_id = {c.id: c for c in contacts}
+    present = [by_id[c.contact_id] for c in facts.candidates if c.contact_id in by_id]
+    if not present:  # every one of them was removed meanwhile
+        return None
+    heard = understand(text, config.model)  # as `_answer` reads it
+    intent = heard.intent
+    if intent in (Intent.STOP, Intent.START) and heard.sure:
+        return _consent_for_everyone(uow, present, medium, text, provider_id, intent, config,
+                                     now)
+    route = routing.route(facts.candidates, facts.last_write, text,
+                          ignore=[plan.name for plan in catalog.plans.values()])
+    if route.contact_id is None:
+        body = help_message(config.business) if intent == Intent.HELP else route.question
+        return _unrouted(uow, present[0], medium, text, provider_id, body, now)
+    contact = by_id[route.contact_id]
+    if route.reason == routing.Reason.NAMED and _only_naming(text, route.business, config):
+        [chosen] = [c for c in facts.candidates if c.contact_id == contact.id]
+        return _acknowledge_business(uow, contact, chosen.thread_id, medium, text, provider_id,
+                                     route.business, now)
+    return _answer(uow, catalog, config, contact, medium, text, provider_id, now)
+
+
+def _only_naming(text: str, business: str, config: EngineConfig) -> bool:
+    """Whether a message that names a business only tells us which one, rather than what to do:
+    it says nothing else; or it names it by one word rather than its whole name (weaker
+    evidence: "yes, for my family" names "Acme Family Clinic", so the acknowledgement says which
+    business we heard before anything is done there); or it reads differently once the name is
+    taken out ("Demo Co" reads as a request for a demo, "confirm Discount Tire" as a discount
+    request): acting on it would act on a misreading of the name we asked for."""
+    return (routing.only_names(text, business)
+            or not routing.says_whole_name(text, business)
+            or classify(routing.without_name(text, business), config.model)
+            != classify(text, config.model))
+
+
+def acknowledgement(business: str) -> str:
+    return f"Thanks, this is about {business}. Please send your message again."
+
+
+def _acknowledge_business(uow: UnitOfWork, contact: ContactView, thread_id: int | None,
+                          medium: str, text: str, provider_id: str | None, business: str,
+                          now: datetime) -> Answer:
+    """The buyer named the business: the message goes to its thread (the thread a message from
+    the contact lands in) with our acknowledgement, which makes that thread the last to write
+    to the number, so the conversation continues there. The thread's state does not move."""
+    conv = uow.conversations
+    inbound_id = conv.add_message(thread_id=thread_id, contact_id=contact.id, channel=medium,
+                                  direction="in", kind="inbound", body=text, status="received",
+                                  now=now, provider_id=provider_id)
+    if medium == "whatsapp":
+        conv.touch_whatsapp(contact.id, now)
+    body = acknowledgement(business)
+    conv.add_message(thread_id=thread_id, contact_id=contact.id, channel=medium, direction="out",
+                     kind="reply", body=body, status="sent", now=now, in_reply_to=inbound_id)
+    return Answer((body,), thread_id, None)
+
+
+def _unrouted(uow: UnitOfWork, holder: ContactView, medium: str, text: str,
+              provider_id: str | None, body: str, now: datetime) -> Answer:
+    """Keep a message no one conversation can take, and our answer to it, on `holder` (the first
+    candidate) outside any thread: nothing is lost, a retry finds it, nothing else changes."""
+    conv = uow.conversations
+    inbound_id = conv.add_message(thread_id=None, contact_id=holder.id, channel=medium,
+                                  direction="in", kind=routing.UNROUTED, body=text,
+                                  status="received", now=now, provider_id=provider_id)
+    if medium == "whatsapp":  # the 24-hour window is the number's: the answer may go out
+        conv.touch_whatsapp(holder.id, now)
+    conv.add_message(thread_id=None, contact_id=holder.id, channel=medium, direction="out",
+                     kind=routing.UNROUTED, body=body, status="sent", now=now,
+                     in_reply_to=inbound_id)
+    return Answer((body,), None, None)
+
+
+def _consent_for_everyone(uow: UnitOfWork, contacts: list[ContactView], medium: str, text: str,
+                          provider_id: str | None, intent: Intent, config: EngineConfig,
+                          now: datetime) -> Answer:
+    """STOP or START from a shared number: for every contact with it, whatever the routing would
+    say. Opting out is the person's at that number (a STOP must never be applied to one account
+    on a guess while another keeps texting them); START is the same person asking back in. Each
+    contact gets the message (for its record and a retry) and the consent change; STOP closes
+    the live threads addressed to them, as the carrier's opt-out does (`revoke_consent`). The
+    confirmation is one message, stored once."""
+    conv = uow.conversations
+    first = None
+    for contact in contacts:
+        inbound_id = conv.add_message(thread_id=None, contact_id=contact.id, channel=medium,
+                                      direction="in", kind=routing.UNROUTED, body=text,
+                                      status="received", now=now, provider_id=provider_id)
+        first = first if first is not None else inbound_id
+        if intent == Intent.STOP:
+            revoke_consent(uow, contact, medium, "buyer", now)
+        else:
+            conv.record_consent(contact.id, "grant", medium, "buyer", now)
+        if medium == "whatsapp":
+            conv.touch_whatsapp(contact.id, now)
+    body = stop_message(config.business) if intent == Intent.STOP else \
+        start_message(config.business)
+    conv.add_message(thread_id=None, contact_id=contacts[0].id, channel=medium, direction="out",
+                     kind=routing.UNROUTED, body=body, status="sent", now=now, in_reply_to=first)
+    return Answer((body,), None, None)
 
 
 def handle_message_of(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, find,
@@ -187,11 +338,17 @@ def _answer(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, contact: Co
                           None, duplicate=True)
     thread = conv.thread_for_contact(contact)
     account = uow.accounts.get_by_id(contact.account_id)
+    # The account's own name is no instruction: "Demo Co here, what's the price?" asks the price.
+    heard = understand(routing.without_name(text, account.name) or text, config.model)
+    if thread is None and heard.intent not in (Intent.STOP, Intent.START):
+        thread = _buyer_thread(uow, catalog, account, contact, channel, now)
     case = _thread_case(uow, catalog, account, thread, now) if thread else None
     state = ThreadState(thread.state) if thread else None
     if thread and is_expired(state, thread.updated_at, now):
         state = transition(state, ThreadEvent.EXPIRE)
-    turn = reply(state, classify(text), text, case, catalog, config.business,
+    charged = state == ThreadState.UPGRADED and \
+        conv.plan_change_for_thread(thread.id) is not None
+    turn = reply(state, heard, text, case, catalog, config.business, charged=charged,
                  # In the product the buyer acts for themselves: the STOP rule is the phone's.
                  opted_out=contact.opted_out_at is not None and channel in PHONE_CHANNELS)
     inbound_id = conv.add_message(thread_id=thread.id if thread else None, contact_id=contact.id,
@@ -212,6 +369,26 @@ def _answer(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, contact: Co
                          channel=channel, direction="out", kind="reply", body=body, status="sent",
                          now=now, in_reply_to=inbound_id)
     return Answer(replies, thread.id if thread else None, thread.state if thread else None)
+
+
+def _buyer_thread(uow: UnitOfWork, catalog: Catalog, account: Account, contact: ContactView,
+                  channel: str, now: datetime) -> ThreadView | None:
+    """A buyer with no thread writes in while a plan change applies to their account (a
+    control-cohort account, one whose crossing the guardrails held back, or one whose usage
+    changed since): they are answered like anyone, in a new thread marked buyer-initiated so the
+    experiment counts it apart. None when no change applies or this period already had one."""
+    matrix = uow.usage.matrices([account.id], now)[account.id]
+    case = current_case(catalog, terms(account), matrix, now)
+    conv = uow.conversations
+    if case is None or conv.plan_change_in_period(account.id, case.proration.period_start):
+        return None
+    if conv.live_thread(account.id, case.target.name) is not None:
+        return None  # a colleague's thread: thread_for_contact would have found it
+    log.info("buyer-initiated thread for account %s (%s -> %s)", account.external_id,
+             case.current.name, case.target.name)
+    return conv.create_thread(account.id, contact.id, account.plan, case.target.name,
+                              case.direction, ThreadState.OPEN, channel, now,
+                              initiated_by="buyer")
 
 
 def _thread_case(uow: UnitOfWork, catalog: Catalog, account: Account, thread: ThreadView,
@@ -244,6 +421,13 @@ def _apply(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, account: Acc
         conv.cancel_queued_openings(thread.id)
     if turn.escalation is not None:
         _escalate(uow, account, thread.id, turn.escalation, case, now)
+    if turn.notify_csm:  # the buyer went ahead at list price: the CSM's card is redrawn
+        for escalation in conv.escalations(account.id):
+            if escalation["thread_id"] == thread.id and escalation["status"] != "resolved":
+                uow.jobs.enqueue("csm_escalation_update",
+                                 f"escalation-update:{escalation['id']}:went-ahead:{now.isoformat()}",
+                                 {"escalation_id": escalation["id"]}, now)
+                log.info("escalation %s: the buyer went ahead at list price", escalation["id"])
     confirm = (case.proration.period_start, case.prorated_charge_today) if step_shown \
         else (thread.confirm_period_start, thread.confirm_charge)
     # A decline's reason starts the cooldown only while the thread stays declined (or escalated

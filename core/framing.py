@@ -29,22 +29,11 @@ def _quantity(n: int, one: str, many: str) -> str:
 
 def _lead(case: Case, met: Met, catalog: Catalog) -> str:
     """The sentence that names the threshold the buyer crossed."""
-    v, plan = case.vertical, _plan(case.current.name)
-    if met.metric == "messages":
-        return f"You sent {_quantity(met.value, v.message, v.messages)} in the last 30 days."
-    if met.metric == "seats":
-        return (f"You have {_quantity(met.value, v.seat, v.seats)} in use; "
-                f"{plan} includes {count(case.current.included_seats)}.")
-    if met.metric == "integrations":
-        limit = case.current.max_integrations
-        tail = "the most" if met.value == limit else f"over the {count(limit or 0)}"
-        return f"You have {count(met.value)} {v.integrations} connected, {tail} {plan} allows."
-    feature = catalog.feature_name(met.metric.removeprefix("feature:"), v)
-    return (f"Your team tried {feature} {_quantity(met.value, 'time', 'times')} "
-            f"in the last 30 days; {plan} does not include it.")
+    subject = {"messages": "You sent", "seats": "You have", "integrations": "You have"}
+    return f"{subject.get(met.metric, 'Your team')} {crossed_phrase(case, met, catalog)}."
 
 
-def _up(case: Case, catalog: Catalog) -> str:
+def _up(case: Case, catalog: Catalog, sender: str | None = None) -> str:
     v = case.vertical
     current, target = _plan(case.current.name), _plan(case.target.name)
     now_cost, new_cost = case.cost_current.total, case.cost_target.total
@@ -60,7 +49,7 @@ def _up(case: Case, catalog: Catalog) -> str:
                      f"on {current} now, {dollars(-case.monthly_difference)} more.")
     closing = (f"Upgrading today costs {dollars(case.prorated_charge_today)} "
                f"for the rest of this billing period.")
-    return _fit(parts, _gains(case, catalog, v), closing)
+    return _fit(_introduced(parts, sender), _gains(case, catalog, v), closing + _how(sender))
 
 
 def _lead_order(met: Met) -> int:
@@ -83,7 +72,7 @@ def _gains(case: Case, catalog: Catalog, v: Vertical) -> list[str]:
     return [f"{target} includes {join_words(o)}." for o in options if o] + [""]
 
 
-def _down(case: Case, catalog: Catalog) -> str:
+def _down(case: Case, catalog: Catalog, sender: str | None = None) -> str:
     v, u = case.vertical, case.usage
     current, target = _plan(case.current.name), _plan(case.target.name)
     unused = [catalog.feature_name(f, v) for f in case.gives_up]
@@ -104,7 +93,17 @@ def _down(case: Case, catalog: Catalog) -> str:
     when = case.effective
     closing = (f"The change would take effect at your next billing period, on "
                f"{when:%b} {when.day}.")
-    return _fit([usage, compare], [lacks.strip(), ""], closing)
+    return _fit(_introduced([usage, compare], sender), [lacks.strip(), ""], closing + _how(sender))
+
+
+def _introduced(lead: list[str], sender: str | None) -> list[str]:
+    """On a phone, the message says first who it is from."""
+    return [f"{sender}: {lead[0]}", *lead[1:]] if sender else lead
+
+
+def _how(sender: str | None) -> str:
+    """On a phone, how to answer and how to stop."""
+    return " Reply YES for details, STOP to opt out." if sender else ""
 
 
 MAX_SEGMENTS = 2
@@ -120,6 +119,76 @@ def _fit(lead: list[str], options: list[str], closing: str) -> str:
     return text
 
 
-def opening_message(case: Case, catalog: Catalog) -> str:
-    """The opening message of a conversation about `case`, in its vertical's words."""
-    return _up(case, catalog) if case.direction == "up" else _down(case, catalog)
+def opening_message(case: Case, catalog: Catalog, sender: str | None = None) -> str:
+    """The opening message of a conversation about `case`, in its vertical's words. With a
+    `sender` (the business's name, for a message to a phone), it names the business first and
+    ends with how to answer and how to stop, and still fits two SMS segments."""
+    if case.direction == "up":
+        return _up(case, catalog, sender)
+    return _down(case, catalog, sender)
+
+
+# --- the web chat's case card: the same case, as conditional as the message -------------------
+
+def card_summary(case: Case) -> str:
+    """The collapsed card's one line: the difference, as conditional as the message."""
+    target = _plan(case.target.name)
+    if case.claims_saving:
+        return f"{target} would have cost {dollars(case.monthly_difference)} less"
+    if case.monthly_difference == 0:
+        return f"{target}: the same {dollars(case.cost_target.total)} a month"
+    return f"{target}: {dollars(-case.monthly_difference)} more a month"
+
+
+def card_lines(case: Case, catalog: Catalog) -> list[str]:
+    """The expanded card's sentences: the comparison at the buyer's own usage, what confirming
+    charges and when, and what the target adds (up) or does not include (down)."""
+    v = case.vertical
+    current, target = _plan(case.current.name), _plan(case.target.name)
+    new_cost, now_cost = dollars(case.cost_target.total), dollars(case.cost_current.total)
+    usage = "At your last 30 days of usage"
+    if case.claims_saving:
+        compare = (f"{usage}, {target} would have cost {new_cost} instead of {now_cost} "
+                   f"({dollars(case.monthly_difference)} less).")
+    elif case.monthly_difference == 0:
+        compare = f"{usage}, {target} would have cost the same {new_cost} as {current}."
+    else:
+        compare = (f"{usage}, {target} would have cost {new_cost} instead of {now_cost} "
+                   f"({dollars(-case.monthly_difference)} more a month).")
+    if case.direction == "down":
+        when = case.effective
+        charge = (f"Nothing is charged today; the change would take effect at your next "
+                  f"billing period, on {when:%b} {when.day}.")
+        lacks = [catalog.feature_name(f, v) for f in case.gives_up]
+        extra = [f"{target} does not include {join_words(lacks, 'or')}."] if lacks else []
+    else:
+        charge = (f"Upgrading today costs {dollars(case.prorated_charge_today)} "
+                  f"for the rest of this billing period.")
+        seats = case.unlocks.seats_included
+        gains = ([_quantity(seats[1], v.seat, v.seats)] if seats[1] > seats[0] else []) + \
+            [catalog.feature_name(f, v) for f in case.unlocks.features]
+        extra = [f"{target} includes {join_words(gains)}."] if gains else []
+    return [compare, charge, *extra]
+
+
+def crossed_phrase(case: Case, met: Met, catalog: Catalog) -> str:
+    """A threshold crossed, in the vertical's words: "4,800 patient messages in the last 30
+    days", "4 stylist chairs in use; Starter includes 3", "tried workflows 3 times in the last 30
+    days; Starter does not include it". The opening puts a subject in front; the card shows it
+    as it is."""
+    v = case.vertical
+    plan = _plan(case.current.name)
+    if met.metric == "messages":
+        return f"{_quantity(met.value, v.message, v.messages)} in the last 30 days"
+    if met.metric == "seats":
+        return (f"{_quantity(met.value, v.seat, v.seats)} in use; "
+                f"{plan} includes {count(case.current.included_seats)}")
+    if met.metric == "integrations":
+        limit = case.current.max_integrations
+        if limit is None:
+            return f"{count(met.value)} {v.integrations} connected"
+        tail = "the most" if met.value == limit else f"over the {count(limit)}"
+        return f"{count(met.value)} {v.integrations} connected, {tail} {plan} allows"
+    name = catalog.feature_name(met.metric.removeprefix("feature:"), v)
+    return (f"tried {name} {_quantity(met.value, 'time', 'times')} in the last 30 days; "
+            f"{plan} does not include it")

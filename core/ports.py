@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Any, Iterable, NamedTuple, Protocol
 
 from core.accounts import Account, Health
+from core.routing import Candidate, LastWrite
 from core.thresholds import Crossing
 from core.usage import UsageEvent, UsageMatrix
 
@@ -59,6 +60,7 @@ class ThreadView:
     opened_at: datetime
     updated_at: datetime
     closed_at: datetime | None
+    initiated_by: str = "business"  # or "buyer": the buyer wrote in with no thread open
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,17 @@ class PlanChangeView:
     status: str
     channel: str | None
     requested_at: datetime
+
+
+@dataclass(frozen=True)
+class RoutingFacts:
+    """What routing a message from a shared number needs (core.routing), read after the
+    candidates' accounts are locked: the candidates, our last message on the medium to the
+    number, and an earlier delivery of this very message (same provider id) to any of them."""
+
+    candidates: tuple[Candidate, ...]
+    last_write: LastWrite | None
+    seen_inbound_id: int | None
 
 
 class SignalDecision(NamedTuple):
@@ -132,6 +145,9 @@ class ConversationRepository(Protocol):
     (storage.conversations.SqlConversationRepository)."""
 
     def contact(self, external_id: str) -> ContactView | None: ...
+    def contacts_by_address(self, channel: str, address: str) -> list[ContactView]: ...
+    def routing_facts(self, channel: str, contact_ids: list[int],
+                      provider_id: str | None) -> RoutingFacts: ...
     def addressee(self, account_id: int) -> ContactView | None: ...
     def thread_for_contact(self, contact: ContactView) -> ThreadView | None: ...
     def live_thread(self, account_id: int, target_plan: str) -> ThreadView | None: ...

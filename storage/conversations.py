@@ -11,7 +11,8 @@ from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
 
-from core.ports import ContactView, MessageView, PlanChangeView, ThreadView
+from core.ports import ContactView, MessageView, PlanChangeView, RoutingFacts, ThreadView
+from core.routing import UNROUTED, Candidate, LastWrite
 from storage.models import (LIVE_STATES, AccountRow, ConsentEventRow, ContactRow, EscalationRow, MessageRow,
                             PlanChangeRow, ThreadRow)
 
@@ -39,7 +40,8 @@ def _thread(row: ThreadRow) -> ThreadView:
                       direction=row.direction, state=row.state, decline_reason=row.decline_reason,
                       last_channel=row.last_channel, confirm_period_start=row.confirm_period_start,
                       confirm_charge=row.confirm_charge, opened_at=row.opened_at,
-                      updated_at=row.updated_at, closed_at=row.closed_at)
+                      updated_at=row.updated_at, closed_at=row.closed_at,
+                      initiated_by=row.initiated_by)
 
 
 # The statements of an inbound message's path, built once with named parameters: building and
@@ -47,8 +49,10 @@ def _thread(row: ThreadRow) -> ThreadView:
 _CONTACTS, _THREADS, _MESSAGES = ContactRow.__table__, ThreadRow.__table__, MessageRow.__table__
 _CONTACT_BY = {
     name: select(_CONTACTS).where(column == bindparam("value")).order_by(_CONTACTS.c.id).limit(1)
-    for name, column in (("external_id", _CONTACTS.c.external_id), ("phone", _CONTACTS.c.phone),
-                         ("whatsapp", _CONTACTS.c.whatsapp))}
+    for name, column in (("external_id", _CONTACTS.c.external_id),)}
+_CONTACTS_BY = {
+    name: select(_CONTACTS).where(column == bindparam("value")).order_by(_CONTACTS.c.id)
+    for name, column in (("phone", _CONTACTS.c.phone), ("whatsapp", _CONTACTS.c.whatsapp))}
 _THREAD_ORDER = (_THREADS.c.state.in_(LIVE_STATES).desc(), _THREADS.c.opened_at.desc(),
                  _THREADS.c.id.desc())
 _THREAD_OF_CONTACT = (select(_THREADS).where(_THREADS.c.contact_id == bindparam("contact_id"))
@@ -66,6 +70,62 @@ _ADD_MESSAGE = insert(_MESSAGES).returning(_MESSAGES.c.id)
 _SAVE_THREAD = update(_THREADS).where(_THREADS.c.id == bindparam("thread_id"))
 
 
+def _routing_statements():
+    """The two reads of a message from a shared number (storage.conversations.routing_facts).
+
+    Candidates: each contact with its account's name, the thread a message from it lands in
+    (`thread_for_contact`'s rule: their own live thread, else their own latest, else the
+    account's live one) and an earlier delivery of this message to it. Each thread lookup is an
+    index probe (threads by contact and by account), the delivery one the unique key.
+
+    Last write: our latest message on the medium to any of them that reached the buyer (not
+    queued, cancelled, failed or reported undelivered; not an unrouted one), by when it went out.
+    A contact's messages are found by `ix_messages_contact_id`: tens of rows, sorted in memory.
+    """
+    own, account_live, seen = (_THREADS.alias("own"), _THREADS.alias("acct"),
+                               _MESSAGES.alias("seen"))
+    c, a = _CONTACTS, AccountRow.__table__
+    own_first = (select(own.c.id).where(own.c.contact_id == c.c.id)
+                 .order_by(own.c.state.in_(LIVE_STATES).desc(), own.c.opened_at.desc(),
+                           own.c.id.desc())
+                 .limit(1).scalar_subquery())
+    account_first = (select(account_live.c.id)
+                     .where(account_live.c.account_id == c.c.account_id,
+                            account_live.c.state.in_(LIVE_STATES))
+                     .order_by(account_live.c.opened_at.desc(), account_live.c.id.desc())
+                     .limit(1).scalar_subquery())
+    seen_first = (select(func.min(seen.c.id))
+                  .where(seen.c.contact_id == c.c.id, seen.c.channel == bindparam("channel"),
+                         seen.c.provider_id == bindparam("provider_id"),
+                         seen.c.direction == "in")
+                  .scalar_subquery())
+    thread = _THREADS.alias("thread")
+    candidates = (
+        select(c.c.id.label("contact_id"), c.c.account_id, a.c.name.label("account_name"),
+               thread.c.id.label("own_id"), thread.c.state.label("own_state"),
+               account_first.label("account_live_id"), seen_first.label("seen_id"))
+        .join(a, a.c.id == c.c.account_id)
+        .outerjoin(thread, thread.c.id == own_first)
+        .where(c.c.id.in_(bindparam("ids", expanding=True)))
+        .order_by(c.c.id))
+    m = _MESSAGES
+    last_write = (
+        select(m.c.contact_id, m.c.thread_id, m.c.kind)
+        .where(m.c.contact_id.in_(bindparam("ids", expanding=True)),
+               m.c.channel == bindparam("channel"), m.c.direction == "out",
+               m.c.status.not_in(UNSEEN_STATUSES), m.c.kind != UNROUTED,
+               or_(m.c.delivery_status.is_(None),
+                   m.c.delivery_status.not_in(UNDELIVERED_STATUSES)))
+        .order_by(func.coalesce(m.c.sent_at, m.c.at).desc(), m.c.id.desc())
+        .limit(1))
+    return candidates, last_write
+
+
+# The provider's final word that a message never reached the buyer (channels.twilio_messaging).
+UNDELIVERED_STATUSES = ("undelivered", "failed", "canceled")
+_ROUTING = _routing_statements()
+
+
 class SqlConversationRepository:
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -78,14 +138,39 @@ class SqlConversationRepository:
         row = self._first(_CONTACT_BY["external_id"], value=external_id)
         return _contact(row) if row else None
 
-    def contact_by_address(self, channel: str, address: str) -> ContactView | None:
-        """The contact an E.164 number belongs to on `channel` (sms: phone; whatsapp: the
-        WhatsApp number, else the phone). The first such contact when several share it."""
-        row = self._first(_CONTACT_BY["whatsapp" if channel == "whatsapp" else "phone"],
-                          value=address)
-        if row is None and channel == "whatsapp":
-            row = self._first(_CONTACT_BY["phone"], value=address)
-        return _contact(row) if row else None
+    def contacts_by_address(self, channel: str, address: str) -> list[ContactView]:
+        """Every contact an E.164 number belongs to on `channel`, by id: on whatsapp those with
+        that WhatsApp number, else (none has it) those with that phone; on sms those with that
+        phone. Contacts of several accounts may share a number: core.routing decides which one
+        a message is about."""
+        conn = self.session.connection()
+        rows = conn.execute(_CONTACTS_BY["whatsapp" if channel == "whatsapp" else "phone"],
+                            {"value": address}).all()
+        if not rows and channel == "whatsapp":
+            rows = conn.execute(_CONTACTS_BY["phone"], {"value": address}).all()
+        return [_contact(r) for r in rows]
+
+    def routing_facts(self, channel: str, contact_ids: list[int],
+                      provider_id: str | None) -> RoutingFacts:
+        """What core.routing needs about these contacts (those with the sender's number on
+        `channel`), in two statements; call it after locking their accounts."""
+        conn = self.session.connection()
+        params = {"ids": list(contact_ids), "channel": channel, "provider_id": provider_id}
+        candidates, seen = [], []
+        for r in conn.execute(_ROUTING[0], params):
+            thread_id = r.own_id if r.own_id is not None else r.account_live_id
+            live = (r.own_state in LIVE_STATES) if r.own_id is not None \
+                else r.account_live_id is not None
+            candidates.append(Candidate(contact_id=r.contact_id, account_id=r.account_id,
+                                        account_name=r.account_name, thread_id=thread_id,
+                                        live=live))
+            if r.seen_id is not None:
+                seen.append(r.seen_id)
+        last = conn.execute(_ROUTING[1], params).first()
+        return RoutingFacts(
+            candidates=tuple(candidates),
+            last_write=LastWrite(last.contact_id, last.thread_id, last.kind) if last else None,
+            seen_inbound_id=min(seen) if seen else None)
 
     def touch_whatsapp(self, contact_id: int, now: datetime) -> None:
         """The contact wrote on WhatsApp: the 24-hour customer-service window restarts."""
@@ -142,10 +227,12 @@ class SqlConversationRepository:
         return _thread(row) if row else None
 
     def create_thread(self, account_id: int, contact_id: int, current_plan: str, target_plan: str,
-                      direction: str, state: str, channel: str, now: datetime) -> ThreadView:
+                      direction: str, state: str, channel: str, now: datetime, *,
+                      initiated_by: str = "business") -> ThreadView:
         row = ThreadRow(account_id=account_id, contact_id=contact_id, current_plan=current_plan,
                         target_plan=target_plan, direction=direction, state=state,
-                        last_channel=channel, opened_at=now, updated_at=now)
+                        last_channel=channel, opened_at=now, updated_at=now,
+                        initiated_by=initiated_by)
         self.session.add(row)
         self.session.flush()
         return _thread(row)
@@ -222,7 +309,9 @@ class SqlConversationRepository:
         mine = and_(MessageRow.thread_id.is_(None), MessageRow.contact_id == contact_id)
         where = or_(MessageRow.thread_id == thread_id, mine) if thread_id is not None else mine
         unseen = and_(MessageRow.direction == "out", MessageRow.status.in_(UNSEEN_STATUSES))
-        rows = self.session.scalars(select(MessageRow).where(where, ~unseen, MessageRow.id > after)
+        # Unrouted messages (a shared number's "which business?") belong to no one account.
+        rows = self.session.scalars(select(MessageRow).where(where, ~unseen, MessageRow.id > after,
+                                                             MessageRow.kind != UNROUTED)
                                     .order_by(MessageRow.id).limit(limit))
         return [_message(r) for r in rows]
 

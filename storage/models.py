@@ -206,6 +206,9 @@ class ThreadRow(Base):
     opened_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # "business": opened by a crossing; "buyer": the buyer wrote in first (e.g. control cohort)
+    initiated_by: Mapped[str] = mapped_column(String(10), default="business",
+                                              server_default="business")
 
 
 _UNMATCHED = "contact_id IS NULL AND direction = 'in' AND provider_id IS NOT NULL"

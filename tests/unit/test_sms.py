@@ -31,26 +31,36 @@ USAGES = [UsageMatrix(messages=4800, seats=3), UsageMatrix(messages=900, seats=4
           UsageMatrix(messages=999_999, seats=3)]
 
 
+# A phone opening names the business first: a long name must still fit.
+SENDERS = [None, "Beacon", "Northwind Patient Messaging"]
+
+
+@pytest.mark.parametrize("sender", SENDERS)
 @pytest.mark.parametrize("vertical", VERTICALS)
 @pytest.mark.parametrize("usage", USAGES)
-def test_every_up_tier_opening_is_gsm7_in_at_most_two_segments(catalog, vertical, usage):
+def test_every_up_tier_opening_is_gsm7_in_at_most_two_segments(catalog, vertical, usage, sender):
     terms = AccountTerms("starter", vertical, "America/Chicago", 5, NOW - timedelta(days=400))
     case = current_case(catalog, terms, usage, NOW)
-    text = opening_message(case, catalog)
+    text = opening_message(case, catalog, sender)
     assert is_gsm7(text) and segments(text) <= 2, (segments(text), text)
     assert segments(confirmation_step(case)) <= 2
+    if sender:  # who is writing, how to answer, how to stop
+        assert text.startswith(f"{sender}: ") and "Reply YES" in text and "STOP to opt out" in text
 
 
 @pytest.mark.parametrize("vertical", VERTICALS)
 @pytest.mark.parametrize("plan, target", [("growth", "starter"), ("scale", "growth"),
                                           ("growth", "scale")])
-def test_down_tier_and_growth_to_scale_openings_fit_too(catalog, vertical, plan, target):
+@pytest.mark.parametrize("sender", SENDERS)
+def test_down_tier_and_growth_to_scale_openings_fit_too(catalog, vertical, plan, target, sender):
     terms = AccountTerms(plan, vertical, "America/Chicago", 5, NOW - timedelta(days=400))
     usage = UsageMatrix(messages=31000 if target == "scale" else 2100, seats=8)
     case = build_case(catalog, terms, usage, catalog.plans[target],
                       [("messages", usage.messages, 30000)] if target == "scale" else [], NOW)
-    text = opening_message(case, catalog)
+    text = opening_message(case, catalog, sender)
     assert is_gsm7(text) and segments(text) <= 2, (segments(text), text)
+    if sender:
+        assert text.startswith(f"{sender}: ") and "STOP to opt out" in text
 
 
 def test_carrier_replies_fit_one_or_two_segments():
