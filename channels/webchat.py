@@ -27,12 +27,14 @@ from werkzeug.exceptions import HTTPException
 
 from core import engine
 from core.case import Case, current_case
+from core.catalog import Catalog
 from core.conversation import ThreadEvent, ThreadState, transition
 from core.errors import DomainError, Malformed
-from core.money import money_str
+from core.framing import card_lines, card_summary, crossed_phrase
+from core.money import count, money_str
 from core.ports import ContactView, MessageView, ThreadView
 from core.retry import retrying
-from channels import local
+from channels import demo, local
 from channels.api import error, runtime
 from channels.inputs import json_body
 from channels.serialize import iso
@@ -47,7 +49,7 @@ MAX_TEXT = 2000
 MAX_MESSAGES = 200  # per poll; the widget asks again from the new cursor
 MAX_ID = 2**63 - 1  # the largest message id either database can hold
 IDENTITY_HEADERS = "X-User-Id, X-Account, X-User-Hash, Content-Type"
-DEMO_ACCOUNT, DEMO_USER = "acme-clinic", "u-dana"
+DEMO_ACCOUNT = "acme-clinic"  # /demo signs in as its web contact (Dana) unless ?account=
 
 
 def user_hash(secret: str, user_id: str) -> str:
@@ -191,11 +193,16 @@ def _message_json(m: MessageView) -> dict[str, Any]:
             "body": m.body, "at": iso(m.at)}
 
 
-def card_json(case: Case, catalog, vertical: str) -> dict[str, Any]:
-    """The figures of the case card: cost now vs on the target, the difference (a saving only
-    when the target costs less), the charge today, the thresholds crossed, what it unlocks (ids,
-    and names in the vertical's words as the messages use them)."""
+def card_json(case: Case, catalog: Catalog, vertical: str) -> dict[str, Any]:
+    """The case card: the figures (cost now vs on the target, the difference, a saving only when
+    the target costs less, the charge today, the thresholds crossed, what the target adds or
+    lacks, as catalog ids and in the vertical's words), and the card's text built here, worded
+    as the opening message words the same case (core.framing): as conditional ("would have
+    cost"), never "save", the crossings in the vertical's words, buttons that say what they do."""
+    v = catalog.vertical(vertical)
     difference = case.monthly_difference
+    current, target = case.current.name.capitalize(), case.target.name.capitalize()
+    down = case.direction == "down"
     return {
         "current_plan": case.current.name, "target_plan": case.target.name,
         "direction": case.direction,
@@ -208,9 +215,18 @@ def card_json(case: Case, catalog, vertical: str) -> dict[str, Any]:
         "thresholds_crossed": [{"metric": m.metric, "value": m.value, "threshold": m.threshold}
                                for m in case.thresholds_crossed],
         "unlocks": list(case.unlocks.features),
-        "unlock_names": [catalog.feature_name(f, catalog.vertical(vertical))
-                         for f in case.unlocks.features],
+        "unlock_names": [catalog.feature_name(f, v) for f in case.unlocks.features],
+        "gives_up": list(case.gives_up),
+        "gives_up_names": [catalog.feature_name(f, v) for f in case.gives_up],
         "effective": case.effective.isoformat(),
+        "title": f"{current} \u2192 {target}",
+        "summary": card_summary(case),
+        "lines": card_lines(case, catalog),
+        "crossed": [crossed_phrase(case, m, catalog) for m in case.thresholds_crossed],
+        "buttons": ({"offered": f"Move to {target}",
+                     "awaiting_confirmation": f"Confirm move to {target}"} if down else
+                    {"offered": f"Upgrade to {target}",
+                     "awaiting_confirmation": f"Confirm upgrade to {target}"}),
     }
 
 
@@ -330,7 +346,7 @@ def embed_js():
 
 
 DEMO_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Acme Family Clinic · Dashboard</title>
+<html lang="en"><head><meta charset="utf-8"><title>{name} · Dashboard</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <style>
  body{{margin:0;font:15px/1.4 system-ui,sans-serif;background:#f3f4f6;color:#1f2937}}
@@ -338,33 +354,64 @@ DEMO_PAGE = """<!doctype html>
  main{{padding:24px;display:grid;grid-template-columns:repeat(auto-fit,minmax(220px,1fr));gap:16px}}
  .tile{{background:#fff;border-radius:10px;padding:16px;box-shadow:0 1px 3px #0002}}
  .tile b{{display:block;font-size:28px;margin-top:6px}}
+ p,nav{{padding:0 24px;color:#6b7280;max-width:620px}} nav a{{color:#0f766e}}
  /* host CSS that would break a widget not living in a shadow root */
  button{{background:hotpink!important;font-size:30px!important}} div{{letter-spacing:.02em}}
 </style></head><body>
-<header><span>Acme Family Clinic — Patient messaging</span><span>Dana Reyes · Billing</span></header>
+<header><span>{name} — {label}</span><span>{person} · {role}</span></header>
 <main>
- <div class="tile">Messages (30 days)<b>4,800</b></div>
- <div class="tile">Seats<b>3 of 3</b></div>
- <div class="tile">Integrations<b>1</b></div>
- <div class="tile">Plan<b>Starter</b></div>
+ <div class="tile">{messages} (30 days)<b>{messages_used}</b></div>
+ <div class="tile">{seats}<b>{seats_used} of {seats_included}</b></div>
+ <div class="tile">{integrations}<b>{integrations_used}</b></div>
+ <div class="tile">Plan<b>{plan}</b></div>
 </main>
-<p style="padding:0 24px;color:#6b7280">A demo host page: the chat bubble in the corner is the
-Upgrade Chat widget, included with Dana's signed identity.</p>
+<p>A demo host page: the chat bubble in the corner is the Upgrade Chat widget, included with
+{first}'s signed identity.</p>
+<nav>Sign in as another demo buyer: {others}</nav>
 <script src="/embed.js" data-user-id="{user}" data-account="{account}" data-user-hash="{hash}"></script>
 </body></html>"""
 
 
+def _demo_accounts() -> dict[str, tuple[Any, Any, dict[str, int]]]:
+    """The demo accounts a /demo page can sign in as: id -> (account, web contact, usage)."""
+    out = {}
+    for account, _, usage in demo.ACCOUNTS:
+        contact = next((c for c in account.contacts if c.web_user_id), None)
+        if contact is not None:
+            out[account.external_id] = (account, contact, usage)
+    return out
+
+
 @bp.get("/demo")
 def demo_page():
-    """A fake product page signed in as the demo clinic's Dana: the sandbox, this machine only."""
+    """A fake product page signed in as a demo buyer (?account=<demo account>, by default the
+    demo clinic's Dana): the sandbox, this machine only."""
     if not current_app.config.get("SANDBOX") or local.refusal(request):
         return Response("not found", status=404, mimetype="text/plain")
     secret = current_app.config.get("WEB_CHAT_SECRET")
     if not secret:
         return Response("web chat is not configured: set UPGRADE_CHAT_WEB_CHAT_SECRET",
                         status=503, mimetype="text/plain")
-    page = DEMO_PAGE.format(user=html.escape(DEMO_USER), account=html.escape(DEMO_ACCOUNT),
-                            hash=user_hash(str(secret), DEMO_USER))
+    accounts = _demo_accounts()
+    chosen = accounts.get(request.args.get("account") or DEMO_ACCOUNT)
+    if chosen is None:
+        return Response("no such demo account", status=404, mimetype="text/plain")
+    account, contact, usage = chosen
+    catalog = runtime().catalog
+    v, plan = catalog.vertical(account.vertical), catalog.plan(account.plan)
+    e = html.escape
+    others = " · ".join(f'<a href="/demo?account={e(a.external_id)}">{e(a.name)}</a>'
+                        for a, _, _ in accounts.values() if a.external_id != account.external_id)
+    page = DEMO_PAGE.format(
+        name=e(account.name), label=e(v.label), person=e(contact.name or contact.external_id),
+        first=e((contact.name or contact.external_id).split()[0]), role=e(contact.role.title()),
+        messages=e(v.messages.capitalize()), messages_used=count(usage.get("messages", 0)),
+        seats=e(v.seats.capitalize()), seats_used=count(usage.get("seats", 0)),
+        seats_included=count(plan.included_seats),
+        integrations=e(v.integrations[:1].upper() + v.integrations[1:]),
+        integrations_used=count(usage.get("integrations", 0)), plan=e(plan.name.capitalize()),
+        others=others, user=e(contact.web_user_id), account=e(account.external_id),
+        hash=user_hash(str(secret), contact.web_user_id))
     return local.no_framing(Response(page, mimetype="text/html"))
 
 

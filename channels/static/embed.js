@@ -5,6 +5,9 @@
  * It lives in a shadow root (the host's CSS cannot reach it), polls /webchat/v1/thread with a
  * cursor (3 s, backing off to 30 s while nothing happens; optional data-poll-min / data-poll-max
  * in milliseconds) and sends the buyer's words and buttons through POST /webchat/v1/messages.
+ * The case card's words (summary, sentences, crossings, button labels) come from the server, in
+ * the account's vertical's words; the card collapses to its summary line, remembered per thread.
+ * The newest message always shows from its first line, whatever room the card leaves the log.
  */
 (function () {
   "use strict";
@@ -35,22 +38,34 @@
     " display:flex;align-items:center;justify-content:center}",
     ".launcher .dot{position:absolute;top:6px;right:6px;width:12px;height:12px;border-radius:50%;background:#ef4444;display:none}",
     ".launcher.unread .dot{display:block}",
-    ".panel{position:fixed;right:20px;bottom:88px;width:360px;max-width:calc(100vw - 40px);height:520px;",
+    ".panel{position:fixed;right:20px;bottom:88px;width:380px;max-width:calc(100vw - 40px);height:560px;",
     " max-height:calc(100vh - 110px);background:#fff;border-radius:14px;box-shadow:0 10px 30px #0004;",
     " display:none;flex-direction:column;overflow:hidden;z-index:2147483000;color:#111827;font-size:14px;line-height:1.4}",
     ".panel.open{display:flex}",
     ".head{background:#4f46e5;color:#fff;padding:12px 14px;display:flex;justify-content:space-between;align-items:center}",
     ".head b{font-size:15px}.close{background:none;border:0;color:#fff;font-size:20px;cursor:pointer;padding:0 4px}",
-    ".log{flex:1;overflow-y:auto;padding:12px;background:#f9fafb;display:flex;flex-direction:column;gap:8px}",
+    ".head,.actions,form,.status{flex:none}",
+    // The log takes what the card leaves, but never less than room for the newest message's first
+    // lines: on a short screen the card shrinks (and scrolls) instead.
+    ".log{flex:1 1 0;min-height:96px;overflow-y:auto;padding:12px;background:#f9fafb;display:flex;flex-direction:column;gap:8px}",
     ".msg{max-width:85%;padding:8px 11px;border-radius:12px;white-space:pre-wrap;word-wrap:break-word}",
     ".msg.out{align-self:flex-start;background:#fff;border:1px solid #e5e7eb}",
     ".msg.in{align-self:flex-end;background:#4f46e5;color:#fff}",
     ".msg .via{display:block;font-size:11px;opacity:.65;margin-top:3px}",
-    ".card{border:1px solid #c7d2fe;background:#eef2ff;border-radius:12px;padding:10px 12px;margin:0 12px 8px}",
-    ".card h4{margin:0 0 6px;font-size:14px}.card table{width:100%;border-collapse:collapse;font-size:13px}",
-    ".card td{padding:2px 0}.card td.v{text-align:right;font-weight:600}",
-    ".card .th{font-size:12px;color:#4338ca;margin-top:6px}",
-    ".actions{display:flex;gap:8px;padding:0 12px 8px}",
+    ".card-slot{flex:0 1 auto;min-height:0;overflow-y:auto;padding:8px 12px 0;border-top:1px solid #e5e7eb}",
+    ".card-slot:empty{display:none}",
+    ".card{border:1px solid #c7d2fe;background:#eef2ff;border-radius:10px;padding:5px 10px 7px;font-size:12px;line-height:1.35}",
+    ".card .top{display:flex;align-items:center;gap:8px;min-height:24px}",
+    ".card h4{flex:1;min-width:0;margin:0;font-size:13px;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}",
+    ".card .toggle{flex:none;border:0;background:none;color:#4338ca;font-size:12px;font-weight:600;cursor:pointer;padding:2px 0 2px 6px}",
+    ".card .chev{display:inline-block;margin-left:3px;transition:transform .15s}",
+    ".card .toggle[aria-expanded=true] .chev{transform:rotate(180deg)}",
+    ".card .body p{margin:2px 0 0}",
+    ".card .why{color:#4338ca}",
+    ".card.collapsed .body{display:none}",
+    ".card.collapsed h4{font-size:12px;font-weight:600}",
+    ".actions{display:flex;gap:8px;padding:8px 12px}",
+    ".actions:empty{display:none}",
     ".actions button{flex:1;border:0;border-radius:8px;padding:9px;font-size:14px;font-weight:600;cursor:pointer;background:#4f46e5;color:#fff}",
     ".actions button.confirm{background:#059669}",
     ".actions button[disabled]{opacity:.5;cursor:default}",
@@ -81,7 +96,8 @@
   var actions = $(".actions"), form = $("form"), input = $("input"), statusLine = $(".status");
 
   var cursor = 0, delay = cfg.pollMin, timer = null, busy = false, state = null, lastCase = null;
-  var forbidden = false, sending = false, seen = {};
+  var forbidden = false, sending = false, seen = {}, threadId = null, cardKey = null;
+  var follow = true; // keep the newest message in view until the buyer scrolls away from it
 
   function dismissed() {
     try { return localStorage.getItem(storeKey + ":dismissed") || ""; } catch (e) { return ""; }
@@ -89,14 +105,50 @@
   function setDismissed(id) {
     try { localStorage.setItem(storeKey + ":dismissed", String(id)); } catch (e) { /* private mode */ }
   }
+  // The card's collapsed state, per thread: the id of the thread whose card the buyer collapsed.
+  function cardCollapsed(thread) {
+    try { return thread != null && localStorage.getItem(storeKey + ":collapsed") === String(thread); }
+    catch (e) { return false; }
+  }
+  function setCardCollapsed(thread, collapsed) {
+    try {
+      if (collapsed) { localStorage.setItem(storeKey + ":collapsed", String(thread)); }
+      else { localStorage.removeItem(storeKey + ":collapsed"); }
+    } catch (e) { /* private mode */ }
+  }
   var currentOpening = null;
 
-  function toBottom() { log.scrollTop = log.scrollHeight; }
+  // Scroll the newest message into view: to the bottom, unless the message is taller than the
+  // log, then its first line at the top (never under the header, whatever the card's height).
+  function showNewest() {
+    if (!panel.classList.contains("open")) { return; }
+    log.scrollTop = log.scrollHeight;
+    var last = log.lastElementChild;
+    if (last) {
+      var over = log.getBoundingClientRect().top + 10 - last.getBoundingClientRect().top;
+      if (over > 0) { log.scrollTop = Math.max(0, log.scrollTop - over); }
+    }
+    follow = true;
+  }
+  // Where showNewest leaves the log: at the bottom, or a tall newest message from its first line.
+  function atNewest() {
+    var last = log.lastElementChild;
+    if (!last || log.scrollHeight - log.scrollTop - log.clientHeight < 24) { return true; }
+    var top = last.getBoundingClientRect().top - log.getBoundingClientRect().top;
+    return top >= -1 && top <= 16;
+  }
+  log.addEventListener("scroll", function () {
+    if (panel.classList.contains("open")) { follow = atNewest(); }
+  });
+  // The card opening, collapsing or changing, or the window resizing, changes the log's height.
+  if (window.ResizeObserver) {
+    new ResizeObserver(function () { if (follow) { showNewest(); } }).observe(log);
+  }
   function openPanel() {
     panel.classList.add("open");
     launcher.classList.remove("unread");
-    toBottom(); // messages added while the panel was hidden did not scroll it
-    input.focus();
+    showNewest(); // messages added while the panel was hidden did not scroll it
+    input.focus({ preventScroll: true });
   }
   function closePanel() {
     panel.classList.remove("open");
@@ -137,48 +189,62 @@
       div.appendChild(small);
     }
     log.appendChild(div);
-    toBottom();
   }
 
-  function row(table, label, value) {
-    var tr = document.createElement("tr");
-    var a = document.createElement("td"); a.textContent = label;
-    var b = document.createElement("td"); b.className = "v"; b.textContent = value;
-    tr.appendChild(a); tr.appendChild(b); table.appendChild(tr);
-  }
   function title(plan) { return plan ? plan.charAt(0).toUpperCase() + plan.slice(1) : ""; }
+  function para(parent, text, cls) {
+    var p = document.createElement("p");
+    if (cls) { p.className = cls; }
+    p.textContent = text;
+    parent.appendChild(p);
+  }
 
+  // The case card: its title (or, collapsed, its summary line) and a Details toggle; expanded,
+  // why now (the crossings) and the server's sentences. Drawn again only when something changed,
+  // so a poll does not take the focus from the toggle.
   function renderCard(c) {
+    var collapsed = !!c && cardCollapsed(threadId);
+    var key = c ? JSON.stringify([threadId, collapsed, c]) : null;
+    if (key === cardKey) { return; }
+    cardKey = key;
     cardSlot.textContent = "";
     if (!c) { return; }
+    var headline = c.title || (title(c.current_plan) + " \u2192 " + title(c.target_plan));
+    var summary = c.summary || headline;
     var card = document.createElement("div");
-    card.className = "card";
+    card.className = "card" + (collapsed ? " collapsed" : "");
+    card.setAttribute("data-direction", c.direction);
+    var top = document.createElement("div");
+    top.className = "top";
     var h = document.createElement("h4");
-    h.textContent = title(c.current_plan) + " \u2192 " + title(c.target_plan);
-    card.appendChild(h);
-    var t = document.createElement("table");
-    row(t, "Your cost now (" + title(c.current_plan) + ")", "$" + c.cost_current + "/mo");
-    row(t, "On " + title(c.target_plan), "$" + c.cost_target + "/mo");
-    if (c.claims_saving) { row(t, "You save", "$" + c.monthly_saving + "/mo"); }
-    else { row(t, "Difference", "+$" + c.monthly_difference + "/mo"); }
-    row(t, c.direction === "down" ? "Charge today" : "Charge today (prorated)", "$" + c.prorated_charge_today);
-    card.appendChild(t);
-    if (c.thresholds_crossed && c.thresholds_crossed.length) {
-      var th = document.createElement("div");
-      th.className = "th";
-      th.textContent = "Crossed: " + c.thresholds_crossed.map(function (x) {
-        return x.metric + " " + Number(x.value).toLocaleString("en-US") + " \u2265 " +
-          Number(x.threshold).toLocaleString("en-US");
-      }).join(", ");
-      card.appendChild(th);
-    }
-    var unlocks = c.unlock_names || c.unlocks || [];
-    if (unlocks.length) {
-      var u = document.createElement("div");
-      u.className = "th";
-      u.textContent = "Unlocks: " + unlocks.join(", ");
-      card.appendChild(u);
-    }
+    h.textContent = collapsed ? summary : headline;
+    h.title = collapsed ? headline + ": " + summary : headline;
+    top.appendChild(h);
+    var toggle = document.createElement("button");
+    toggle.type = "button";
+    toggle.className = "toggle";
+    toggle.setAttribute("aria-expanded", collapsed ? "false" : "true");
+    toggle.setAttribute("aria-controls", "upgrade-chat-card-body");
+    toggle.textContent = "Details";
+    var chev = document.createElement("span");
+    chev.className = "chev";
+    chev.setAttribute("aria-hidden", "true");
+    chev.textContent = "\u25BE";
+    toggle.appendChild(chev);
+    toggle.addEventListener("click", function () {
+      setCardCollapsed(threadId, !collapsed);
+      renderCard(lastCase);
+      var again = cardSlot.querySelector(".toggle");
+      if (again) { again.focus(); }
+    });
+    top.appendChild(toggle);
+    card.appendChild(top);
+    var body = document.createElement("div");
+    body.className = "body";
+    body.id = "upgrade-chat-card-body";
+    if (c.crossed && c.crossed.length) { para(body, "Why now: " + c.crossed.join("; "), "why"); }
+    (c.lines || []).forEach(function (line) { para(body, line); });
+    card.appendChild(body);
     cardSlot.appendChild(card);
   }
 
@@ -195,11 +261,16 @@
     actions.appendChild(b);
   }
 
+  // One button, saying what it does ("Move to Starter", "Confirm upgrade to Growth"); it sends
+  // "yes" or "confirm": the thread's state decides what that does.
   function renderActions() {
     actions.textContent = "";
     if (!lastCase || sending) { return; }
-    if (state === "offered") { button("Upgrade", "upgrade", "yes"); }
-    else if (state === "awaiting_confirmation") { button("Confirm", "confirm", "confirm"); }
+    var labels = lastCase.buttons || {};
+    if (state === "offered") { button(labels.offered || "Yes", "upgrade", "yes"); }
+    else if (state === "awaiting_confirmation") {
+      button(labels.awaiting_confirmation || "Confirm", "confirm", "confirm");
+    }
   }
 
   function schedule(ms) {
@@ -221,17 +292,17 @@
         busy = false;
         showStatus("");
         var fresh = data.messages.length > 0 || data.state !== state;
-        var atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
         data.messages.forEach(addMessage);
         cursor = data.cursor;
         state = data.state;
+        threadId = data.thread_id;
         lastCase = data.case;
         host.setAttribute("data-state", state || "none");
         renderCard(lastCase);
         renderActions();
         // The card and buttons take room from the log: keep the newest message in view, unless
-        // the buyer scrolled up to read and nothing new arrived.
-        if (atBottom || data.messages.length) { toBottom(); }
+        // the buyer scrolled away from it to read and nothing new arrived.
+        if (follow || data.messages.length) { showNewest(); }
         if (data.open && data.opening_id && String(data.opening_id) !== dismissed()) {
           currentOpening = data.opening_id;
           openPanel();

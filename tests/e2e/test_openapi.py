@@ -412,6 +412,23 @@ def test_a_widget_poll_with_an_opening_and_its_case_answers_as_documented(web, s
     assert (later["messages"], later["cursor"], later["open"]) == ([], poll["cursor"], False)
 
 
+def test_a_down_tier_case_card_answers_as_documented(web, spec, registry, clock):
+    """The card's words (title, summary, lines, crossed, gives_up, buttons) for a down-tier."""
+    _, api, client, headers = web
+    body = {**web_only_account(), "plan": "growth",
+            "plan_since": (clock.now - timedelta(days=60)).isoformat()}
+    assert api.put("/accounts/acme", json=body).status_code == 201
+    at = (clock.now - timedelta(hours=2)).isoformat()
+    events = [{"id": "m-1", "account": "acme", "metric": "messages", "quantity": 900, "at": at},
+              {"id": "s-1", "account": "acme", "metric": "seats", "quantity": 2, "at": at}]
+    assert api.post("/usage", json={"events": events}).status_code == 200
+    card = conforms(spec, registry, client.get(THREAD, headers=headers), "get", THREAD)["case"]
+    assert (card["direction"], card["gives_up"], card["crossed"]) == (
+        "down", ["workflows", "api_access"], [])
+    assert card["buttons"] == {"offered": "Move to Starter",
+                               "awaiting_confirmation": "Confirm move to Starter"}
+
+
 def test_a_widget_message_and_its_repeat_answer_as_documented(web, spec, registry, clock):
     _, api, client, headers = web
     assert api.put("/accounts/acme", json=web_only_account()).status_code == 201

@@ -160,6 +160,21 @@ def test_a_web_only_contact_gets_the_opening_on_the_first_poll_and_the_widget_op
     assert card["unlocks"] == ["workflows", "api_access"]
     assert card["unlock_names"] == ["workflows", "API access"]  # as the opening words them
     assert "workflows and API access" in data["messages"][0]["body"]
+    # The card's words, built on the server: as conditional as the message, in its vertical's words.
+    assert card["title"] == "Starter → Growth"
+    assert card["summary"] == "Growth would have cost $30.00 less"
+    assert card["lines"] == [
+        "At your last 30 days of usage, Growth would have cost $499.00 instead of $529.00 "
+        "($30.00 less).",
+        "Upgrading today costs $105.00 for the rest of this billing period.",
+        "Growth includes 10 staff seats, workflows and API access."]
+    assert "would have cost $499.00 instead of $529.00" in data["messages"][0]["body"]
+    assert card["crossed"] == ["4,800 patient messages in the last 30 days"]
+    assert "4,800 patient messages in the last 30 days" in data["messages"][0]["body"]
+    assert card["buttons"] == {"offered": "Upgrade to Growth",
+                               "awaiting_confirmation": "Confirm upgrade to Growth"}
+    assert (card["gives_up"], card["gives_up_names"]) == ([], [])
+    assert not any("save" in text.lower() for text in card_texts(card))
     assert thread_of(api)["state"] == "offered"
     assert [m["status"] for m in thread_of(api)["messages"]] == ["sent"]
     assert web_active_at(app) is not None
@@ -168,6 +183,99 @@ def test_a_web_only_contact_gets_the_opening_on_the_first_poll_and_the_widget_op
     assert again["messages"] == [] and again["open"] is False
     assert again["cursor"] == data["cursor"]
     assert again["case"] == card
+
+
+def card_texts(card) -> list[str]:
+    """Every sentence the widget shows from a card."""
+    return [card["title"], card["summary"], *card["lines"], *card["crossed"],
+            *card["buttons"].values()]
+
+
+def test_a_down_tier_card_says_what_the_lower_plan_does_not_include_and_its_buttons_say_move(app, api):
+    """Scale -> Growth for a healthcare account: the card names what Growth lacks in the
+    vertical's words (catalog.feature_name), charges nothing today, and no button says Upgrade."""
+    c = contact(DANA, name="Dana", role="billing", web_user_id=USER)
+    r = api.put(f"/accounts/{ACME}", json=account(contacts=[c], vertical="healthcare", plan="scale",
+                                                  plan_since=ago(days=60)))
+    assert r.status_code == 201, r.get_json()
+    r = api.post("/usage", json=batch(event("m-1", ACME, "messages", 900, ago(hours=2)),
+                                      event("s-1", ACME, "seats", 2, ago(hours=2))))
+    assert [s["direction"] for s in r.get_json()["signals"]] == ["down"]
+
+    widget = Widget(app.test_client())
+    data = widget.poll().get_json()
+    assert (data["state"], data["open"]) == ("offered", True)
+    card = data["case"]
+    assert (card["direction"], card["current_plan"], card["target_plan"]) == ("down", "scale", "growth")
+    assert card["gives_up"] == ["sso", "hipaa_baa", "audit_export"]
+    assert card["gives_up_names"] == ["single sign-on", "a signed BAA for your patient messages",
+                                      "audit export for HIPAA reviews"]
+    assert card["title"] == "Scale → Growth"
+    assert card["summary"] == "Growth would have cost $1,000.00 less"
+    assert card["lines"] == [
+        "At your last 30 days of usage, Growth would have cost $499.00 instead of $1,499.00 "
+        "($1,000.00 less).",
+        "Nothing is charged today; the change would take effect at your next billing period, "
+        "on Dec 5.",
+        "Growth does not include single sign-on, a signed BAA for your patient messages or audit "
+        "export for HIPAA reviews."]
+    assert card["crossed"] == [] and card["unlocks"] == [] and card["unlock_names"] == []
+    assert card["buttons"] == {"offered": "Move to Growth",
+                               "awaiting_confirmation": "Confirm move to Growth"}
+    texts = card_texts(card)
+    assert not any("upgrade" in t.lower() or "save" in t.lower() for t in texts), texts
+
+    # The buttons still send "yes" and "confirm"; the labels follow the state.
+    assert widget.say("yes", "w-1").get_json()["state"] == "awaiting_confirmation"
+    assert widget.poll().get_json()["case"]["buttons"]["awaiting_confirmation"] == \
+        "Confirm move to Growth"
+
+
+def test_a_card_without_a_saving_states_the_difference_plainly_and_never_says_save(app, api):
+    """4 stylist chairs on Starter: Growth costs more at this usage; the card says how much more."""
+    c = contact(DANA, name="Dana", role="billing", web_user_id=USER)
+    assert api.put(f"/accounts/{ACME}", json=account(contacts=[c], vertical="salon")).status_code == 201
+    r = api.post("/usage", json=batch(event("m-1", ACME, "messages", 900, ago(days=3)),
+                                      event("s-1", ACME, "seats", 4, ago(hours=2))))
+    assert r.status_code == 200, r.get_json()
+    card = Widget(app.test_client()).poll().get_json()["case"]
+    assert (card["claims_saving"], card["monthly_saving"], card["monthly_difference"]) == \
+        (False, None, "310.00")
+    assert card["summary"] == "Growth: $310.00 more a month"
+    assert card["lines"][0] == ("At your last 30 days of usage, Growth would have cost $499.00 "
+                                "instead of $189.00 ($310.00 more a month).")
+    assert card["crossed"] == ["4 stylist chairs in use; Starter includes 3"]
+    assert card["lines"][2] == "Growth includes 10 stylist chairs, workflows and API access."
+    assert not any("save" in t.lower() for t in card_texts(card))
+
+
+@pytest.mark.parametrize("vertical, usage, met, crossed", [
+    ("healthcare", dict(messages=4800, seats=3), ("messages", 4800, 4500),
+     "4,800 patient messages in the last 30 days"),
+    ("real_estate", dict(messages=900, seats=4), ("seats", 4, 4),
+     "4 agent seats in use; Starter includes 3"),
+    ("it_msp", dict(messages=900, seats=2, integrations=2), ("integrations", 2, 2),
+     "2 PSA and RMM integrations connected, the most Starter allows"),
+    ("it_msp", dict(messages=900, seats=2, integrations=3), ("integrations", 3, 2),
+     "3 PSA and RMM integrations connected, over the 2 Starter allows"),
+    ("it_msp", dict(messages=900, seats=2, features={"workflows": 3}), ("feature:workflows", 3, 3),
+     "tried workflows 3 times in the last 30 days; Starter does not include it"),
+    ("healthcare", dict(messages=900, seats=2, features={"api_access": 1}), ("feature:api_access", 1, 1),
+     "tried API access 1 time in the last 30 days; Starter does not include it"),
+])
+def test_a_crossing_is_shown_in_the_verticals_words_not_as_metric_and_threshold(
+        catalog, vertical, usage, met, crossed):
+    from core.case import AccountTerms, build_case
+    from core.usage import UsageMatrix
+    from tests.e2e.helpers import NOW
+
+    terms = AccountTerms("starter", vertical, "America/Chicago", 5, NOW - timedelta(days=90))
+    case = build_case(catalog, terms, UsageMatrix(**usage), catalog.plan("growth"), [met], NOW)
+    card = webchat.card_json(case, catalog, vertical)
+    assert card["crossed"] == [crossed]
+    assert card["thresholds_crossed"] == [dict(zip(("metric", "value", "threshold"), met))]
+    internal = ("≥", "feature:", f"{met[0]} {met[1]:,}")  # the old "messages 4,800 ≥ 4,500"
+    assert not any(word in t for t in card_texts(card) for word in internal), card_texts(card)
 
 
 def test_upgrade_then_confirm_upgrades_once_and_a_second_confirm_answers_coherently(app, api):
@@ -326,6 +434,13 @@ def test_embed_js_is_served_with_cors_and_the_demo_page_signs_dana(app):
     html = page.get_data(as_text=True)
     assert 'data-user-id="u-dana"' in html and 'data-account="acme-clinic"' in html
     assert f'data-user-hash="{webchat.user_hash(SECRET, "u-dana")}"' in html
+
+    # Any demo account's web contact, e.g. the down-tier harbor-realty; nothing else.
+    page = client.get("/demo?account=harbor-realty").get_data(as_text=True)
+    assert 'data-user-id="u-sam"' in page and 'data-account="harbor-realty"' in page
+    assert f'data-user-hash="{webchat.user_hash(SECRET, "u-sam")}"' in page
+    assert "Harbor Realty" in page and "Agent seats" in page
+    assert client.get("/demo?account=nobody").status_code == 404
 
 
 def test_a_csms_follow_up_on_a_web_thread_reaches_the_widget(app, api):
