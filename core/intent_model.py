@@ -18,14 +18,16 @@ import math
 from dataclasses import dataclass
 from typing import Iterable
 
-FEATURE_VERSION = 1
+FEATURE_VERSION = 2
 _BREAK = ","
 
 
-def features(words: Iterable[str], has_question_mark: bool) -> list[str]:
+def features(words: Iterable[str], has_question_mark: bool,
+             cues: Iterable[str] = ()) -> list[str]:
     """The model's features of a normalised message: words, word pairs (across a clause break
     too, marked), character 3- to 5-grams of each word with its edges, the message's first and
-    last word, and whether it has a question mark."""
+    last word, whether it has a question mark, and `cues`: what the rules made of it
+    ("rules:decline"), so the model learns when the rules are right."""
     words = [w for w in words]
     plain = [w for w in words if w != _BREAK]
     found: list[str] = []
@@ -46,6 +48,7 @@ def features(words: Iterable[str], has_question_mark: bool) -> list[str]:
         found.append("empty")
     if has_question_mark:
         found.append("q:?")
+    found.extend(f"cue:{c}" for c in cues)
     return sorted(set(found))
 
 
@@ -57,6 +60,10 @@ class Prediction:
     probability: float
     second: str
     second_probability: float
+    probabilities: dict[str, float]  # every label's
+
+    def of(self, label: str) -> float:
+        return self.probabilities.get(label, 0.0)
 
 
 class LinearModel:
@@ -80,8 +87,9 @@ class LinearModel:
     def from_dict(cls, data: dict) -> "LinearModel":
         return cls(data["labels"], data["intercepts"], data["weights"], data.get("version", 0))
 
-    def predict(self, words: Iterable[str], has_question_mark: bool) -> Prediction:
-        feats = features(words, has_question_mark)
+    def predict(self, words: Iterable[str], has_question_mark: bool,
+                cues: Iterable[str] = ()) -> Prediction:
+        feats = features(words, has_question_mark, cues)
         scale = 1 / math.sqrt(len(feats)) if feats else 0.0
         scores = list(self.intercepts)
         for f in feats:
@@ -93,7 +101,8 @@ class LinearModel:
         ranked = sorted(range(len(scores)), key=lambda i: -scores[i])
         first, second = ranked[0], ranked[1]
         return Prediction(self.labels[first], exps[first] / total,
-                          self.labels[second], exps[second] / total)
+                          self.labels[second], exps[second] / total,
+                          {label: e / total for label, e in zip(self.labels, exps)})
 
 
 @dataclass(frozen=True)
@@ -110,8 +119,10 @@ class IntentModel:
         data = json.loads(text)
         return cls(LinearModel.from_dict(data["intents"]), LinearModel.from_dict(data["reasons"]))
 
-    def predict(self, words: Iterable[str], has_question_mark: bool) -> Prediction:
-        return self.intents.predict(words, has_question_mark)
+    def predict(self, words: Iterable[str], has_question_mark: bool,
+                cues: Iterable[str] = ()) -> Prediction:
+        return self.intents.predict(words, has_question_mark, cues)
 
-    def reason(self, words: Iterable[str], has_question_mark: bool) -> Prediction:
-        return self.reasons.predict(words, has_question_mark)
+    def reason(self, words: Iterable[str], has_question_mark: bool,
+               cues: Iterable[str] = ()) -> Prediction:
+        return self.reasons.predict(words, has_question_mark, cues)

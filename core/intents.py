@@ -183,6 +183,11 @@ _STOP_PHRASES = (
     "cancelar * suscripcion|mensajes",
     "desabonner|desinscrire|desabonnez|desinscrivez", "ne * plus * ecrire|contacter|envoyer",
     "parem|pare * de * enviar|mandar|mensagens", "nao * mande|mandem|envie|enviem * mensagens",
+    # Italian, German, Polish, Russian, Chinese, Japanese
+    "non * scrivermi|scriverci|contattarmi|contattarci * piu", "disiscrivi|disiscrivimi|disiscrivermi",
+    "abmelden|abbestellen", "keine * nachrichten * mehr", "nicht mehr * schreiben|kontaktieren",
+    "wypisz|wypisac|wypiszcie", "отписаться|отписать|отпишите|стоп", "停止|退订|取消订阅",
+    "配信停止|解除",
 )
 
 # Words that, shortly before a stop phrase in the same clause, make it no request to stop:
@@ -230,6 +235,7 @@ _HELP_TOPIC_PHRASES = (  # about the messages themselves, anywhere in the text
 )
 
 _CALLBACK_PHRASES = (
+    "llamame|llamenme|llamarme|llamenos|llamanos|appelez|appelezmoi|ligue|liguem|anrufen",
     "call|phone|ring me|us", "call me|us back", "call my cell|phone|mobile|number",
     "give me|us a call|ring", "a call", "phone call",
     ("call|phone|ring the|our|my * office|desk|line|landline|cell|mobile|number|clinic|store|shop|"
@@ -537,13 +543,14 @@ _ALIASES = {"u": "you", "ur": "your", "r": "are", "plz": "please", "pls": "pleas
 _JOINS = ((r"\bopt out\b", "optout"), (r"\bopt in\b", "optin"), (r"\bstop all\b", "stopall"),
           (r"\bun subscribe\b", "unsubscribe"), (r"\bre subscribe\b", "resubscribe"),
           (r"\bpro rata\b", "prorata"), (r"\bdo not\b", "dont"),
-          (r"\bnon profit\b", "nonprofit"), (r"\bupgradechat\b", "upgrade chat"))
+          (r"\bnon profit\b", "nonprofit"), (r"\bupgradechat\b", "upgrade chat"),
+          (r"\bun stop\b", "unstop"))
 
 # An emoji of approval is an acknowledgement ("ok"), never the explicit yes that completes a
 # confirmation step.
 _EMOJI = {"👍": " ok ", "👌": " ok ", "✅": " ok ", "✔": " ok ", "☑": " ok ", "🙌": " ok ",
           "💯": " ok ", "👎": " no ", "❌": " no ", "🚫": " no ", "🛑": " stop ", "⛔": " stop ",
-          "📞": " call ", "☎": " call ", "📱": " phone "}
+          "🤔": " hmm ", "📞": " call ", "☎": " call ", "📱": " phone "}
 
 # Common English words that must never be "corrected" into a keyword ("then" is not "when").
 _COMMON_TEXT = """
@@ -584,7 +591,9 @@ _COMMON_WORDS = frozenset(_COMMON_TEXT.split()) | frozenset(
     # number words are never "corrected" ("nine" is not "nice"): a call's transcript says prices
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
     "fifteen sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty "
-    "ninety hundred thousand oh".split())
+    "ninety hundred thousand oh".split()) | frozenset(
+    # what the buyer did, not what they ask: "I unsubscribed by mistake" is no opt-out
+    "unsubscribed stopped opted cancelled canceled confirmed".split())
 
 
 @dataclass(frozen=True)
@@ -615,6 +624,7 @@ _HOLD_PHRASES = (
     "later today|tonight|tomorrow", "look|looking at it|this later|tonight|tomorrow",
     "need|needs|want some|more time", "in a bit|while", "busy * right now|rn|today|atm",
     "cant|can not|cannot decide|answer|say * now|yet|today", "one sec|second|moment|min",
+    "^ hmm|hmmm|hm|umm $",
     # a yes put off, or made conditional: "yes next month", "yes if my boss agrees"
     ("^ yes|yeah|yep|sure|probably|confirm * next|later|tomorrow|tonight|monday|"
      "tuesday|wednesday|thursday|friday|january|february|march|april|may|june|july|august|"
@@ -678,10 +688,11 @@ def understand(text: str, model: IntentModel | None = None) -> Understanding:
     bot is a person, or just thanks.
 
     The rules read first; STOP, START, CONFIRM and HELP found by the rules stand. With a
-    `model` (handed over by the application), the model reads what the rules left unknown when
-    it is at least MODEL_TAKES_UNKNOWN sure, and overrules the rules when it is MODEL_OVERRULES
-    sure. A reading of the model's is `sure` (acted on) only from ASK_BELOW up, and never when
-    it is STOP, START or CONFIRM, or AFFIRM without a yes-word: then the bot asks."""
+    `model` (handed over by the application), which sees the words and the rules' reading, the
+    model's reading wins — but it turns a reading of the rules into STOP, START or CONFIRM
+    never, only one the rules left unknown. A reading of the model's own is `sure` (acted on)
+    from ASK_BELOW up, and never when it is STOP, START or CONFIRM, or AFFIRM without a
+    yes-word: then the bot asks one short question instead."""
     reading = _read(text)
     words = reading.words
     rules = _rules_intent(reading)
@@ -690,16 +701,15 @@ def understand(text: str, model: IntentModel | None = None) -> Understanding:
     label: str = HOLD if hold else rules
     confidence, sure = 1.0, True
     if model is not None and words and rules not in _RULES_ONLY and rules != Intent.HELP:
-        guess = model.predict(words, reading.has_question_mark)
-        threshold = MODEL_TAKES_UNKNOWN if label == Intent.UNKNOWN else MODEL_OVERRULES
-        if guess.label == label:
-            confidence = guess.probability
-        elif guess.probability >= threshold:
+        guess = model.predict(words, reading.has_question_mark, (f"rules:{label}",))
+        if guess.label != label and (label == Intent.UNKNOWN or guess.label not in _RULES_ONLY):
             label, confidence = guess.label, guess.probability
             # What the rules did not see is acted on only when the model is sure, and never for
             # a consent change, a confirmation or a yes without a yes-word: the bot asks instead.
             sure = guess.probability >= ASK_BELOW and label not in _RULES_ONLY and (
                 label != Intent.AFFIRM or _any(_AFFIRM_PHRASES, reading.text))
+        else:
+            confidence = guess.of(label)
     hold = label == HOLD
     intent = Intent.UNKNOWN if hold else Intent(label)
     plain = [w for w in words if w != _BREAK]
@@ -728,6 +738,19 @@ def normalised(text: str) -> tuple[tuple[str, ...], bool]:
     return reading.words, reading.has_question_mark
 
 
+def model_input(text: str) -> tuple[tuple[str, ...], bool, tuple[str, ...], tuple[str, ...]]:
+    """What the models read of `text`, as `understand` hands it to them: the canonical words,
+    the "?", the intent model's cues (the rules' reading) and the reason model's (the rules'
+    reason). scripts/train_intents.py trains on exactly this."""
+    reading = _read(text)
+    rules = _rules_intent(reading)
+    hold = rules in (Intent.AFFIRM, Intent.CONFIRM, Intent.UNKNOWN, Intent.DECLINE) \
+        and _is_hold(reading)
+    label = HOLD if hold else str(rules)
+    return (reading.words, reading.has_question_mark, (f"rules:{label}",),
+            (f"rules:{_reason(reading)}",))
+
+
 def _is_hold(reading: _Reading) -> bool:
     """A pause, unless it says no plainly ("no, not now"): hedges are neither yes nor no."""
     if not _any(_HOLD_PHRASES, reading.text):
@@ -754,9 +777,6 @@ HOLD = "hold"
 # The rules alone decide these: the carrier keywords and revocations, START, HELP, and the
 # explicit confirmation. The model never turns a reply into one of them.
 _RULES_ONLY = frozenset({Intent.STOP, Intent.START, Intent.CONFIRM})
-# How sure the model must be to read a reply the rules left unknown, and to overrule them.
-MODEL_TAKES_UNKNOWN = 0.30
-MODEL_OVERRULES = 0.40
 # Below this, a reading the rules did not make is not acted on: the bot asks one short question.
 ASK_BELOW = 0.60
 
@@ -805,7 +825,7 @@ def _rules_intent(reading: _Reading) -> Intent:
 
 def decline_reason(text: str, model: IntentModel | None = None) -> DeclineReason:
     """Why a decline says no: leaving, then price, then not needed, then timing; else OTHER.
-    With a `model`, the model reads what the rules call OTHER (and overrules them when sure).
+    With a `model`, the model's reading (it sees the rules' as a cue).
 
     Meant for texts that `classify` reads as DECLINE; any text gets an answer.
     """
@@ -813,14 +833,12 @@ def decline_reason(text: str, model: IntentModel | None = None) -> DeclineReason
 
 
 def _decline_reason(reading: _Reading, model: IntentModel | None) -> DeclineReason:
+    """The rules' reason; with a model, the model's, which sees the rules' as a cue."""
     rules = _reason(reading)
     if model is None or not reading.words:
         return rules
-    guess = model.reason(reading.words, reading.has_question_mark)
-    threshold = MODEL_TAKES_UNKNOWN if rules == DeclineReason.OTHER else MODEL_OVERRULES
-    if guess.label != rules and guess.probability >= threshold:
-        return DeclineReason(guess.label)
-    return rules
+    return DeclineReason(model.reason(reading.words, reading.has_question_mark,
+                                      (f"rules:{rules}",)).label)
 
 
 def _reason(reading: _Reading) -> DeclineReason:
