@@ -144,9 +144,14 @@ _NUMBER = r"(\d{1,3}(?:,\d{3})+|\d+)(?:\.(\d{1,2}))?(k?)"
 # or a bare number after "at" ("yes at 399"; not a time: "at 9", "at 10am", "at 3:30").
 _AMOUNTS = (
     re.compile(r"(?:\$|\busd\s*)\s*" + _NUMBER, re.IGNORECASE),
-    re.compile(r"\b" + _NUMBER + r"\s*(?:\$|dollars?\b|usd\b|/\s*mo\b|a month\b|per month\b)",
-               re.IGNORECASE),
+    re.compile(r"\b" + _NUMBER + r"\s*(?:\$|dollars?\b|bucks?\b|usd\b|/\s*mo\b|a month\b|"
+               r"per month\b)", re.IGNORECASE),
     re.compile(r"\bat\s+" + _NUMBER + r"(?![\d:.]|\s*(?:am|pm|h\b|o'?clock))", re.IGNORECASE),
+    # a yes "for 60": a price, unless a time or a count follows ("for 2 months", "for 3 seats")
+    re.compile(r"\b(?:yes|yeah|yep|sure|ok|okay|confirm\w*|upgrade|deal)\b[^.?!]{0,20}?\bfor\s+"
+               + _NUMBER + r"(?![\d:.]|\s*(?:am|pm|h\b|o'?clock|days?|weeks?|months?|years?|"
+               r"seats?|users?|people|agents?|chairs?|stylists?|reps?|techs?|technicians?|"
+               r"locations?|minutes?|mins?|hours?|hrs?))", re.IGNORECASE),
 )
 
 
@@ -164,7 +169,7 @@ def other_amount_named(text: str, case: Case) -> Decimal | None:
             amount = Decimal(f"{whole.replace(',', '')}.{(cents or '0').ljust(2, '0')}")
             if thousands:
                 amount *= 1000
-            if (pattern is _AMOUNTS[2] and amount < 20) or amount in shown:
+            if (pattern in (_AMOUNTS[2], _AMOUNTS[3]) and amount < 20) or amount in shown:
                 continue  # "at 9": more likely a time than a price
             return amount
     return None
@@ -477,7 +482,11 @@ def reply(state: ThreadState | None, heard: Understanding | Intent, text: str,
         return turn(pause_message(state, case, business, opted_out))
     if u.thanks:
         return turn("You're welcome. " + options(state, case, business, opted_out))
+    if intent == Intent.QUESTION_PRICE and _PAST_CHARGE.search(text):
+        intent = Intent.QUESTION_PRORATION  # "how much did you charge me": what was charged
     if intent == Intent.QUESTION_PRICE:
+        if lead:  # the opening just stated the price: it answers the question
+            return turn()
         if state == S.UPGRADED:
             if case.direction == "down":
                 return turn(f"{_plan(case.target.name)} is {dollars(case.target.base_price)} a "
@@ -538,6 +547,13 @@ _BOT_WORDS = re.compile(
     r"\b(?:are you|r u|r you|is this|is it|am i (?:talking|speaking|chatting|texting) "
     r"(?:to|with))\b[^?.!,]*?\b(?:(?:a |an )?(?:real |actual |live )?(?:person|human|people)|"
     r"bot|robot|ai|machine|computer|automated|chatbot|real)\b[?.!]*", re.IGNORECASE)
+
+
+# A question about money already taken: "how much did you charge me", "what did I just pay".
+_PAST_CHARGE = re.compile(
+    r"\b(?:did|have|has|was|were)\b[^.?!]{0,20}\b(?:charge|charged|pay|paid|bill|billed|take|"
+    r"taken|debit|debited)\b|\bcharged me\b|\bbeen charged\b|\bi (?:just )?paid\b",
+    re.IGNORECASE)
 
 
 def _answers_why(text: str) -> bool:

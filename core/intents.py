@@ -320,6 +320,8 @@ _PRORATION_PHRASES = (
     ("when * pay|paid|payment|payments|debit|debited|deducted|take|takes|taken|due|invoiced|"
      "invoice|money"),
     "todays|immediate|upfront charge|charges|payment|amount|fee|bill",
+    # money already taken: "was I charged?", "did you bill me", "what did I just pay"
+    "was|were|been|got|get|did * charged|billed|charge|bill|paid|pay", "charged|billed me|us",
 )
 _PRORATION_TOPICS = (  # an amount asked about: what it is, how it was worked out, when it is taken
     "<num> today|now|upfront|immediately", "why * <num>",

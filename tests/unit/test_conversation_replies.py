@@ -147,8 +147,11 @@ def test_help_names_the_business_support_stop_and_rates(catalog, case):
 
 def test_a_message_before_the_opening_went_out_gets_the_opening_first(catalog, case):
     turn = say(catalog, case, S.OPEN, "how much?")
-    assert turn.events == (E.OFFER_SENT,) and len(turn.replies) == 2
+    assert turn.events == (E.OFFER_SENT,) and len(turn.replies) == 1  # it states the price
     assert "$529.00" in turn.replies[0]
+    turn = say(catalog, case, S.OPEN, "what do I get?")
+    assert turn.events == (E.OFFER_SENT,) and len(turn.replies) == 2
+    assert "$529.00" in turn.replies[0] and "includes" in turn.replies[1]
 
 
 def test_without_a_thread_the_buyer_hears_there_is_no_offer(catalog):
@@ -195,3 +198,29 @@ def test_after_start_a_yes_on_a_thread_closed_by_the_opt_out_points_to_a_person(
     turn = reply(S.OPTED_OUT, classify("yes"), "yes", case, catalog, BIZ, opted_out=False)
     assert turn.events == () and not turn.run_upgrade
     assert "closed when you opted out" in turn.replies[0] and "PERSON" in turn.replies[0]
+
+
+@pytest.mark.parametrize("text, amount", [("yes for 60 bucks", "$60.00"), ("yes for $60", "$60.00"),
+                                          ("ok for 399", "$399.00"),
+                                          ("yeah at three ninety nine a month", "$399.00")])
+def test_a_price_we_did_not_show_is_corrected_never_escalated_at_the_confirmation_step(
+        catalog, case, text, amount):
+    turn = say(catalog, case, S.AWAITING_CONFIRMATION, text)
+    assert turn.events == () and turn.escalation is None and not turn.run_upgrade
+    assert f"Growth is $499.00 a month and $105.00 today, not {amount}" in turn.replies[0]
+    assert "nothing has been charged" in turn.replies[0]
+
+
+@pytest.mark.parametrize("text", ["yes for 2 months", "ok for 3 seats", "yes, for 10 minutes"])
+def test_a_count_or_a_time_after_for_is_no_price(catalog, case, text):
+    from core.conversation import other_amount_named
+    assert other_amount_named(text, case) is None
+
+
+@pytest.mark.parametrize("text", ["how much did you charge me", "what did I just pay",
+                                  "was I charged?"])
+def test_what_was_charged_is_said_in_every_state(catalog, case, text):
+    for state in (S.OFFERED, S.AWAITING_CONFIRMATION, S.ESCALATED, S.DECLINED):
+        assert say(catalog, case, state, text).replies[0].startswith("Nothing has been charged")
+    done = reply(S.UPGRADED, classify(text), text, case, catalog, BIZ, charged=True)
+    assert done.replies[0].startswith("You were charged $105.00")
