@@ -203,8 +203,9 @@ def _day(d: date) -> str:
     return f"{d:%b} {d.day}"
 
 
-def confirmation_step(case: Case) -> str:
-    """Names the plan, the new monthly price and the charge today; asks for an explicit yes."""
+def confirmation_step(case: Case, catalog: Catalog | None = None) -> str:
+    """Names the plan, the new monthly price and the charge today; asks for an explicit yes.
+    A move down also says what the lower plan does not include (with the catalog's names)."""
     target = _plan(case.target.name)
     price = dollars(case.target.base_price)
     at_usage = case.cost_target.total
@@ -214,8 +215,10 @@ def confirmation_step(case: Case) -> str:
         return (f"To confirm: {target} at {price} a month{usage_note}, and "
                 f"{dollars(case.prorated_charge_today)} charged today for the rest of this billing "
                 f"period (until {_day(case.proration.period_end)}). Reply CONFIRM to upgrade.")
+    lost = [catalog.feature_name(f, case.vertical) for f in case.gives_up] if catalog else []
+    lacks = f" {target} does not include {join_words(lost, 'or')}." if lost else ""
     return (f"To confirm: {target} at {price} a month{usage_note} from "
-            f"{_day(case.effective)}, your next billing period; nothing is charged today. "
+            f"{_day(case.effective)}, your next billing period; nothing is charged today.{lacks} "
             f"Reply CONFIRM to switch.")
 
 
@@ -248,8 +251,8 @@ def period_taken_message(case: Case) -> str:
             f"now; a further change is possible from {_day(case.proration.period_end)}.")
 
 
-def figures_changed_message(case: Case) -> str:
-    return "The figures have changed since I asked. " + confirmation_step(case)
+def figures_changed_message(case: Case, catalog: Catalog | None = None) -> str:
+    return "The figures have changed since I asked. " + confirmation_step(case, catalog)
 
 
 def offer_withdrawn_message(plan: str) -> str:
@@ -531,12 +534,13 @@ def reply(state: ThreadState | None, heard: Understanding | Intent, text: str,
         if state == S.AWAITING_CONFIRMATION:
             if intent == Intent.CONFIRM or u.explicit:
                 return turn(upgraded_message(case), event=E.CONFIRM, run_upgrade=True)
-            return turn("Nothing is charged yet. " + confirmation_step(case))  # an acknowledgement
+            # an acknowledgement: the step again
+            return turn("Nothing is charged yet. " + confirmation_step(case, catalog))
         if state == S.UPGRADED:
             return turn(already_changed_message(case))
         if (state, E.AFFIRM) in TRANSITIONS:
             notify = state == S.ESCALATED  # the CSM is told the buyer went ahead
-            return turn(confirmation_step(case), event=E.AFFIRM, notify_csm=notify)
+            return turn(confirmation_step(case, catalog), event=E.AFFIRM, notify_csm=notify)
         if state == S.OPTED_OUT:  # subscribed again since: the offer itself stays closed
             return turn("That offer closed when you opted out. Your account manager can help "
                         "you change plans: reply PERSON to ask for them.")

@@ -409,7 +409,7 @@ def _apply(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, account: Acc
     replies, events = turn.replies, list(turn.events)
     step_shown = ThreadEvent.AFFIRM in events  # the confirmation step, with today's figures
     if turn.run_upgrade:
-        refusal = _refusal(uow, account, thread, case)
+        refusal = _refusal(uow, catalog, account, thread, case)
         if refusal is not None:  # the confirmation cannot run as shown: say why, change nothing
             replies, events = refusal
             step_shown = not events  # the step shown again with the new figures
@@ -440,7 +440,7 @@ def _apply(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, account: Acc
     return thread, replies
 
 
-def _refusal(uow: UnitOfWork, account: Account, thread: ThreadView,
+def _refusal(uow: UnitOfWork, catalog: Catalog, account: Account, thread: ThreadView,
              case: Case) -> tuple[tuple[str, ...], list[ThreadEvent]] | None:
     """Why a confirmation must not run as it stands, as (replies, events); None when it may."""
     if account.plan != thread.current_plan:  # the plan changed under the offer (the operator)
@@ -449,7 +449,7 @@ def _refusal(uow: UnitOfWork, account: Account, thread: ThreadView,
             (case.proration.period_start, case.prorated_charge_today):
         # A new billing period (or new figures) since the confirmation step: never charge what
         # the buyer did not see; show the step again.
-        return (figures_changed_message(case),), []
+        return (figures_changed_message(case, catalog),), []
     return None
 
 

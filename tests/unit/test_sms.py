@@ -61,6 +61,10 @@ def test_down_tier_and_growth_to_scale_openings_fit_too(catalog, vertical, plan,
     assert is_gsm7(text) and segments(text) <= 2, (segments(text), text)
     if sender:
         assert text.startswith(f"{sender}: ") and "STOP to opt out" in text
+    step = confirmation_step(case, catalog)
+    assert is_gsm7(step) and segments(step) <= 2, step
+    if case.direction == "down" and case.gives_up:  # what the lower plan lacks, before CONFIRM
+        assert "does not include" in step
 
 
 def test_carrier_replies_fit_one_or_two_segments():

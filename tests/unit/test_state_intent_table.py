@@ -337,7 +337,8 @@ _state(S.OPTED_OUT, _thread_row(S.OPTED_OUT, hold_says="Take your time. " + OPTI
 
 # Cells whose words differ on a down-tier case (Growth -> Starter; takes effect Dec 1).
 STEP_DOWN = ("To confirm: Starter at $149.00 a month ($339.00 at your current usage) from Dec 1, "
-             "your next billing period; nothing is charged today. Reply CONFIRM to switch.")
+             "your next billing period; nothing is charged today. Starter does not include "
+             "workflows or API access. Reply CONFIRM to switch.")
 DONE_DOWN = ("Done: you move to Starter on Dec 1, at $149.00 a month ($339.00 at your current "
              "usage). Nothing is charged today.")
 NOTHING_TODAY = ("Nothing is charged today: the change to Starter takes effect on Dec 1, at the "
