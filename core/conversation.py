@@ -597,6 +597,9 @@ def _decline(state: ThreadState, reason: DeclineReason, turn) -> Turn:
             return turn("Understood.")
         return turn("Thanks for telling me. We will not bring it up again for 30 days.",
                     decline_reason=reason)
+    if state == S.ESCALATED:  # the CSM has the thread: the no is kept and they are told
+        return turn("Understood, no change. We will not bring it up again for 30 days.",
+                    decline_reason=reason, notify_csm=True)
     if (state, E.DECLINE) not in TRANSITIONS:
         if state == S.UPGRADED:
             return turn("Understood. Your change is already made; reply PERSON if you want your "

@@ -302,8 +302,9 @@ _state(S.ESCALATED, _thread_row(S.ESCALATED, hold_says=WAIT + OPTIONS[S.ESCALATE
     "affirm": Cell((E.AFFIRM,), STEP, notify_csm=True),  # at list price; the CSM is told
     "acknowledgement": Cell((E.AFFIRM,), STEP, notify_csm=True),
     "confirm": Cell((E.AFFIRM,), STEP, notify_csm=True),
-    "decline": Cell(NONE, NO_CHANGE),
-    "decline_with_reason": Cell(NONE, NO_CHANGE),
+    # a no while a CSM has the thread: kept (the cooldown starts) and the CSM is told
+    "decline": Cell(NONE, NOT_AGAIN, decline_reason=R.OTHER, notify_csm=True),
+    "decline_with_reason": Cell(NONE, NOT_AGAIN, decline_reason=R.PRICE, notify_csm=True),
     "decline_leaving": Cell(NONE, LEAVING, decline_reason=R.LEAVING, escalation=X.LEAVING),
     "human": Cell(NONE, HAS_IT, escalation=X.HUMAN),
     "discount": Cell(NONE, NO_DISCOUNT_AGAIN, escalation=X.DISCOUNT),
