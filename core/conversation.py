@@ -488,8 +488,6 @@ def reply(state: ThreadState | None, heard: Understanding | Intent, text: str,
     if intent == Intent.QUESTION_PRICE and _PAST_CHARGE.search(text):
         intent = Intent.QUESTION_PRORATION  # "how much did you charge me": what was charged
     if intent == Intent.QUESTION_PRICE:
-        if lead:  # the opening just stated the price: it answers the question
-            return turn()
         if state == S.UPGRADED:
             if case.direction == "down":
                 return turn(f"{_plan(case.target.name)} is {dollars(case.target.base_price)} a "

@@ -147,8 +147,8 @@ def test_help_names_the_business_support_stop_and_rates(catalog, case):
 
 def test_a_message_before_the_opening_went_out_gets_the_opening_first(catalog, case):
     turn = say(catalog, case, S.OPEN, "how much?")
-    assert turn.events == (E.OFFER_SENT,) and len(turn.replies) == 1  # it states the price
-    assert "$529.00" in turn.replies[0]
+    assert turn.events == (E.OFFER_SENT,) and len(turn.replies) == 2
+    assert "$529.00" in turn.replies[0] and "Growth is $499.00 a month" in turn.replies[1]
     turn = say(catalog, case, S.OPEN, "what do I get?")
     assert turn.events == (E.OFFER_SENT,) and len(turn.replies) == 2
     assert "$529.00" in turn.replies[0] and "includes" in turn.replies[1]

@@ -195,10 +195,7 @@ def _thread_row(state, *, opening=False, hold_says, own):
     return {
         **own,
         "hold": Cell(first, hold_says),
-        # in open, the opening just sent states the price: it is the answer
-        "question_price": Cell(first, CHARGED if state == S.UPGRADED else
-                               "Upgrading today costs $105.00 for the rest of this billing "
-                               "period." if opening else PRICE),
+        "question_price": Cell(first, CHARGED if state == S.UPGRADED else PRICE),
         "question_features": Cell(first, FEATURES),
         "question_proration": Cell(first, CHARGED if state == S.UPGRADED else PRORATION),
         "question_downgrade": Cell(first, DOWNGRADE),
@@ -396,9 +393,7 @@ def _check(turn, cell, state, case, catalog):
     assert turn.consent == cell.consent
     assert turn.notify_csm is cell.notify_csm
     assert cell.says in turn.replies[-1], turn.replies
-    if E.OFFER_SENT in cell.events and turn.replies == (opening_message(case, catalog),):
-        pass  # the opening alone answers a price question
-    elif E.OFFER_SENT in cell.events:  # the opening first, then the answer
+    if E.OFFER_SENT in cell.events:  # the opening first, then the answer
         assert turn.replies == (opening_message(case, catalog), turn.replies[-1])
     else:
         assert len(turn.replies) == 1
