@@ -422,7 +422,7 @@ def pause_message(state: ThreadState, case: Case, business: Business,
 
 def reply(state: ThreadState | None, heard: Understanding | Intent, text: str,
           case: Case | None, catalog: Catalog, business: Business, *, opted_out: bool = False,
-          charged: bool = False) -> Turn:
+          charged: bool = False, phone: bool = False) -> Turn:
     """What the bot does about a buyer's message in a thread in `state` (None: no thread).
 
     Every state x intent pair has a defined reply: docs/conversation.md tabulates them and
@@ -430,8 +430,9 @@ def reply(state: ThreadState | None, heard: Understanding | Intent, text: str,
     (core.intents.understand; an Intent alone is read with the rules' flags).
 
     `opted_out`: the contact has revoked consent (on any channel). Questions still get answers,
-    but a yes does not move an offer until START. `charged`: this thread's plan change was made
-    (what the buyer paid can be said).
+    but a yes does not move an offer until START. `phone`: the reply goes to a phone (SMS,
+    WhatsApp), where an opening sent as a reply names the business and says how to stop.
+    `charged`: this thread's plan change was made (what the buyer paid can be said).
 
     Only an explicit confirmation (the confirm word, a yes-word standing alone, the widget's
     Confirm button) in awaiting_confirmation runs the upgrade; an acknowledgement ("ok", "👍")
@@ -461,7 +462,7 @@ def reply(state: ThreadState | None, heard: Understanding | Intent, text: str,
         if heard_rest is None or heard_rest.intent == Intent.UNKNOWN:
             return Turn((bot_answer(business, has_thread=case is not None),))
         then = reply(state, heard_rest, rest, case, catalog, business, opted_out=opted_out,
-                     charged=charged)
+                     charged=charged, phone=phone)
         return replace(then, replies=(f"I am an automated assistant for {business.name}, not a "
                                       f"person.",) + then.replies)
     if state is None or case is None:
@@ -473,7 +474,8 @@ def reply(state: ThreadState | None, heard: Understanding | Intent, text: str,
     lead: tuple[str, ...] = ()
     events: tuple[ThreadEvent, ...] = ()
     if state == S.OPEN:  # the buyer writes before the opening went out: show the case first
-        lead, events, state = (opening_message(case, catalog),), (E.OFFER_SENT,), S.OFFERED
+        opening = opening_message(case, catalog, business.name if phone else None)
+        lead, events, state = (opening,), (E.OFFER_SENT,), S.OFFERED
 
     def turn(*texts: str, event: ThreadEvent | None = None, **effects) -> Turn:
         moves = events + ((event,) if event else ())

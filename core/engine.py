@@ -349,6 +349,7 @@ def _answer(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, contact: Co
     charged = state == ThreadState.UPGRADED and \
         conv.plan_change_for_thread(thread.id) is not None
     turn = reply(state, heard, text, case, catalog, config.business, charged=charged,
+                 phone=channel in PHONE_CHANNELS,
                  # In the product the buyer acts for themselves: the STOP rule is the phone's.
                  opted_out=contact.opted_out_at is not None and channel in PHONE_CHANNELS)
     inbound_id = conv.add_message(thread_id=thread.id if thread else None, contact_id=contact.id,

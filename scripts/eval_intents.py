@@ -75,8 +75,12 @@ class Report:
     def reason_accuracy(self) -> float:
         return self.reason_correct / self.reason_total if self.reason_total else 1.0
 
-    def failures(self) -> list[str]:
-        """The targets that do not hold, in words; empty when all do."""
+    def failures(self, lines_shown: bool = True) -> list[str]:
+        """The targets that do not hold, in words; empty when all do. `lines_shown`: whether
+        to quote the replies that miss (not for a blind set)."""
+        def quote(texts: list[str]) -> str:
+            return f": {texts}" if lines_shown else ""
+
         found = []
         if self.accuracy < MIN_ACCURACY:
             found.append(f"intent accuracy {self.accuracy:.1%} is below {MIN_ACCURACY:.0%}")
@@ -85,13 +89,13 @@ class Report:
                          f"{MIN_REASON_ACCURACY:.0%}")
         if self.false_yes:
             found.append(f"{len(self.false_yes)} reply(ies) acted on as a yes but labelled "
-                         f"otherwise: {[t for t, _, _ in self.false_yes]}")
+                         f"otherwise{quote([t for t, _, _ in self.false_yes])}")
         if self.missed_stops:
-            found.append(f"{len(self.missed_stops)} stop(s) not acted on: "
-                         f"{[t for t, _ in self.missed_stops]}")
+            found.append(f"{len(self.missed_stops)} stop(s) not acted on"
+                         f"{quote([t for t, _ in self.missed_stops])}")
         if self.false_stops:
             found.append(f"{len(self.false_stops)} reply(ies) acted on as a stop but labelled "
-                         f"otherwise: {[t for t, _ in self.false_stops]}")
+                         f"otherwise{quote([t for t, _ in self.false_stops])}")
         if self.keyword_misses:
             found.append(f"{len(self.keyword_misses)} carrier keyword variant(s) not stop: "
                          f"{self.keyword_misses}")
@@ -176,7 +180,7 @@ def evaluate(examples: list[Example], model: IntentModel | None = None) -> Repor
     return report
 
 
-def render(report: Report, top: int = 10) -> str:
+def render(report: Report, top: int = 10, lines_shown: bool = True) -> str:
     """The report as a plain-text table."""
     lines = [f"{'intent':<20}{'precision':>10}{'recall':>10}{'support':>9}"]
     for label in LABELS:
@@ -195,6 +199,12 @@ def render(report: Report, top: int = 10) -> str:
     variants = len(keyword_variants())
     lines.append(f"carrier keyword variants classified stop: "
                  f"{variants - len(report.keyword_misses)}/{variants}")
+    if not lines_shown:
+        counts = sorted(report.confusions.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+        lines.append("")
+        lines.append("confusions (true -> predicted: count): " + ", ".join(
+            f"{true} -> {predicted}: {len(texts)}" for (true, predicted), texts in counts[:top]))
+        return "\n".join(lines)
     lines.append("")
     pairs = sorted(report.confusions.items(), key=lambda kv: (-len(kv[1]), kv[0]))
     lines.append(f"top confusions (true -> predicted): {'none' if not pairs else ''}")
@@ -215,14 +225,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report-only", action="store_true",
                         help="print the figures and misses, exit 0 whatever they are (for a "
                              "blind set, which is measured, never tuned on)")
+    parser.add_argument("--figures-only", action="store_true",
+                        help="print the figures but no reply of the set (for a blind set: "
+                             "whoever reads the log must not see its lines)")
     parser.add_argument("--rules-only", action="store_true",
                         help="read with the rules alone, without the shipped model")
     args = parser.parse_args(argv)
     report = evaluate(load(args.path), None if args.rules_only else shipped_model())
     print(f"{args.path.relative_to(ROOT) if args.path.is_relative_to(ROOT) else args.path}: "
           f"{'rules alone' if args.rules_only else 'rules and the shipped model'}")
-    print(render(report))
-    failures = report.failures()
+    print(render(report, lines_shown=not args.figures_only))
+    failures = report.failures(lines_shown=not args.figures_only)
     print()
     if failures:
         for failure in failures:

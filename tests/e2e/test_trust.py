@@ -171,3 +171,17 @@ def test_the_bot_says_who_is_writing_and_that_it_is_automated(api, app):
     assert "help@acme.example" in help_text and "STOP" in help_text
     bot = say(api, "are you a bot?", "s-bot")
     assert "automated" in bot["replies"][0] and bot["state"] == "offered"
+
+
+def test_an_opening_sent_as_a_reply_on_a_phone_still_says_who_is_writing(make_app, clock):
+    """The buyer writes before the opening went out (it waited for quiet hours): the opening in
+    the reply names the business and how to stop, as a sent one does."""
+    api = Api(make_app(CONTROL_SHARE="0", BUSINESS_NAME="Acme Billing").test_client())
+    setup_account(api)
+    clock.now = NOW.replace(hour=4)  # 22:00 in Chicago the day before: the opening waits
+    cross_messages(api, now=clock.now, prefix="n")
+    assert thread(api)["state"] == "open"
+    answer = say(api, "what is growth", "s-first")
+    assert answer["replies"][0].startswith("Acme Billing: ") and "STOP to opt out" in answer["replies"][0]
+    web = say(api, "and the price?", "w-first", channel="web")  # in the product: no preamble
+    assert not web["replies"][0].startswith("Acme Billing")
