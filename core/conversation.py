@@ -355,10 +355,9 @@ def start_message(business: Business) -> str:
             f"STOP to opt out.")
 
 
-def bot_answer(business: Business, has_thread: bool = True) -> str:
-    person = ("Reply PERSON and your account manager will get in touch." if has_thread else
-              f"To reach a person, write to {business.support}.")
-    return f"I am an automated assistant for {business.name}, not a person. {person}"
+def bot_answer(business: Business) -> str:
+    return (f"I am an automated assistant for {business.name}, not a person. Reply PERSON and "
+            f"your account manager will get in touch.")
 
 
 FALLBACK = ("Sorry, I did not catch that. Reply YES to see the upgrade details, NO if not now, or "
@@ -460,15 +459,26 @@ def reply(state: ThreadState | None, heard: Understanding | Intent, text: str,
         rest = _without_bot_question(text)
         heard_rest = understand(rest) if rest else None
         if heard_rest is None or heard_rest.intent == Intent.UNKNOWN:
-            return Turn((bot_answer(business, has_thread=case is not None),))
+            return Turn((bot_answer(business),))
         then = reply(state, heard_rest, rest, case, catalog, business, opted_out=opted_out,
                      charged=charged, phone=phone)
         return replace(then, replies=(f"I am an automated assistant for {business.name}, not a "
                                       f"person.",) + then.replies)
-    if state is None or case is None:
-        if intent in (Intent.HUMAN, Intent.CALLBACK, Intent.DISCOUNT):
-            return Turn((f"{NO_OFFER} For anything about your account, write to "
-                         f"{business.support}.",))
+    if state is None or case is None:  # no offer: a request for a person still reaches one
+        if u.sure and intent == Intent.CALLBACK:
+            return Turn(("Thanks, I have asked your account manager to call you.",),
+                        escalation=EscalationReason.CALLBACK)
+        if u.sure and intent == Intent.HUMAN:
+            return Turn(("I have asked your account manager, a person, to get in touch with "
+                         "you.",), escalation=EscalationReason.HUMAN)
+        if u.sure and intent == Intent.DISCOUNT:
+            return Turn(("I cannot offer a discount: the price is the same for everyone. I have "
+                         "passed your question to your account manager, who will be in touch.",),
+                        escalation=EscalationReason.DISCOUNT)
+        if u.sure and intent == Intent.DECLINE and \
+                (u.reason or decline_reason(text)) == DeclineReason.LEAVING:
+            return Turn(("Sorry to hear that. I have asked your account manager to get in "
+                         "touch.",), escalation=EscalationReason.LEAVING)
         return Turn((options(None, None, business),))
 
     lead: tuple[str, ...] = ()

@@ -56,8 +56,10 @@ def terms(account: Account, plan: str | None = None) -> AccountTerms:
                         plan_since=account.plan_since)
 
 
-def case_summary(case: Case) -> dict[str, Any]:
-    """The case's figures as stored with an escalation (what the CSM sees)."""
+def case_summary(case: Case | None) -> dict[str, Any]:
+    """The case's figures as stored with an escalation (what the CSM sees); empty without one."""
+    if case is None:
+        return {}
     return {
         "current_plan": case.current.name, "target_plan": case.target.name,
         "direction": case.direction,
@@ -359,6 +361,8 @@ def _answer(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, contact: Co
     if thread is not None:
         thread, replies = _apply(uow, catalog, config, account, contact, thread, state, case, turn,
                                  channel, now)
+    if thread is None and turn.escalation is not None:  # no offer, but a person is wanted
+        _escalate(uow, account, None, turn.escalation, case, now)
     if turn.consent:
         conv.record_consent(contact.id, turn.consent, channel, "buyer", now)
     if channel == "web":
@@ -529,7 +533,7 @@ def expire_threads(uow: UnitOfWork, now: datetime) -> int:
 
 
 def _escalate(uow: UnitOfWork, account: Account, thread_id: int | None,
-              reason: EscalationReason, case: Case, now: datetime) -> None:
+              reason: EscalationReason, case: Case | None, now: datetime) -> None:
     """Open an escalation and notify the CSM lane, unless the same one is already open."""
     conv = uow.conversations
     if conv.has_open_escalation(account.id, thread_id=thread_id, reason=reason):

@@ -185,3 +185,12 @@ def test_an_opening_sent_as_a_reply_on_a_phone_still_says_who_is_writing(make_ap
     assert answer["replies"][0].startswith("Acme Billing: ") and "STOP to opt out" in answer["replies"][0]
     web = say(api, "and the price?", "w-first", channel="web")  # in the product: no preamble
     assert not web["replies"][0].startswith("Acme Billing")
+
+
+def test_a_buyer_with_no_offer_who_asks_for_a_person_reaches_one(make_app):
+    api = Api(make_app(CONTROL_SHARE="0").test_client())
+    setup_account(api)  # no usage: no case, no thread
+    answer = say(api, "can I talk to someone about our account?", "s-person")
+    assert "account manager" in answer["replies"][0] and answer["thread_id"] is None
+    esc = api.get(f"/accounts/{ACME}/thread").get_json()["escalations"]
+    assert [(e["reason"], e["thread_id"]) for e in esc] == [("human", None)]

@@ -219,15 +219,17 @@ def _state(state, cells):
 _state(None, {
     **{r: Cell(NONE, NO_OFFER) for r in (
         "affirm", "acknowledgement", "confirm", "hold", "decline", "decline_with_reason",
-        "decline_leaving", "question_price", "question_features", "question_proration",
+        "question_price", "question_features", "question_proration",
         "question_downgrade", "thanks", "unknown")},
-    **{r: Cell(NONE, NO_OFFER_WRITE) for r in ("human", "discount", "callback")},
+    # no offer, but a request for a person (or a buyer who is leaving) still reaches one
+    "human": Cell(NONE, PERSON, escalation=X.HUMAN),
+    "discount": Cell(NONE, NO_DISCOUNT, escalation=X.DISCOUNT),
+    "callback": Cell(NONE, CALL, escalation=X.CALLBACK),
+    "decline_leaving": Cell(NONE, LEAVING, escalation=X.LEAVING),
     "stop": Cell(NONE, STOPPED, consent="revoke"),
     "start": Cell(NONE, STARTED, consent="grant"),
     "help": Cell(NONE, HELP_NO_OFFER),
-    # no thread, no account manager to promise: the support contact instead
-    "bot": Cell(NONE, "I am an automated assistant for Acme Billing, not a person. To reach a "
-                      "person, write to help@acme.example."),
+    "bot": Cell(NONE, BOT),
 })
 
 _state(S.OPEN, _thread_row(S.OPEN, opening=True, hold_says=WAIT + OPTIONS[S.OFFERED], own={
