@@ -195,14 +195,16 @@ _STOP_PHRASES = (
 _STOP_NEGATORS = frozenset({"dont", "not", "never", "wont", "shouldnt", "didnt", "without",
                             "cant", "if", "unless", "otherwise", "might", "may", "could",
                             "would", "ill", "will", "gonna", "going", "tempted", "before",
-                            "wouldnt", "neednt"})
+                            "wouldnt", "neednt", "undo", "ignore", "reverse", "revert",
+                            "disregard"})
 
 _START_PHRASES = (
     "resubscribe", "unstop", "subscribe me|us * again", "subscribe again",
     f"start {_MSG_NOUN}|sending * again", "text|message|whatsapp|email me|us again",
     "opt me|us back in", "add|put me|us back",
     "opt back in", "optin", "sign me|us back up", f"get|receive {_MSG_NOUN} again", "^ start again",
-    "start again $",
+    "start again $", "undo|reverse|revert|ignore|disregard my|the|that? * stop|unsubscribe|optout",
+    "wieder anmelden", "reactivar|reactiva|reanudar|reativar|recommencer|riattiva",
 )
 
 _HELP_PHRASES = (  # whole message only: "what is this charge today?" is a question, not help
@@ -655,6 +657,9 @@ _THANKS_WORDS = frozenset({"thanks", "thank", "you", "much", "so", "very", "appr
                            "nice", "amazing", "lovely", "cheers", "gracias", "merci", "a", "lot",
                            "bunch", "again", "many", "wonderful", "excellent", "good", "all",
                            "set", "done", "sweet", "have", "day", "night", "nice", "understood"})
+# Words that make thanks an acknowledgement too ("ok thanks", "great thanks").
+_ACKNOWLEDGING = frozenset({"ok", "okay", "great", "perfect", "cool", "got", "awesome", "good",
+                            "sounds", "nice", "sweet", "excellent", "wonderful", "amazing"})
 # "are you a bot?", "is this a real person?", "am I talking to a human?"
 _BOT_QUESTION = re.compile(
     r"(?:^|\b)(?:are you|r you|is this|is it|is that|am i (?:talking|speaking|chatting|texting|"
@@ -704,12 +709,10 @@ def understand(text: str, model: IntentModel | None = None) -> Understanding:
     confidence, sure = 1.0, True
     if model is not None and words and rules not in _RULES_ONLY and rules != Intent.HELP:
         guess = model.predict(words, reading.has_question_mark, (f"rules:{label}",))
-        if guess.label != label and (label == Intent.UNKNOWN or guess.label not in _RULES_ONLY):
+        if guess.label != label and (label in _OPEN_TO_ANY or guess.label not in _RULES_ONLY):
             label, confidence = guess.label, guess.probability
-            # What the rules did not see is acted on only when the model is sure, and never for
-            # a consent change, a confirmation or a yes without a yes-word: the bot asks instead.
-            sure = guess.probability >= ASK_BELOW and label not in _RULES_ONLY and (
-                label != Intent.AFFIRM or _any(_AFFIRM_PHRASES, reading.text))
+            sure = guess.probability >= ASK_BELOW and _may_act_on(label, guess.probability,
+                                                                  reading)
         else:
             confidence = guess.of(label)
     hold = label == HOLD
@@ -727,8 +730,8 @@ def understand(text: str, model: IntentModel | None = None) -> Understanding:
               and all(w in _THANKS_WORDS for w in plain)
               and bool({"thanks", "thank", "appreciate", "cheers", "gracias", "merci"}
                        .intersection(plain)))
-    if thanks:
-        intent = Intent.UNKNOWN
+    if thanks and not _ACKNOWLEDGING.intersection(plain):
+        intent = Intent.UNKNOWN  # thanks alone; "ok thanks" acknowledges (affirm), politely
     reason = _decline_reason(reading, model) if intent == Intent.DECLINE else None
     return Understanding(intent, reason, hold=hold, explicit=explicit and sure,
                          asks_if_bot=bot, thanks=thanks, confidence=confidence, sure=sure)
@@ -751,6 +754,28 @@ def model_input(text: str) -> tuple[tuple[str, ...], bool, tuple[str, ...], tupl
     label = HOLD if hold else str(rules)
     return (reading.words, reading.has_question_mark, (f"rules:{label}",),
             (f"rules:{_reason(reading)}",))
+
+
+def _may_act_on(label: str, probability: float, reading: _Reading) -> bool:
+    """Whether the model's own reading may be acted on: never a consent grant or a
+    confirmation (the bot asks "Reply START / CONFIRM"), never a yes without a yes-word; a stop
+    only when the model is very sure and nothing in the text negates a stop word."""
+    if label in (Intent.START, Intent.CONFIRM):
+        return False
+    if label == Intent.STOP:
+        return probability >= MODEL_STOPS_FROM and not _negated_stop_mention(reading)
+    return label != Intent.AFFIRM or _any(_AFFIRM_PHRASES, reading.text)
+
+
+def _negated_stop_mention(reading: _Reading) -> bool:
+    """A stop phrase that a negation or condition just before it turns around."""
+    for clause in _clauses(reading.words):
+        text = " ".join(clause)
+        for phrase in _STOP_PHRASES:
+            for match in _PATTERNS[phrase].finditer(text):
+                if _STOP_NEGATORS.intersection(text[:match.start()].split()[-3:]):
+                    return True
+    return False
 
 
 def _is_hold(reading: _Reading) -> bool:
@@ -779,6 +804,12 @@ HOLD = "hold"
 # The rules alone decide these: the carrier keywords and revocations, START, HELP, and the
 # explicit confirmation. The model never turns a reply into one of them.
 _RULES_ONLY = frozenset({Intent.STOP, Intent.START, Intent.CONFIRM})
+# Readings of the rules the model may turn into STOP, START or CONFIRM: a yes ("turn the texts
+# back on", "charge it"), a no ("I don't want these texts anymore"), a pause, or nothing.
+_OPEN_TO_ANY = frozenset({Intent.UNKNOWN, Intent.AFFIRM, Intent.DECLINE, HOLD})
+# The model's STOP is acted on from this probability up (a revocation must be honoured at once),
+# unless a stop word in the text is negated ("do not stop these"): the bot asks instead.
+MODEL_STOPS_FROM = 0.80
 # Below this, a reading the rules did not make is not acted on: the bot asks one short question.
 ASK_BELOW = 0.60
 

@@ -12,7 +12,7 @@ The corpus is every TSV under training/intents/ plus the rules' tuning set tests
 The model is scikit-learn's multinomial logistic regression over the features of
 core.intent_model.features (the normalised words the rules read, word pairs, character
 n-grams), each message's binary features scaled to unit length. Weights too small to matter
-are dropped and the rest rounded, so the shipped file stays small (about 0.7 MB); the script
+are dropped and the rest rounded, so the shipped file stays small (about 1.2 MB); the script
 prints how often the pruned model, scored by the pure-Python code in core/, gives the label the
 corpus has.
 """

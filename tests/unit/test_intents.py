@@ -414,3 +414,37 @@ def test_a_plain_request_to_stop_is_an_opt_out(text):
 def test_are_you_a_bot_is_flagged(text):
     from core.intents import understand
     assert understand(text).asks_if_bot
+
+
+# --- how the model's readings are acted on (a hand-made model: "blorp" means stop) -------------
+
+def _model(label: str):
+    from core.intent_model import IntentModel, LinearModel
+    intents = LinearModel([label, "unknown"], [0.0, 0.0], {"w:blorp": [[0, 12.0]]})
+    reasons = LinearModel(["other", "price"], [1.0, 0.0], {})
+    return IntentModel(intents, reasons)
+
+
+def test_a_stop_only_the_model_sees_is_acted_on_when_it_is_very_sure():
+    from core.intents import understand
+    heard = understand("blorp", _model("stop"))
+    assert heard.intent is Intent.STOP and heard.sure and heard.confidence >= 0.8
+
+
+def test_a_stop_the_model_sees_beside_a_negated_stop_word_is_asked_about():
+    from core.intents import understand
+    heard = understand("dont stop texting me blorp", _model("stop"))
+    assert heard.intent is Intent.STOP and not heard.sure
+
+
+@pytest.mark.parametrize("label", ["start", "confirm"])
+def test_a_consent_grant_or_a_confirmation_only_the_model_sees_is_asked_about(label):
+    from core.intents import understand
+    heard = understand("blorp", _model(label))
+    assert heard.intent is Intent(label) and not heard.sure and not heard.explicit
+
+
+def test_the_model_never_turns_a_question_of_the_rules_into_a_stop():
+    from core.intents import understand
+    heard = understand("how much is growth blorp?", _model("stop"))
+    assert heard.intent is Intent.QUESTION_PRICE
