@@ -360,6 +360,9 @@ def bot_answer(business: Business) -> str:
             f"your account manager will get in touch.")
 
 
+# A consent change the model alone read is asked about ("Reply STOP to opt out") from this
+# probability; below it the buyer gets the state's options like any unclear reply.
+ASK_CONSENT_FROM = 0.6
 FALLBACK = ("Sorry, I did not catch that. Reply YES to see the upgrade details, NO if not now, or "
             "ask about the price, the features or today's charge.")
 NO_OFFER = "There is no plan change on the table for your account right now."
@@ -442,6 +445,11 @@ def reply(state: ThreadState | None, heard: Understanding | Intent, text: str,
         u = heard
     else:
         u = replace(understand(text), intent=heard)
+    if not u.sure and (
+            (u.intent in (Intent.STOP, Intent.START) and u.confidence < ASK_CONSENT_FROM)
+            or (u.intent == Intent.START and not opted_out)):
+        # too unsure even to ask about consent, or a START to someone who never stopped
+        u = replace(u, intent=Intent.UNKNOWN)
     intent = u.intent
     if intent == Intent.STOP:
         if not u.sure:

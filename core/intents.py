@@ -759,11 +759,14 @@ def model_input(text: str) -> tuple[tuple[str, ...], bool, tuple[str, ...], tupl
 def _may_act_on(label: str, probability: float, reading: _Reading) -> bool:
     """Whether the model's own reading may be acted on: never a consent grant or a
     confirmation (the bot asks "Reply START / CONFIRM"), never a yes without a yes-word; a stop
-    only when the model is very sure and nothing in the text negates a stop word."""
+    only when the model is very sure and nothing in the text negates a stop word; a no only
+    when it is nearly certain."""
     if label in (Intent.START, Intent.CONFIRM):
         return False
     if label == Intent.STOP:
         return probability >= MODEL_STOPS_FROM and not _negated_stop_mention(reading)
+    if label == Intent.DECLINE:  # a no closes the offer and starts a 30-day cooldown
+        return probability >= MODEL_DECLINES_FROM
     return label != Intent.AFFIRM or _any(_AFFIRM_PHRASES, reading.text)
 
 
@@ -810,6 +813,8 @@ _OPEN_TO_ANY = frozenset({Intent.UNKNOWN, Intent.AFFIRM, Intent.DECLINE, HOLD})
 # The model's STOP is acted on from this probability up (a revocation must be honoured at once),
 # unless a stop word in the text is negated ("do not stop these"): the bot asks instead.
 MODEL_STOPS_FROM = 0.80
+# A no the rules did not see ("we are over our limit" once read as one) is acted on from here.
+MODEL_DECLINES_FROM = 0.90
 # Below this, a reading the rules did not make is not acted on: the bot asks one short question.
 ASK_BELOW = 0.60
 

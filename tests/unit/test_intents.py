@@ -418,9 +418,9 @@ def test_are_you_a_bot_is_flagged(text):
 
 # --- how the model's readings are acted on (a hand-made model: "blorp" means stop) -------------
 
-def _model(label: str):
+def _model(label: str, weight: float = 12.0):
     from core.intent_model import IntentModel, LinearModel
-    intents = LinearModel([label, "unknown"], [0.0, 0.0], {"w:blorp": [[0, 12.0]]})
+    intents = LinearModel([label, "unknown"], [0.0, 0.0], {"w:blorp": [[0, weight]]})
     reasons = LinearModel(["other", "price"], [1.0, 0.0], {})
     return IntentModel(intents, reasons)
 
@@ -448,3 +448,11 @@ def test_the_model_never_turns_a_question_of_the_rules_into_a_stop():
     from core.intents import understand
     heard = understand("how much is growth blorp?", _model("stop"))
     assert heard.intent is Intent.QUESTION_PRICE
+
+
+def test_a_no_only_the_model_sees_is_acted_on_only_when_it_is_nearly_certain():
+    from core.intents import understand
+    sure = understand("blorp", _model("decline"))
+    assert sure.intent is Intent.DECLINE and sure.confidence >= 0.9 and sure.sure
+    doubtful = understand("blorp", _model("decline", weight=4.5))
+    assert doubtful.intent is Intent.DECLINE and doubtful.confidence < 0.9 and not doubtful.sure

@@ -492,18 +492,18 @@ def test_a_yes_to_another_plan_or_amount_moves_nothing_in_any_state_a_yes_could_
 @pytest.mark.parametrize("intent", list(Intent), ids=str)
 def test_an_unsure_reading_of_the_model_gets_the_states_options_not_an_action(
         catalog, up_case, state, intent):
-    heard = Understanding(intent, confidence=0.5, sure=False)
+    heard = Understanding(intent, confidence=0.7, sure=False)
     turn = answer(state, "zzz", up_case, catalog, heard=heard)
     assert not (turn.run_upgrade or turn.decline_reason or turn.escalation or turn.consent
                 or turn.notify_csm)
     assert turn.events == (OPENING if state == S.OPEN and intent not in (
-        Intent.STOP, Intent.START, Intent.HELP) else NONE)
+        Intent.STOP, Intent.HELP) else NONE)
     said = turn.replies[-1]
     if intent == Intent.STOP:
         assert said == ("Do you want to stop getting messages from Acme Billing? Reply STOP to "
                         "opt out.")
-    elif intent == Intent.START:
-        assert said == "Reply START if you would like to get these messages again."
+    elif intent == Intent.START:  # asked about only while consent is revoked: see below
+        assert said.startswith("Sorry, I am not sure I follow.") or state is None
     elif intent == Intent.HELP:
         assert said.startswith("Acme Billing here")
     elif state is None:
@@ -527,6 +527,25 @@ def test_are_you_a_bot_is_answered_truthfully_and_a_request_beside_it_still_esca
                                      PERSON))
     else:
         assert (turn.events, turn.escalation, turn.replies) == (NONE, None, (BOT,))
+
+
+@pytest.mark.parametrize("state", STATES, ids=_name)
+@pytest.mark.parametrize("intent", [Intent.STOP, Intent.START], ids=str)
+def test_a_consent_change_the_model_is_far_from_sure_of_is_not_even_asked_about(
+        catalog, up_case, state, intent):
+    turn = answer(state, "zzz", up_case, catalog,
+                  heard=Understanding(intent, confidence=0.4, sure=False))
+    assert not turn.consent and "STOP" not in turn.replies[-1][:60]
+    assert "START if you would like" not in turn.replies[-1]
+
+
+@pytest.mark.parametrize("state", [S.OFFERED, S.DECLINED, S.OPTED_OUT], ids=_name)
+def test_a_start_the_model_reads_is_asked_about_only_while_consent_is_revoked(
+        catalog, up_case, state):
+    heard = Understanding(Intent.START, confidence=0.7, sure=False)
+    opted = answer(state, "zzz", up_case, catalog, opted_out=True, heard=heard)
+    assert opted.replies[-1] == "Reply START if you would like to get these messages again."
+    assert not opted.consent
 
 
 # --- only an explicit confirmation completes the step ----------------------------------------
@@ -581,6 +600,27 @@ def test_no_text_but_an_explicit_confirmation_runs_the_upgrade_from_awaiting_con
     assert YES_WORDS & set(words), words
     assert other_plan_named(text, up_case, catalog) is None
     assert other_amount_named(text, up_case) is None
+
+
+@pytest.fixture(scope="module")
+def shipped_model():
+    from app import load_intent_model
+    return load_intent_model()
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=_TEXTS)
+def test_with_the_shipped_model_too_only_an_explicit_confirmation_runs_the_upgrade(
+        catalog, up_case, shipped_model, text):
+    heard = understand(text, shipped_model)
+    turn = answer(S.AWAITING_CONFIRMATION, text, up_case, catalog, heard=heard)
+    if turn.run_upgrade:  # the model may read more, but only an explicit, sure yes charges
+        words, question = normalised(text)
+        assert heard.sure and not heard.hold and not question, heard
+        assert heard.intent == Intent.CONFIRM or (heard.intent == Intent.AFFIRM and heard.explicit)
+        assert set(words) & {"yes", "yess", "yep", "yup", "yeah", "yea", "ya", "yah", "yas",
+                             "si", "affirmative", "confirm", "confirmed", "confirming",
+                             "confirms"}, text
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
