@@ -339,10 +339,12 @@ def _about(case: Case | None) -> str:
     return f"a suggestion to move your plan from {current} down to {target}, which costs less"
 
 
-def help_message(business: Business, case: Case | None = None) -> str:
-    """Who is writing, what about, how to stop, and where to get help (carrier norms)."""
-    return (f"{business.name} here, writing about {_about(case)}. Ask me anything, or reply STOP "
-            f"to opt out. Help: {business.support}. Msg & data rates may apply.")
+def help_message(business: Business, case: Case | None = None, opted_out: bool = False) -> str:
+    """Who is writing, what about, how to stop (or start again), and where to get help."""
+    consent = ("You have opted out: reply START to get messages again" if opted_out else
+               "Ask me anything, or reply STOP to opt out")
+    return (f"{business.name} here, writing about {_about(case)}. {consent}. Help: "
+            f"{business.support}. Msg & data rates may apply.")
 
 
 def stop_message(business: Business) -> str:
@@ -462,7 +464,7 @@ def reply(state: ThreadState | None, heard: Understanding | Intent, text: str,
             return Turn(("Reply START if you would like to get these messages again.",))
         return Turn((start_message(business),), consent="grant")
     if intent == Intent.HELP:
-        return Turn((help_message(business, case),))
+        return Turn((help_message(business, case, opted_out),))
     if u.asks_if_bot:  # answered truthfully, then whatever else the message asks
         rest = _without_bot_question(text)
         heard_rest = understand(rest) if rest else None

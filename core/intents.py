@@ -719,13 +719,13 @@ def understand(text: str, model: IntentModel | None = None) -> Understanding:
     intent = Intent.UNKNOWN if hold else Intent(label)
     plain = [w for w in words if w != _BREAK]
     bot = bool(_BOT_QUESTION.search(" ".join(plain)))
-    explicit = (not hold and not reading.has_question_mark
-                # "yes is that right" asks; a confirm statement asks nothing ("confirm" opens
-                # questions too, but the rules only call a statement CONFIRM)
-                and (intent == Intent.CONFIRM or not reading.asks)
-                and intent in (Intent.AFFIRM, Intent.CONFIRM)
-                and bool(_YES_WORDS.intersection(plain))
-                and all(w in _YES_WORDS or w in _YES_COMPANIONS or w.isdigit() for w in plain))
+    # Explicit: the rules' confirmation (a statement, see _is_explicit_confirmation), or a
+    # yes-word standing alone with politeness around it ("yes is that right" asks: not one).
+    explicit = not hold and not reading.has_question_mark and (
+        rules == Intent.CONFIRM and intent == Intent.CONFIRM
+        or (intent in (Intent.AFFIRM, Intent.CONFIRM) and not reading.asks
+            and bool(_YES_WORDS.intersection(plain))
+            and all(w in _YES_WORDS or w in _YES_COMPANIONS or w.isdigit() for w in plain)))
     thanks = (intent in (Intent.UNKNOWN, Intent.AFFIRM) and not hold and bool(plain)
               and all(w in _THANKS_WORDS for w in plain)
               and bool({"thanks", "thank", "appreciate", "cheers", "gracias", "merci"}
@@ -964,12 +964,28 @@ def _asks_rather_than_agrees(reading: _Reading) -> bool:
 
 
 def _is_explicit_confirmation(reading: _Reading) -> bool:
-    """A statement made of a confirm word and nothing but yes-words, politeness and plan words."""
+    """A statement made of a confirm word and nothing but yes-words, politeness and plan words;
+    or such a statement as its last sentence after others that neither negate, hedge nor ask
+    ("ok he's fine with it. confirm")."""
     if reading.has_question_mark or not _CONFIRM_WORDS.intersection(reading.words):
         return False
     words = reading.words
-    return all(w in _CONFIRM_WORDS or w in _CONFIRM_COMPANIONS or w == _BREAK
-               or _echoes_the_price(words, i) for i, w in enumerate(words))
+    if all(w in _CONFIRM_WORDS or w in _CONFIRM_COMPANIONS or w == _BREAK
+           or _echoes_the_price(words, i) for i, w in enumerate(words)):
+        return True
+    *before, last = _clauses(words)
+    if not before or not _CONFIRM_WORDS.intersection(last) or not all(
+            w in _CONFIRM_WORDS or w in _CONFIRM_COMPANIONS or _echoes_the_price(last, i)
+            for i, w in enumerate(last)):
+        return False
+    rest = [w for clause in before for w in clause]
+    return not (_NEGATORS | _BUT_IF).intersection(rest) and not _CONFIRM_WORDS.intersection(rest) \
+        and not _is_hold(_Reading(tuple(rest), " ".join(rest), False, False))
+
+
+# Words that make what follows conditional or contrary ("but", "if", "unless", "wait").
+_BUT_IF = frozenset({"but", "if", "unless", "wait", "maybe", "though", "tho", "until", "after",
+                     "before", "when", "once"})
 
 
 def _echoes_the_price(words: tuple[str, ...], i: int) -> bool:

@@ -456,3 +456,13 @@ def test_a_no_only_the_model_sees_is_acted_on_only_when_it_is_nearly_certain():
     assert sure.intent is Intent.DECLINE and sure.confidence >= 0.9 and sure.sure
     doubtful = understand("blorp", _model("decline", weight=4.5))
     assert doubtful.intent is Intent.DECLINE and doubtful.confidence < 0.9 and not doubtful.sure
+
+
+@pytest.mark.parametrize("text, explicit", [
+    ("ok he's fine with it. confirm", True), ("sounds good. confirmed", True),
+    ("not sure. confirm", False), ("ok but wait. confirm", False), ("he said no. confirm", False),
+    ("confirm?", False)])
+def test_a_confirm_sentence_after_others_is_explicit_unless_they_negate_hedge_or_ask(
+        text, explicit):
+    from core.intents import understand
+    assert understand(text).explicit is explicit, understand(text)

@@ -446,9 +446,12 @@ def test_an_opted_out_contact_on_a_phone_channel_gets_every_answer_but_no_yes(
     usual = answer(state, text, up_case, catalog)
     if state in (None, S.UPGRADED) or name not in ("affirm", "acknowledgement", "confirm"):
         if state == S.OPTED_OUT or turn.replies != usual.replies:
-            # the same effects; only the options differ: while consent is revoked they say START
+            # the same effects; only the options (and HELP) differ: while consent is revoked
+            # they say START
             assert dataclasses.replace(turn, replies=()) == dataclasses.replace(usual, replies=())
-            if state != S.OPTED_OUT:
+            if name == "help":
+                assert "You have opted out: reply START" in turn.replies[-1]
+            elif state != S.OPTED_OUT:
                 assert "reply START to subscribe again, then YES" in turn.replies[-1]
             return
         assert turn == usual
