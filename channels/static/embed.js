@@ -97,6 +97,7 @@
 
   var cursor = 0, delay = cfg.pollMin, timer = null, busy = false, state = null, lastCase = null;
   var forbidden = false, sending = false, seen = {}, threadId = null, cardKey = null;
+  var actionsKey = null;
   var follow = true; // keep the newest message in view until the buyer scrolls away from it
 
   function dismissed() {
@@ -263,10 +264,15 @@
 
   // One button, saying what it does ("Move to Starter", "Confirm upgrade to Growth"); it sends
   // "yes" or "confirm": the thread's state decides what that does.
+  // Redrawn only when what it shows changes: a button replaced under the pointer by a poll
+  // would swallow the buyer's click (and a test's).
   function renderActions() {
+    var labels = (lastCase && lastCase.buttons) || {};
+    var key = JSON.stringify([!!lastCase, sending, state, labels]);
+    if (key === actionsKey) { return; }
+    actionsKey = key;
     actions.textContent = "";
     if (!lastCase || sending) { return; }
-    var labels = lastCase.buttons || {};
     if (state === "offered") { button(labels.offered || "Yes", "upgrade", "yes"); }
     else if (state === "awaiting_confirmation") {
       button(labels.awaiting_confirmation || "Confirm", "confirm", "confirm");

@@ -150,6 +150,10 @@ def test_a_crossing_opens_the_widget_with_the_case_and_upgrade_confirm_changes_t
     # The host's CSS (hotpink 40px buttons) does not reach into the shadow root.
     assert upgrade.evaluate("b => getComputedStyle(b).fontSize") == "14px"
     assert_newest_message_visible(panel)
+    # Polls leave the button alone (a button replaced under the pointer swallows a click).
+    upgrade.evaluate("b => { b.dataset.kept = '1'; }")
+    page.wait_for_timeout(1_000)  # several polls (150-400 ms)
+    assert upgrade.evaluate("b => b.dataset.kept") == "1"
 
     upgrade.click()
     confirm = panel.get_by_role("button", name="Confirm upgrade to Growth", exact=True)
