@@ -20,7 +20,8 @@ from core.errors import DomainError, Malformed, NotFound
 from core.ports import Conflict, StorageBusy
 from channels.inputs import (check_id, json_body, parse_decimal, parse_events, parse_time,
                              refuse_nul, require)
-from channels.serialize import account_json, case_json, signal_json, thread_json
+from channels.serialize import (account_json, case_json, plan_history_json, signal_json,
+                                thread_json)
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +162,13 @@ def get_case(external_id: str):
     if case is None:
         return error(404, "no_case", f"no tier change applies to account {external_id!r} now")
     return jsonify(case_json(account, case, rt.catalog, now))
+
+
+@bp.get("/accounts/<external_id>/plan-history")
+def get_plan_history(external_id: str):
+    rt = runtime()
+    entries = services.plan_history(rt.uow(read_only=True), external_id)
+    return jsonify(plan_history_json(external_id, entries))
 
 
 @bp.get("/accounts/<external_id>/signals")

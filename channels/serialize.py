@@ -34,6 +34,13 @@ def plan_json(plan: Plan) -> dict[str, Any]:
     }
 
 
+def plan_history_json(external_id: str, entries) -> dict[str, Any]:
+    """The account's plan history (core.ports.PlanHistoryEntry, oldest first)."""
+    return {"account": external_id,
+            "plans": [{"from_plan": e.from_plan, "to_plan": e.to_plan, "at": iso(e.at),
+                       "source": e.source} for e in entries]}
+
+
 def usage_json(matrix: UsageMatrix, now: datetime) -> dict[str, Any]:
     return {
         "messages": matrix.messages,

@@ -478,7 +478,8 @@ def change_plan(uow: UnitOfWork, account: Account, thread: ThreadView, case: Cas
         charge_today=case.prorated_charge_today,
         status="done" if case.direction == "up" else "pending", channel=channel, now=now)
     if case.direction == "up":
-        uow.accounts.change_plan(account.id, case.target.name, now)
+        uow.accounts.change_plan(account.id, case.target.name, now, from_plan=case.current.name,
+                                 source="conversation", plan_change_id=change.id)
     if config.billing_webhook:
         uow.jobs.enqueue("billing_webhook", key, {
             "event": "plan_change", "idempotency_key": key, "account": account.external_id,
@@ -499,7 +500,9 @@ def apply_due_plan_changes(uow: UnitOfWork, now: datetime) -> int:
         for change in uow.conversations.due_plan_changes(now.date() + timedelta(days=1)):
             account = uow.accounts.get_by_id(change.account_id)
             if local_today(now, account.timezone) >= change.effective:
-                uow.accounts.change_plan(account.id, change.to_plan, now)
+                uow.accounts.change_plan(account.id, change.to_plan, now,
+                                         from_plan=change.from_plan, source="conversation",
+                                         plan_change_id=change.id)
                 uow.conversations.mark_plan_change_done(change.id, now)
                 applied += 1
         uow.commit()

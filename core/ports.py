@@ -79,6 +79,18 @@ class MessageView:
 
 
 @dataclass(frozen=True)
+class PlanHistoryEntry:
+    """A plan the account moved to: from which (None: its first), when, and how ("operator":
+    the operator's API; "conversation": a change confirmed in a thread; "backfill": the plan an
+    account had when the history began)."""
+
+    from_plan: str | None
+    to_plan: str
+    at: datetime
+    source: str
+
+
+@dataclass(frozen=True)
 class PlanChangeView:
     id: int
     account_id: int
@@ -121,7 +133,11 @@ class AccountRepository(Protocol):
     def save(self, account: Account, now: datetime) -> Account: ...
     def contact_owner(self, contact_external_ids: Iterable[str]) -> dict[str, str]: ...
     def save_health(self, account_id: int, health: Health) -> None: ...
-    def change_plan(self, account_id: int, plan: str, now: datetime) -> None: ...
+    def change_plan(self, account_id: int, plan: str, now: datetime, *, from_plan: str,
+                    source: str, plan_change_id: int | None = None) -> None: ...
+    def record_plan(self, account_id: int, from_plan: str | None, to_plan: str, at: datetime,
+                    source: str, plan_change_id: int | None = None) -> None: ...
+    def plan_history(self, account_id: int) -> list[PlanHistoryEntry]: ...
 
 
 class UsageRepository(Protocol):

@@ -19,7 +19,7 @@ from core.case import Case, current_case
 from core.catalog import Catalog
 from core.errors import DomainError, NotFound
 from core.engine import EngineConfig, open_conversation, terms
-from core.ports import SignalDecision, UnitOfWork
+from core.ports import PlanHistoryEntry, SignalDecision, UnitOfWork
 from core.retry import retrying
 from core.thresholds import Crossing, ingest
 from core.usage import FUTURE_SKEW, MAX_QUANTITY, UsageEvent, UsageMatrix
@@ -86,6 +86,9 @@ def upsert_account(uow: UnitOfWork, catalog: Catalog, data: AccountInput, now: d
                 health=existing.health if existing else Health(),
             )
             saved = uow.accounts.save(account, now)
+            if existing is None or existing.plan != data.plan:  # kept for the experiment
+                uow.accounts.record_plan(saved.id, existing.plan if existing else None,
+                                         data.plan, plan_since, "operator")
             if existing is not None and existing.plan != data.plan:
                 uow.thresholds.replace_many({saved.id: frozenset()}, now)
             matrix = uow.usage.matrices([saved.id], now)[saved.id]
@@ -217,6 +220,15 @@ def get_case(uow: UnitOfWork, catalog: Catalog, external_id: str,
     """The account and the case for the tier change that applies to it now (or None)."""
     account, matrix = get_account(uow, external_id, now)
     return account, current_case(catalog, terms(account), matrix, now)
+
+
+def plan_history(uow: UnitOfWork, external_id: str) -> list[PlanHistoryEntry]:
+    """The plans the account has been on, oldest first."""
+    with uow:
+        account = uow.accounts.get(external_id)
+        if account is None:
+            raise NotFound(f"no account {external_id!r}", code="account_not_found")
+        return uow.accounts.plan_history(account.id)
 
 
 def list_signals(uow: UnitOfWork, external_id: str):

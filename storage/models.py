@@ -273,6 +273,24 @@ class ConsentEventRow(Base):
     at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class PlanHistoryRow(Base):
+    """Every plan an account has been on, from when, and how it got there: the record the
+    experiment reads conversions from (an operator's PUT, a confirmed change in a conversation,
+    a down-tier applied at its period), kept when `accounts.plan` moves on."""
+
+    __tablename__ = "plan_history"
+    __table_args__ = (Index("ix_plan_history_account_at", "account_id", "at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    from_plan: Mapped[str | None] = mapped_column(String(50))  # None: the account's first plan
+    to_plan: Mapped[str] = mapped_column(String(50))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    source: Mapped[str] = mapped_column(String(20))  # operator | conversation | backfill
+    plan_change_id: Mapped[int | None] = mapped_column(
+        ForeignKey("plan_changes.id", ondelete="SET NULL"))
+
+
 class PlanChangeRow(Base):
     """A plan change: at most one pending-or-done per account and billing period (the unique key
     is what makes an upgrade run once, whatever channels and retries do)."""

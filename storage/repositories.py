@@ -18,12 +18,11 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, selectinload
 
 from core.accounts import Account, Contact, Health
-from core.ports import SignalDecision, UsageTerms
+from core.ports import PlanHistoryEntry, SignalDecision, UsageTerms
 from core.thresholds import Crossing
 from core.usage import GAUGES, WINDOW, UsageEvent, UsageMatrix
-from storage.models import (AccountRow, ConsentEventRow, ContactRow, SignalRow, ThresholdStateRow,
-                            UsageDailyRow,
-                            UsageEventRow, UsageGaugeRow)
+from storage.models import (AccountRow, ConsentEventRow, ContactRow, PlanHistoryRow, SignalRow,
+                            ThresholdStateRow, UsageDailyRow, UsageEventRow, UsageGaugeRow)
 
 CONTACT_FIELDS = ("name", "role", "phone", "whatsapp", "web_user_id", "email")
 
@@ -131,11 +130,28 @@ class SqlAccountRepository:
                                              source="operator", at=now))
         return _account(row)
 
-    def change_plan(self, account_id: int, plan: str, now: datetime) -> None:
-        """Move the account to `plan` now; its thresholds start over (threshold_states)."""
+    def change_plan(self, account_id: int, plan: str, now: datetime, *, from_plan: str,
+                    source: str, plan_change_id: int | None = None) -> None:
+        """Move the account to `plan` now, and keep it in the plan history; its thresholds
+        start over (threshold_states)."""
         self.session.execute(sa_update(AccountRow).where(AccountRow.id == account_id)
                              .values(plan=plan, plan_since=now, updated_at=now))
         self.session.execute(delete(ThresholdStateRow).where(ThresholdStateRow.account_id == account_id))
+        self.record_plan(account_id, from_plan, plan, now, source, plan_change_id)
+
+    def record_plan(self, account_id: int, from_plan: str | None, to_plan: str, at: datetime,
+                    source: str, plan_change_id: int | None = None) -> None:
+        """A line of the plan history (an account created, or its plan changed)."""
+        self.session.execute(insert(PlanHistoryRow).values(
+            account_id=account_id, from_plan=from_plan, to_plan=to_plan, at=at, source=source,
+            plan_change_id=plan_change_id))
+
+    def plan_history(self, account_id: int) -> list[PlanHistoryEntry]:
+        """The account's plans, oldest first."""
+        rows = self.session.execute(
+            select(PlanHistoryRow).where(PlanHistoryRow.account_id == account_id)
+            .order_by(PlanHistoryRow.at, PlanHistoryRow.id)).scalars()
+        return [PlanHistoryEntry(r.from_plan, r.to_plan, r.at, r.source) for r in rows]
 
     def save_health(self, account_id: int, health: Health) -> None:
         row = self.session.get(AccountRow, account_id)

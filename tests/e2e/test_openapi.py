@@ -281,6 +281,11 @@ def test_the_account_case_and_signals_after_a_crossing_answer_as_documented(api,
     assert signals["account"] == "acme"
     assert [s["metric"] for s in signals["signals"]] == ["messages"]
 
+    plans = conforms(spec, registry, api.get("/accounts/acme/plan-history"), "get",
+                     ACCOUNT + "/plan-history")
+    assert [(p["from_plan"], p["to_plan"], p["source"]) for p in plans["plans"]] == \
+        [(None, "starter", "operator")]
+
 
 def test_posting_health_answers_with_the_documented_account(api, spec, registry):
     assert api.put("/accounts/acme", json=account_body()).status_code == 201
@@ -313,6 +318,7 @@ def test_an_unknown_account_is_a_documented_404(api, spec, registry):
         ("get", ACCOUNT, lambda: api.get("/accounts/nobody")),
         ("get", ACCOUNT + "/case", lambda: api.get("/accounts/nobody/case")),
         ("get", ACCOUNT + "/signals", lambda: api.get("/accounts/nobody/signals")),
+        ("get", ACCOUNT + "/plan-history", lambda: api.get("/accounts/nobody/plan-history")),
         ("post", ACCOUNT + "/health", lambda: api.post("/accounts/nobody/health", json={"csat": 4})),
     ]:
         response = call()
