@@ -457,8 +457,9 @@ def reply(state: ThreadState | None, heard: Understanding | Intent, text: str,
         if not u.sure:
             return Turn((f"Do you want to stop getting messages from {business.name}? Reply STOP "
                          f"to opt out.",))
-        events = (E.OPT_OUT,) if state is not None and (state, E.OPT_OUT) in TRANSITIONS else ()
-        return Turn((stop_message(business),), events, consent="revoke")
+        opts_out = state is not None and (state, E.OPT_OUT) in TRANSITIONS
+        return Turn((stop_message(business),), (E.OPT_OUT,) if opts_out else (),
+                    consent="revoke")
     if intent == Intent.START:
         if not u.sure:
             return Turn(("Reply START if you would like to get these messages again.",))

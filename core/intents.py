@@ -1018,7 +1018,8 @@ def _whole_message_is(words: tuple[str, ...], keywords: frozenset[str],
 
 def _clauses(words: tuple[str, ...]) -> list[tuple[str, ...]]:
     """The words between clause breaks: "not interested. stop" is two clauses."""
-    clauses, current = [], []
+    clauses: list[tuple[str, ...]] = []
+    current: list[str] = []
     for word in words:
         if word == _BREAK:
             clauses.append(tuple(current))

@@ -235,7 +235,7 @@ def route(candidates: Sequence[Candidate], last: LastWrite | None, text: str, *,
     if last is not None:
         writer = next((b for b in businesses
                        if any(c.contact_id == last.contact_id for c in b.members)), None)
-    if writer is not None and last.kind == "reply" and \
+    if writer is not None and last is not None and last.kind == "reply" and \
             _representative(writer, last).thread_id == last.thread_id:
         return to(writer, Reason.TALKING)
     live = [b for b in businesses if b.live]
