@@ -155,6 +155,17 @@ _AMOUNTS = (
 )
 
 
+_MONTHLY = re.compile(r"\$?\s*" + _NUMBER + r"\s*(?:dollars?\s*|usd\s*|bucks?\s*)?"
+                      r"(?:a month|per month|/\s*mo(?:nth)?\b|monthly|a mo\b)", re.IGNORECASE)
+_TODAY = re.compile(r"\$?\s*" + _NUMBER + r"\s*(?:dollars?\s*|usd\s*|bucks?\s*)?"
+                    r"(?:today|now|upfront|up front)\b", re.IGNORECASE)
+
+
+def _amount(whole: str, cents: str, thousands: str) -> Decimal:
+    amount = Decimal(f"{whole.replace(',', '')}.{(cents or '0').ljust(2, '0')}")
+    return amount * 1000 if thousands else amount
+
+
 def other_amount_named(text: str, case: Case) -> Decimal | None:
     """A dollar amount in a yes that is none of the figures the buyer was shown (the plan's
     price, the cost at their usage, today's charge, the difference): "yes at $399" must not run
@@ -163,6 +174,18 @@ def other_amount_named(text: str, case: Case) -> Decimal | None:
              case.cost_current.total, case.prorated_charge_today, abs(case.monthly_difference),
              abs(case.proration.base_difference)}
     spoken = with_spoken_numbers(text)
+    # A figure in the wrong role is no agreement: "$105 a month" (today's charge as the price),
+    # "$149 a month" (the current plan's price as the new one).
+    monthly = {case.target.base_price, case.cost_target.total}
+    for source in (text, spoken):
+        for whole, cents, thousands in _MONTHLY.findall(source):
+            amount = _amount(whole, cents, thousands)
+            if amount not in monthly:
+                return amount
+        for whole, cents, thousands in _TODAY.findall(source):
+            amount = _amount(whole, cents, thousands)
+            if case.direction == "up" and amount != case.prorated_charge_today:
+                return amount
     for pattern in _AMOUNTS:
         found = pattern.findall(text) + (pattern.findall(spoken) if spoken != text else [])
         for whole, cents, thousands in found:
@@ -490,6 +513,9 @@ def reply(state: ThreadState | None, heard: Understanding | Intent, text: str,
                 (u.reason or decline_reason(text)) == DeclineReason.LEAVING:
             return Turn(("Sorry to hear that. I have asked your account manager to get in "
                          "touch.",), escalation=EscalationReason.LEAVING)
+        if opted_out:  # no offer is made to someone who opted out, even when one applies
+            return Turn((f"You have opted out of these messages. Reply START to get them again; "
+                         f"for anything else about your account: {business.support}.",))
         return Turn((options(None, None, business),))
 
     lead: tuple[str, ...] = ()
@@ -553,7 +579,7 @@ def reply(state: ThreadState | None, heard: Understanding | Intent, text: str,
             if amount is not None:
                 return turn(wrong_amount_answer(case, amount, state))
         if state == S.AWAITING_CONFIRMATION:
-            if intent == Intent.CONFIRM or u.explicit:
+            if intent == Intent.CONFIRM or u.explicit or _explicit_naming_target(text, case):
                 return turn(upgraded_message(case), event=E.CONFIRM, run_upgrade=True)
             # an acknowledgement: the step again
             return turn("Nothing is charged yet. " + confirmation_step(case, catalog))
@@ -579,6 +605,15 @@ _PAST_CHARGE = re.compile(
     r"\b(?:did|have|has|was|were)\b[^.?!]{0,20}\b(?:charge|charged|pay|paid|bill|billed|take|"
     r"taken|debit|debited)\b|\bcharged me\b|\bbeen charged\b|\bi (?:just )?paid\b",
     re.IGNORECASE)
+
+
+def _explicit_naming_target(text: str, case: Case) -> bool:
+    """A yes standing alone but for the offered plan's name ("yes, growth please", "yes to
+    growth"): explicit too. The classifier does not know the offer, so it cannot tell."""
+    name = re.compile(rf"\b{re.escape(case.target.name)}\b", re.IGNORECASE)
+    if not name.search(text):
+        return False
+    return understand(name.sub(" ", text)).explicit
 
 
 def _answers_why(text: str) -> bool:

@@ -8,6 +8,7 @@ notice, the channel messages) in durable outboxes, to go out after the commit.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -340,20 +341,28 @@ def _answer(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, contact: Co
                           None, duplicate=True)
     thread = conv.thread_for_contact(contact)
     account = uow.accounts.get_by_id(contact.account_id)
-    # The account's own name is no instruction: "Demo Co here, what's the price?" asks the price.
-    heard = understand(routing.without_name(text, account.name) or text, config.model)
-    if thread is None and heard.intent not in (Intent.STOP, Intent.START):
+    # The account's own name is no instruction: "Demo Co here, what's the price?" asks the
+    # price. Only the whole name is taken out: single words of it ("Not Just Pizza", "Stop & Go
+    # Auto") must never change what the buyer says.
+    heard = understand(_without_whole_name(text, account.name) or text, config.model)
+    opted_out = contact.opted_out_at is not None and channel in PHONE_CHANNELS
+    if thread is None and heard.intent not in (Intent.STOP, Intent.START) and not opted_out:
+        # (an opted-out buyer who writes in is answered, not sent the offer)
         thread = _buyer_thread(uow, catalog, account, contact, channel, now)
-    case = _thread_case(uow, catalog, account, thread, now) if thread else None
     state = ThreadState(thread.state) if thread else None
+    # A thread whose change was made is answered with the figures of that moment (what was
+    # charged, until when), not the case as it would stand today.
+    change = conv.plan_change_for_thread(thread.id) \
+        if thread is not None and state == ThreadState.UPGRADED else None
+    case = _thread_case(uow, catalog, account, thread, change.requested_at if change else now) \
+        if thread else None
     if thread and is_expired(state, thread.updated_at, now):
         state = transition(state, ThreadEvent.EXPIRE)
-    charged = state == ThreadState.UPGRADED and \
-        conv.plan_change_for_thread(thread.id) is not None
+    charged = change is not None
     turn = reply(state, heard, text, case, catalog, config.business, charged=charged,
                  phone=channel in PHONE_CHANNELS,
                  # In the product the buyer acts for themselves: the STOP rule is the phone's.
-                 opted_out=contact.opted_out_at is not None and channel in PHONE_CHANNELS)
+                 opted_out=opted_out)
     inbound_id = conv.add_message(thread_id=thread.id if thread else None, contact_id=contact.id,
                                   channel=channel, direction="in", kind="inbound", body=text,
                                   status="received", now=now, provider_id=provider_id)
@@ -374,6 +383,14 @@ def _answer(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, contact: Co
                          channel=channel, direction="out", kind="reply", body=body, status="sent",
                          now=now, in_reply_to=inbound_id)
     return Answer(replies, thread.id if thread else None, thread.state if thread else None)
+
+
+def _without_whole_name(text: str, name: str) -> str:
+    """`text` with the account's whole name taken out, case-insensitively (not its words)."""
+    if len(name.strip()) < 3:
+        return text
+    return re.sub(r"\s+", " ", re.sub(re.escape(name.strip()), " ", text,
+                                      flags=re.IGNORECASE)).strip()
 
 
 def _buyer_thread(uow: UnitOfWork, catalog: Catalog, account: Account, contact: ContactView,

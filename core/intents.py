@@ -161,14 +161,21 @@ _MSG_VERB = "text|message|contact|email|call|sms|whatsapp|ping"
 _STOP_PHRASES = (
     ("stop|stopall|quit|cease sending|texting|messaging|contacting|spamming|bugging|bothering|"
      "pestering|asking|calling|emailing|messages|texts"),
-    f"stop|stopall * {_MSG_NOUN}", f"cancel|cancelling|canceling * {_MSG_NOUN}",
+    # "stop these texts", "stop sending me the upgrade messages" — not "stop going over our
+    # messages limit": only words that point at the messages may stand between
+    ("stop|stopall these|those|the|your|ur|all|any|this|sending|getting|receiving? "
+     "these|those|the|your|all|any|this|me|us|upgrade|marketing|promo|automated|sales? "
+     f"{_MSG_NOUN}"),
+    f"cancel|cancelling|canceling * {_MSG_NOUN}",
     f"subscription to|for * {_MSG_NOUN}",
     "^ stop this|these|that",
-    f"dont|not|never {_MSG_VERB} me|us|this|my|again|anymore|here",
+    f"dont|never {_MSG_VERB} me|us|this|my|again|anymore|here",  # not "you did not email me"
     f"dont|never have|let|want anyone|anybody|someone|somebody|you|them {_MSG_VERB} me|us",
-    f"no more {_MSG_NOUN}|contact|contacting", f"no more * {_MSG_NOUN}",
-    "wrong number|person", "not the right person",
-    "unsubscribe", "optout", "opt me out", "remove me|us", "take me|us off",
+    f"no more {_MSG_NOUN}|contact|contacting", f"no more !than * {_MSG_NOUN}",
+    "wrong number|person $", "wrong number|person !of", "not the right person",
+    "unsubscribe", "optout", "opt me out", "remove me|us $", "remove me|us from|please",
+    "take me|us off",
+    f"dont want|need * these|those|your|any|more {_MSG_NOUN}",
     "remove my|this number",
     "delete my|this number", "lose my number", "off your|this|the|ur list", "leave me|us alone",
     "revoke|revoking|withdraw * consent", "revoke", "dont contact", "dnc",
@@ -193,8 +200,8 @@ _STOP_PHRASES = (
 # Words that, shortly before a stop phrase in the same clause, make it no request to stop:
 # "dont unsubscribe me", "if this keeps up I'll unsubscribe", "not saying stop".
 _STOP_NEGATORS = frozenset({"dont", "not", "never", "wont", "shouldnt", "didnt", "without",
-                            "cant", "if", "unless", "otherwise", "might", "may", "could",
-                            "would", "ill", "will", "gonna", "going", "tempted", "before",
+                            "cant", "if", "unless", "otherwise", "might", "ill", "will", "gonna",
+                            "going", "tempted", "before", "need", "said", "nobody",
                             "wouldnt", "neednt", "undo", "ignore", "reverse", "revert",
                             "disregard"})
 
@@ -304,6 +311,7 @@ _DOWNGRADE_PHRASES = (
     "back to starter|growth", "revert|reverting|reverse|undo|undoing",
     "cancel|cancelling|canceling|stop * upgrade", "locked|lock|tied in", "lockin",
     "contract|contracts|commitment", "commit to", "doesnt work out",
+    "smaller|cheaper|lower|smallest|cheapest|lighter|basic plan|tier|option|version",
     # cancelling the plan later is a question about being locked in, not a decline
     "cancel|cancelling|canceling|quit|leave anytime|whenever|later|any", "month to month",
     "can|could i|we cancel|quit|leave",
@@ -407,7 +415,8 @@ _POLITE_EDGES = re.compile(r"^(?:(?:hi|hey|hello|sorry|um|ok|please|excuse me)\s
                            r"|(?:\s(?:please|thanks|thank you|sorry))+$")
 
 # Phrases that look negative but say yes; read as "ok" before negation is looked for.
-_FALSE_NEGATIONS = ("no worries", "no problem", "no prob", "not a problem", "why not",
+_FALSE_NEGATIONS = ("no more than", "no less than", "no later than", "no matter",
+                    "no worries", "no problem", "no prob", "not a problem", "why not",
                     "no brainer", "good to go", "cant wait", "no doubt",
                     "no objection|objections",
                     # a "no" that waves an objection away: "no, go ahead"
@@ -434,9 +443,13 @@ _LEAVING_PHRASES = (
     "were|im|ill|well|will|be|to|gonna|planning|plan cancelling|canceling|cancel",
 )
 _PRICE_REASON_PHRASES = (
-    "expensive|pricey|pricy|costly|overpriced", "afford", "budget|budgets", "too much",
+    # money only as an obstacle: "we can afford it" and "we have the budget" are no reason
+    "expensive|pricey|pricy|costly|overpriced", "cant|cannot|couldnt|not|dont|unable to? afford",
+    "afford it|that|this|to? * not|anymore", "no|not|over|outside|beyond|exceeds|blow|blows * budget", "out of * budget",
+    "budget|budgets * tight|cut|cuts|frozen|freeze|gone|spent|maxed|limited|small", "too much",
     "price|prices|cost * high|steep", "justify * cost|price|spend|expense",
-    "money|moneys|cash", "is a lot|lots", "a lot for us", "not worth * money|price|cost",
+    "no|not enough|tight|short|low * money|cash", "money|cash * tight|short|low",
+    "is a lot|lots", "a lot for us", "not worth * money|price|cost",
     "cheaper elsewhere",
     # short answers to "may I ask why: the price, the timing, or you do not need it?"
     "^ price|cost|costs|pricing|money $", "^ the|its|because price|cost|costs|pricing $",
@@ -597,7 +610,8 @@ _COMMON_WORDS = frozenset(_COMMON_TEXT.split()) | frozenset(
     "fifteen sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty "
     "ninety hundred thousand oh".split()) | frozenset(
     # what the buyer did, not what they ask: "I unsubscribed by mistake" is no opt-out
-    "unsubscribed stopped opted cancelled canceled confirmed".split())
+    "unsubscribed stopped opted cancelled canceled confirmed revoked removed ended option "
+    "options optional".split())
 
 
 @dataclass(frozen=True)
@@ -641,15 +655,18 @@ _PLAIN_NO = ("^ no|nope|nah|pass $", "^ no|nope|nah ,", "not interested", "no th
 # Words an explicit yes may carry: a yes-word with politeness and "go ahead" around it.
 _YES_WORDS = frozenset({"yes", "yess", "yep", "yup", "yeah", "yea", "ya", "yah", "yas", "si",
                         "affirmative", "confirm", "confirmed", "confirming", "confirms"})
+# No plan names, no "move/switch/off/in/from": "yes, move us to starter" and "yes in a month"
+# are not a yes to this offer today; numbers only as the offer says its figures ("at $499",
+# "$499 a month", "$105 today"), which other_amount_named then checks role by role.
 _YES_COMPANIONS = frozenset({
     "please", "thanks", "thank", "you", "go", "ahead", "do", "it", "proceed", "absolutely",
     "definitely", "lets", "ok", "okay", "sure", "and", "so", "that", "is", "correct", "right",
-    "upgrade", "upgrading", "us", "me", "move", "switch", "to", "the", "plan", "growth", "scale",
-    "starter", "i", "we", "want", "charge", "card", "now", "all", "good", "great", "im", "in",
-    "perfect", "sounds", "exactly", "of", "course", "indeed", "sir", "maam", "agreed", "mam",
-    "thats", "this", "at", "a", "per", "month", "monthly", "dollars", "usd", "bill", "on", "file",
+    "upgrade", "upgrading", "us", "me", "to", "the", "plan", "i", "we", "charge", "card", "now",
+    "all", "good", "great", "perfect", "sounds", "exactly", "of", "course", "indeed", "sir",
+    "maam", "agreed", "mam", "thats", "this", "at", "a", "per", "month", "monthly", "dollars",
+    "usd", "bill", "on", "file",
     # the figures shown, agreed to: "yes, $105 today is fine", "yes, the $350 difference is ok"
-    "fine", "about", "difference", "off", "today", "works", "messages", "from", "our",
+    "fine", "difference", "today", "works",
 })
 # Thanks and acknowledgements with nothing else in them.
 _THANKS_WORDS = frozenset({"thanks", "thank", "you", "much", "so", "very", "appreciate", "it",
@@ -721,11 +738,14 @@ def understand(text: str, model: IntentModel | None = None) -> Understanding:
     bot = bool(_BOT_QUESTION.search(" ".join(plain)))
     # Explicit: the rules' confirmation (a statement, see _is_explicit_confirmation), or a
     # yes-word standing alone with politeness around it ("yes is that right" asks: not one).
+    # Never from the model: the rules must have read a yes or a confirmation themselves.
     explicit = not hold and not reading.has_question_mark and (
         rules == Intent.CONFIRM and intent == Intent.CONFIRM
-        or (intent in (Intent.AFFIRM, Intent.CONFIRM) and not reading.asks
-            and bool(_YES_WORDS.intersection(plain))
-            and all(w in _YES_WORDS or w in _YES_COMPANIONS or w.isdigit() for w in plain)))
+        or (rules in (Intent.AFFIRM, Intent.CONFIRM) and intent in (Intent.AFFIRM, Intent.CONFIRM)
+            and not reading.asks and bool(_YES_WORDS.intersection(plain))
+            and all(w in _YES_WORDS or w in _YES_COMPANIONS
+                    or (w.isdigit() and _states_a_figure(plain, i))
+                    for i, w in enumerate(plain))))
     thanks = (intent in (Intent.UNKNOWN, Intent.AFFIRM) and not hold and bool(plain)
               and all(w in _THANKS_WORDS for w in plain)
               and bool({"thanks", "thank", "appreciate", "cheers", "gracias", "merci"}
@@ -756,24 +776,35 @@ def model_input(text: str) -> tuple[tuple[str, ...], bool, tuple[str, ...], tupl
             (f"rules:{_reason(reading)}",))
 
 
+def _states_a_figure(words: list[str], i: int) -> bool:
+    """A number said the way the offer says a figure: "at 499", "499 a month", "105 today"."""
+    after = words[i + 1] if i + 1 < len(words) else ""
+    return (i > 0 and words[i - 1] == "at") or after in _PRICE_UNITS or after in ("today", "now")
+
+
 def _may_act_on(label: str, probability: float, reading: _Reading) -> bool:
     """Whether the model's own reading may be acted on: never a consent grant or a
     confirmation (the bot asks "Reply START / CONFIRM"), never a yes without a yes-word; a stop
-    only when the model is very sure and nothing in the text negates a stop word; a no only
-    when it is nearly certain."""
+    only when the model is very sure and nothing in the text negates a stop word; a no never
+    (the rules must see it: it closes the offer for 30 days)."""
     if label in (Intent.START, Intent.CONFIRM):
         return False
     if label == Intent.STOP:
         return probability >= MODEL_STOPS_FROM and not _negated_stop_mention(reading)
-    if label == Intent.DECLINE:  # a no closes the offer and starts a 30-day cooldown
-        return probability >= MODEL_DECLINES_FROM
+    if label == Intent.DECLINE:  # a no closes the offer and starts a 30-day cooldown: only
+        return False             # one the rules see ("we can afford it" once read as one)
     return label != Intent.AFFIRM or _any(_AFFIRM_PHRASES, reading.text)
 
 
 def _negated_stop_mention(reading: _Reading) -> bool:
-    """A stop phrase that a negation or condition just before it turns around."""
+    """A stop word or phrase that a negation or condition just before it turns around ("I never
+    said stop", "dont stop", "no need to stop the messages")."""
+    keywords = {k.lower() for k in STOP_KEYWORDS}
     for clause in _clauses(reading.words):
         text = " ".join(clause)
+        for i, word in enumerate(clause):
+            if word in keywords and (_STOP_NEGATORS | {"no"}).intersection(clause[max(0, i - 4):i]):
+                return True
         for phrase in _STOP_PHRASES:
             for match in _PATTERNS[phrase].finditer(text):
                 if _STOP_NEGATORS.intersection(text[:match.start()].split()[-3:]):
@@ -813,8 +844,6 @@ _OPEN_TO_ANY = frozenset({Intent.UNKNOWN, Intent.AFFIRM, Intent.DECLINE, HOLD})
 # The model's STOP is acted on from this probability up (a revocation must be honoured at once),
 # unless a stop word in the text is negated ("do not stop these"): the bot asks instead.
 MODEL_STOPS_FROM = 0.80
-# A no the rules did not see ("we are over our limit" once read as one) is acted on from here.
-MODEL_DECLINES_FROM = 0.90
 # Below this, a reading the rules did not make is not acted on: the bot asks one short question.
 ASK_BELOW = 0.60
 
@@ -854,7 +883,9 @@ def _rules_intent(reading: _Reading) -> Intent:
         return question
     if confirms:
         return Intent.CONFIRM
-    if _is_decline(reading):
+    # "what if we don't upgrade?" wonders; it does not decline
+    if _is_decline(reading) and not (reading.has_question_mark and _WH_WORDS.intersection(words)
+                                     and not _any(_PLAIN_NO, reading.text)):
         return Intent.DECLINE
     if _any(_AFFIRM_PHRASES, reading.text) and not _asks_rather_than_agrees(reading):
         return Intent.AFFIRM
@@ -978,9 +1009,15 @@ def _is_explicit_confirmation(reading: _Reading) -> bool:
             w in _CONFIRM_WORDS or w in _CONFIRM_COMPANIONS or _echoes_the_price(last, i)
             for i, w in enumerate(last)):
         return False
-    rest = [w for clause in before for w in clause]
-    return not (_NEGATORS | _BUT_IF).intersection(rest) and not _CONFIRM_WORDS.intersection(rest) \
-        and not _is_hold(_Reading(tuple(rest), " ".join(rest), False, False))
+    # What comes before must itself say yes ("ok he's fine with it", "sounds good"): a no, a
+    # request, a hedge or anything unclear before "confirm" makes the whole no confirmation.
+    for clause in before:
+        said = _Reading(clause, " ".join(clause), _has_question_cue(list(clause)), False)
+        if (_NEGATORS | _BUT_IF).intersection(clause) or _CONFIRM_WORDS.intersection(clause) \
+                or any(w.isdigit() for w in clause) or _is_hold(said) \
+                or _rules_intent(said) != Intent.AFFIRM:
+            return False
+    return True
 
 
 # Words that make what follows conditional or contrary ("but", "if", "unless", "wait").

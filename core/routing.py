@@ -102,6 +102,7 @@ NAME_FILLERS = frozenset("""
 # START applied to every candidate. Kept for the operator and the sandbox phone; never counted
 # as a business's last word (routing) and never shown in one account's web chat.
 UNROUTED = "unrouted"
+SHORT_ANSWER = 4  # words: a reply that names a business by one word of its name
 MIN_DISTINCTIVE = 3  # letters; "IT" in "Northwind IT" is a word buyers write for other reasons
 
 _WORD = re.compile(r"\w+")
@@ -153,8 +154,9 @@ def _representative(business: _Business, last: LastWrite | None) -> Candidate:
 def named_businesses(text: str, names: Sequence[str],
                      ignore: Iterable[str] = ()) -> list[int]:
     """The indexes of the business `names` the text names: the whole name (as consecutive words,
-    case-insensitive), or a distinctive word of it (three letters or more, not generic, not in
-    `ignore` — plan names, say — and in no other name). A name inside a longer name that is also
+    case-insensitive), or, in a short answer (SHORT_ANSWER words at most), a distinctive word of
+    it (three letters or more, not generic, not in `ignore` — plan names, say — and in no other
+    name). A name inside a longer name that is also
     named ("Acme" in "Acme Dental") does not count."""
     said = words(text)
     said_set = set(said)
@@ -167,7 +169,9 @@ def named_businesses(text: str, names: Sequence[str],
                        if len(w) >= MIN_DISTINCTIVE and w not in skip and w not in others}
         if _contains(said, mine):
             hits[i] = True
-        elif distinctive & said_set:
+        elif distinctive & said_set and len(said) <= SHORT_ANSWER:
+            # One word of a name names the business only in a short answer ("harbor", "it's
+            # demo"): in a sentence it is a word ("is there a demo video?"), not a choice.
             hits[i] = False
     wholes = [i for i, whole in hits.items() if whole]
     shadowed = {i for i in wholes for j in wholes

@@ -5,6 +5,8 @@ state, and a bot that says who is writing and what it is."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from sqlalchemy import func, select
 
@@ -194,3 +196,13 @@ def test_a_buyer_with_no_offer_who_asks_for_a_person_reaches_one(make_app):
     assert "account manager" in answer["replies"][0] and answer["thread_id"] is None
     esc = api.get(f"/accounts/{ACME}/thread").get_json()["escalations"]
     assert [(e["reason"], e["thread_id"]) for e in esc] == [("human", None)]
+
+
+def test_after_the_upgrade_what_was_charged_is_the_figure_of_that_day(api, app, clock):
+    at_confirmation_step(api)
+    say(api, "confirm", "s-paid-confirm")  # Nov 26: $105.00 for 9 of 30 days, until Dec 5
+    for days, msg_id in ((4, "s-paid-1"), (12, "s-paid-2")):
+        clock.now = NOW + timedelta(days=days)
+        paid = say(api, "what did I pay?", msg_id)["replies"][0]
+        assert paid.startswith("You were charged $105.00") and "(until Dec 5)" in paid, paid
+        assert "From then it is $499.00 a month" in paid

@@ -78,16 +78,13 @@ def test_a_yes_with_an_amount_we_did_not_show_changes_nothing_and_states_the_pri
 
 
 @pytest.mark.parametrize("text", ["I confirm the upgrade to growth at $499", "yes, $105 today is fine",
-                                  "confirmed, $499.00 a month", "yes, 4,800 messages is about right",
-                                  "yes, the $350 difference is fine", "yes, move us off the $149 plan",
-                                  "yes, 499 dollars a month is ok"])
+                                  "confirmed, $499.00 a month", "yes, 499 dollars a month is ok"])
 def test_a_yes_that_repeats_the_figures_shown_goes_ahead(catalog, case, text):
     turn = say(catalog, case, S.AWAITING_CONFIRMATION, text)
     assert turn.events == (E.CONFIRM,) and turn.run_upgrade, text
 
 
-@pytest.mark.parametrize("text", ["yes, growth please", "yes to growth",
-                                  "yes move us off starter", "confirm"])
+@pytest.mark.parametrize("text", ["yes, growth please", "yes to growth", "confirm"])
 def test_a_yes_that_names_the_offered_plan_or_only_the_current_one_goes_ahead(catalog, case, text):
     turn = say(catalog, case, S.AWAITING_CONFIRMATION, text)
     assert turn.events == (E.CONFIRM,) and turn.run_upgrade
@@ -224,3 +221,24 @@ def test_what_was_charged_is_said_in_every_state(catalog, case, text):
         assert say(catalog, case, state, text).replies[0].startswith("Nothing has been charged")
     done = reply(S.UPGRADED, classify(text), text, case, catalog, BIZ, charged=True)
     assert done.replies[0].startswith("You were charged $105.00")
+
+
+@pytest.mark.parametrize("text", ["yes, 4,800 messages is about right",
+                                  "yes, the $350 difference is fine",
+                                  "yes, move us off the $149 plan", "yes move us off starter",
+                                  "yes, move us to starter", "yes in a month", "yes 399",
+                                  "yes, starter works"])
+def test_a_yes_with_more_than_politeness_and_the_figures_in_their_roles_gets_the_step_again(
+        catalog, case, text):
+    turn = say(catalog, case, S.AWAITING_CONFIRMATION, text)
+    assert not turn.run_upgrade and E.CONFIRM not in turn.events  # "starter works": a no
+
+
+@pytest.mark.parametrize("text", ["too expensive. confirm", "keep us on starter. confirm",
+                                  "wrong account. confirm", "my boss will decide tomorrow. confirm",
+                                  "charge me 399. confirm", "yes at $149 a month",
+                                  "I confirm growth at $105 a month", "yes $350 a month"])
+def test_a_confirm_beside_a_no_a_doubt_or_a_figure_in_the_wrong_role_charges_nothing(
+        catalog, case, text):
+    turn = say(catalog, case, S.AWAITING_CONFIRMATION, text)
+    assert not turn.run_upgrade and turn.events in ((), (E.DECLINE,), (E.ESCALATE,))

@@ -155,3 +155,11 @@ def test_without_name(text, name, rest):
 ])
 def test_says_whole_name(text, name, whole):
     assert says_whole_name(text, name) is whole
+
+
+def test_one_word_of_a_name_in_a_sentence_names_no_business():
+    from core.routing import named_businesses
+    names = ["Demo Co", "Harbor Realty"]
+    assert named_businesses("is there a demo video of what I lose?", names) == []
+    assert named_businesses("it's demo", names) == [0]
+    assert named_businesses("this is about Demo Co and its upgrade offer, right?", names) == [0]

@@ -12,6 +12,7 @@ test of its own below.
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import itertools
 from dataclasses import dataclass
@@ -445,6 +446,10 @@ def test_an_opted_out_contact_on_a_phone_channel_gets_every_answer_but_no_yes(
     turn = answer(state, text, up_case, catalog, opted_out=True)
     usual = answer(state, text, up_case, catalog)
     if state in (None, S.UPGRADED) or name not in ("affirm", "acknowledgement", "confirm"):
+        if state is None and turn.replies != usual.replies:  # no offer: START is the way back
+            assert dataclasses.replace(turn, replies=()) == dataclasses.replace(usual, replies=())
+            assert "opted out" in turn.replies[-1] and "START" in turn.replies[-1]
+            return
         if state == S.OPTED_OUT or turn.replies != usual.replies:
             # the same effects; only the options (and HELP) differ: while consent is revoked
             # they say START
@@ -598,7 +603,10 @@ def test_no_text_but_an_explicit_confirmation_runs_the_upgrade_from_awaiting_con
     u = understand(text)
     words, question = normalised(text)
     assert turn.events == (E.CONFIRM,) and turn.replies == (DONE,)
-    assert u.intent == Intent.CONFIRM or (u.intent == Intent.AFFIRM and u.explicit), u
+    # (a yes that also names the offered plan, "yes, growth please", is explicit too)
+    without_plan = re.sub(r"(?i)\bgrowth\b", " ", text)
+    assert u.intent == Intent.CONFIRM or (u.intent == Intent.AFFIRM and (
+        u.explicit or understand(without_plan).explicit)), u
     assert u.sure and not u.hold and not question
     assert YES_WORDS & set(words), words
     assert other_plan_named(text, up_case, catalog) is None
@@ -620,7 +628,9 @@ def test_with_the_shipped_model_too_only_an_explicit_confirmation_runs_the_upgra
     if turn.run_upgrade:  # the model may read more, but only an explicit, sure yes charges
         words, question = normalised(text)
         assert heard.sure and not heard.hold and not question, heard
-        assert heard.intent == Intent.CONFIRM or (heard.intent == Intent.AFFIRM and heard.explicit)
+        without_plan = re.sub(r"(?i)\bgrowth\b", " ", text)  # "yes, growth please"
+        assert heard.intent == Intent.CONFIRM or (heard.intent == Intent.AFFIRM and (
+            heard.explicit or understand(without_plan).explicit))
         assert set(words) & {"yes", "yess", "yep", "yup", "yeah", "yea", "ya", "yah", "yas",
                              "si", "affirmative", "confirm", "confirmed", "confirming",
                              "confirms"}, text
