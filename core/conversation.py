@@ -174,24 +174,20 @@ def other_amount_named(text: str, case: Case) -> Decimal | None:
              case.cost_current.total, case.prorated_charge_today, abs(case.monthly_difference),
              abs(case.proration.base_difference)}
     spoken = with_spoken_numbers(text)
+    sources = (text,) if spoken == text else (text, spoken)
     # A figure in the wrong role is no agreement: "$105 a month" (today's charge as the price),
     # "$149 a month" (the current plan's price as the new one).
-    monthly = {case.target.base_price, case.cost_target.total}
-    for source in (text, spoken):
-        for whole, cents, thousands in _MONTHLY.findall(source):
+    roles = [(_MONTHLY, {case.target.base_price, case.cost_target.total})]
+    if case.direction == "up":
+        roles.append((_TODAY, {case.prorated_charge_today}))
+    for pattern, allowed in roles:
+        for whole, cents, thousands in (m for source in sources for m in pattern.findall(source)):
             amount = _amount(whole, cents, thousands)
-            if amount not in monthly:
-                return amount
-        for whole, cents, thousands in _TODAY.findall(source):
-            amount = _amount(whole, cents, thousands)
-            if case.direction == "up" and amount != case.prorated_charge_today:
+            if amount not in allowed:
                 return amount
     for pattern in _AMOUNTS:
-        found = pattern.findall(text) + (pattern.findall(spoken) if spoken != text else [])
-        for whole, cents, thousands in found:
-            amount = Decimal(f"{whole.replace(',', '')}.{(cents or '0').ljust(2, '0')}")
-            if thousands:
-                amount *= 1000
+        for whole, cents, thousands in (m for source in sources for m in pattern.findall(source)):
+            amount = _amount(whole, cents, thousands)
             if (pattern in (_AMOUNTS[2], _AMOUNTS[3]) and amount < 20) or amount in shown:
                 continue  # "at 9": more likely a time than a price
             return amount
@@ -213,11 +209,12 @@ def wrong_amount_answer(case: Case, amount: Decimal,
 
 def wrong_plan_answer(case: Case, named: str, state: ThreadState | None = None) -> str:
     target = _plan(case.target.name)
-    how = (f"Reply CONFIRM to {'upgrade to' if case.direction == 'up' else 'move to'} {target} "
-           f"({dollars(case.prorated_charge_today)} today)" if state == S.AWAITING_CONFIRMATION
-           and case.direction == "up" else
-           f"Reply {'CONFIRM' if state == S.AWAITING_CONFIRMATION else 'YES'} to go ahead with "
-           f"{target}")
+    if state != S.AWAITING_CONFIRMATION:
+        how = f"Reply YES to go ahead with {target}"
+    elif case.direction == "up":
+        how = f"Reply CONFIRM to upgrade to {target} ({dollars(case.prorated_charge_today)} today)"
+    else:
+        how = f"Reply CONFIRM to go ahead with {target}"
     return (f"This offer is for {target} at {dollars(case.target.base_price)} a month, not "
             f"{_plan(named)}. {how}, or ask for a person to talk about {_plan(named)}.")
 
@@ -226,14 +223,20 @@ def _day(d: date) -> str:
     return f"{d:%b} {d.day}"
 
 
+def _at_usage(case: Case) -> str:
+    """The note "($339.00 at your current usage)" when the target's cost at the buyer's usage is
+    not its base price; the step and the "Done" say the same."""
+    at_usage = case.cost_target.total
+    return "" if at_usage == case.target.base_price else \
+        f" ({dollars(at_usage)} at your current usage)"
+
+
 def confirmation_step(case: Case, catalog: Catalog | None = None) -> str:
     """Names the plan, the new monthly price and the charge today; asks for an explicit yes.
     A move down also says what the lower plan does not include (with the catalog's names)."""
     target = _plan(case.target.name)
     price = dollars(case.target.base_price)
-    at_usage = case.cost_target.total
-    usage_note = "" if at_usage == case.target.base_price else \
-        f" ({dollars(at_usage)} at your current usage)"
+    usage_note = _at_usage(case)
     if case.direction == "up":
         return (f"To confirm: {target} at {price} a month{usage_note}, and "
                 f"{dollars(case.prorated_charge_today)} charged today for the rest of this billing "
@@ -251,9 +254,7 @@ def upgraded_message(case: Case) -> str:
         return (f"Done: you are on {target} now. {dollars(case.prorated_charge_today)} is charged "
                 f"today; from {_day(case.proration.period_end)} it is "
                 f"{dollars(case.target.base_price)} a month.")
-    at_usage = case.cost_target.total
-    usage_note = "" if at_usage == case.target.base_price else \
-        f" ({dollars(at_usage)} at your current usage)"
+    usage_note = _at_usage(case)
     return (f"Done: you move to {target} on {_day(case.effective)}, at "
             f"{dollars(case.target.base_price)} a month{usage_note}. Nothing is charged today.")
 

@@ -11,7 +11,7 @@ import logging
 import re
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Callable
 
 from core.accounts import Account, HealthBounds
 from core.case import AccountTerms, Case, build_case, current_case, local_today
@@ -168,17 +168,26 @@ def handle_message_from(uow: UnitOfWork, catalog: Catalog, config: EngineConfig,
     conversation the message belongs to, or that we must ask, and a STOP or START is applied to
     every one of them.
     """
+    def work() -> Answer | None:
+        contacts = uow.conversations.contacts_by_address(medium, address)
+        if not contacts:
+            return None
+        if len(contacts) == 1:
+            return _answer(uow, catalog, config, contacts[0], medium, text, provider_id, now)
+        return _answer_shared_number(uow, catalog, config, contacts, medium, text, provider_id,
+                                     now)
+
+    return _in_one_unit_of_work(uow, work)
+
+
+def _in_one_unit_of_work(uow: UnitOfWork, work: Callable[[], Answer | None]) -> Answer | None:
+    """`work()` inside one unit of work, committed when it answers (None: nothing written, it
+    rolls back); the whole retried on a lost race."""
     def attempt() -> Answer | None:
         with uow:
-            contacts = uow.conversations.contacts_by_address(medium, address)
-            if not contacts:
-                return None
-            if len(contacts) == 1:
-                answer = _answer(uow, catalog, config, contacts[0], medium, text, provider_id, now)
-            else:
-                answer = _answer_shared_number(uow, catalog, config, contacts, medium, text,
-                                               provider_id, now)
-            uow.commit()
+            answer = work()
+            if answer is not None:
+                uow.commit()
             return answer
 
     return retrying(attempt)
@@ -255,15 +264,9 @@ def _acknowledge_business(uow: UnitOfWork, contact: ContactView, thread_id: int 
     """The buyer named the business: the message goes to its thread (the thread a message from
     the contact lands in) with our acknowledgement, which makes that thread the last to write
     to the number, so the conversation continues there. The thread's state does not move."""
-    conv = uow.conversations
-    inbound_id = conv.add_message(thread_id=thread_id, contact_id=contact.id, channel=medium,
-                                  direction="in", kind="inbound", body=text, status="received",
-                                  now=now, provider_id=provider_id)
-    if medium == "whatsapp":
-        conv.touch_whatsapp(contact.id, now)
     body = acknowledgement(business)
-    conv.add_message(thread_id=thread_id, contact_id=contact.id, channel=medium, direction="out",
-                     kind="reply", body=body, status="sent", now=now, in_reply_to=inbound_id)
+    _store_exchange(uow, contact, thread_id, medium, text, provider_id, body, ("inbound", "reply"),
+                    now)
     return Answer((body,), thread_id, None)
 
 
@@ -271,16 +274,24 @@ def _unrouted(uow: UnitOfWork, holder: ContactView, medium: str, text: str,
               provider_id: str | None, body: str, now: datetime) -> Answer:
     """Keep a message no one conversation can take, and our answer to it, on `holder` (the first
     candidate) outside any thread: nothing is lost, a retry finds it, nothing else changes."""
-    conv = uow.conversations
-    inbound_id = conv.add_message(thread_id=None, contact_id=holder.id, channel=medium,
-                                  direction="in", kind=routing.UNROUTED, body=text,
-                                  status="received", now=now, provider_id=provider_id)
-    if medium == "whatsapp":  # the 24-hour window is the number's: the answer may go out
-        conv.touch_whatsapp(holder.id, now)
-    conv.add_message(thread_id=None, contact_id=holder.id, channel=medium, direction="out",
-                     kind=routing.UNROUTED, body=body, status="sent", now=now,
-                     in_reply_to=inbound_id)
+    _store_exchange(uow, holder, None, medium, text, provider_id, body,
+                    (routing.UNROUTED, routing.UNROUTED), now)
     return Answer((body,), None, None)
+
+
+def _store_exchange(uow: UnitOfWork, contact: ContactView, thread_id: int | None, medium: str,
+                    text: str, provider_id: str | None, body: str, kinds: tuple[str, str],
+                    now: datetime) -> None:
+    """The buyer's message and our one answer, stored (kinds: the inbound's, the answer's); a
+    WhatsApp message restarts the number's 24-hour window, so the answer may go out."""
+    conv = uow.conversations
+    inbound_id = conv.add_message(thread_id=thread_id, contact_id=contact.id, channel=medium,
+                                  direction="in", kind=kinds[0], body=text, status="received",
+                                  now=now, provider_id=provider_id)
+    if medium == "whatsapp":
+        conv.touch_whatsapp(contact.id, now)
+    conv.add_message(thread_id=thread_id, contact_id=contact.id, channel=medium, direction="out",
+                     kind=kinds[1], body=body, status="sent", now=now, in_reply_to=inbound_id)
 
 
 def _consent_for_everyone(uow: UnitOfWork, contacts: list[ContactView], medium: str, text: str,
@@ -318,16 +329,13 @@ def handle_message_of(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, f
     """`handle_message` for the contact `find(conversations)` returns, looked up in the same unit
     of work as the answer (one transaction per message); None, with nothing written, when it
     returns None. Retried on a lost race."""
-    def attempt() -> Answer | None:
-        with uow:
-            contact = find(uow.conversations)
-            if contact is None:
-                return None
-            answer = _answer(uow, catalog, config, contact, channel, text, provider_id, now)
-            uow.commit()
-            return answer
+    def work() -> Answer | None:
+        contact = find(uow.conversations)
+        if contact is None:
+            return None
+        return _answer(uow, catalog, config, contact, channel, text, provider_id, now)
 
-    return retrying(attempt)
+    return _in_one_unit_of_work(uow, work)
 
 
 def _answer(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, contact: ContactView,

@@ -98,6 +98,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Iterator
 
 from core.intent_model import IntentModel
 
@@ -673,7 +674,7 @@ _THANKS_WORDS = frozenset({"thanks", "thank", "you", "much", "so", "very", "appr
                            "great", "cool", "awesome", "perfect", "ok", "okay", "got", "noted",
                            "nice", "amazing", "lovely", "cheers", "gracias", "merci", "a", "lot",
                            "bunch", "again", "many", "wonderful", "excellent", "good", "all",
-                           "set", "done", "sweet", "have", "day", "night", "nice", "understood"})
+                           "set", "done", "sweet", "have", "day", "night", "understood"})
 # Words that make thanks an acknowledgement too ("ok thanks", "great thanks").
 _ACKNOWLEDGING = frozenset({"ok", "okay", "great", "perfect", "cool", "got", "awesome", "good",
                             "sounds", "nice", "sweet", "excellent", "wonderful", "amazing"})
@@ -719,10 +720,7 @@ def understand(text: str, model: IntentModel | None = None) -> Understanding:
     yes-word: then the bot asks one short question instead."""
     reading = _read(text)
     words = reading.words
-    rules = _rules_intent(reading)
-    hold = rules in (Intent.AFFIRM, Intent.CONFIRM, Intent.UNKNOWN, Intent.DECLINE) \
-        and _is_hold(reading)
-    label: str = HOLD if hold else rules
+    rules, label = _rules_label(reading)
     confidence, sure = 1.0, True
     if model is not None and words and rules not in _RULES_ONLY and rules != Intent.HELP:
         guess = model.predict(words, reading.has_question_mark, (f"rules:{label}",))
@@ -768,12 +766,18 @@ def model_input(text: str) -> tuple[tuple[str, ...], bool, tuple[str, ...], tupl
     the "?", the intent model's cues (the rules' reading) and the reason model's (the rules'
     reason). scripts/train_intents.py trains on exactly this."""
     reading = _read(text)
+    _, label = _rules_label(reading)
+    return (reading.words, reading.has_question_mark, (f"rules:{label}",),
+            (f"rules:{_reason(reading)}",))
+
+
+def _rules_label(reading: _Reading) -> tuple[Intent, str]:
+    """The rules' intent, and their label: the intent, or HOLD for a pause the rules see in a
+    yes, a no or an unclear reply."""
     rules = _rules_intent(reading)
     hold = rules in (Intent.AFFIRM, Intent.CONFIRM, Intent.UNKNOWN, Intent.DECLINE) \
         and _is_hold(reading)
-    label = HOLD if hold else str(rules)
-    return (reading.words, reading.has_question_mark, (f"rules:{label}",),
-            (f"rules:{_reason(reading)}",))
+    return rules, HOLD if hold else str(rules)
 
 
 def _states_a_figure(words: list[str], i: int) -> bool:
@@ -801,15 +805,10 @@ def _negated_stop_mention(reading: _Reading) -> bool:
     said stop", "dont stop", "no need to stop the messages")."""
     keywords = {k.lower() for k in STOP_KEYWORDS}
     for clause in _clauses(reading.words):
-        text = " ".join(clause)
         for i, word in enumerate(clause):
             if word in keywords and (_STOP_NEGATORS | {"no"}).intersection(clause[max(0, i - 4):i]):
                 return True
-        for phrase in _STOP_PHRASES:
-            for match in _PATTERNS[phrase].finditer(text):
-                if _STOP_NEGATORS.intersection(text[:match.start()].split()[-3:]):
-                    return True
-    return False
+    return any(_stop_phrases_in(reading))
 
 
 def _is_hold(reading: _Reading) -> bool:
@@ -955,14 +954,17 @@ def _asks_to_stop(reading: _Reading) -> bool:
     """A revocation in plain words that nothing just before it negates or makes conditional:
     "no thanks. dont unsubscribe me tho" and "if this keeps up I'll unsubscribe" are not
     opt-outs; "don't text me" is one (there the negation is the request itself)."""
+    return any(not negated for negated in _stop_phrases_in(reading))
+
+
+def _stop_phrases_in(reading: _Reading) -> Iterator[bool]:
+    """For each stop phrase in the text, whether a negator or condition within the three words
+    before it, in the same clause, turns it around."""
     for clause in _clauses(reading.words):
         text = " ".join(clause)
         for phrase in _STOP_PHRASES:
             for match in _PATTERNS[phrase].finditer(text):
-                before = text[:match.start()].split()[-3:]
-                if not _STOP_NEGATORS.intersection(before):
-                    return True
-    return False
+                yield bool(_STOP_NEGATORS.intersection(text[:match.start()].split()[-3:]))
 
 
 def _asks_for_a_person(reading: _Reading) -> bool:

@@ -100,15 +100,12 @@ class Report:
         if self.reason_accuracy < MIN_REASON_ACCURACY:
             found.append(f"decline-reason accuracy {self.reason_accuracy:.1%} is below "
                          f"{MIN_REASON_ACCURACY:.0%}")
-        if self.false_yes:
-            found.append(f"{len(self.false_yes)} reply(ies) acted on as a yes but labelled "
-                         f"otherwise{quote([t for t, _, _ in self.false_yes])}")
-        if self.missed_stops:
-            found.append(f"{len(self.missed_stops)} stop(s) not acted on"
-                         f"{quote([t for t, _ in self.missed_stops])}")
-        if self.false_stops:
-            found.append(f"{len(self.false_stops)} reply(ies) acted on as a stop but labelled "
-                         f"otherwise{quote([t for t, _ in self.false_stops])}")
+        for misses, what in (
+                (self.false_yes, "reply(ies) acted on as a yes but labelled otherwise"),
+                (self.missed_stops, "stop(s) not acted on"),
+                (self.false_stops, "reply(ies) acted on as a stop but labelled otherwise")):
+            if misses:
+                found.append(f"{len(misses)} {what}{quote([m[0] for m in misses])}")
         if self.keyword_misses:
             found.append(f"{len(self.keyword_misses)} carrier keyword variant(s) not stop: "
                          f"{self.keyword_misses}")

@@ -17,13 +17,8 @@ from tests.e2e.test_conversations import ACME, DANA, cross_messages, say, setup_
 
 
 @pytest.fixture
-def app(make_app):
+def app(make_app):  # (conftest's `api` fixture drives this app)
     return make_app(CONTROL_SHARE="0")
-
-
-@pytest.fixture
-def api(app) -> Api:
-    return Api(app.test_client())
 
 
 def history(api, external_id=ACME):

@@ -90,6 +90,16 @@ def new_page(browser, height=760):
     return page
 
 
+def crossed_host_page(served, height=760):
+    """Dana's account crosses 4,500 messages; the host page is open: (api, page, panel)."""
+    app, base_url, browser = served
+    api = setup_account(app)
+    cross(api)
+    page = new_page(browser, height=height)
+    page.goto(f"{base_url}/host")
+    return api, page, page.locator("#upgrade-chat-widget .panel")
+
+
 def newest_message_problem(panel) -> str | None:
     """Why the newest message is not in view (its top under the header or outside the log, or
     not even its first line showing), by the bounding boxes; None when it is in view."""
@@ -271,12 +281,7 @@ def test_the_newest_message_shows_below_the_header_whatever_the_cards_height(ser
     its first line shows (not the header over it), and so after the card grows or shrinks."""
     from playwright.sync_api import expect
 
-    app, base_url, browser = served
-    api = setup_account(app)
-    cross(api)
-    page = new_page(browser, height=height)
-    page.goto(f"{base_url}/host")
-    panel = page.locator("#upgrade-chat-widget .panel")
+    api, page, panel = crossed_host_page(served, height)
     expect(panel).to_be_visible()  # opened by itself on the opening
     expect(panel.locator(".card")).to_be_visible()
     assert_newest_message_visible(panel)
@@ -311,13 +316,8 @@ def test_the_newest_message_shows_below_the_header_whatever_the_cards_height(ser
 def test_the_card_collapses_to_one_line_and_the_choice_is_remembered_per_thread(served):
     from playwright.sync_api import expect
 
-    app, base_url, browser = served
-    api = setup_account(app)
-    cross(api)
+    api, page, panel = crossed_host_page(served)
     thread_id = api.get(f"/accounts/{ACME}/thread").get_json()["thread_id"]
-    page = new_page(browser)
-    page.goto(f"{base_url}/host")
-    panel = page.locator("#upgrade-chat-widget .panel")
     card = panel.locator(".card")
     expect(card).to_be_visible()
     toggle = card.get_by_role("button", name="Details")
