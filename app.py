@@ -28,6 +28,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from core.accounts import HealthBounds
 from core.catalog import Catalog, parse_catalog
+from core.channels import Channels
 from core.conversation import Business
 from core.engine import EngineConfig
 from core.errors import CatalogError, DomainError
@@ -281,7 +282,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(twilio_messaging.bp)
     app.register_blueprint(webchat.bp)
     if slack_on:
-        _, slack_bp = slack_lane.create_slack(app.config, engine, runtime.now,
+        _, slack_bp = slack_lane.create_slack(app.config, runtime.uow, runtime.now,
                                               catalog=runtime.catalog)
         app.register_blueprint(slack_bp)
     elif app.config["SANDBOX"]:  # without Slack in production, escalations are logged only
@@ -322,7 +323,7 @@ def _message_sender(app: Flask):
 
 def _senders(app: Flask, runtime: Runtime, slack_on: bool) -> dict:
     """The outbox's senders: CSM notices to Slack (or the log), plan changes to the webhook."""
-    csm = (slack_lane.SlackEscalationSender.from_config(app.config, runtime.engine, runtime.catalog)
+    csm = (slack_lane.SlackEscalationSender.from_config(app.config, runtime.uow, runtime.catalog)
            if slack_on else LoggingCsmNotifier())
     senders = {slack_lane.POST_KIND: csm}
     if slack_on:  # a button's failed chat.update, redrawn later
@@ -344,10 +345,14 @@ def _engine_config(app: Flask, health: HealthBounds) -> EngineConfig:
                                  control_salt=str(app.config["CONTROL_SALT"]))
     except DomainError as exc:
         raise ConfigError(f"{ENV_PREFIX}CONTROL_SHARE: {exc.message}") from None
+    from channels.twilio_messaging import SMS, WHATSAPP
+    from channels.webchat import WEB
+
     return EngineConfig(policy=policy, health=health,
                         business=Business(str(app.config["BUSINESS_NAME"]),
                                           str(app.config["SUPPORT_CONTACT"])),
-                        billing_webhook=bool(url), model=load_intent_model())
+                        billing_webhook=bool(url), model=load_intent_model(),
+                        channels=Channels([WEB, WHATSAPP, SMS]))
 
 
 @lru_cache(maxsize=1)

@@ -97,7 +97,9 @@ def _runtime():
 
 @bp.get("/phone")
 def phone():
-    return render_template_string(PAGE, phones=phones(_runtime().engine))
+    rt = _runtime()
+    media = [(c.name, c.address[0]) for c in rt.conversation.channels if c.phone]
+    return render_template_string(PAGE, phones=phones(rt.engine, media))
 
 
 @bp.post("/phone/send")

@@ -179,6 +179,6 @@ def thread_json(detail) -> dict[str, Any]:
             "effective": change.effective.isoformat(),
             "charge_today": money_str(change.charge_today), "channel": change.channel,
             "requested_at": iso(change.requested_at)},
-        "escalations": [{"reason": e["reason"], "status": e["status"], "thread_id": e["thread_id"],
-                         "at": iso(e["at"])} for e in detail.escalations],
+        "escalations": [{"reason": e.reason, "status": e.status, "thread_id": e.thread_id,
+                         "at": iso(e.created_at)} for e in detail.escalations],
     }

@@ -1,22 +1,23 @@
 """Slack, the CSM lane: escalations posted to a channel, Claim / Schedule call / Resolved buttons,
 the `/upgrade-chat <account>` slash command, and a local stand-in page without Slack.
 
-- `SlackEscalationSender` is the outbox sender of "csm_escalation" jobs (core.engine enqueues one
+- `SlackEscalationSender` is the outbox sender of "csm_escalation" jobs (core.csm enqueues one
   per escalation, after the commit). It posts one message per escalation and records the post's
   channel and ts on the escalation; a retried job that finds them does not post again. It also
   sends "csm_escalation_update" jobs: a button updates its message at once, and when that
   `chat.update` fails (Slack down, rate limited) a job redraws the message from the escalation's
   state later, with the outbox's retries.
-- `create_slack(config, engine, clock)` builds a slack-bolt `App` (request signing verified by
+- `create_slack(config, uows, clock, catalog)` builds a slack-bolt `App` (request signing verified by
   bolt, failing closed with a 401) and a blueprint mounting it at `POST /slack/events` — events,
   interactivity and the slash command all arrive there.
 - `sandbox_csm_bp` (`/sandbox/csm`, this machine only) shows the same escalations with the same
-  buttons when no Slack credentials are configured; its buttons call the same storage functions.
+  buttons when no Slack credentials are configured; its buttons call the same use cases
+  (core.csm).
 
 Minimum necessary: for accounts whose vertical has `hipaa = true` in the catalog (or a vertical
 the catalog does not know), a message carries only the account id, the reason and a link to the
 operator's page — no usage, no figures, no message text. Buttons act once whatever Slack retries
-or double clicks do (storage.escalations locks and checks the state).
+or double clicks do (core.csm locks and checks the state).
 """
 
 from __future__ import annotations
@@ -41,20 +42,20 @@ from slack_bolt import App
 from slack_bolt.adapter.flask import SlackRequestHandler
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
-from sqlalchemy import Engine
-from sqlalchemy.orm import Session
-
 from channels import local
+from core import csm
 from core.catalog import Catalog
-from storage import escalations
-from storage.escalations import CLAIMED, OPEN, RESOLVED, EscalationCard
-from storage.outbox import OutboxJob, PermanentFailure, enqueue
+from core.csm import CLAIMED, OPEN, RESOLVED, Action, ActionResult
+from core.errors import NotFound
+from core.money import dollars
+from core.ports import EscalationCard, UnitOfWork
+from storage.outbox import OutboxJob, PermanentFailure
 
 log = logging.getLogger(__name__)
 
 REQUIRED = ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_CHANNEL")
-POST_KIND, UPDATE_KIND = "csm_escalation", "csm_escalation_update"  # outbox job kinds
-CLAIM, SCHEDULE_CALL, RESOLVE = "claim", "schedule_call", "resolved"
+POST_KIND, UPDATE_KIND = csm.POST_JOB, csm.REDRAW_JOB  # the outbox job kinds this sends
+CLAIM, SCHEDULE_CALL, RESOLVE = Action.CLAIM.value, Action.SCHEDULE_CALL.value, Action.RESOLVE.value
 COMMAND = "/upgrade-chat"
 REASONS = {
     "health": "Health red",
@@ -160,11 +161,11 @@ def _health(card: EscalationCard) -> str:
 
 
 def _usd(value: Any) -> str:
+    """A stored case figure ("529.00") as money ("$529.00"); anything else as it is."""
     try:
-        amount = Decimal(str(value))
+        return dollars(Decimal(str(value)))
     except (InvalidOperation, ValueError):
         return str(value)
-    return f"-${-amount:,.2f}" if amount < 0 else f"${amount:,.2f}"
 
 
 def _case_lines(case: Mapping[str, Any]) -> tuple[str, ...]:
@@ -248,23 +249,23 @@ class SlackEscalationSender:
     database failing right after Slack answered — is posted again on the retry: at least once.)
     """
 
-    def __init__(self, client: WebClient, channel: str, engine: Engine, catalog: Catalog,
-                 operator_url: str | None = None) -> None:
+    def __init__(self, client: WebClient, channel: str, uows: Callable[..., UnitOfWork],
+                 catalog: Catalog, operator_url: str | None = None) -> None:
         self._client = client
         self._channel = channel
-        self._engine = engine
+        self._uows = uows
         self._catalog = catalog
         self._operator_url = operator_url
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any], engine: Engine,
+    def from_config(cls, config: Mapping[str, Any], uows: Callable[..., UnitOfWork],
                     catalog: Catalog) -> SlackEscalationSender:
-        return cls(web_client(config), str(config["SLACK_CHANNEL"]), engine, catalog,
+        return cls(web_client(config), str(config["SLACK_CHANNEL"]), uows, catalog,
                    config.get("OPERATOR_URL"))
 
     def __call__(self, job: OutboxJob) -> None:
         escalation_id = int(job.payload["escalation_id"])
-        card = escalations.load(self._engine, escalation_id)
+        card = csm.card(self._uows, escalation_id)
         if card is None:
             raise PermanentFailure(f"escalation {escalation_id} does not exist")
         if job.kind == UPDATE_KIND:
@@ -282,7 +283,7 @@ class SlackEscalationSender:
             if error in PERMANENT_ERRORS:
                 raise PermanentFailure(f"Slack refused the post: {error}") from None
             raise RuntimeError(f"Slack post failed: {error or 'unexpected answer'}") from None
-        escalations.record_post(self._engine, escalation_id, response["channel"], response["ts"])
+        csm.posted(self._uows, escalation_id, {"channel": response["channel"], "ts": response["ts"]})
         log.info("escalation %s posted to Slack (account %s)", escalation_id, card.account)
 
     def _redraw(self, card: EscalationCard) -> None:
@@ -318,55 +319,40 @@ def _error_code(exc: SlackApiError) -> str | None:
 class CsmLane:
     """The CSM actions behind the buttons, shared by Slack and the sandbox page."""
 
-    engine: Engine
+    uows: Callable[..., UnitOfWork]
     catalog: Catalog
     clock: Callable[[], datetime]
     business: str
     operator_url: str | None = None
-    actions: dict[str, Callable[..., escalations.Outcome]] = field(init=False)
+    actions: frozenset[str] = field(default=frozenset(a.value for a in Action), init=False)
 
-    def __post_init__(self) -> None:
-        self.actions = {CLAIM: self.claim, SCHEDULE_CALL: self.request_call, RESOLVE: self.resolve}
-
-    def claim(self, escalation_id: int, csm_id: str | None, csm_name: str) -> escalations.Outcome:
-        return escalations.claim(self.engine, escalation_id, csm_id, csm_name, self.business,
-                                 self.clock())
-
-    def request_call(self, escalation_id: int, csm_id: str | None,
-                     csm_name: str) -> escalations.Outcome:
-        return escalations.request_call(self.engine, escalation_id, csm_id, csm_name, self.clock())
-
-    def resolve(self, escalation_id: int, csm_id: str | None,
-                csm_name: str) -> escalations.Outcome:
-        return escalations.resolve(self.engine, escalation_id, csm_id, csm_name, self.clock())
+    def act(self, action: str, escalation_id: int, csm_id: str | None,
+            csm_name: str) -> ActionResult:
+        return csm.act(self.uows, escalation_id, Action(action), csm_id, csm_name, self.business,
+                       self.clock())
 
     def redraw_later(self, escalation_id: int, action: str) -> bool:
         """Queue an outbox job that redraws the escalation's Slack message (one per action: each
         acts once). False when it was queued already."""
-        with Session(self.engine) as session, session.begin():
-            return enqueue(session, UPDATE_KIND, f"escalation-update:{escalation_id}:{action}",
-                           {"escalation_id": escalation_id}, self.clock())
+        return csm.redraw_later(self.uows, escalation_id, action, self.clock())
 
     def view(self, card: EscalationCard) -> EscalationView:
         return view(card, self.catalog, self.operator_url)
 
 
-def lane_from(config: Mapping[str, Any], engine: Engine, clock: Callable[[], datetime],
-              catalog: Catalog) -> CsmLane:
-    return CsmLane(engine, catalog, clock, str(config.get("BUSINESS_NAME") or "Upgrade Chat"),
+def lane_from(config: Mapping[str, Any], uows: Callable[..., UnitOfWork],
+              clock: Callable[[], datetime], catalog: Catalog) -> CsmLane:
+    return CsmLane(uows, catalog, clock, str(config.get("BUSINESS_NAME") or "Upgrade Chat"),
                    config.get("OPERATOR_URL"))
 
 
-def create_slack(config: Mapping[str, Any], engine: Engine, clock: Callable[[], datetime],
-                 catalog: Catalog | None = None) -> tuple[App, Blueprint]:
+def create_slack(config: Mapping[str, Any], uows: Callable[..., UnitOfWork],
+                 clock: Callable[[], datetime], catalog: Catalog) -> tuple[App, Blueprint]:
     """The bolt app and a blueprint serving it at POST /slack/events (register it only when
     `configured(config)`). Every request is verified against SLACK_SIGNING_SECRET by bolt."""
     if not configured(config):
         raise SlackConfigError("Slack is not configured: set " + ", ".join(REQUIRED))
-    if catalog is None:
-        from app import load_catalog  # the app's reader; imported late (app imports us)
-        catalog = load_catalog(config.get("CATALOG_PATH"))
-    lane = lane_from(config, engine, clock, catalog)
+    lane = lane_from(config, uows, clock, catalog)
     bolt = App(signing_secret=str(config["SLACK_SIGNING_SECRET"]), client=web_client(config),
                # the listener runs before the answer, so a button's effect is committed when
                # Slack sees the 200 (no work left in a background thread of a web worker)
@@ -396,7 +382,7 @@ def _button(lane: CsmLane, action: str):
             log.warning("Slack %s button without an escalation id", action)
             return
         user = body.get("user") or {}
-        outcome = lane.actions[action](escalation_id, user.get("id"), _name(client, user))
+        outcome = lane.act(action, escalation_id, user.get("id"), _name(client, user))
         if not outcome.changed or outcome.card is None:
             # A retry, a double click or a second CSM: the first one acted.
             log.info("escalation %s: %s changed nothing", escalation_id, action)
@@ -449,16 +435,15 @@ def _command(lane: CsmLane):
 def account_report(lane: CsmLane, external_id: str) -> str:
     """The slash command's answer (mrkdwn): usage, case and thread state; for HIPAA verticals
     only the id, the escalations' reasons and the link."""
-    from core.case import current_case
-    from core.engine import terms
-    from storage.uow import SqlUnitOfWork
-
-    row, cards = escalations.for_account(lane.engine, external_id)
-    if row is None:
+    try:
+        report = csm.account_report(lane.uows, lane.catalog, external_id, lane.clock())
+    except NotFound:
         return f"No account {_esc(external_id)}."
+    row, case, matrix = report.account, report.case, report.usage
+    state, target = report.thread_state, report.thread_target
     link = account_link(lane.operator_url, row.external_id)
     lines = [f"*{_esc(row.external_id)}*"]
-    open_cards = [c for c in cards if c.status != RESOLVED]
+    open_cards = [c for c in report.escalations if c.status != RESOLVED]
     escalated = ", ".join(f"#{c.id} {REASONS.get(c.reason, c.reason)} ({c.status})"
                           for c in open_cards) or "none open"
     if is_minimal(lane.catalog, row.vertical):
@@ -466,12 +451,6 @@ def account_report(lane: CsmLane, external_id: str) -> str:
         if link:
             lines.append(f"<{link}|Open in Upgrade Chat>")
         return "\n".join(lines)
-    now = lane.clock()
-    with SqlUnitOfWork(lane.engine, read_only=True) as uow:
-        account = uow.accounts.get(external_id)
-        matrix = uow.usage.matrices([account.id], now)[account.id]
-    case = current_case(lane.catalog, terms(account), matrix, now)
-    state, target = escalations.latest_thread_state(lane.engine, row.id)
     vertical = lane.catalog.verticals[row.vertical]
     lines += [
         f"{_esc(row.name)} · {row.plan} · {vertical.label}",
@@ -481,8 +460,7 @@ def account_report(lane: CsmLane, external_id: str) -> str:
     if case is None:
         lines.append("Case: no tier change applies now")
     else:
-        from core.engine import case_summary
-        lines.append("Case: " + "; ".join(_case_lines(case_summary(case))[:4]))
+        lines.append("Case: " + "; ".join(_case_lines(csm.case_summary(case))[:4]))
     lines.append(f"Thread: {state} (to {target})" if state else "Thread: none")
     lines.append(f"Escalations: {escalated}")
     if link:
@@ -544,13 +522,13 @@ def local_only():
 
 def _sandbox_lane() -> CsmLane:
     rt = current_app.extensions["upgrade_chat"]
-    return lane_from(current_app.config, rt.engine, rt.now, rt.catalog)
+    return lane_from(current_app.config, rt.uow, rt.now, rt.catalog)
 
 
 @sandbox_csm_bp.get("")
 def page():
     lane = _sandbox_lane()
-    views = [lane.view(card) for card in escalations.recent(lane.engine)]
+    views = [lane.view(card) for card in csm.recent(lane.uows)]
     return render_template_string(PAGE, views=views, csm=request.args.get("csm", "Sandbox CSM"))
 
 
@@ -561,7 +539,7 @@ def act(escalation_id: int):
     if action not in lane.actions:
         return "Unknown action", 400
     name = (request.form.get("csm") or "").strip()[:100] or "Sandbox CSM"
-    outcome = lane.actions[action](escalation_id, None, name)
+    outcome = lane.act(action, escalation_id, None, name)
     if outcome.card is None:
         return "Not Found", 404
     return redirect(url_for("sandbox_csm.page", csm=name) + f"#escalation-{escalation_id}")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, current_app, request
@@ -28,6 +28,7 @@ from twilio.twiml.messaging_response import MessagingResponse
 
 from core import engine
 from core.accounts import normalize_phone
+from core.channels import Capabilities, Delivery, Input
 from core.errors import DomainError
 from core.retry import retrying
 from channels.spool import ReplayStats, Spool, database_unreachable, replies_queued
@@ -49,6 +50,18 @@ CARRIER_OPT_OUT = "21610"  # "Attempt to send to unsubscribed recipient": the bu
 PROGRESS = {"accepted": 0, "scheduled": 0, "queued": 0, "sending": 1, "sent": 2, "delivered": 3,
             "read": 4}
 FINAL_FAILURES = frozenset({"undelivered", "failed", "canceled"})
+
+
+# --- what this channel is: two media ------------------------------------------------------------
+
+# Typed keywords, sent by the outbox, to the buyer's phone (quiet hours, STOP/START, a named
+# sender). WhatsApp first when the contact opted in to it: its own number, else the phone; free
+# text only within 24 hours of the buyer's last message.
+SMS = Capabilities("sms", Input.KEYWORDS, Delivery.PUSH, address=("phone",), phone=True,
+                   max_chars=1600, rank=2)
+WHATSAPP = Capabilities("whatsapp", Input.KEYWORDS, Delivery.PUSH, address=("whatsapp", "phone"),
+                        opt_in="whatsapp_opt_in_at", activity="whatsapp_inbound_at",
+                        session_window=timedelta(hours=24), phone=True, max_chars=4096, rank=1)
 
 
 # --- the adapter --------------------------------------------------------------------------------

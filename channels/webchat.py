@@ -17,8 +17,7 @@ import hashlib
 import hmac
 import html
 import logging
-from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
@@ -26,20 +25,18 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from core import engine
-from core.case import Case, current_case
+from core.case import Case
 from core.catalog import Catalog
-from core.conversation import ThreadEvent, ThreadState, transition
+from core.channels import Capabilities, Delivery, Input
+from core.conversation import LIVE, ThreadState
 from core.errors import DomainError, Malformed
 from core.framing import card_lines, card_summary, crossed_phrase
 from core.money import count, money_str
-from core.ports import ContactView, MessageView, ThreadView
-from core.retry import retrying
+from core.ports import MessageView
 from channels import demo, local
 from channels.api import error, runtime
 from channels.inputs import json_body
 from channels.serialize import iso
-from storage.conversations import seen_by_buyer
-from storage.models import LIVE_STATES
 
 log = logging.getLogger(__name__)
 
@@ -87,103 +84,12 @@ def verify(req) -> WebIdentity:
     return WebIdentity(user_id, account)
 
 
-# --- use cases ----------------------------------------------------------------------------------
+# --- what this channel is -----------------------------------------------------------------------
 
-# How stale `web_active_at` may get before a poll writes it again. The engine counts a buyer as
-# in the product for 10 minutes (core.conversation.WEB_ACTIVE), so a minute loses nothing and
-# keeps most polls read-only (on SQLite a write takes the one writer lock).
-TOUCH_EVERY = timedelta(minutes=1)
-
-
-@dataclass(frozen=True)
-class WebView:
-    contact: ContactView
-    account: Any
-    thread: ThreadView | None
-    messages: tuple
-    delivered: tuple[int, ...]  # openings that went out in this poll
-    unanswered_opening: int | None  # the latest opening, when the buyer has not written since
-
-
-class _NeedsWrite(Exception):
-    """A read-only poll found something to write: the buyer's activity or a due web opening."""
-
-
-def poll(uows, identity: WebIdentity, after: int, now: datetime) -> WebView | None:
-    """One widget poll: the buyer is in the product now (touch_web), a web opening waiting for
-    this visit goes out (an open thread becomes offered), and the messages after the cursor are
-    read. `uows(read_only=...)` makes units of work: most polls only read; one that has something
-    to write runs again as a writer, account locked before thread as every writer does. None when
-    the identity is no contact of the account (nothing written)."""
-    try:
-        with uows(read_only=True) as uow:
-            return _poll(uow, identity, after, now, write=False)
-    except _NeedsWrite:
-        pass
-
-    def attempt() -> WebView | None:
-        uow = uows()
-        with uow:
-            view = _poll(uow, identity, after, now, write=True)
-            uow.commit()
-        if view is not None and view.delivered:
-            log.info("web opening delivered to contact %s (thread %s)",
-                     view.contact.external_id, view.thread.id)
-        return view
-
-    return retrying(attempt)
-
-
-def _poll(uow, identity: WebIdentity, after: int, now: datetime, *, write: bool) -> WebView | None:
-    conv = uow.conversations
-    contact = conv.web_contact(identity.account, identity.user_id)
-    if contact is None:
-        return None
-    stale = contact.web_active_at is None or now - contact.web_active_at >= TOUCH_EVERY
-    if write:
-        uow.accounts.lock(contact.account_id)
-        if stale:
-            conv.touch_web(contact.id, now)
-    elif stale:
-        raise _NeedsWrite
-    thread = conv.thread_for_contact(contact, lock=write)
-    delivered: list[int] = []
-    if thread is not None:
-        # An opening goes out only on a live thread and never to an opted-out buyer; other
-        # queued web messages (a CSM's "… will follow up") are answers and go out as they are.
-        may_open = thread.state in LIVE_STATES and contact.opted_out_at is None
-        due = [m for m in conv.due_web_messages(thread.id, now)
-               if m.kind != "opening" or may_open]
-        if due and not write:
-            raise _NeedsWrite
-        if due:
-            conv.mark_web_sent([m.id for m in due], now)
-            delivered = [m.id for m in due if m.kind == "opening"]
-            if delivered and thread.state == ThreadState.OPEN:
-                state = transition(ThreadState.OPEN, ThreadEvent.OFFER_SENT)
-                thread = replace(thread, state=str(state))
-                conv.save_thread(thread, now)
-    rows = conv.visible_messages(contact.id, thread.id if thread else None, after, MAX_MESSAGES)
-    unanswered = None
-    if thread is not None:
-        seen = [m for m in conv.messages(thread.id) if seen_by_buyer(m)]
-        openings = [m.id for m in seen if m.kind == "opening"]
-        if openings and not any(m.direction == "in" and m.id > openings[-1] for m in seen):
-            unanswered = openings[-1]
-    account = uow.accounts.get_by_id(contact.account_id)
-    return WebView(contact, account, thread, tuple(_message_json(m) for m in rows),
-                   tuple(delivered), unanswered)
-
-
-def thread_case(uow, catalog, view: WebView, now: datetime) -> Case | None:
-    """The case behind a live thread, as the engine would state it now; None otherwise."""
-    thread, account = view.thread, view.account
-    if thread is None or thread.state not in LIVE_STATES or account.plan != thread.current_plan:
-        return None
-    with uow:
-        matrix = uow.usage.matrices([account.id], now)[account.id]
-    case = current_case(catalog, engine.terms(account), matrix, now)
-    return case if case is not None and case.target.name == thread.target_plan else None
+# Buttons beside a text box; queued messages wait for the widget's next poll; the buyer counts as
+# present while it polls (openings may then come here).
+WEB = Capabilities("web", Input.BUTTONS, Delivery.POLL, address=("web_user_id",),
+                   activity="web_active_at", max_chars=MAX_TEXT)
 
 
 # --- JSON shapes --------------------------------------------------------------------------------
@@ -283,17 +189,17 @@ def get_thread():
         return refusal
     after = _after()
     rt = runtime()
-    now = rt.now()
-    view = poll(rt.uow, identity, after, now)
+    view = engine.poll(rt.uow, rt.catalog, rt.conversation, WEB.name,
+                       lambda conv: conv.web_contact(identity.account, identity.user_id),
+                       after, MAX_MESSAGES, rt.now())
     if view is None:
         return _forbidden("this user is not a contact of this account")
-    case = thread_case(rt.uow(read_only=True), rt.catalog, view, now)
-    thread = view.thread
-    messages = list(view.messages)
+    case, thread = view.case, view.thread
+    messages = [_message_json(m) for m in view.messages]
     new_opening = any(m["kind"] == "opening" for m in messages) or bool(view.delivered)
     opens = (view.contact.opted_out_at is None and new_opening
              and view.unanswered_opening is not None
-             and thread is not None and thread.state in LIVE_STATES)
+             and thread is not None and ThreadState(thread.state) in LIVE)
     return jsonify({
         "thread_id": thread.id if thread else None,
         "state": thread.state if thread else None,
@@ -329,7 +235,7 @@ def post_message():
     rt = runtime()
     answer = engine.handle_message_of(
         rt.uow(), rt.catalog, rt.conversation,
-        lambda conv: conv.web_contact(identity.account, identity.user_id), "web", text.strip(),
+        lambda conv: conv.web_contact(identity.account, identity.user_id), WEB.name, text.strip(),
         str(message_id) if message_id is not None else None, rt.now())
     if answer is None:
         return _forbidden("this user is not a contact of this account")

@@ -12,6 +12,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
+from core.accounts import Account
 from core.catalog import Catalog, Plan, Vertical
 from core.pricing import Cost, Proration, monthly_cost, prorate
 from core.thresholds import down_tier_fit, met_thresholds
@@ -136,3 +137,10 @@ def current_case(catalog: Catalog, terms: AccountTerms, usage: UsageMatrix,
     if lower is not None:
         return build_case(catalog, terms, usage, lower, [], now)
     return None
+
+
+def terms(account: Account, plan: str | None = None) -> AccountTerms:
+    """What the case needs of an account (on `plan`, by default the account's own)."""
+    return AccountTerms(plan=plan or account.plan, vertical=account.vertical,
+                        timezone=account.timezone, billing_day=account.billing_day,
+                        plan_since=account.plan_since)

@@ -16,8 +16,10 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from core.case import Case
+from core.channels import Capabilities
 from core.catalog import Catalog
 from core.errors import DomainError
+from core.copy import KEYWORDS, Wording, wording
 from core.framing import join_words, opening_message
 from core.intents import (DeclineReason, Intent, Understanding, decline_reason, understand,
                           with_spoken_numbers)
@@ -120,9 +122,14 @@ def _plan(name: str) -> str:
     return name.capitalize()
 
 
-OPTED_OUT_YES = "You have opted out of these messages. Reply START to subscribe again, then YES."
-OPTED_OUT_CLOSED = ("You have opted out of these messages. Reply START to subscribe again; your "
-                    "account manager can then help you change plans (reply PERSON).")
+def _opted_out_yes(w: Wording) -> str:
+    return (f"You have opted out of these messages. {w.Do('START')} to subscribe again, then "
+            f"{w.then('YES')}.")
+
+
+def _opted_out_closed(w: Wording) -> str:
+    return (f"You have opted out of these messages. {w.Do('START')} to subscribe again; your "
+            f"account manager can then help you change plans ({w.do('PERSON')}).")
 
 
 def other_plan_named(text: str, case: Case, catalog: Catalog) -> str | None:
@@ -195,26 +202,28 @@ def other_amount_named(text: str, case: Case) -> Decimal | None:
 
 
 def wrong_amount_answer(case: Case, amount: Decimal,
-                        state: ThreadState | None = None) -> str:
+                        state: ThreadState | None = None, w: Wording = KEYWORDS) -> str:
     """A price the buyer named that is not ours, corrected with the real figures."""
     target = _plan(case.target.name)
     today = (f" and {dollars(case.prorated_charge_today)} today"
              if case.direction == "up" else "")
     word = "CONFIRM" if state == S.AWAITING_CONFIRMATION else "YES"
-    how = f"Reply {word} to go ahead at {dollars(case.target.base_price)} a month"
+    how = f"{w.Do(word)} to go ahead at {dollars(case.target.base_price)} a month"
     return (f"To be clear, {target} is {dollars(case.target.base_price)} a month{today}, not "
             f"{dollars(amount)}; the price is the same for everyone and nothing has been "
-            f"charged. {how}, or PERSON to talk to your account manager.")
+            f"charged. {how}, or {w.then('PERSON')} to talk to your account manager.")
 
 
-def wrong_plan_answer(case: Case, named: str, state: ThreadState | None = None) -> str:
+def wrong_plan_answer(case: Case, named: str, state: ThreadState | None = None,
+                      w: Wording = KEYWORDS) -> str:
     target = _plan(case.target.name)
     if state != S.AWAITING_CONFIRMATION:
-        how = f"Reply YES to go ahead with {target}"
+        how = f"{w.Do('YES')} to go ahead with {target}"
     elif case.direction == "up":
-        how = f"Reply CONFIRM to upgrade to {target} ({dollars(case.prorated_charge_today)} today)"
+        how = (f"{w.Do('CONFIRM')} to upgrade to {target} "
+               f"({dollars(case.prorated_charge_today)} today)")
     else:
-        how = f"Reply CONFIRM to go ahead with {target}"
+        how = f"{w.Do('CONFIRM')} to go ahead with {target}"
     return (f"This offer is for {target} at {dollars(case.target.base_price)} a month, not "
             f"{_plan(named)}. {how}, or ask for a person to talk about {_plan(named)}.")
 
@@ -231,7 +240,8 @@ def _at_usage(case: Case) -> str:
         f" ({dollars(at_usage)} at your current usage)"
 
 
-def confirmation_step(case: Case, catalog: Catalog | None = None) -> str:
+def confirmation_step(case: Case, catalog: Catalog | None = None,
+                      w: Wording = KEYWORDS) -> str:
     """Names the plan, the new monthly price and the charge today; asks for an explicit yes.
     A move down also says what the lower plan does not include (with the catalog's names)."""
     target = _plan(case.target.name)
@@ -240,12 +250,12 @@ def confirmation_step(case: Case, catalog: Catalog | None = None) -> str:
     if case.direction == "up":
         return (f"To confirm: {target} at {price} a month{usage_note}, and "
                 f"{dollars(case.prorated_charge_today)} charged today for the rest of this billing "
-                f"period (until {_day(case.proration.period_end)}). Reply CONFIRM to upgrade.")
+                f"period (until {_day(case.proration.period_end)}). {w.Do('CONFIRM')} to upgrade.")
     lost = [catalog.feature_name(f, case.vertical) for f in case.gives_up] if catalog else []
     lacks = f" {target} does not include {join_words(lost, 'or')}." if lost else ""
     return (f"To confirm: {target} at {price} a month{usage_note} from "
             f"{_day(case.effective)}, your next billing period; nothing is charged today.{lacks} "
-            f"Reply CONFIRM to switch.")
+            f"{w.Do('CONFIRM')} to switch.")
 
 
 def upgraded_message(case: Case) -> str:
@@ -275,8 +285,9 @@ def period_taken_message(case: Case) -> str:
             f"now; a further change is possible from {_day(case.proration.period_end)}.")
 
 
-def figures_changed_message(case: Case, catalog: Catalog | None = None) -> str:
-    return "The figures have changed since I asked. " + confirmation_step(case, catalog)
+def figures_changed_message(case: Case, catalog: Catalog | None = None,
+                            w: Wording = KEYWORDS) -> str:
+    return "The figures have changed since I asked. " + confirmation_step(case, catalog, w)
 
 
 def offer_withdrawn_message(plan: str) -> str:
@@ -363,34 +374,38 @@ def _about(case: Case | None) -> str:
     return f"a suggestion to move your plan from {current} down to {target}, which costs less"
 
 
-def help_message(business: Business, case: Case | None = None, opted_out: bool = False) -> str:
+def help_message(business: Business, case: Case | None = None, opted_out: bool = False,
+                 w: Wording = KEYWORDS) -> str:
     """Who is writing, what about, how to stop (or start again), and where to get help."""
-    consent = ("You have opted out: reply START to get messages again" if opted_out else
-               "Ask me anything, or reply STOP to opt out")
+    consent = (f"You have opted out: {w.do('START')} to get messages again" if opted_out else
+               f"Ask me anything, or {w.do('STOP')} to opt out")
     return (f"{business.name} here, writing about {_about(case)}. {consent}. Help: "
             f"{business.support}. Msg & data rates may apply.")
 
 
-def stop_message(business: Business) -> str:
+def stop_message(business: Business, w: Wording = KEYWORDS) -> str:
     return (f"You are unsubscribed from {business.name} messages and will get no more. "
-            f"Reply START to subscribe again.")
+            f"{w.Do('START')} to subscribe again.")
 
 
-def start_message(business: Business) -> str:
-    return (f"You are subscribed to {business.name} messages again. Reply HELP for help, "
-            f"STOP to opt out.")
+def start_message(business: Business, w: Wording = KEYWORDS) -> str:
+    return (f"You are subscribed to {business.name} messages again. {w.Do('HELP')} for help, "
+            f"{w.then('STOP')} to opt out.")
 
 
-def bot_answer(business: Business) -> str:
-    return (f"I am an automated assistant for {business.name}, not a person. Reply PERSON and "
-            f"your account manager will get in touch.")
+def follow_up_message(csm_name: str, business_name: str) -> str:
+    """What the buyer is told when a CSM takes their conversation."""
+    return f"{csm_name} from {business_name} will follow up with you personally."
+
+
+def bot_answer(business: Business, w: Wording = KEYWORDS) -> str:
+    return (f"I am an automated assistant for {business.name}, not a person. {w.Do('PERSON')} "
+            f"and your account manager will get in touch.")
 
 
 # A consent change the model alone read is asked about ("Reply STOP to opt out") from this
 # probability; below it the buyer gets the state's options like any unclear reply.
 ASK_CONSENT_FROM = 0.6
-FALLBACK = ("Sorry, I did not catch that. Reply YES to see the upgrade details, NO if not now, or "
-            "ask about the price, the features or today's charge.")
 NO_OFFER = "There is no plan change on the table for your account right now."
 
 
@@ -399,7 +414,7 @@ def _move(case: Case) -> str:
 
 
 def options(state: ThreadState | None, case: Case | None, business: Business,
-            opted_out: bool = False) -> str:
+            opted_out: bool = False, w: Wording = KEYWORDS) -> str:
     """What the buyer can do in `state`, in one sentence: the fallback's second half.
     `opted_out`: whether the contact's consent is revoked now (an opted_out thread outlives a
     later START; an opted-out buyer's yes waits for START)."""
@@ -407,50 +422,52 @@ def options(state: ThreadState | None, case: Case | None, business: Business,
         return f"{NO_OFFER} For anything else about your account: {business.support}."
     if opted_out and state in (S.OPEN, S.OFFERED, S.AWAITING_CONFIRMATION, S.DECLINED,
                                S.EXPIRED, S.ESCALATED):
-        return (f"You have opted out of these messages: reply START to subscribe again, then "
-                f"YES to {_move(case)}. Questions still get answers here.")
+        return (f"You have opted out of these messages: {w.do('START')} to subscribe again, "
+                f"then {w.then('YES')} to {_move(case)}. Questions still get answers here.")
     target = _plan(case.target.name)
     if state in (S.OPEN, S.OFFERED):
-        return (f"Reply YES to see what it takes to {_move(case)}, NO if not now, PERSON for "
-                f"your account manager, or ask about the price, the features or today's charge.")
+        return (f"{w.Do('YES')} to see what it takes to {_move(case)}, {w.then('NO')} if not "
+                f"now, {w.then('PERSON')} for your account manager, or ask about the price, the "
+                f"features or today's charge.")
     if state == S.AWAITING_CONFIRMATION:
         today = (f"{_charge_today(case)} today, then " if case.direction == "up" else "")
-        return (f"Nothing changes unless you confirm. Reply CONFIRM to {_move(case)} ({today}"
+        return (f"Nothing changes unless you confirm. {w.Do('CONFIRM')} to {_move(case)} ({today}"
                 f"{dollars(case.target.base_price)} a month), or ask me anything.")
     if state == S.UPGRADED:
-        return (f"Your change to {target} is done. Ask me about it any time, or reply PERSON for "
-                f"your account manager.")
+        return (f"Your change to {target} is done. Ask me about it any time, or {w.do('PERSON')} "
+                f"for your account manager.")
     if state == S.DECLINED:
-        return (f"Nothing was changed. If you change your mind, reply YES to see the figures for "
-                f"{target} again.")
+        return (f"Nothing was changed. If you change your mind, {w.do('YES')} to see the figures "
+                f"for {target} again.")
     if state == S.EXPIRED:
-        return f"That offer lapsed; reply YES to see the current figures for {target}."
+        return f"That offer lapsed; {w.do('YES')} to see the current figures for {target}."
     if state == S.ESCALATED:
         return (f"Your account manager has this conversation and will be in touch. Meanwhile ask "
-                f"me anything, or reply YES to {_move(case)} at the list price.")
+                f"me anything, or {w.do('YES')} to {_move(case)} at the list price.")
     if not opted_out:
-        return ("That offer closed when you opted out. Your account manager can help you change "
-                "plans: reply PERSON to ask for them.")
-    return ("You have opted out of these messages. Reply START to get them again; questions "
-            "about your plan still get answers here.")
+        return (f"That offer closed when you opted out. Your account manager can help you change "
+                f"plans: {w.do('PERSON')} to ask for them.")
+    return (f"You have opted out of these messages. {w.Do('START')} to get them again; questions "
+            f"about your plan still get answers here.")
 
 
 def pause_message(state: ThreadState, case: Case, business: Business,
-                  opted_out: bool = False) -> str:
+                  opted_out: bool = False, w: Wording = KEYWORDS) -> str:
     """A hedge ("let me ask my wife"): nothing changes, nothing is recorded."""
     if state == S.AWAITING_CONFIRMATION:
         today = f"{_charge_today(case)} today and " if case.direction == "up" else ""
-        return (f"Take your time: nothing changes unless you confirm. When you are ready, reply "
-                f"CONFIRM to {_move(case)} ({today}{dollars(case.target.base_price)} a month).")
+        return (f"Take your time: nothing changes unless you confirm. When you are ready, "
+                f"{w.do('CONFIRM')} to {_move(case)} ({today}{dollars(case.target.base_price)} a "
+                f"month).")
     if state in (S.OPEN, S.OFFERED, S.DECLINED, S.EXPIRED, S.ESCALATED):
         return "Take your time: nothing changes unless you say so. " + options(
-            state, case, business, opted_out)
-    return "Take your time. " + options(state, case, business, opted_out)
+            state, case, business, opted_out, w)
+    return "Take your time. " + options(state, case, business, opted_out, w)
 
 
 def reply(state: ThreadState | None, heard: Understanding | Intent, text: str,
           case: Case | None, catalog: Catalog, business: Business, *, opted_out: bool = False,
-          charged: bool = False, phone: bool = False) -> Turn:
+          charged: bool = False, channel: Capabilities | None = None) -> Turn:
     """What the bot does about a buyer's message in a thread in `state` (None: no thread).
 
     Every state x intent pair has a defined reply: docs/conversation.md tabulates them and
@@ -458,8 +475,10 @@ def reply(state: ThreadState | None, heard: Understanding | Intent, text: str,
     (core.intents.understand; an Intent alone is read with the rules' flags).
 
     `opted_out`: the contact has revoked consent (on any channel). Questions still get answers,
-    but a yes does not move an offer until START. `phone`: the reply goes to a phone (SMS,
-    WhatsApp), where an opening sent as a reply names the business and says how to stop.
+    but a yes does not move an offer until START. `channel`: where the reply goes (its declared
+    capabilities): how the buyer is told to act (core.copy: "reply CONFIRM", "press Confirm"),
+    and on a phone an opening sent as a reply names the business and says how to stop. None:
+    typed keywords, no phone.
     `charged`: this thread's plan change was made (what the buyer paid can be said).
 
     Only an explicit confirmation (the confirm word, a yes-word standing alone, the widget's
@@ -467,6 +486,8 @@ def reply(state: ThreadState | None, heard: Understanding | Intent, text: str,
     gets the step again, a pause ("let me ask my wife") changes nothing. A yes in offered leads
     to the confirmation step, never straight to the upgrade.
     """
+    w = wording(channel)
+    phone = channel is not None and channel.phone
     if isinstance(heard, Understanding):
         u = heard
     else:
@@ -479,24 +500,24 @@ def reply(state: ThreadState | None, heard: Understanding | Intent, text: str,
     intent = u.intent
     if intent == Intent.STOP:
         if not u.sure:
-            return Turn((f"Do you want to stop getting messages from {business.name}? Reply STOP "
-                         f"to opt out.",))
+            return Turn((f"Do you want to stop getting messages from {business.name}? "
+                         f"{w.Do('STOP')} to opt out.",))
         opts_out = state is not None and (state, E.OPT_OUT) in TRANSITIONS
-        return Turn((stop_message(business),), (E.OPT_OUT,) if opts_out else (),
+        return Turn((stop_message(business, w),), (E.OPT_OUT,) if opts_out else (),
                     consent="revoke")
     if intent == Intent.START:
         if not u.sure:
-            return Turn(("Reply START if you would like to get these messages again.",))
-        return Turn((start_message(business),), consent="grant")
+            return Turn((f"{w.Do('START')} if you would like to get these messages again.",))
+        return Turn((start_message(business, w),), consent="grant")
     if intent == Intent.HELP:
-        return Turn((help_message(business, case, opted_out),))
+        return Turn((help_message(business, case, opted_out, w),))
     if u.asks_if_bot:  # answered truthfully, then whatever else the message asks
         rest = _without_bot_question(text)
         heard_rest = understand(rest) if rest else None
         if heard_rest is None or heard_rest.intent == Intent.UNKNOWN:
-            return Turn((bot_answer(business),))
+            return Turn((bot_answer(business, w),))
         then = reply(state, heard_rest, rest, case, catalog, business, opted_out=opted_out,
-                     charged=charged, phone=phone)
+                     charged=charged, channel=channel)
         return replace(then, replies=(f"I am an automated assistant for {business.name}, not a "
                                       f"person.",) + then.replies)
     if state is None or case is None:  # no offer: a request for a person still reaches one
@@ -515,9 +536,9 @@ def reply(state: ThreadState | None, heard: Understanding | Intent, text: str,
             return Turn(("Sorry to hear that. I have asked your account manager to get in "
                          "touch.",), escalation=EscalationReason.LEAVING)
         if opted_out:  # no offer is made to someone who opted out, even when one applies
-            return Turn((f"You have opted out of these messages. Reply START to get them again; "
-                         f"for anything else about your account: {business.support}.",))
-        return Turn((options(None, None, business),))
+            return Turn((f"You have opted out of these messages. {w.Do('START')} to get them "
+                         f"again; for anything else about your account: {business.support}.",))
+        return Turn((options(None, None, business, w=w),))
 
     lead: tuple[str, ...] = ()
     events: tuple[ThreadEvent, ...] = ()
@@ -530,11 +551,11 @@ def reply(state: ThreadState | None, heard: Understanding | Intent, text: str,
         return Turn(lead + texts, moves, **effects)
 
     if state == S.DECLINED and _answers_why(text):  # "May I ask why?" -> "the price"
-        return _decline(state, decline_reason(text), turn)
+        return _decline(state, decline_reason(text), turn, w)
     if u.hold:
-        return turn(pause_message(state, case, business, opted_out))
+        return turn(pause_message(state, case, business, opted_out, w))
     if u.thanks:
-        return turn("You're welcome. " + options(state, case, business, opted_out))
+        return turn("You're welcome. " + options(state, case, business, opted_out, w))
     if intent == Intent.QUESTION_PRICE and _PAST_CHARGE.search(text):
         intent = Intent.QUESTION_PRORATION  # "how much did you charge me": what was charged
     if intent == Intent.QUESTION_PRICE:
@@ -545,7 +566,7 @@ def reply(state: ThreadState | None, heard: Understanding | Intent, text: str,
             return turn(proration_answer(case, charged=charged))
         amount = other_amount_named(text, case)
         if amount is not None:
-            return turn(wrong_amount_answer(case, amount, state))
+            return turn(wrong_amount_answer(case, amount, state, w))
         return turn(price_answer(case))
     if intent == Intent.QUESTION_FEATURES:
         return turn(features_answer(case, catalog))
@@ -554,45 +575,46 @@ def reply(state: ThreadState | None, heard: Understanding | Intent, text: str,
     if intent == Intent.QUESTION_DOWNGRADE:
         return turn(downgrade_answer(case))
     if not u.sure:  # the model's reading, not sure enough to act on
-        return turn("Sorry, I am not sure I follow. " + options(state, case, business, opted_out))
+        return turn("Sorry, I am not sure I follow. " + options(state, case, business, opted_out,
+                                                                 w))
     if intent == Intent.DISCOUNT:
         amount = other_amount_named(text, case)
         if amount is not None and state in LIVE | {S.ESCALATED, S.DECLINED, S.EXPIRED}:
-            return turn(wrong_amount_answer(case, amount, state))
+            return turn(wrong_amount_answer(case, amount, state, w))
         if state == S.ESCALATED:  # asked again: the price stands, and the way on is open
             return turn(f"I cannot offer a discount: the price is the same for everyone. I have "
                         f"passed your question to your account manager. Meanwhile ask me "
-                        f"anything, or reply YES to {_move(case)} at the list price.",
+                        f"anything, or {w.do('YES')} to {_move(case)} at the list price.",
                         escalation=EscalationReason.DISCOUNT)
     if intent in (Intent.HUMAN, Intent.DISCOUNT, Intent.CALLBACK):
         return _escalate(state, intent, turn)
     if intent == Intent.DECLINE:
-        return _decline(state, u.reason or decline_reason(text), turn)
+        return _decline(state, u.reason or decline_reason(text), turn, w)
     if intent in (Intent.AFFIRM, Intent.CONFIRM):
         if opted_out and state != S.UPGRADED:  # the offer resumes after START, unless STOP closed it
-            return turn(OPTED_OUT_CLOSED if state == S.OPTED_OUT else OPTED_OUT_YES)
+            return turn(_opted_out_closed(w) if state == S.OPTED_OUT else _opted_out_yes(w))
         if (state, E.AFFIRM) in TRANSITIONS or state == S.AWAITING_CONFIRMATION:
             # A yes that could move the offer must be a yes to this offer, at these figures.
             named = other_plan_named(text, case, catalog)
             if named is not None:
-                return turn(wrong_plan_answer(case, named, state))
+                return turn(wrong_plan_answer(case, named, state, w))
             amount = other_amount_named(text, case)
             if amount is not None:
-                return turn(wrong_amount_answer(case, amount, state))
+                return turn(wrong_amount_answer(case, amount, state, w))
         if state == S.AWAITING_CONFIRMATION:
             if intent == Intent.CONFIRM or u.explicit or _explicit_naming_target(text, case):
                 return turn(upgraded_message(case), event=E.CONFIRM, run_upgrade=True)
             # an acknowledgement: the step again
-            return turn("Nothing is charged yet. " + confirmation_step(case, catalog))
+            return turn("Nothing is charged yet. " + confirmation_step(case, catalog, w))
         if state == S.UPGRADED:
             return turn(already_changed_message(case))
         if (state, E.AFFIRM) in TRANSITIONS:
             notify = state == S.ESCALATED  # the CSM is told the buyer went ahead
-            return turn(confirmation_step(case, catalog), event=E.AFFIRM, notify_csm=notify)
+            return turn(confirmation_step(case, catalog, w), event=E.AFFIRM, notify_csm=notify)
         if state == S.OPTED_OUT:  # subscribed again since: the offer itself stays closed
-            return turn("That offer closed when you opted out. Your account manager can help "
-                        "you change plans: reply PERSON to ask for them.")
-    return turn("Sorry, I did not catch that. " + options(state, case, business, opted_out))
+            return turn(f"That offer closed when you opted out. Your account manager can help "
+                        f"you change plans: {w.do('PERSON')} to ask for them.")
+    return turn("Sorry, I did not catch that. " + options(state, case, business, opted_out, w))
 
 
 _BOT_WORDS = re.compile(
@@ -644,7 +666,7 @@ def _escalate(state: ThreadState, intent: Intent, turn) -> Turn:
     return turn(text, event=event, escalation=reason)
 
 
-def _decline(state: ThreadState, reason: DeclineReason, turn) -> Turn:
+def _decline(state: ThreadState, reason: DeclineReason, turn, w: Wording) -> Turn:
     if reason == DeclineReason.LEAVING:
         event = E.ESCALATE if (state, E.ESCALATE) in TRANSITIONS else None
         return turn("Sorry to hear that. I have asked your account manager to get in touch.",
@@ -659,8 +681,8 @@ def _decline(state: ThreadState, reason: DeclineReason, turn) -> Turn:
                     decline_reason=reason, notify_csm=True)
     if (state, E.DECLINE) not in TRANSITIONS:
         if state == S.UPGRADED:
-            return turn("Understood. Your change is already made; reply PERSON if you want your "
-                        "account manager to help undo it.")
+            return turn(f"Understood. Your change is already made; {w.do('PERSON')} if you want "
+                        f"your account manager to help undo it.")
         return turn("Understood, no change.")
     if reason == DeclineReason.OTHER:
         return turn("Understood, no change. May I ask why: the price, the timing, or you do not "
@@ -672,37 +694,3 @@ def _decline(state: ThreadState, reason: DeclineReason, turn) -> Turn:
 def is_expired(state: ThreadState, last_activity: datetime, now: datetime) -> bool:
     """An offer nobody answered for 14 days expires."""
     return state in (S.OFFERED, S.AWAITING_CONFIRMATION) and now - last_activity >= EXPIRES_AFTER
-
-
-@dataclass(frozen=True)
-class Reach:
-    """What the core needs to know to pick a contact's channel (§7)."""
-
-    web_user_id: str | None
-    web_active_at: datetime | None
-    whatsapp: str | None  # only when the contact opted in to WhatsApp
-    phone: str | None
-
-
-WEB_ACTIVE = timedelta(minutes=10)
-
-
-def web_active(reach: Reach, now: datetime) -> bool:
-    """Seen in the product in the last 10 minutes."""
-    return bool(reach.web_user_id and reach.web_active_at
-                and now - reach.web_active_at <= WEB_ACTIVE)
-
-
-def choose_channel(reach: Reach, now: datetime) -> str:
-    """In-product web chat when active in the last 10 minutes; else WhatsApp; else SMS; else web
-    chat, where the opening waits for the next visit."""
-    if web_active(reach, now):
-        return "web"
-    if reach.whatsapp:
-        return "whatsapp"
-    if reach.phone:
-        return "sms"
-    return "web"
-
-
-PHONE_CHANNELS = frozenset({"sms", "whatsapp", "voice"})

@@ -11,17 +11,19 @@ import logging
 import re
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from core.accounts import Account, HealthBounds
-from core.case import AccountTerms, Case, build_case, current_case, local_today
+from core.case import Case, build_case, current_case, local_today, terms
 from core.catalog import Catalog
-from core.conversation import (Business, EXPIRES_AFTER, EscalationReason, PHONE_CHANNELS, Reach,
-                               ThreadEvent, ThreadState, Turn, choose_channel,
-                               figures_changed_message, help_message, is_expired,
-                               offer_withdrawn_message, period_taken_message, reply,
-                               start_message, stop_message, transition, web_active)
-from core.errors import DomainError, NotFound
+from core.channels import Capabilities, Channels
+from core.conversation import (LIVE, Business, EXPIRES_AFTER, EscalationReason, ThreadEvent,
+                               ThreadState, Turn, figures_changed_message, help_message,
+                               is_expired, offer_withdrawn_message, period_taken_message, reply,
+                               start_message, stop_message, transition)
+from core.copy import Wording, wording
+from core.errors import NotFound
 from core.framing import opening_message
 from core.guardrails import (GuardrailPolicy, Outcome, PromptContext, Reason, decide,
                              quarter_start)
@@ -29,14 +31,15 @@ from core.intent_model import IntentModel
 from core.intents import Intent, classify, understand
 from core import routing
 from core.money import money_str
-from core.ports import ContactView, SignalDecision, ThreadView, UnitOfWork
+from core.csm import escalate, tell_csm
+from core.locking import lock_account, lock_accounts
+from core.ports import ContactView, MessageView, SignalDecision, ThreadView, UnitOfWork, seen_by_buyer
 from core.retry import retrying
 from core.thresholds import Crossing, met_thresholds
 from core.usage import UsageMatrix
 
 log = logging.getLogger(__name__)
 
-CHANNELS = ("web", "sms", "whatsapp", "voice")
 # Reason codes beyond §5's, for crossings that open nothing for other causes.
 THREAD_OPEN, NO_CONTACT, SUPERSEDED = "thread_open", "no_contact", "superseded"
 PLAN_CHANGED = "plan_changed"  # this billing period already has a plan change
@@ -49,29 +52,7 @@ class EngineConfig:
     business: Business = Business()
     billing_webhook: bool = False  # enqueue a signed webhook for every plan change
     model: IntentModel | None = None  # the reply model the application loaded (core.intent_model)
-
-
-def terms(account: Account, plan: str | None = None) -> AccountTerms:
-    return AccountTerms(plan=plan or account.plan, vertical=account.vertical,
-                        timezone=account.timezone, billing_day=account.billing_day,
-                        plan_since=account.plan_since)
-
-
-def case_summary(case: Case | None) -> dict[str, Any]:
-    """The case's figures as stored with an escalation (what the CSM sees); empty without one."""
-    if case is None:
-        return {}
-    return {
-        "current_plan": case.current.name, "target_plan": case.target.name,
-        "direction": case.direction,
-        "usage": {"messages": case.usage.messages, "seats": case.usage.seats,
-                  "integrations": case.usage.integrations},
-        "cost_current": money_str(case.cost_current.total),
-        "cost_target": money_str(case.cost_target.total),
-        "monthly_difference": money_str(case.monthly_difference),
-        "claims_saving": case.claims_saving,
-        "prorated_charge_today": money_str(case.prorated_charge_today),
-    }
+    channels: Channels = Channels()  # the registered channels' capabilities (core.channels)
 
 
 # --- opening ------------------------------------------------------------------------------------
@@ -93,36 +74,36 @@ def open_conversation(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, a
     contact = conv.addressee(account.id)
     if contact is None:
         return SignalDecision(Outcome.SUPPRESSED, NO_CONTACT)
-    reach = Reach(contact.web_user_id, contact.web_active_at,
-                  contact.whatsapp if contact.whatsapp_opt_in_at else None, contact.phone)
-    channel = choose_channel(reach, now)
+    channel = config.channels.choose(contact, now)
+    if channel is None:
+        return SignalDecision(Outcome.SUPPRESSED, NO_CONTACT)
     decision = decide(PromptContext(
         account=account.external_id, account_timezone=account.timezone,
         opted_out=contact.opted_out_at is not None,
         health_red=(account.health.is_red(config.health)
-                    or conv.has_open_escalation(account.id)),  # §5.3: an open escalation
+                    or uow.escalations.has_open(account.id)),  # §5.3: an open escalation
         last_decline_at=conv.last_decline_at(account.id),
         prompts_this_quarter=conv.prompts_since(contact.id, quarter_start(now, account.timezone)),
-        phone_channel=channel in PHONE_CHANNELS,
-        phone=contact.whatsapp if channel == "whatsapp" else contact.phone,
+        phone_channel=channel.phone,  # quiet hours apply
+        phone=(channel.address_of(contact) if channel.phone else None) or contact.phone,
     ), config.policy, now)
     if decision.outcome == Outcome.SUPPRESSED:
         if decision.reason == Reason.HEALTH:
-            _escalate(uow, account, None, EscalationReason.HEALTH, case, now)
+            escalate(uow, account, None, EscalationReason.HEALTH, case, now)
         elif decision.reason == Reason.CONTROL:
             log.info("control cohort: would have prompted account %s", account.external_id)
         return SignalDecision(decision.outcome, decision.reason)
     # `open` until the opening is out: a phone channel's dispatcher moves the thread to offered
     # when it sends it (storage.delivery.mark_sent); web chat shows it at once if the buyer is in
     # the product, else on their next visit.
-    shown_now = channel == "web" and web_active(reach, now) and decision.outcome == Outcome.PROMPTED
+    shown_now = channel.present(contact, now) and decision.outcome == Outcome.PROMPTED
     state = ThreadState.OFFERED if shown_now else ThreadState.OPEN
     thread = conv.create_thread(account.id, contact.id, account.plan, case.target.name,
-                                case.direction, state, channel, now)
-    conv.add_message(thread_id=thread.id, contact_id=contact.id, channel=channel, direction="out",
-                     kind="opening", status="queued",
+                                case.direction, state, channel.name, now)
+    conv.add_message(thread_id=thread.id, contact_id=contact.id, channel=channel.name,
+                     direction="out", kind="opening", status="queued",
                      body=opening_message(case, catalog, config.business.name
-                                          if channel in PHONE_CHANNELS else None),
+                                          if channel.phone else None),
                      now=now, not_before=decision.defer_until)
     return SignalDecision(decision.outcome, decision.reason, decision.defer_until, thread.id)
 
@@ -144,9 +125,7 @@ def handle_message(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, cont
     A message id seen before gets the replies it got the first time and changes nothing (a
     provider retry, a double submit). Replies are stored before the commit and returned after it.
     """
-    if channel not in CHANNELS:
-        raise DomainError(f"channel must be one of {', '.join(CHANNELS)}, got {channel!r}",
-                          code="unknown_channel", field="channel")
+    config.channels.require(channel)
     def find(conv) -> ContactView:
         contact = conv.contact(contact_external_id)
         if contact is None:
@@ -169,7 +148,8 @@ def handle_message_from(uow: UnitOfWork, catalog: Catalog, config: EngineConfig,
     every one of them.
     """
     def work() -> Answer | None:
-        contacts = uow.conversations.contacts_by_address(medium, address)
+        contacts = uow.conversations.contacts_by_address(
+            config.channels.require(medium).address, address)
         if not contacts:
             return None
         if len(contacts) == 1:
@@ -212,8 +192,8 @@ def _answer_shared_number(uow: UnitOfWork, catalog: Catalog, config: EngineConfi
       gets the help text instead of the question.
     """
     conv = uow.conversations
-    for account_id in sorted({c.account_id for c in contacts}):
-        uow.accounts.lock(account_id)  # account before thread, every candidate's, in id order
+    channel = config.channels.require(medium)
+    lock_accounts(uow, (c.account_id for c in contacts))  # every candidate's, before any thread
     facts = conv.routing_facts(medium, [c.id for c in contacts], provider_id)
     if facts.seen_inbound_id is not None:
         replies = conv.replies_to(facts.seen_inbound_id)
@@ -231,12 +211,13 @@ def _answer_shared_number(uow: UnitOfWork, catalog: Catalog, config: EngineConfi
     route = routing.route(facts.candidates, facts.last_write, text,
                           ignore=[plan.name for plan in catalog.plans.values()])
     if route.contact_id is None:
-        body = help_message(config.business) if intent == Intent.HELP else route.question
-        return _unrouted(uow, present[0], medium, text, provider_id, body, now)
+        body = help_message(config.business, w=wording(channel)) \
+            if intent == Intent.HELP else route.question
+        return _unrouted(uow, present[0], channel, text, provider_id, body, now)
     contact = by_id[route.contact_id]
     if route.reason == routing.Reason.NAMED and _only_naming(text, route.business, config):
         [chosen] = [c for c in facts.candidates if c.contact_id == contact.id]
-        return _acknowledge_business(uow, contact, chosen.thread_id, medium, text, provider_id,
+        return _acknowledge_business(uow, contact, chosen.thread_id, channel, text, provider_id,
                                      route.business, now)
     return _answer(uow, catalog, config, contact, medium, text, provider_id, now)
 
@@ -259,38 +240,39 @@ def acknowledgement(business: str) -> str:
 
 
 def _acknowledge_business(uow: UnitOfWork, contact: ContactView, thread_id: int | None,
-                          medium: str, text: str, provider_id: str | None, business: str,
+                          channel: Capabilities, text: str, provider_id: str | None, business: str,
                           now: datetime) -> Answer:
     """The buyer named the business: the message goes to its thread (the thread a message from
     the contact lands in) with our acknowledgement, which makes that thread the last to write
     to the number, so the conversation continues there. The thread's state does not move."""
     body = acknowledgement(business)
-    _store_exchange(uow, contact, thread_id, medium, text, provider_id, body, ("inbound", "reply"),
-                    now)
+    _store_exchange(uow, contact, thread_id, channel, text, provider_id, body,
+                    ("inbound", "reply"), now)
     return Answer((body,), thread_id, None)
 
 
-def _unrouted(uow: UnitOfWork, holder: ContactView, medium: str, text: str,
+def _unrouted(uow: UnitOfWork, holder: ContactView, channel: Capabilities, text: str,
               provider_id: str | None, body: str, now: datetime) -> Answer:
     """Keep a message no one conversation can take, and our answer to it, on `holder` (the first
     candidate) outside any thread: nothing is lost, a retry finds it, nothing else changes."""
-    _store_exchange(uow, holder, None, medium, text, provider_id, body,
+    _store_exchange(uow, holder, None, channel, text, provider_id, body,
                     (routing.UNROUTED, routing.UNROUTED), now)
     return Answer((body,), None, None)
 
 
-def _store_exchange(uow: UnitOfWork, contact: ContactView, thread_id: int | None, medium: str,
+def _store_exchange(uow: UnitOfWork, contact: ContactView, thread_id: int | None,
+                    channel: Capabilities,
                     text: str, provider_id: str | None, body: str, kinds: tuple[str, str],
                     now: datetime) -> None:
     """The buyer's message and our one answer, stored (kinds: the inbound's, the answer's); a
     WhatsApp message restarts the number's 24-hour window, so the answer may go out."""
     conv = uow.conversations
-    inbound_id = conv.add_message(thread_id=thread_id, contact_id=contact.id, channel=medium,
-                                  direction="in", kind=kinds[0], body=text, status="received",
+    inbound_id = conv.add_message(thread_id=thread_id, contact_id=contact.id,
+                                  channel=channel.name, direction="in", kind=kinds[0], body=text, status="received",
                                   now=now, provider_id=provider_id)
-    if medium == "whatsapp":
-        conv.touch_whatsapp(contact.id, now)
-    conv.add_message(thread_id=thread_id, contact_id=contact.id, channel=medium, direction="out",
+    _note_activity(uow, contact, channel, now)
+    conv.add_message(thread_id=thread_id, contact_id=contact.id, channel=channel.name,
+                     direction="out",
                      kind=kinds[1], body=body, status="sent", now=now, in_reply_to=inbound_id)
 
 
@@ -314,10 +296,10 @@ def _consent_for_everyone(uow: UnitOfWork, contacts: list[ContactView], medium: 
             revoke_consent(uow, contact, medium, "buyer", now)
         else:
             conv.record_consent(contact.id, "grant", medium, "buyer", now)
-        if medium == "whatsapp":
-            conv.touch_whatsapp(contact.id, now)
-    body = stop_message(config.business) if intent == Intent.STOP else \
-        start_message(config.business)
+        _note_activity(uow, contact, config.channels.get(medium), now)
+    w = wording(config.channels.get(medium))
+    body = stop_message(config.business, w) if intent == Intent.STOP else \
+        start_message(config.business, w)
     conv.add_message(thread_id=None, contact_id=contacts[0].id, channel=medium, direction="out",
                      kind=routing.UNROUTED, body=body, status="sent", now=now, in_reply_to=first)
     return Answer((body,), None, None)
@@ -341,7 +323,7 @@ def handle_message_of(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, f
 def _answer(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, contact: ContactView,
             channel: str, text: str, provider_id: str | None, now: datetime) -> Answer:
     conv = uow.conversations
-    uow.accounts.lock(contact.account_id)  # account before thread: the order every writer keeps
+    lock_account(uow, contact.account_id)
     if provider_id:
         seen = conv.inbound(contact.id, channel, provider_id)
         if seen is not None:
@@ -353,7 +335,9 @@ def _answer(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, contact: Co
     # price. Only the whole name is taken out: single words of it ("Not Just Pizza", "Stop & Go
     # Auto") must never change what the buyer says.
     heard = understand(_without_whole_name(text, account.name) or text, config.model)
-    opted_out = contact.opted_out_at is not None and channel in PHONE_CHANNELS
+    caps = config.channels.require(channel)
+    # In the product the buyer acts for themselves: consent by keyword is the phone's.
+    opted_out = contact.opted_out_at is not None and caps.phone
     if thread is None and heard.intent not in (Intent.STOP, Intent.START) and not opted_out:
         # (an opted-out buyer who writes in is answered, not sent the offer)
         thread = _buyer_thread(uow, catalog, account, contact, channel, now)
@@ -368,9 +352,7 @@ def _answer(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, contact: Co
         state = transition(state, ThreadEvent.EXPIRE)
     charged = change is not None
     turn = reply(state, heard, text, case, catalog, config.business, charged=charged,
-                 phone=channel in PHONE_CHANNELS,
-                 # In the product the buyer acts for themselves: the STOP rule is the phone's.
-                 opted_out=opted_out)
+                 channel=caps, opted_out=opted_out)
     inbound_id = conv.add_message(thread_id=thread.id if thread else None, contact_id=contact.id,
                                   channel=channel, direction="in", kind="inbound", body=text,
                                   status="received", now=now, provider_id=provider_id)
@@ -379,18 +361,23 @@ def _answer(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, contact: Co
         thread, replies = _apply(uow, catalog, config, account, contact, thread, state, case, turn,
                                  channel, now)
     if thread is None and turn.escalation is not None:  # no offer, but a person is wanted
-        _escalate(uow, account, None, turn.escalation, case, now)
+        escalate(uow, account, None, turn.escalation, case, now)
     if turn.consent:
         conv.record_consent(contact.id, turn.consent, channel, "buyer", now)
-    if channel == "web":
-        conv.touch_web(contact.id, now)
-    elif channel == "whatsapp":
-        conv.touch_whatsapp(contact.id, now)
+    _note_activity(uow, contact, caps, now)
     for body in replies:
         conv.add_message(thread_id=thread.id if thread else None, contact_id=contact.id,
                          channel=channel, direction="out", kind="reply", body=body, status="sent",
                          now=now, in_reply_to=inbound_id)
     return Answer(replies, thread.id if thread else None, thread.state if thread else None)
+
+
+def _note_activity(uow: UnitOfWork, contact: ContactView, channel: Capabilities | None,
+                   now: datetime) -> None:
+    """The buyer wrote here now, on a channel that keeps track (the widget's presence,
+    WhatsApp's 24-hour session)."""
+    if channel is not None and channel.activity is not None:
+        uow.conversations.touch(contact.id, channel.activity, now)
 
 
 def _without_whole_name(text: str, name: str) -> str:
@@ -439,7 +426,8 @@ def _apply(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, account: Acc
     replies, events = turn.replies, list(turn.events)
     step_shown = ThreadEvent.AFFIRM in events  # the confirmation step, with today's figures
     if turn.run_upgrade:
-        refusal = _refusal(uow, catalog, account, thread, case)
+        refusal = _refusal(uow, catalog, account, thread, case,
+                           wording(config.channels.get(channel)))
         if refusal is not None:  # the confirmation cannot run as shown: say why, change nothing
             replies, events = refusal
             step_shown = not events  # the step shown again with the new figures
@@ -450,14 +438,9 @@ def _apply(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, account: Acc
     if ThreadEvent.OFFER_SENT in events:  # the opening went out in this reply, not from the outbox
         conv.cancel_queued_openings(thread.id)
     if turn.escalation is not None:
-        _escalate(uow, account, thread.id, turn.escalation, case, now)
-    if turn.notify_csm:  # the buyer went ahead at list price: the CSM's card is redrawn
-        for escalation in conv.escalations(account.id):
-            if escalation["thread_id"] == thread.id and escalation["status"] != "resolved":
-                uow.jobs.enqueue("csm_escalation_update",
-                                 f"escalation-update:{escalation['id']}:went-ahead:{now.isoformat()}",
-                                 {"escalation_id": escalation["id"]}, now)
-                log.info("escalation %s: the buyer went ahead at list price", escalation["id"])
+        escalate(uow, account, thread.id, turn.escalation, case, now)
+    if turn.notify_csm:  # the buyer went ahead at list price (or said no): the card is redrawn
+        tell_csm(uow, account, thread.id, "went-ahead", now)
     confirm = (case.proration.period_start, case.prorated_charge_today) if step_shown \
         else (thread.confirm_period_start, thread.confirm_charge)
     # A decline's reason starts the cooldown only while the thread stays declined (or escalated
@@ -471,7 +454,7 @@ def _apply(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, account: Acc
 
 
 def _refusal(uow: UnitOfWork, catalog: Catalog, account: Account, thread: ThreadView,
-             case: Case) -> tuple[tuple[str, ...], list[ThreadEvent]] | None:
+             case: Case, w: Wording) -> tuple[tuple[str, ...], list[ThreadEvent]] | None:
     """Why a confirmation must not run as it stands, as (replies, events); None when it may."""
     if account.plan != thread.current_plan:  # the plan changed under the offer (the operator)
         return (offer_withdrawn_message(account.plan),), [ThreadEvent.EXPIRE]
@@ -479,7 +462,7 @@ def _refusal(uow: UnitOfWork, catalog: Catalog, account: Account, thread: Thread
             (case.proration.period_start, case.prorated_charge_today):
         # A new billing period (or new figures) since the confirmation step: never charge what
         # the buyer did not see; show the step again.
-        return (figures_changed_message(case, catalog),), []
+        return (figures_changed_message(case, catalog, w),), []
     return None
 
 
@@ -560,18 +543,109 @@ def expire_threads(uow: UnitOfWork, now: datetime) -> int:
     return len(stale)
 
 
-def _escalate(uow: UnitOfWork, account: Account, thread_id: int | None,
-              reason: EscalationReason, case: Case | None, now: datetime) -> None:
-    """Open an escalation and notify the CSM lane, unless the same one is already open."""
+# --- polled channels (the widget) ---------------------------------------------------------------
+
+# How stale a polled channel's activity may get before a poll writes it again. A buyer counts as
+# present for 10 minutes (core.channels.PRESENT_FOR), so a minute loses nothing and keeps most
+# polls read-only (on SQLite a write takes the one writer lock).
+TOUCH_EVERY = timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class PollView:
+    """What one poll shows: the buyer's thread, their messages after the cursor, the openings
+    delivered by this poll, the latest opening when the buyer has not written since, and the
+    case behind a live thread (None otherwise)."""
+
+    contact: ContactView
+    account: Account
+    thread: ThreadView | None
+    messages: tuple[MessageView, ...]
+    delivered: tuple[int, ...]
+    unanswered_opening: int | None
+    case: Case | None
+
+
+class _NeedsWrite(Exception):
+    """A read-only poll found something to write: the buyer's activity or a due opening."""
+
+
+def poll(uows: Callable[..., UnitOfWork], catalog: Catalog, config: EngineConfig, channel: str,
+         find: Callable[[Any], ContactView | None], after: int, limit: int,
+         now: datetime) -> PollView | None:
+    """One poll of a polled channel's client (the widget): the buyer is present now (their
+    activity is recorded), an opening waiting for this visit goes out (an open thread becomes
+    offered), and the messages after the cursor are read. `uows(read_only=...)` makes units of
+    work: most polls only read; one that has something to write runs again as a writer. None
+    when `find(conversations)` finds no contact (nothing written)."""
+    caps = config.channels.require(channel)
+    try:
+        with uows(read_only=True) as uow:
+            return _poll(uow, catalog, config, caps, find, after, limit, now, write=False)
+    except _NeedsWrite:
+        pass
+
+    def attempt() -> PollView | None:
+        uow = uows()
+        with uow:
+            view = _poll(uow, catalog, config, caps, find, after, limit, now, write=True)
+            uow.commit()
+        if view is not None and view.delivered and view.thread is not None:
+            log.info("%s opening delivered to contact %s (thread %s)", caps.name,
+                     view.contact.external_id, view.thread.id)
+        return view
+
+    return retrying(attempt)
+
+
+def _poll(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, caps: Capabilities,
+          find: Callable[[Any], ContactView | None], after: int, limit: int, now: datetime, *,
+          write: bool) -> PollView | None:
     conv = uow.conversations
-    if conv.has_open_escalation(account.id, thread_id=thread_id, reason=reason):
-        return
-    escalation_id = conv.add_escalation(account.id, thread_id, reason, case_summary(case), now)
-    # The CSM-notifier port is a job kind: its sender (a log line now, Slack later) runs after
-    # the commit, from the outbox.
-    uow.jobs.enqueue("csm_escalation", f"escalation:{escalation_id}",
-                     {"account": account.external_id, "thread_id": thread_id, "reason": str(reason),
-                      "escalation_id": escalation_id}, now)
+    contact = find(conv)
+    if contact is None:
+        return None
+    seen_at = getattr(contact, caps.activity) if caps.activity else now
+    stale = caps.activity is not None and (seen_at is None or now - seen_at >= TOUCH_EVERY)
+    if write:
+        lock_account(uow, contact.account_id)
+        if stale:
+            _note_activity(uow, contact, caps, now)
+    elif stale:
+        raise _NeedsWrite
+    thread = conv.thread_for_contact(contact, lock=write)
+    delivered: list[int] = []
+    if thread is not None:
+        # An opening goes out only on a live thread and never to an opted-out buyer; other
+        # queued messages (a CSM's "… will follow up") are answers and go out as they are.
+        may_open = ThreadState(thread.state) in LIVE and contact.opted_out_at is None
+        due = [m for m in conv.due_polled_messages(thread.id, [caps.name], now)
+               if m.kind != "opening" or may_open]
+        if due and not write:
+            raise _NeedsWrite
+        if due:
+            conv.mark_polled_sent([m.id for m in due], now)
+            delivered = [m.id for m in due if m.kind == "opening"]
+            if delivered and thread.state == ThreadState.OPEN:
+                state = transition(ThreadState.OPEN, ThreadEvent.OFFER_SENT)
+                thread = replace(thread, state=str(state))
+                conv.save_thread(thread, now)
+    rows = conv.visible_messages(contact.id, thread.id if thread else None, after, limit)
+    unanswered = None
+    if thread is not None:
+        seen = [m for m in conv.messages(thread.id) if seen_by_buyer(m)]
+        openings = [m.id for m in seen if m.kind == "opening"]
+        if openings and not any(m.direction == "in" and m.id > openings[-1] for m in seen):
+            unanswered = openings[-1]
+    account = uow.accounts.get_by_id(contact.account_id)
+    case = None
+    if thread is not None and ThreadState(thread.state) in LIVE \
+            and account.plan == thread.current_plan:
+        matrix = uow.usage.matrices([account.id], now)[account.id]
+        case = current_case(catalog, terms(account), matrix, now)
+        if case is not None and case.target.name != thread.target_plan:
+            case = None
+    return PollView(contact, account, thread, tuple(rows), tuple(delivered), unanswered, case)
 
 
 # --- reading ------------------------------------------------------------------------------------
@@ -602,4 +676,4 @@ def thread_detail(uow: UnitOfWork, external_id: str) -> ThreadDetail:
             messages=tuple(conv.messages(thread.id)) if thread else (),
             suppressions=held,
             upgrade=conv.plan_change_for_thread(thread.id) if thread else None,
-            escalations=tuple(conv.escalations(account.id)))
+            escalations=tuple(uow.escalations.of_account(account.id)))

@@ -78,6 +78,15 @@ class MessageView:
     at: datetime
 
 
+# Outbound messages the buyer never saw: not out yet, withdrawn, or never delivered.
+UNSEEN_STATUSES = ("queued", "cancelled", "failed")
+
+
+def seen_by_buyer(message: MessageView) -> bool:
+    """Inbound messages, and outbound ones that actually went out."""
+    return not (message.direction == "out" and message.status in UNSEEN_STATUSES)
+
+
 @dataclass(frozen=True)
 class PlanHistoryEntry:
     """A plan the account moved to: from which (None: its first), when, and how ("operator":
@@ -105,6 +114,53 @@ class PlanChangeView:
     status: str
     channel: str | None
     requested_at: datetime
+
+
+# What the CSM lane adds to an escalation, kept beside its case figures: who claimed it, asked
+# for a call or resolved it, and where it was posted (Slack's channel and ts).
+LANE_KEYS = ("claimed_by", "call_requested", "resolved_by", "slack")
+
+
+@dataclass(frozen=True)
+class EscalationRecord:
+    """An escalation as the use cases see it: `case` is the figures stored when it was opened
+    (core.engine.case_summary), `lane` the CSM lane's entries (LANE_KEYS) set so far."""
+
+    id: int
+    account_id: int
+    thread_id: int | None
+    reason: str
+    status: str  # open | claimed | resolved
+    created_at: datetime
+    case: dict[str, Any]
+    lane: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class EscalationCard:
+    """One escalation as a CSM sees it: with its account, health, thread and the buyer's last
+    messages (a read model, storage.escalations)."""
+
+    id: int
+    status: str
+    reason: str
+    created_at: datetime
+    case: dict[str, Any]  # the case figures, without the lane's own entries
+    claimed_by: dict[str, Any] | None
+    call_requested: dict[str, Any] | None
+    resolved_by: dict[str, Any] | None
+    slack: dict[str, Any] | None  # {"channel", "ts"} once posted
+    account: str  # the account's external id
+    account_name: str
+    plan: str
+    vertical: str
+    csat: Decimal | None
+    sentiment: Decimal | None
+    reported_escalations: int  # the operator's figure
+    open_here: int  # escalations open or claimed here
+    thread_id: int | None
+    thread_state: str | None
+    last_messages: tuple[str, ...]  # the buyer's last messages, oldest first
 
 
 @dataclass(frozen=True)
@@ -170,6 +226,23 @@ class ConversationRepository(Protocol):
     def add_message(self, **fields: Any) -> int: ...
 
 
+class EscalationRepository(Protocol):
+    """Escalations to the CSM lane (storage.escalations.SqlEscalationRepository)."""
+
+    def add(self, account_id: int, thread_id: int | None, reason: str, case: dict[str, Any],
+            now: datetime) -> int: ...
+    def has_open(self, account_id: int, *, thread_id: int | None = None,
+                 reason: str | None = None) -> bool: ...
+    def of_account(self, account_id: int) -> list[EscalationRecord]: ...
+    def account_of(self, escalation_id: int) -> int | None: ...
+    def get(self, escalation_id: int, *, lock: bool = False) -> EscalationRecord | None: ...
+    def update(self, escalation_id: int, *, status: str | None = None,
+               **lane: dict[str, Any]) -> None: ...
+    def card(self, escalation_id: int) -> EscalationCard | None: ...
+    def recent_cards(self, limit: int = 50) -> list[EscalationCard]: ...
+    def account_cards(self, account_id: int, limit: int = 5) -> list[EscalationCard]: ...
+
+
 class JobQueue(Protocol):
     """Work to run after the commit, at least once (storage.outbox)."""
 
@@ -184,6 +257,7 @@ class UnitOfWork(Protocol):
     thresholds: ThresholdStateRepository
     signals: SignalRepository
     conversations: ConversationRepository
+    escalations: EscalationRepository
     jobs: JobQueue
 
     def __enter__(self) -> UnitOfWork: ...

@@ -18,7 +18,8 @@ from core.accounts import (Account, Contact, Health, check_billing_day, check_he
 from core.case import Case, current_case
 from core.catalog import Catalog
 from core.errors import DomainError, NotFound
-from core.engine import EngineConfig, open_conversation, terms
+from core.case import terms
+from core.engine import EngineConfig, open_conversation
 from core.ports import PlanHistoryEntry, SignalDecision, UnitOfWork
 from core.retry import retrying
 from core.thresholds import Crossing, ingest

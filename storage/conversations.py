@@ -5,27 +5,20 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
 
-from core.ports import ContactView, MessageView, PlanChangeView, RoutingFacts, ThreadView
+from core.ports import (UNSEEN_STATUSES, ContactView, MessageView, PlanChangeView, RoutingFacts,
+                        ThreadView)
 from core.routing import UNROUTED, Candidate, LastWrite
-from storage.models import (LIVE_STATES, AccountRow, ConsentEventRow, ContactRow, EscalationRow, MessageRow,
+from storage.models import (LIVE_STATES, AccountRow, ConsentEventRow, ContactRow, MessageRow,
                             PlanChangeRow, ThreadRow)
 
 ROLE_ORDER = {"billing": 0, "admin": 1, "member": 2}
-# Outbound rows the buyer never saw: not out yet, withdrawn, or never delivered.
-UNSEEN_STATUSES = ("queued", "cancelled", "failed")
-
-
-def seen_by_buyer(message: MessageView) -> bool:
-    """Inbound messages, and outbound ones that actually went out."""
-    return not (message.direction == "out" and message.status in UNSEEN_STATUSES)
-
-
 def _contact(row: ContactRow) -> ContactView:
     return ContactView(id=row.id, account_id=row.account_id, external_id=row.external_id,
                        role=row.role, phone=row.phone, whatsapp=row.whatsapp,
@@ -53,6 +46,8 @@ _CONTACT_BY = {
 _CONTACTS_BY = {
     name: select(_CONTACTS).where(column == bindparam("value")).order_by(_CONTACTS.c.id)
     for name, column in (("phone", _CONTACTS.c.phone), ("whatsapp", _CONTACTS.c.whatsapp))}
+# The contact fields a channel may declare as its activity (core.channels.Capabilities.activity).
+_ACTIVITY_FIELDS = frozenset({"web_active_at", "whatsapp_inbound_at"})
 _THREAD_ORDER = (_THREADS.c.state.in_(LIVE_STATES).desc(), _THREADS.c.opened_at.desc(),
                  _THREADS.c.id.desc())
 _THREAD_OF_CONTACT = (select(_THREADS).where(_THREADS.c.contact_id == bindparam("contact_id"))
@@ -138,17 +133,17 @@ class SqlConversationRepository:
         row = self._first(_CONTACT_BY["external_id"], value=external_id)
         return _contact(row) if row else None
 
-    def contacts_by_address(self, channel: str, address: str) -> list[ContactView]:
-        """Every contact an E.164 number belongs to on `channel`, by id: on whatsapp those with
-        that WhatsApp number, else (none has it) those with that phone; on sms those with that
-        phone. Contacts of several accounts may share a number: core.routing decides which one
+    def contacts_by_address(self, fields: Sequence[str], address: str) -> list[ContactView]:
+        """Every contact an E.164 number belongs to, by id, in the first of the contact `fields`
+        (a channel's declared address: WhatsApp's own number, else the phone) where any contact
+        has it. Contacts of several accounts may share a number: core.routing decides which one
         a message is about."""
         conn = self.session.connection()
-        rows = conn.execute(_CONTACTS_BY["whatsapp" if channel == "whatsapp" else "phone"],
-                            {"value": address}).all()
-        if not rows and channel == "whatsapp":
-            rows = conn.execute(_CONTACTS_BY["phone"], {"value": address}).all()
-        return [_contact(r) for r in rows]
+        for field in fields:
+            rows = conn.execute(_CONTACTS_BY[field], {"value": address}).all()
+            if rows:
+                return [_contact(r) for r in rows]
+        return []
 
     def routing_facts(self, channel: str, contact_ids: list[int],
                       provider_id: str | None) -> RoutingFacts:
@@ -172,10 +167,14 @@ class SqlConversationRepository:
             last_write=LastWrite(last.contact_id, last.thread_id, last.kind) if last else None,
             seen_inbound_id=min(seen) if seen else None)
 
-    def touch_whatsapp(self, contact_id: int, now: datetime) -> None:
-        """The contact wrote on WhatsApp: the 24-hour customer-service window restarts."""
+    def touch(self, contact_id: int, activity: str, now: datetime) -> None:
+        """The contact was active on a channel now: `activity` is the field the channel declares
+        (the widget's presence, `web_active_at`: openings may go there; WhatsApp's
+        `whatsapp_inbound_at`: its 24-hour window restarts)."""
+        if activity not in _ACTIVITY_FIELDS:
+            raise ValueError(f"no contact activity field {activity!r}")
         self.session.execute(update(ContactRow).where(ContactRow.id == contact_id)
-                             .values(whatsapp_inbound_at=now))
+                             .values({activity: now}))
 
     def contact_by_id(self, contact_id: int) -> ContactView | None:
         row = self.session.get(ContactRow, contact_id)
@@ -210,6 +209,10 @@ class SqlConversationRepository:
         own, account_live = _THREAD_FOR_CONTACT[lock]
         row = (self._first(own, contact_id=contact.id)
                or self._first(account_live, account_id=contact.account_id))
+        return _thread(row) if row else None
+
+    def thread(self, thread_id: int) -> ThreadView | None:
+        row = self.session.get(ThreadRow, thread_id)
         return _thread(row) if row else None
 
     def live_threads_for_contact(self, contact_id: int) -> list[ThreadView]:
@@ -270,10 +273,6 @@ class SqlConversationRepository:
             MessageRow.status != "cancelled",
             func.coalesce(MessageRow.not_before, MessageRow.at) >= since)) or 0
 
-    def touch_web(self, contact_id: int, now: datetime) -> None:
-        """The contact is in the product now (web chat): openings may go there (§7)."""
-        self.session.execute(update(ContactRow).where(ContactRow.id == contact_id)
-                             .values(web_active_at=now))
 
     # web chat -------------------------------------------------------------------------------
     def web_contact(self, account_external_id: str, web_user_id: str) -> ContactView | None:
@@ -285,17 +284,18 @@ class SqlConversationRepository:
             .order_by(ContactRow.id).limit(1)).first()
         return _contact(row) if row else None
 
-    def due_web_messages(self, thread_id: int, now: datetime) -> list[MessageView]:
-        """The thread's queued web chat messages that are due (openings, and notices such as a
-        CSM's follow-up), oldest first. Web chat has no provider: the widget's poll delivers them."""
+    def due_polled_messages(self, thread_id: int, channels: Sequence[str],
+                            now: datetime) -> list[MessageView]:
+        """The thread's queued messages on polled `channels` (the widget) that are due (openings,
+        and notices such as a CSM's follow-up), oldest first: the buyer's poll delivers them."""
         rows = self.session.scalars(select(MessageRow).where(
-            MessageRow.thread_id == thread_id, MessageRow.channel == "web",
+            MessageRow.thread_id == thread_id, MessageRow.channel.in_(list(channels)),
             MessageRow.direction == "out", MessageRow.status == "queued",
             or_(MessageRow.not_before.is_(None), MessageRow.not_before <= now))
             .order_by(MessageRow.id))
         return [_message(r) for r in rows]
 
-    def mark_web_sent(self, message_ids: list[int], now: datetime) -> None:
+    def mark_polled_sent(self, message_ids: list[int], now: datetime) -> None:
         """The widget shows these now. Only rows still queued change (a concurrent cancel wins)."""
         if message_ids:
             self.session.execute(update(MessageRow).where(
@@ -349,30 +349,6 @@ class SqlConversationRepository:
         return [_message(r) for r in rows]
 
     # escalations and plan changes -------------------------------------------------------------
-    def add_escalation(self, account_id: int, thread_id: int | None, reason: str,
-                       case: dict[str, Any] | None, now: datetime) -> int:
-        row = EscalationRow(account_id=account_id, thread_id=thread_id, reason=reason, case=case,
-                            status="open", created_at=now)
-        self.session.add(row)
-        self.session.flush()
-        return row.id
-
-    def has_open_escalation(self, account_id: int, *, thread_id: int | None = None,
-                            reason: str | None = None) -> bool:
-        """An open escalation for the account (optionally: of this thread, for this reason)."""
-        where = [EscalationRow.account_id == account_id, EscalationRow.status == "open"]
-        if thread_id is not None:
-            where.append(EscalationRow.thread_id == thread_id)
-        if reason is not None:
-            where.append(EscalationRow.reason == reason)
-        return self.session.scalar(select(func.count()).select_from(EscalationRow).where(*where)) > 0
-
-    def escalations(self, account_id: int) -> list[dict[str, Any]]:
-        rows = self.session.scalars(select(EscalationRow).where(EscalationRow.account_id == account_id)
-                                    .order_by(EscalationRow.created_at, EscalationRow.id))
-        return [{"id": r.id, "thread_id": r.thread_id, "reason": r.reason, "status": r.status,
-                 "case": r.case, "at": r.created_at} for r in rows]
-
     def plan_change_in_period(self, account_id: int, period_start: date) -> PlanChangeView | None:
         row = self.session.scalars(select(PlanChangeRow).where(
             PlanChangeRow.account_id == account_id, PlanChangeRow.period_start == period_start)).first()

@@ -1,9 +1,6 @@
-"""The CSM lane's SQL: escalations with what a CSM needs to see, and claim / call / resolve.
-
-Every change runs in one short transaction that locks the account row first (the order every
-writer keeps: account, then thread and the rest) and then the escalation row, so two clicks on
-the same button, a Slack retry and the sandbox page acting at once change an escalation once:
-the second finds the state already moved and returns `changed=False`.
+"""Escalations in SQL (core.ports.EscalationRepository): stored, locked, updated, and read as the
+card a CSM sees. The lifecycle (claim, schedule a call, resolve, the buyer's follow-up) is
+decided in core.csm; this module only persists and answers.
 
 There is no column for the CSM who claimed an escalation, a requested call or the Slack post;
 they are kept inside the escalation's `case` JSON under "claimed_by", "call_requested",
@@ -12,61 +9,109 @@ they are kept inside the escalation's `case` JSON under "claimed_by", "call_requ
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from core.ports import LANE_KEYS, EscalationCard, EscalationRecord
 from storage.models import AccountRow, EscalationRow, MessageRow, ThreadRow
 
 LAST_MESSAGES = 3
-OPEN, CLAIMED, RESOLVED = "open", "claimed", "resolved"
+OPEN, CLAIMED = "open", "claimed"
 
 
-@dataclass(frozen=True)
-class EscalationCard:
-    """One escalation with its account, health, thread and the buyer's last messages."""
+class SqlEscalationRepository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
 
-    id: int
-    status: str
-    reason: str
-    created_at: datetime
-    case: dict[str, Any]  # the case figures, without the lane's own entries
-    claimed_by: dict[str, Any] | None
-    call_requested: dict[str, Any] | None
-    resolved_by: dict[str, Any] | None
-    slack: dict[str, Any] | None  # {"channel", "ts"} once posted
-    account: str  # the account's external id
-    account_name: str
-    plan: str
-    vertical: str
-    csat: Decimal | None
-    sentiment: Decimal | None
-    reported_escalations: int  # the operator's figure
-    open_here: int  # escalations open or claimed here
-    thread_id: int | None
-    thread_state: str | None
-    last_messages: tuple[str, ...]  # the buyer's last messages, oldest first
+    def add(self, account_id: int, thread_id: int | None, reason: str, case: dict[str, Any],
+            now: datetime) -> int:
+        row = EscalationRow(account_id=account_id, thread_id=thread_id, reason=reason, case=case,
+                            status=OPEN, created_at=now)
+        self.session.add(row)
+        self.session.flush()
+        return row.id
+
+    def has_open(self, account_id: int, *, thread_id: int | None = None,
+                 reason: str | None = None) -> bool:
+        """An open escalation for the account (optionally: of this thread, for this reason)."""
+        where = [EscalationRow.account_id == account_id, EscalationRow.status == OPEN]
+        if thread_id is not None:
+            where.append(EscalationRow.thread_id == thread_id)
+        if reason is not None:
+            where.append(EscalationRow.reason == reason)
+        return (self.session.scalar(select(func.count()).select_from(EscalationRow)
+                                    .where(*where)) or 0) > 0
+
+    def of_account(self, account_id: int) -> list[EscalationRecord]:
+        """The account's escalations, oldest first."""
+        rows = self.session.scalars(select(EscalationRow)
+                                    .where(EscalationRow.account_id == account_id)
+                                    .order_by(EscalationRow.created_at, EscalationRow.id))
+        return [_record(r) for r in rows]
+
+    def account_of(self, escalation_id: int) -> int | None:
+        return self.session.scalar(select(EscalationRow.account_id)
+                                   .where(EscalationRow.id == escalation_id))
+
+    def get(self, escalation_id: int, *, lock: bool = False) -> EscalationRecord | None:
+        """The escalation (locked for this transaction with `lock`: take the account's lock
+        first, the order every writer keeps)."""
+        query = select(EscalationRow).where(EscalationRow.id == escalation_id)
+        if lock:
+            query = query.with_for_update()
+        row = self.session.scalars(query).first()
+        return _record(row) if row else None
+
+    def update(self, escalation_id: int, *, status: str | None = None,
+               **lane: dict[str, Any]) -> None:
+        """Set the status and/or lane entries (claimed_by, call_requested, resolved_by, slack)."""
+        unknown = set(lane) - set(LANE_KEYS)
+        if unknown:
+            raise ValueError(f"not an escalation lane entry: {sorted(unknown)}")
+        row = self.session.get(EscalationRow, escalation_id)
+        if row is None:
+            return
+        values: dict[str, Any] = {"case": {**(row.case or {}), **lane}}
+        if status is not None:
+            values["status"] = status
+        self.session.execute(update(EscalationRow).where(EscalationRow.id == escalation_id)
+                             .values(**values))
+        self.session.expire(row)
+
+    # the CSM's card (a read model) ------------------------------------------------------------
+    def card(self, escalation_id: int) -> EscalationCard | None:
+        row = self.session.get(EscalationRow, escalation_id)
+        if row is None:
+            return None
+        return _card(self.session, row, self.session.get(AccountRow, row.account_id))
+
+    def recent_cards(self, limit: int = 50) -> list[EscalationCard]:
+        """The latest escalations, unresolved first, newest first."""
+        rows = self.session.scalars(select(EscalationRow).order_by(
+            (EscalationRow.status == "resolved").asc(), EscalationRow.created_at.desc(),
+            EscalationRow.id.desc()).limit(limit)).all()
+        return [_card(self.session, r, self.session.get(AccountRow, r.account_id)) for r in rows]
+
+    def account_cards(self, account_id: int, limit: int = 5) -> list[EscalationCard]:
+        """An account's latest escalations, newest first."""
+        account = self.session.get(AccountRow, account_id)
+        rows = self.session.scalars(select(EscalationRow)
+                                    .where(EscalationRow.account_id == account_id)
+                                    .order_by(EscalationRow.created_at.desc(),
+                                              EscalationRow.id.desc()).limit(limit)).all()
+        return [_card(self.session, r, account) for r in rows]
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """What a CSM action did: `changed` is False when the escalation was already past it."""
-
-    changed: bool
-    card: EscalationCard | None
-
-
-LANE_KEYS = ("claimed_by", "call_requested", "resolved_by", "slack")
-
-
-def _session(engine: Engine, *, read_only: bool = False) -> Session:
-    if read_only:  # a plain reader on SQLite, not the writer lock (see storage.db)
-        engine = engine.execution_options(sqlite_begin="DEFERRED")
-    return Session(engine, expire_on_commit=False)
+def _record(row: EscalationRow) -> EscalationRecord:
+    case = dict(row.case or {})
+    return EscalationRecord(
+        id=row.id, account_id=row.account_id, thread_id=row.thread_id, reason=row.reason,
+        status=row.status, created_at=row.created_at,
+        case={k: v for k, v in case.items() if k not in LANE_KEYS},
+        lane={k: case[k] for k in LANE_KEYS if case.get(k)})
 
 
 def _card(session: Session, row: EscalationRow, account: AccountRow) -> EscalationCard:
@@ -91,130 +136,3 @@ def _card(session: Session, row: EscalationRow, account: AccountRow) -> Escalati
         reported_escalations=account.open_escalations or 0, open_here=open_here or 0,
         thread_id=row.thread_id, thread_state=thread.state if thread else None,
         last_messages=messages)
-
-
-def load(engine: Engine, escalation_id: int) -> EscalationCard | None:
-    """The escalation as a CSM sees it, or None."""
-    with _session(engine, read_only=True) as session:
-        row = session.get(EscalationRow, escalation_id)
-        if row is None:
-            return None
-        return _card(session, row, session.get(AccountRow, row.account_id))
-
-
-def recent(engine: Engine, limit: int = 50) -> list[EscalationCard]:
-    """The latest escalations, unresolved first, newest first."""
-    with _session(engine, read_only=True) as session:
-        rows = session.scalars(select(EscalationRow).order_by(
-            (EscalationRow.status == RESOLVED).asc(), EscalationRow.created_at.desc(),
-            EscalationRow.id.desc()).limit(limit)).all()
-        return [_card(session, r, session.get(AccountRow, r.account_id)) for r in rows]
-
-
-def for_account(engine: Engine, external_id: str) -> tuple[AccountRow | None, list[EscalationCard]]:
-    """An account's row and its escalations, newest first (for the slash command)."""
-    with _session(engine, read_only=True) as session:
-        account = session.scalars(select(AccountRow).where(
-            AccountRow.external_id == external_id)).first()
-        if account is None:
-            return None, []
-        rows = session.scalars(select(EscalationRow).where(EscalationRow.account_id == account.id)
-                               .order_by(EscalationRow.created_at.desc(), EscalationRow.id.desc())
-                               .limit(5)).all()
-        return account, [_card(session, r, account) for r in rows]
-
-
-def latest_thread_state(engine: Engine, account_id: int) -> tuple[str | None, str | None]:
-    """(state, target plan) of the account's latest thread."""
-    with _session(engine, read_only=True) as session:
-        row = session.execute(select(ThreadRow.state, ThreadRow.target_plan)
-                              .where(ThreadRow.account_id == account_id)
-                              .order_by(ThreadRow.opened_at.desc(), ThreadRow.id.desc())
-                              .limit(1)).first()
-        return (row.state, row.target_plan) if row else (None, None)
-
-
-def _locked(session: Session, escalation_id: int) -> tuple[EscalationRow, AccountRow] | None:
-    account_id = session.scalar(select(EscalationRow.account_id)
-                                .where(EscalationRow.id == escalation_id))
-    if account_id is None:
-        return None
-    account = session.scalars(select(AccountRow).where(AccountRow.id == account_id)
-                              .with_for_update()).one()
-    row = session.scalars(select(EscalationRow).where(EscalationRow.id == escalation_id)
-                          .with_for_update()).one()
-    return row, account
-
-
-def _set_case(session: Session, row: EscalationRow, status: str | None = None,
-              **entries: Any) -> None:
-    case = {**(row.case or {}), **entries}
-    values: dict[str, Any] = {"case": case}
-    if status is not None:
-        values["status"] = status
-    session.execute(update(EscalationRow).where(EscalationRow.id == row.id).values(**values))
-    session.expire(row)
-
-
-def record_post(engine: Engine, escalation_id: int, channel: str, ts: str) -> None:
-    """Remember where the escalation was posted, so a retried job never posts it twice."""
-    with _session(engine) as session, session.begin():
-        locked = _locked(session, escalation_id)
-        if locked is not None:
-            _set_case(session, locked[0], slack={"channel": channel, "ts": ts})
-
-
-def _act(engine: Engine, escalation_id: int, already_done, change) -> Outcome:
-    """One CSM action, once: under the account-then-escalation locks, `change(session, row)`
-    unless `already_done(row)`; the card as it stands either way."""
-    with _session(engine) as session, session.begin():
-        locked = _locked(session, escalation_id)
-        if locked is None:
-            return Outcome(False, None)
-        row, account = locked
-        if already_done(row):
-            return Outcome(False, _card(session, row, account))
-        change(session, row)
-        session.flush()
-        return Outcome(True, _card(session, row, account))
-
-
-def _by(csm_id: str, csm_name: str, now: datetime) -> dict:
-    return {"id": csm_id, "name": csm_name, "at": now.isoformat()}
-
-
-def claim(engine: Engine, escalation_id: int, csm_id: str, csm_name: str, business: str,
-          now: datetime) -> Outcome:
-    """An open escalation becomes the CSM's; the buyer is told a named person will follow up
-    (a reply queued on the thread's last channel, sent by that channel's dispatcher)."""
-    def change(session, row) -> None:
-        _set_case(session, row, status=CLAIMED, claimed_by=_by(csm_id, csm_name, now))
-        thread = session.get(ThreadRow, row.thread_id) if row.thread_id else None
-        if thread is not None and thread.last_channel and thread.contact_id is not None:
-            session.add(MessageRow(
-                thread_id=thread.id, contact_id=thread.contact_id, channel=thread.last_channel,
-                direction="out", kind="reply", status="queued", at=now,
-                body=follow_up_message(csm_name, business)))
-
-    return _act(engine, escalation_id, lambda row: row.status != OPEN, change)
-
-
-def request_call(engine: Engine, escalation_id: int, csm_id: str, csm_name: str,
-                 now: datetime) -> Outcome:
-    """Record that the CSM wants a call scheduled (once); a resolved escalation stays as it is."""
-    return _act(engine, escalation_id,
-                lambda row: row.status == RESOLVED or bool((row.case or {}).get("call_requested")),
-                lambda session, row: _set_case(session, row,
-                                               call_requested=_by(csm_id, csm_name, now)))
-
-
-def resolve(engine: Engine, escalation_id: int, csm_id: str, csm_name: str,
-            now: datetime) -> Outcome:
-    """Close an open or claimed escalation (once)."""
-    return _act(engine, escalation_id, lambda row: row.status == RESOLVED,
-                lambda session, row: _set_case(session, row, status=RESOLVED,
-                                               resolved_by=_by(csm_id, csm_name, now)))
-
-
-def follow_up_message(csm_name: str, business: str) -> str:
-    return f"{csm_name} from {business} will follow up with you personally."

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import Engine, or_, select
@@ -28,33 +29,39 @@ class Phone:
     account_name: str
     contact: str
     contact_name: str | None
-    medium: str  # sms | whatsapp
+    medium: str  # the channel: sms, whatsapp
     number: str
     messages: tuple[PhoneMessage, ...]
 
 
-def phones(engine: Engine) -> list[Phone]:
-    """Every contact with a phone or WhatsApp number, with that medium's messages, oldest first.
-    Queued openings show too (marked), so the operator sees what waits in the outbox."""
+def phones(engine: Engine, media: Sequence[tuple[str, str]]) -> list[Phone]:
+    """Every contact with a number on one of `media` ((channel, the contact field holding its
+    number), e.g. ("sms", "phone")), with that medium's messages, oldest first. Queued openings
+    show too (marked), so the operator sees what waits in the outbox."""
+    fields = {field for _, field in media}
+    columns = {field: getattr(ContactRow, field) for field in fields}
     with engine.connect() as conn:
         contacts = conn.execute(
-            select(ContactRow.id, ContactRow.external_id, ContactRow.name, ContactRow.phone,
-                   ContactRow.whatsapp, AccountRow.external_id, AccountRow.name)
+            select(ContactRow.id, ContactRow.external_id, ContactRow.name,
+                   AccountRow.external_id, AccountRow.name, *columns.values())
             .join(AccountRow, ContactRow.account_id == AccountRow.id)
-            .where(or_(ContactRow.phone.is_not(None), ContactRow.whatsapp.is_not(None)))
+            .where(or_(*(column.is_not(None) for column in columns.values())))
             .order_by(AccountRow.external_id, ContactRow.position)).all()
         rows = conn.execute(
             select(MessageRow.contact_id, MessageRow.channel, MessageRow.direction, MessageRow.kind,
                    MessageRow.body, MessageRow.status, MessageRow.at, MessageRow.not_before)
-            .where(MessageRow.channel.in_(("sms", "whatsapp")))
+            .where(MessageRow.channel.in_([channel for channel, _ in media]))
             .order_by(MessageRow.at, MessageRow.id)).all()
     by_key: dict[tuple[int, str], list[PhoneMessage]] = {}
     for contact_id, channel, direction, kind, body, status, at, not_before in rows:
         by_key.setdefault((contact_id, channel), []).append(
             PhoneMessage(direction, kind, body, status, at, not_before))
     out = []
-    for cid, ext, name, phone, whatsapp, account, account_name in contacts:
-        for medium, number in (("sms", phone), ("whatsapp", whatsapp)):
+    for row in contacts:
+        cid, ext, name, account, account_name = row[:5]
+        numbers = dict(zip(columns, row[5:]))
+        for medium, field in media:
+            number = numbers[field]
             if number:
                 out.append(Phone(account, account_name, ext, name, medium, number,
                                  tuple(by_key.get((cid, medium), ()))))

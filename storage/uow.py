@@ -8,6 +8,7 @@ from sqlalchemy.orm import sessionmaker
 
 from core.ports import Conflict, StorageBusy
 from storage.conversations import SqlConversationRepository
+from storage.escalations import SqlEscalationRepository
 from storage.repositories import (SqlAccountRepository, SqlSignalRepository,
                                   SqlThresholdStateRepository, SqlUsageRepository)
 
@@ -63,6 +64,7 @@ class SqlUnitOfWork:
         self.thresholds = SqlThresholdStateRepository(self.session)
         self.signals = SqlSignalRepository(self.session)
         self.conversations = SqlConversationRepository(self.session)
+        self.escalations = SqlEscalationRepository(self.session)
         self.jobs = SqlJobQueue(self.session)
         return self
 

@@ -152,7 +152,7 @@ def test_an_escalation_is_posted_once_with_the_case_health_and_buttons(api, app,
     assert row.case["slack"] == {"channel": CHANNEL, "ts": "1700000000.000001"}
     assert run_outbox(app).sent == 0
     # A retried job (the outcome was not recorded) finds the post and does not post again.
-    sender = SlackEscalationSender.from_config(app.config, app.extensions["upgrade_chat"].engine,
+    sender = SlackEscalationSender.from_config(app.config, app.extensions["upgrade_chat"].uow,
                                                app.extensions["upgrade_chat"].catalog)
     sender(OutboxJob(1, "csm_escalation", f"escalation:{row.id}", {"escalation_id": row.id}, 2))
     assert len(slack.calls_to("chat.postMessage")) == 1

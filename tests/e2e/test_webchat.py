@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import event as sa_event, func, select
 
 from channels import webchat
+from core import engine
 from storage.models import ContactRow, EscalationRow, PlanChangeRow
 from tests.conftest import Api
 from tests.e2e.helpers import account, ago, batch, contact, error_of, event
@@ -348,7 +349,7 @@ def test_quiet_polls_only_read_and_a_new_opening_still_reaches_an_active_buyer(a
     assert thread_of(api)["state"] == "offered"
     assert web_active_at(app) == first_seen  # delivered without re-touching (30 s < 1 min)
 
-    clock.now += webchat.TOUCH_EVERY
+    clock.now += engine.TOUCH_EVERY
     widget.poll()
     assert web_active_at(app) == clock.now  # a minute on: the activity is written again
 
@@ -444,7 +445,7 @@ def test_embed_js_is_served_with_cors_and_the_demo_page_signs_dana(app):
 
 
 def test_a_csms_follow_up_on_a_web_thread_reaches_the_widget(app, api):
-    from storage import escalations
+    from core import csm
 
     setup_account(api)
     cross(api)
@@ -460,7 +461,8 @@ def test_a_csms_follow_up_on_a_web_thread_reaches_the_widget(app, api):
     widget.poll()  # the buyer's message and the bot's answer
     data = widget.poll().get_json()
     assert data["messages"] == []
-    escalations.claim(engine, escalation_id, "U1", "Sam Kim", "Acme", clock())
+    csm.act(app.extensions["upgrade_chat"].uow, escalation_id, csm.Action.CLAIM, "U1", "Sam Kim",
+            "Acme", clock())
 
     data = widget.poll().get_json()
     [notice] = data["messages"]

@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import update
 
+from channels.twilio_messaging import SMS, WHATSAPP
 from core import services
 from core.accounts import Contact
 from core.routing import UNROUTED, Candidate, LastWrite
@@ -45,12 +46,12 @@ def ids(contacts):
 def test_contacts_by_address_finds_every_contact_of_a_number_by_medium(uow):
     with uow:
         conv = uow.conversations
-        assert ids(conv.contacts_by_address("sms", X)) == ["ann", "cy", "bo"]
-        assert ids(conv.contacts_by_address("whatsapp", X)) == ["di"]  # a WhatsApp number wins
-        assert ids(conv.contacts_by_address("whatsapp", Y)) == ["bo"]
-        assert ids(conv.contacts_by_address("whatsapp", W)) == ["ed"]  # no WhatsApp: the phone
-        assert ids(conv.contacts_by_address("sms", Y)) == []
-        assert ids(conv.contacts_by_address("sms", "+19999999999")) == []
+        assert ids(conv.contacts_by_address(SMS.address, X)) == ["ann", "cy", "bo"]
+        assert ids(conv.contacts_by_address(WHATSAPP.address, X)) == ["di"]  # a WhatsApp number wins
+        assert ids(conv.contacts_by_address(WHATSAPP.address, Y)) == ["bo"]
+        assert ids(conv.contacts_by_address(WHATSAPP.address, W)) == ["ed"]  # no WhatsApp: the phone
+        assert ids(conv.contacts_by_address(SMS.address, Y)) == []
+        assert ids(conv.contacts_by_address(SMS.address, "+19999999999")) == []
 
 
 def _thread(conv, contact, state, target="growth", at=NOW):
@@ -61,11 +62,11 @@ def _thread(conv, contact, state, target="growth", at=NOW):
 def test_each_candidates_thread_is_the_one_its_messages_land_in(uow):
     with uow:
         conv = uow.conversations
-        ann, cy, bo = conv.contacts_by_address("sms", X)
+        ann, cy, bo = conv.contacts_by_address(SMS.address, X)
         _thread(conv, ann, "declined", at=NOW - timedelta(days=40))
         ann_live = _thread(conv, ann, "offered")  # Ann's own live thread, over her older one
         bo_old = _thread(conv, bo, "expired")  # Bo has only a finished one
-        ed = conv.contacts_by_address("sms", W)[0]  # Ed has no thread at all
+        ed = conv.contacts_by_address(SMS.address, W)[0]  # Ed has no thread at all
         facts = conv.routing_facts("sms", [ann.id, cy.id, bo.id, ed.id], None)
         assert facts.candidates == (
             Candidate(ann.id, ann.account_id, "Alpha Dental", ann_live.id, True),
@@ -82,7 +83,7 @@ def test_each_candidates_thread_is_the_one_its_messages_land_in(uow):
 def test_the_last_write_is_the_latest_message_that_reached_the_number_on_that_medium(uow):
     with uow:
         conv = uow.conversations
-        ann, cy, bo = conv.contacts_by_address("sms", X)
+        ann, cy, bo = conv.contacts_by_address(SMS.address, X)
         ann_thread, bo_thread = _thread(conv, ann, "offered"), _thread(conv, bo, "offered")
         minute = timedelta(minutes=1)
 
@@ -120,7 +121,7 @@ def test_the_last_write_is_the_latest_message_that_reached_the_number_on_that_me
 def test_an_earlier_delivery_of_the_message_to_any_candidate_is_found(uow):
     with uow:
         conv = uow.conversations
-        ann, cy, bo = conv.contacts_by_address("sms", X)
+        ann, cy, bo = conv.contacts_by_address(SMS.address, X)
         first = conv.add_message(thread_id=None, contact_id=bo.id, channel="sms", direction="in",
                                  kind=UNROUTED, body="confirm", status="received", now=NOW,
                                  provider_id="SM1")
@@ -138,7 +139,7 @@ def test_an_earlier_delivery_of_the_message_to_any_candidate_is_found(uow):
 def test_unrouted_messages_are_not_shown_in_one_accounts_web_chat(uow):
     with uow:
         conv = uow.conversations
-        ann = conv.contacts_by_address("sms", X)[0]
+        ann = conv.contacts_by_address(SMS.address, X)[0]
         kept = conv.add_message(thread_id=None, contact_id=ann.id, channel="sms",
                                 direction="in", kind="inbound", body="hello", status="received",
                                 now=NOW)

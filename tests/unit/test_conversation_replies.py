@@ -5,8 +5,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from core.case import AccountTerms, current_case
-from core.conversation import (Business, EscalationReason, Reach, ThreadEvent, ThreadState,
-                               choose_channel, is_expired, reply)
+from core.conversation import (Business, EscalationReason, ThreadEvent, ThreadState, is_expired,
+                               reply)
 from core.intents import DeclineReason, Intent, classify
 from core.usage import UsageMatrix
 
@@ -158,16 +158,6 @@ def test_without_a_thread_the_buyer_hears_there_is_no_offer(catalog):
 def test_an_upgraded_thread_answers_a_second_confirmation_coherently(catalog, case):
     turn = say(catalog, case, S.UPGRADED, "confirm")
     assert "already made" in turn.replies[0] and not turn.run_upgrade and turn.events == ()
-
-
-@pytest.mark.parametrize("reach, channel", [
-    (Reach("u1", NOW - timedelta(minutes=5), "+13125550142", "+13125550142"), "web"),
-    (Reach("u1", NOW - timedelta(minutes=15), "+13125550142", "+13125550142"), "whatsapp"),
-    (Reach("u1", None, None, "+13125550142"), "sms"),
-    (Reach("u1", None, None, None), "web"),
-])
-def test_the_opening_goes_to_the_best_channel(reach, channel):
-    assert choose_channel(reach, NOW) == channel
 
 
 def test_an_offer_unanswered_for_14_days_is_expired():

@@ -26,6 +26,8 @@ from hypothesis import strategies as st
 from core.case import AccountTerms, current_case
 from core.conversation import (Business, EscalationReason, ThreadEvent, ThreadState,
                                other_amount_named, other_plan_named, reply, transition)
+from channels.twilio_messaging import SMS
+from core.channels import Channels
 from core.engine import EngineConfig, handle_message
 from core.framing import opening_message
 from core.intents import DeclineReason, Intent, Understanding, normalised, understand
@@ -688,7 +690,7 @@ def test_a_provider_retry_of_the_same_message_id_gets_the_first_replies_and_chan
         catalog, text):
     first = (DONE,)
     uow = _DuplicateUow(first)
-    got = handle_message(uow, catalog, EngineConfig(), "c-7", "sms", text, "SM-1", NOW)
+    got = handle_message(uow, catalog, EngineConfig(channels=Channels([SMS])), "c-7", "sms", text, "SM-1", NOW)
     assert (got.replies, got.thread_id, got.state, got.duplicate) == (first, 9, None, True)
     # Nothing is read beyond the earlier delivery (not the thread, so not its state) and
     # nothing is written: no message, no event, no consent, no escalation.
