@@ -197,9 +197,9 @@ def post_message(contact_external_id: str):
     message_id = require(data, "id", (str, int), "", required=False)
     if message_id is not None:
         check_id(str(message_id), "id")
-    answer = engine.handle_message(rt.uow(), rt.catalog, rt.conversation, contact_external_id,
-                                   channel, text, str(message_id) if message_id is not None else None,
-                                   rt.now())
+    answer = engine.handle_inbound(rt.uow(), rt.catalog, rt.conversation, engine.Inbound(
+        channel, text, str(message_id) if message_id is not None else None,
+        contact=contact_external_id), rt.now())
     return jsonify({"replies": list(answer.replies), "thread_id": answer.thread_id,
                     "state": answer.state, "duplicate": answer.duplicate})
 

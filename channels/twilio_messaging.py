@@ -27,10 +27,10 @@ from twilio.request_validator import (SIGNATURE_HEADER, SIGNATURE_SETTINGS_HEADE
 from twilio.twiml.messaging_response import MessagingResponse
 
 from core import engine
+from core.engine import DeliveryReport
 from core.accounts import normalize_phone
 from core.channels import Capabilities, Delivery, Input
 from core.errors import DomainError
-from core.retry import retrying
 from channels.spool import ReplayStats, Spool, database_unreachable, replies_queued
 
 log = logging.getLogger(__name__)
@@ -42,14 +42,6 @@ IDEMPOTENCY_HEADER = "I-Twilio-Idempotency-Token"
 # Keywords Twilio's Advanced Opt-Out handled (it has already sent its own confirmation).
 OPT_OUT_TYPES = frozenset({"STOP", "START", "HELP"})
 MAX_PROVIDER_ID = 200  # storage.models.MessageRow.provider_id
-CARRIER_OPT_OUT = "21610"  # "Attempt to send to unsubscribed recipient": the buyer sent STOP
-
-# Delivery progress of an outbound message. Callbacks arrive out of order, so a report only ever
-# moves a message forward; undelivered/failed/canceled are final, and win over anything short of
-# delivered.
-PROGRESS = {"accepted": 0, "scheduled": 0, "queued": 0, "sending": 1, "sent": 2, "delivered": 3,
-            "read": 4}
-FINAL_FAILURES = frozenset({"undelivered", "failed", "canceled"})
 
 
 # --- what this channel is: two media ------------------------------------------------------------
@@ -75,15 +67,6 @@ class InboundMessage:
     text: str
     provider_id: str | None
     keyword_handled: bool = False  # Twilio's Advanced Opt-Out already answered the keyword
-
-
-@dataclass(frozen=True)
-class StatusReport:
-    """A delivery report for a message we sent."""
-
-    provider_id: str
-    status: str
-    error_code: str | None
 
 
 class UnreadableSender(Exception):
@@ -168,13 +151,13 @@ class TwilioMessagingChannel:
         return InboundMessage(medium, address, text, provider_id, handled)
 
     @staticmethod
-    def parse_status(req) -> StatusReport | None:
+    def parse_status(req) -> DeliveryReport | None:
         form = req.form
         sid = form.get("MessageSid") or form.get("SmsSid")
         status = (form.get("MessageStatus") or form.get("SmsStatus") or "").strip().lower()
         if not sid or not status:
             return None
-        return StatusReport(sid[:MAX_PROVIDER_ID], status, form.get("ErrorCode") or None)
+        return DeliveryReport(sid[:MAX_PROVIDER_ID], status, form.get("ErrorCode") or None)
 
     @staticmethod
     def render(replies: Iterable[str]) -> Response:
@@ -183,19 +166,6 @@ class TwilioMessagingChannel:
         for body in replies:
             twiml.message(body)
         return Response(str(twiml), status=200, mimetype="application/xml")
-
-
-def advances(current: str | None, new: str) -> bool:
-    """Whether a delivery report may replace the message's current delivery status."""
-    if new not in PROGRESS and new not in FINAL_FAILURES:
-        return False  # a status we do not track (receiving, received, ...)
-    if current is None:
-        return True
-    if current in FINAL_FAILURES:
-        return False
-    if new in FINAL_FAILURES:
-        return PROGRESS.get(current, 0) < PROGRESS["delivered"]
-    return PROGRESS[new] > PROGRESS.get(current, -1)
 
 
 # --- the webhooks -------------------------------------------------------------------------------
@@ -214,12 +184,6 @@ def _log_redacted(message: str, exc: BaseException) -> None:
     detail = f"code={exc.code}" if isinstance(exc, DomainError) else "details withheld"
     stand_in = RuntimeError(f"{type(exc).__module__}.{type(exc).__qualname__} ({detail})")
     log.exception(message, exc_info=(RuntimeError, stand_in, exc.__traceback__))
-
-
-def _unknown_sender_reply() -> str:
-    support = current_app.config.get("SUPPORT_CONTACT") or "our support team"
-    return (f"Sorry, we could not find your account for this number. "
-            f"Please contact support at {support}.")
 
 
 def _fallback_reply() -> str:
@@ -246,7 +210,7 @@ def _answer(channel: TwilioMessagingChannel) -> Response:
         message = channel.parse(request)
     except UnreadableSender as exc:
         log.warning("twilio inbound %s message from an unreadable sender address", exc.args[0])
-        return channel.render([_unknown_sender_reply()])
+        return channel.render([engine.unknown_sender_reply(_runtime().conversation.business)])
     now = rt.now()
     try:
         replies = process_inbound(rt, message, now)
@@ -275,14 +239,13 @@ def process_inbound(rt, message: InboundMessage, now: datetime | None = None, *,
     now = now or rt.now()
     # Twilio's Advanced Opt-Out already replied to a keyword: its replies are never sent.
     uow = replies_queued(rt.uow()) if replayed and not message.keyword_handled else rt.uow()
-    answer = engine.handle_message_from(uow, rt.catalog, rt.conversation, message.medium,
-                                        message.address, message.text, message.provider_id, now)
-    if answer is None:
-        replies = _unknown_sender(rt, message, now)
-        if replayed and replies:  # no contact to queue an answer for: the operator has it
+    answer = engine.handle_inbound(uow, rt.catalog, rt.conversation, engine.Inbound(
+        message.medium, message.text, message.provider_id, address=message.address), now)
+    if not answer.known:
+        if replayed and answer.replies:  # no contact to queue an answer for: the operator has it
             log.info("replayed %s message from a number that belongs to no contact: kept, "
                      "not answered", message.medium)
-        return replies
+        return list(answer.replies)
     if answer.duplicate:  # a provider retry: answered the first time, never twice
         return []
     if message.keyword_handled:  # Twilio's Advanced Opt-Out has already replied to the keyword
@@ -317,21 +280,6 @@ def replay_spool(rt, spool: Spool) -> ReplayStats:
     return spool.replay(handle, retry_later=database_unreachable)
 
 
-def _unknown_sender(rt, message: InboundMessage, now: datetime) -> list[str]:
-    """Keep the message for the operator and answer politely (once per provider message)."""
-    def store() -> int | None:
-        with rt.uow() as uow:
-            stored = uow.conversations.add_unmatched_inbound(
-                message.medium, message.text, message.provider_id, now)
-            uow.commit()
-            return stored
-
-    if retrying(store) is None:
-        return []
-    log.info("twilio inbound %s message from a number that belongs to no contact", message.medium)
-    return [_unknown_sender_reply()]
-
-
 @bp.post("/status")
 def status():
     channel = TwilioMessagingChannel.from_app()
@@ -342,28 +290,9 @@ def status():
         return Response(status=204)
     rt = _runtime()
     try:
-        retrying(lambda: _record_status(rt, report, rt.now()))
+        if not engine.record_delivery_report(rt.uow, report, rt.now()):
+            log.info("twilio status %s for a message we do not know", report.status)
     except Exception as exc:  # noqa: BLE001 - logged without personal data; Twilio sees a 500
         _log_redacted("twilio status callback failed", exc)
         return Response("error", status=500, mimetype="text/plain")
     return Response(status=204)
-
-
-def _record_status(rt, report: StatusReport, now: datetime) -> None:
-    with rt.uow() as uow:
-        conv = uow.conversations
-        sent = conv.outbound_by_provider_id(report.provider_id)
-        if sent is None:
-            log.info("twilio status %s for a message we do not know", report.status)
-            return
-        if report.error_code == CARRIER_OPT_OUT and sent["contact_id"] is not None:
-            # Account, then thread, then messages: the lock order every writer keeps. The
-            # contact is read after the lock, so two reports cannot both record the opt-out.
-            uow.accounts.lock(sent["account_id"])
-            contact = conv.contact_by_id(sent["contact_id"])
-            if contact is not None and contact.opted_out_at is None:
-                engine.revoke_consent(uow, contact, sent["channel"], "carrier", now)
-        sent = conv.outbound_by_provider_id(report.provider_id, lock=True)
-        if advances(sent["delivery_status"], report.status):
-            conv.set_delivery_status(sent["id"], report.status, report.error_code)
-        uow.commit()

@@ -233,11 +233,10 @@ def post_message():
                                    or isinstance(message_id, bool) or len(str(message_id)) > 200):
         raise Malformed("id: expected a string of at most 200 characters", field="id")
     rt = runtime()
-    answer = engine.handle_message_of(
-        rt.uow(), rt.catalog, rt.conversation,
-        lambda conv: conv.web_contact(identity.account, identity.user_id), WEB.name, text.strip(),
-        str(message_id) if message_id is not None else None, rt.now())
-    if answer is None:
+    answer = engine.handle_inbound(rt.uow(), rt.catalog, rt.conversation, engine.Inbound(
+        WEB.name, text.strip(), str(message_id) if message_id is not None else None,
+        web_user=(identity.account, identity.user_id)), rt.now())
+    if not answer.known:
         return _forbidden("this user is not a contact of this account")
     return jsonify({"replies": list(answer.replies), "thread_id": answer.thread_id,
                     "state": answer.state, "duplicate": answer.duplicate})

@@ -111,53 +111,94 @@ def open_conversation(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, a
 # --- answering ----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
+class Inbound:
+    """A buyer's message as a channel parsed it (the command `handle_inbound` carries out).
+
+    Who wrote is said one way: `contact` (the contact's external id: an integrator relaying a
+    message), `address` (the sender's number on the channel: SMS, WhatsApp) or `web_user`
+    (account external id, the user's id in the host product: the widget)."""
+
+    channel: str
+    text: str
+    provider_id: str | None = None
+    contact: str | None = None
+    address: str | None = None
+    web_user: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True)
 class Answer:
+    """What the buyer is answered. `duplicate`: a retry of a message answered before (the
+    first replies, nothing changed). `known` is False when the sender is no contact: for an
+    address, the message is kept for the operator and `replies` is the polite answer (empty on
+    a retry); for a web user, nothing is written."""
+
     replies: tuple[str, ...]
     thread_id: int | None
     state: str | None
     duplicate: bool = False
+    known: bool = True
 
 
-def handle_message(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, contact_external_id: str,
-                   channel: str, text: str, provider_id: str | None, now: datetime) -> Answer:
-    """Answer one message from a buyer, in the thread of whichever of their identities wrote.
+def handle_inbound(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, message: Inbound,
+                   now: datetime) -> Answer:
+    """Answer one message from a buyer, in one unit of work (one transaction per message),
+    retried on a lost race; in the thread of whichever of their identities wrote.
 
     A message id seen before gets the replies it got the first time and changes nothing (a
     provider retry, a double submit). Replies are stored before the commit and returned after it.
-    """
-    config.channels.require(channel)
-    def find(conv) -> ContactView:
-        contact = conv.contact(contact_external_id)
-        if contact is None:
-            raise NotFound(f"no contact {contact_external_id!r}", code="contact_not_found")
-        return contact
-
-    return handle_message_of(uow, catalog, config, find, channel, text, provider_id, now)
-
-
-def handle_message_from(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, medium: str,
-                        address: str, text: str, provider_id: str | None,
-                        now: datetime) -> Answer | None:
-    """`handle_message` for a message from a phone number (sms or whatsapp), in one unit of work
-    (one transaction per inbound message); None, with nothing written, when the number belongs
-    to no contact. Retried on a lost race.
 
     A number of one contact is that contact's. A number several contacts share (of several
     accounts, typically) goes through `_answer_shared_number`: core.routing says whose
     conversation the message belongs to, or that we must ask, and a STOP or START is applied to
-    every one of them.
+    every one of them. A number of no contact is kept for the operator and answered politely.
     """
-    def work() -> Answer | None:
-        contacts = uow.conversations.contacts_by_address(
-            config.channels.require(medium).address, address)
-        if not contacts:
-            return None
-        if len(contacts) == 1:
-            return _answer(uow, catalog, config, contacts[0], medium, text, provider_id, now)
-        return _answer_shared_number(uow, catalog, config, contacts, medium, text, provider_id,
-                                     now)
+    channel = config.channels.require(message.channel)
 
-    return _in_one_unit_of_work(uow, work)
+    def work() -> Answer | None:
+        conv = uow.conversations
+        if message.contact is not None:
+            contact = conv.contact(message.contact)
+            if contact is None:
+                raise NotFound(f"no contact {message.contact!r}", code="contact_not_found")
+            return _answer(uow, catalog, config, contact, channel.name, message.text,
+                           message.provider_id, now)
+        if message.web_user is not None:
+            contact = conv.web_contact(*message.web_user)
+            if contact is None:
+                return None  # nothing written
+            return _answer(uow, catalog, config, contact, channel.name, message.text,
+                           message.provider_id, now)
+        if message.address is None:
+            raise ValueError("an Inbound says who wrote: contact, address or web_user")
+        contacts = conv.contacts_by_address(channel.address, message.address)
+        if not contacts:
+            return _unknown_sender(uow, channel, message, config.business, now)
+        if len(contacts) == 1:
+            return _answer(uow, catalog, config, contacts[0], channel.name, message.text,
+                           message.provider_id, now)
+        return _answer_shared_number(uow, catalog, config, contacts, channel.name, message.text,
+                                     message.provider_id, now)
+
+    answer = _in_one_unit_of_work(uow, work)
+    return answer if answer is not None else Answer((), None, None, known=False)
+
+
+def unknown_sender_reply(business: Business) -> str:
+    return (f"Sorry, we could not find your account for this number. Please contact support "
+            f"at {business.support}.")
+
+
+def _unknown_sender(uow: UnitOfWork, channel: Capabilities, message: Inbound,
+                    business: Business, now: datetime) -> Answer:
+    """Keep a message from a number of no contact for the operator, and answer it politely
+    (once per provider message: a retry is kept once and gets nothing)."""
+    stored = uow.conversations.add_unmatched_inbound(channel.name, message.text,
+                                                     message.provider_id, now)
+    if stored is None:
+        return Answer((), None, None, duplicate=True, known=False)
+    log.info("inbound %s message from a number that belongs to no contact", channel.name)
+    return Answer((unknown_sender_reply(business),), None, None, known=False)
 
 
 def _in_one_unit_of_work(uow: UnitOfWork, work: Callable[[], Answer | None]) -> Answer | None:
@@ -303,21 +344,6 @@ def _consent_for_everyone(uow: UnitOfWork, contacts: list[ContactView], medium: 
     conv.add_message(thread_id=None, contact_id=contacts[0].id, channel=medium, direction="out",
                      kind=routing.UNROUTED, body=body, status="sent", now=now, in_reply_to=first)
     return Answer((body,), None, None)
-
-
-def handle_message_of(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, find,
-                      channel: str, text: str, provider_id: str | None,
-                      now: datetime) -> Answer | None:
-    """`handle_message` for the contact `find(conversations)` returns, looked up in the same unit
-    of work as the answer (one transaction per message); None, with nothing written, when it
-    returns None. Retried on a lost race."""
-    def work() -> Answer | None:
-        contact = find(uow.conversations)
-        if contact is None:
-            return None
-        return _answer(uow, catalog, config, contact, channel, text, provider_id, now)
-
-    return _in_one_unit_of_work(uow, work)
 
 
 def _answer(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, contact: ContactView,
@@ -528,6 +554,66 @@ def revoke_consent(uow: UnitOfWork, contact: ContactView, channel: str, source: 
         conv.save_thread(replace(thread, state=str(state)), now)
     conv.record_consent(contact.id, "revoke", channel, source, now)
     log.info("opt-out (%s) recorded for contact %s", source, contact.external_id)
+
+
+# --- delivery reports ---------------------------------------------------------------------------
+
+# Delivery progress of an outbound message. Reports arrive out of order, so a report only ever
+# moves a message forward; undelivered/failed/canceled are final, and win over anything short of
+# delivered.
+PROGRESS = {"accepted": 0, "scheduled": 0, "queued": 0, "sending": 1, "sent": 2, "delivered": 3,
+            "read": 4}
+FINAL_FAILURES = frozenset({"undelivered", "failed", "canceled"})
+CARRIER_OPT_OUT = "21610"  # "Attempt to send to unsubscribed recipient": the buyer sent STOP
+
+
+@dataclass(frozen=True)
+class DeliveryReport:
+    """The provider's word on a message we sent: its status and error code (if any)."""
+
+    provider_id: str
+    status: str
+    error_code: str | None = None
+
+
+def advances(current: str | None, new: str) -> bool:
+    """Whether a delivery report may replace the message's current delivery status."""
+    if new not in PROGRESS and new not in FINAL_FAILURES:
+        return False  # a status we do not track (receiving, received, ...)
+    if current is None:
+        return True
+    if current in FINAL_FAILURES:
+        return False
+    if new in FINAL_FAILURES:
+        return PROGRESS.get(current, 0) < PROGRESS["delivered"]
+    return PROGRESS[new] > PROGRESS.get(current, -1)
+
+
+def record_delivery_report(uows: Callable[[], UnitOfWork], report: DeliveryReport,
+                           now: datetime) -> bool:
+    """Record a delivery report (retried on a lost race); False for a message we do not know.
+    A carrier opt-out (error 21610: the carrier has the buyer's STOP) revokes consent as a STOP
+    would."""
+    def attempt() -> bool:
+        uow = uows()
+        with uow:
+            conv = uow.conversations
+            sent = conv.outbound_by_provider_id(report.provider_id)
+            if sent is None:
+                return False
+            if report.error_code == CARRIER_OPT_OUT and sent["contact_id"] is not None:
+                # The contact is read after the lock, so two reports cannot both record it.
+                lock_account(uow, sent["account_id"])
+                contact = conv.contact_by_id(sent["contact_id"])
+                if contact is not None and contact.opted_out_at is None:
+                    revoke_consent(uow, contact, sent["channel"], "carrier", now)
+            sent = conv.outbound_by_provider_id(report.provider_id, lock=True)
+            if advances(sent["delivery_status"], report.status):
+                conv.set_delivery_status(sent["id"], report.status, report.error_code)
+            uow.commit()
+        return True
+
+    return retrying(attempt)
 
 
 def expire_threads(uow: UnitOfWork, now: datetime) -> int:

@@ -262,8 +262,8 @@ def test_a_retry_of_the_asked_message_is_a_duplicate_with_the_same_reply(api, tw
     before = count_messages(app)
     assert say(twilio, "confirm", sid) == []  # Twilio's retry: answered once
     rt = app.extensions["upgrade_chat"]
-    answer = engine.handle_message_from(rt.uow(), rt.catalog, rt.conversation, "sms", SHARED,
-                                        "confirm", sid, rt.now())
+    answer = engine.handle_inbound(rt.uow(), rt.catalog, rt.conversation,
+                                   engine.Inbound("sms", "confirm", sid, address=SHARED), rt.now())
     assert answer.duplicate and answer.replies == (QUESTION,)
     assert count_messages(app) == before
     assert plan_changes(app) == []

@@ -28,7 +28,7 @@ from core.conversation import (Business, EscalationReason, ThreadEvent, ThreadSt
                                other_amount_named, other_plan_named, reply, transition)
 from channels.twilio_messaging import SMS
 from core.channels import Channels
-from core.engine import EngineConfig, handle_message
+from core.engine import EngineConfig, Inbound, handle_inbound
 from core.framing import opening_message
 from core.intents import DeclineReason, Intent, Understanding, normalised, understand
 from core.usage import UsageMatrix
@@ -690,7 +690,8 @@ def test_a_provider_retry_of_the_same_message_id_gets_the_first_replies_and_chan
         catalog, text):
     first = (DONE,)
     uow = _DuplicateUow(first)
-    got = handle_message(uow, catalog, EngineConfig(channels=Channels([SMS])), "c-7", "sms", text, "SM-1", NOW)
+    got = handle_inbound(uow, catalog, EngineConfig(channels=Channels([SMS])),
+                         Inbound("sms", text, "SM-1", contact="c-7"), NOW)
     assert (got.replies, got.thread_id, got.state, got.duplicate) == (first, 9, None, True)
     # Nothing is read beyond the earlier delivery (not the thread, so not its state) and
     # nothing is written: no message, no event, no consent, no escalation.
