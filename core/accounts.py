@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import phonenumbers
 
 from core.errors import DomainError
+from core.money import decimal_places
 
 ROLES = ("billing", "admin", "member")
 MAX_TEXT = 200  # the longest id or name stored (storage.models: String(200))
@@ -65,6 +66,13 @@ class Account:
     contacts: tuple[Contact, ...] = ()
     health: Health = field(default_factory=Health)
     id: int | None = None
+
+
+@dataclass(frozen=True)
+class StoredAccount(Account):
+    """An account as storage returns it: with its id (an `Account` has none until saved)."""
+
+    id: int = 0
 
 
 def normalize_phone(raw: str, region: str, field_name: str) -> str:
@@ -123,8 +131,9 @@ def checked_contacts(contacts: tuple[Contact, ...], region: str) -> tuple[Contac
         for name in ("external_id", "name", "web_user_id"):
             check_text(getattr(c, name), f"{path}.{name}")
         check_text(c.email, f"{path}.email", MAX_EMAIL)
-        out.append(replace(c, **{key: normalize_phone(getattr(c, key), region, f"{path}.{key}")
-                                 if getattr(c, key) else None for key in ("phone", "whatsapp")}))
+        phone, whatsapp = (normalize_phone(number, region, f"{path}.{key}") if number else None
+                           for key, number in (("phone", c.phone), ("whatsapp", c.whatsapp)))
+        out.append(replace(c, phone=phone, whatsapp=whatsapp))
     return tuple(out)
 
 
@@ -136,7 +145,7 @@ MAX_OPEN_ESCALATIONS = 1_000_000  # far above any real count; keeps it inside a 
 
 def check_health(csat: Decimal | None, sentiment: Decimal | None, open_escalations: int) -> None:
     for name, value in (("csat", csat), ("sentiment", sentiment)):
-        if value is not None and -value.as_tuple().exponent > HEALTH_PLACES:
+        if value is not None and decimal_places(value) > HEALTH_PLACES:
             # Refuse rather than round: 2.99995 rounded would turn a red account green.
             raise DomainError(f"{name} has more than {HEALTH_PLACES} decimals: {value}",
                               code="invalid_health", field=name)

@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any, Mapping
 
 from core.errors import CatalogError, DomainError
+from core.money import decimal_places
 
 BASE_METRICS = ("messages", "seats", "integrations")
 ANY_FEATURE = "feature:*"
@@ -156,7 +157,7 @@ class _Parser:
             except ArithmeticError:
                 amount = None
             if (amount is not None and amount.is_finite() and amount >= 0
-                    and -amount.as_tuple().exponent <= places):
+                    and decimal_places(amount) <= places):
                 return amount
         raise self.fail(f"{path}.{key}",
                         f"an amount in dollars >= 0 with at most {places} decimals", value)

@@ -135,5 +135,6 @@ class Channels:
         if pushed:
             return pushed[0]
         reachable = [c for c in polled if c.address_of(contact)]
-        return (reachable or polled or [None])[0]
+        fallback = reachable or polled
+        return fallback[0] if fallback else None
 

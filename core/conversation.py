@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass, replace
+from typing import Any, Protocol
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
@@ -546,7 +547,7 @@ def reply(state: ThreadState | None, heard: Understanding | Intent, text: str,
         opening = opening_message(case, catalog, business.name if phone else None)
         lead, events, state = (opening,), (E.OFFER_SENT,), S.OFFERED
 
-    def turn(*texts: str, event: ThreadEvent | None = None, **effects) -> Turn:
+    def turn(*texts: str, event: ThreadEvent | None = None, **effects: Any) -> Turn:
         moves = events + ((event,) if event else ())
         return Turn(lead + texts, moves, **effects)
 
@@ -650,7 +651,14 @@ def _without_bot_question(text: str) -> str:
     return _BOT_WORDS.sub(" ", text).strip()
 
 
-def _escalate(state: ThreadState, intent: Intent, turn) -> Turn:
+class _TurnOf(Protocol):
+    """`reply`'s local `turn`: the replies, after what the state already said, with an event."""
+
+    def __call__(self, *texts: str, event: ThreadEvent | None = None,
+                 **effects: Any) -> Turn: ...
+
+
+def _escalate(state: ThreadState, intent: Intent, turn: _TurnOf) -> Turn:
     if intent == Intent.CALLBACK:  # recorded for the CSM lane; the thread goes on
         return turn("Thanks, I have asked your account manager to call you.",
                     escalation=EscalationReason.CALLBACK)
@@ -666,7 +674,7 @@ def _escalate(state: ThreadState, intent: Intent, turn) -> Turn:
     return turn(text, event=event, escalation=reason)
 
 
-def _decline(state: ThreadState, reason: DeclineReason, turn, w: Wording) -> Turn:
+def _decline(state: ThreadState, reason: DeclineReason, turn: _TurnOf, w: Wording) -> Turn:
     if reason == DeclineReason.LEAVING:
         event = E.ESCALATE if (state, E.ESCALATE) in TRANSITIONS else None
         return turn("Sorry to hear that. I have asked your account manager to get in touch.",

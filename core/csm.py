@@ -17,7 +17,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from core.accounts import Account
+from core.accounts import StoredAccount
 from core.case import Case, current_case, terms
 from core.catalog import Catalog
 from core.conversation import EscalationReason, follow_up_message
@@ -69,7 +69,7 @@ def case_summary(case: Case | None) -> dict[str, Any]:
     }
 
 
-def escalate(uow: UnitOfWork, account: Account, thread_id: int | None,
+def escalate(uow: UnitOfWork, account: StoredAccount, thread_id: int | None,
              reason: EscalationReason, case: Case | None, now: datetime) -> int | None:
     """Open an escalation and notify the CSM lane, unless the same one is already open (inside
     the caller's unit of work, which holds the account's lock). Its id, or None."""
@@ -82,7 +82,7 @@ def escalate(uow: UnitOfWork, account: Account, thread_id: int | None,
     return escalation_id
 
 
-def tell_csm(uow: UnitOfWork, account: Account, thread_id: int, what: str,
+def tell_csm(uow: UnitOfWork, account: StoredAccount, thread_id: int, what: str,
              now: datetime) -> None:
     """The buyer did something the CSM who has the thread must see (went ahead at list price,
     said no): every unresolved escalation of the thread gets its card redrawn."""
@@ -202,7 +202,7 @@ class AccountReport:
     """What the lane's account command shows: the account, its latest escalations, its usage
     and case now, and its latest thread."""
 
-    account: Account
+    account: StoredAccount
     escalations: tuple[EscalationCard, ...]
     usage: UsageMatrix
     case: Case | None

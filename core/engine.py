@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from collections.abc import Callable
 from typing import Any
 
-from core.accounts import Account, HealthBounds
+from core.accounts import HealthBounds, StoredAccount
 from core.case import Case, build_case, current_case, local_today, terms
 from core.catalog import Catalog
 from core.channels import Capabilities, Channels
@@ -33,7 +33,7 @@ from core import routing
 from core.money import money_str
 from core.csm import escalate, tell_csm
 from core.locking import lock_account, lock_accounts
-from core.ports import ContactView, MessageView, SignalDecision, ThreadView, UnitOfWork, seen_by_buyer
+from core.ports import ContactView, EscalationRecord, MessageView, PlanChangeView, SignalDecision, ThreadView, UnitOfWork, seen_by_buyer
 from core.retry import retrying
 from core.thresholds import Crossing, met_thresholds
 from core.usage import UsageMatrix
@@ -57,7 +57,7 @@ class EngineConfig:
 
 # --- opening ------------------------------------------------------------------------------------
 
-def open_conversation(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, account: Account,
+def open_conversation(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, account: StoredAccount,
                       matrix: UsageMatrix, crossing: Crossing, now: datetime) -> SignalDecision:
     """Decide what a crossing leads to (§5) and act on it, inside the caller's transaction:
     a thread with its opening queued on the best channel (§7), a deferral, an escalation for red
@@ -253,10 +253,11 @@ def _answer_shared_number(uow: UnitOfWork, catalog: Catalog, config: EngineConfi
                           ignore=[plan.name for plan in catalog.plans.values()])
     if route.contact_id is None:
         body = help_message(config.business, w=wording(channel)) \
-            if intent == Intent.HELP else route.question
+            if intent == Intent.HELP or route.question is None else route.question
         return _unrouted(uow, present[0], channel, text, provider_id, body, now)
     contact = by_id[route.contact_id]
-    if route.reason == routing.Reason.NAMED and _only_naming(text, route.business, config):
+    if route.reason == routing.Reason.NAMED and route.business is not None \
+            and _only_naming(text, route.business, config):
         [chosen] = [c for c in facts.candidates if c.contact_id == contact.id]
         return _acknowledge_business(uow, contact, chosen.thread_id, channel, text, provider_id,
                                      route.business, now)
@@ -374,7 +375,7 @@ def _answer(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, contact: Co
         if thread is not None and state == ThreadState.UPGRADED else None
     case = _thread_case(uow, catalog, account, thread, change.requested_at if change else now) \
         if thread else None
-    if thread and is_expired(state, thread.updated_at, now):
+    if thread is not None and state is not None and is_expired(state, thread.updated_at, now):
         state = transition(state, ThreadEvent.EXPIRE)
     charged = change is not None
     turn = reply(state, heard, text, case, catalog, config.business, charged=charged,
@@ -383,7 +384,7 @@ def _answer(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, contact: Co
                                   channel=channel, direction="in", kind="inbound", body=text,
                                   status="received", now=now, provider_id=provider_id)
     replies = turn.replies
-    if thread is not None:
+    if thread is not None and state is not None and case is not None:
         thread, replies = _apply(uow, catalog, config, account, contact, thread, state, case, turn,
                                  channel, now)
     if thread is None and turn.escalation is not None:  # no offer, but a person is wanted
@@ -414,7 +415,7 @@ def _without_whole_name(text: str, name: str) -> str:
                                       flags=re.IGNORECASE)).strip()
 
 
-def _buyer_thread(uow: UnitOfWork, catalog: Catalog, account: Account, contact: ContactView,
+def _buyer_thread(uow: UnitOfWork, catalog: Catalog, account: StoredAccount, contact: ContactView,
                   channel: str, now: datetime) -> ThreadView | None:
     """A buyer with no thread writes in while a plan change applies to their account (a
     control-cohort account, one whose crossing the guardrails held back, or one whose usage
@@ -434,7 +435,7 @@ def _buyer_thread(uow: UnitOfWork, catalog: Catalog, account: Account, contact: 
                               initiated_by="buyer")
 
 
-def _thread_case(uow: UnitOfWork, catalog: Catalog, account: Account, thread: ThreadView,
+def _thread_case(uow: UnitOfWork, catalog: Catalog, account: StoredAccount, thread: ThreadView,
                  now: datetime) -> Case:
     """The thread's case now: from the plan the thread started on to its target."""
     matrix = uow.usage.matrices([account.id], now)[account.id]
@@ -445,7 +446,7 @@ def _thread_case(uow: UnitOfWork, catalog: Catalog, account: Account, thread: Th
     return build_case(catalog, t, matrix, catalog.plan(thread.target_plan), met, now)
 
 
-def _apply(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, account: Account,
+def _apply(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, account: StoredAccount,
            contact: ContactView, thread: ThreadView, state: ThreadState, case: Case, turn: Turn,
            channel: str, now: datetime) -> tuple[ThreadView, tuple[str, ...]]:
     conv = uow.conversations
@@ -479,7 +480,7 @@ def _apply(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, account: Acc
     return thread, replies
 
 
-def _refusal(uow: UnitOfWork, catalog: Catalog, account: Account, thread: ThreadView,
+def _refusal(uow: UnitOfWork, catalog: Catalog, account: StoredAccount, thread: ThreadView,
              case: Case, w: Wording) -> tuple[tuple[str, ...], list[ThreadEvent]] | None:
     """Why a confirmation must not run as it stands, as (replies, events); None when it may."""
     if account.plan != thread.current_plan:  # the plan changed under the offer (the operator)
@@ -492,7 +493,7 @@ def _refusal(uow: UnitOfWork, catalog: Catalog, account: Account, thread: Thread
     return None
 
 
-def change_plan(uow: UnitOfWork, account: Account, thread: ThreadView, case: Case, channel: str,
+def change_plan(uow: UnitOfWork, account: StoredAccount, thread: ThreadView, case: Case, channel: str,
                 config: EngineConfig, now: datetime) -> bool:
     """Record the plan change once; False when this billing period already has one.
 
@@ -644,7 +645,7 @@ class PollView:
     case behind a live thread (None otherwise)."""
 
     contact: ContactView
-    account: Account
+    account: StoredAccount
     thread: ThreadView | None
     messages: tuple[MessageView, ...]
     delivered: tuple[int, ...]
@@ -738,12 +739,12 @@ def _poll(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, caps: Capabil
 
 @dataclass(frozen=True)
 class ThreadDetail:
-    account: Account
+    account: StoredAccount
     thread: ThreadView | None
-    messages: tuple
-    suppressions: tuple  # (Crossing, detected_at, SignalDecision) not prompted
-    upgrade: Any
-    escalations: tuple
+    messages: tuple[MessageView, ...]
+    suppressions: tuple[tuple[Crossing, datetime, SignalDecision | None], ...]  # not prompted
+    upgrade: PlanChangeView | None
+    escalations: tuple[EscalationRecord, ...]
 
 
 def thread_detail(uow: UnitOfWork, external_id: str) -> ThreadDetail:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Iterable
 
 FEATURE_VERSION = 2
 _BREAK = ","
@@ -84,7 +84,7 @@ class LinearModel:
         self.weights = weights
 
     @classmethod
-    def from_dict(cls, data: dict) -> "LinearModel":
+    def from_dict(cls, data: dict[str, Any]) -> "LinearModel":
         return cls(data["labels"], data["intercepts"], data["weights"], data.get("version", 0))
 
     def predict(self, words: Iterable[str], has_question_mark: bool,

@@ -1179,14 +1179,15 @@ def _number_run(words: list[str], start: int) -> tuple[int, str | None]:
             else:
                 current += _UNITS.get(t, 0) + _TENS.get(t, 0)
         return i, str(total + current)
-    groups: list[list] = []  # the way prices are said: "four | ninety nine", "one | oh | five"
+    # the way prices are said: "four | ninety nine", "one | oh | five"; (value, open to a unit)
+    groups: list[tuple[int, bool]] = []
     for t in tokens:
         if t in _TENS:
-            groups.append([_TENS[t], True])  # a tens word, still open to its unit
+            groups.append((_TENS[t], True))  # a tens word, still open to its unit
         elif groups and groups[-1][1] and 0 < _UNITS[t] < 10:
-            groups[-1] = [groups[-1][0] + _UNITS[t], False]
+            groups[-1] = (groups[-1][0] + _UNITS[t], False)
         else:
-            groups.append([_UNITS[t], False])
+            groups.append((_UNITS[t], False))
     return i, "".join(str(value) for value, _ in groups)
 
 

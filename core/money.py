@@ -10,6 +10,12 @@ def to_cents(amount: Decimal | int | str) -> Decimal:
     return Decimal(amount).quantize(CENT, rounding=ROUND_HALF_UP)
 
 
+def decimal_places(amount: Decimal) -> int:
+    """How many decimals `amount` is written with ("2.50" -> 2, "3" -> 0); 0 for non-finite."""
+    exponent = amount.as_tuple().exponent
+    return -exponent if isinstance(exponent, int) and exponent < 0 else 0
+
+
 def money_str(amount: Decimal) -> str:
     """The API form of an amount: a plain string with two decimals ("529.00", "-310.00")."""
     return f"{to_cents(amount):.2f}"

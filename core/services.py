@@ -181,7 +181,7 @@ def record_usage(uow: UnitOfWork, catalog: Catalog, items: Sequence[UsageEvent |
                 if after != before:
                     changed[account.id] = after
                 if fired and engine is not None:
-                    full = uow.accounts.get(external_id)
+                    full = uow.accounts.get_by_id(account.id)
                     crossings.extend((account.id, c, open_conversation(
                         uow, catalog, engine, full, matrix, c, now)) for c in fired)
                 else:
@@ -232,7 +232,8 @@ def plan_history(uow: UnitOfWork, external_id: str) -> list[PlanHistoryEntry]:
         return uow.accounts.plan_history(account.id)
 
 
-def list_signals(uow: UnitOfWork, external_id: str):
+def list_signals(uow: UnitOfWork,
+                 external_id: str) -> list[tuple[Crossing, datetime, SignalDecision | None]]:
     """The account's threshold crossings, newest first, each with when it was detected."""
     with uow:
         account = uow.accounts.get(external_id)

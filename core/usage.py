@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import MappingProxyType
-from typing import Mapping
+from typing import Any, Mapping
 
 WINDOW = timedelta(days=30)
 GAUGES = ("seats", "integrations")
@@ -54,9 +54,10 @@ class UsageMatrix:
         """The value of one metric: messages, seats, integrations or feature:<name>."""
         if metric.startswith("feature:"):
             return self.features.get(metric[len("feature:"):], 0)
-        return getattr(self, metric)
+        value: int = getattr(self, metric)
+        return value
 
-    def _with(self, **changes) -> UsageMatrix:
+    def _with(self, **changes: Any) -> UsageMatrix:
         """A copy with `changes`: `dataclasses.replace` without its per-call field checks, which
         cost more than the rest of `apply` (ingestion applies every event of a batch)."""
         new = object.__new__(UsageMatrix)

@@ -17,7 +17,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, selectinload
 
-from core.accounts import Account, Contact, Health
+from core.accounts import Account, Contact, Health, StoredAccount
 from core.ports import PlanHistoryEntry, SignalDecision, UsageTerms
 from core.thresholds import Crossing
 from core.usage import GAUGES, WINDOW, UsageEvent, UsageMatrix
@@ -27,9 +27,9 @@ from storage.models import (AccountRow, ConsentEventRow, ContactRow, PlanHistory
 CONTACT_FIELDS = ("name", "role", "phone", "whatsapp", "web_user_id", "email")
 
 
-def _account(row: AccountRow, contacts=None) -> Account:
+def _account(row: AccountRow, contacts=None) -> StoredAccount:
     """An account from its row and its contacts (the ORM row's own, unless given)."""
-    return Account(
+    return StoredAccount(
         id=row.id, external_id=row.external_id, name=row.name, plan=row.plan,
         vertical=row.vertical, timezone=row.timezone, billing_day=row.billing_day,
         plan_since=row.plan_since,
@@ -63,7 +63,7 @@ class SqlAccountRepository:
             return None
         return _account(row, conn.execute(_CONTACTS_OF, {"account_id": row.id}).all())
 
-    def get(self, external_id: str) -> Account | None:
+    def get(self, external_id: str) -> StoredAccount | None:
         return self._read("external_id", external_id)
 
     def lock(self, account_id: int) -> None:
@@ -71,8 +71,12 @@ class SqlAccountRepository:
         a conversation before its thread), so the two can never wait on each other in a cycle."""
         self.session.execute(select(AccountRow.id).where(AccountRow.id == account_id).with_for_update())
 
-    def get_by_id(self, account_id: int) -> Account | None:
-        return self._read("id", account_id)
+    def get_by_id(self, account_id: int) -> StoredAccount:
+        """The account with this id (one a stored thread, contact or escalation refers to)."""
+        account = self._read("id", account_id)
+        if account is None:
+            raise LookupError(f"no account with id {account_id}")
+        return account
 
     def lock_usage_terms(self, external_ids: Iterable[str]) -> dict[str, UsageTerms]:
         """What ingestion needs of each account (id, plan, plan_since), its row locked until the
@@ -99,7 +103,7 @@ class SqlAccountRepository:
             .where(ContactRow.external_id.in_(ids)))
         return {contact: account for contact, account in rows}
 
-    def save(self, account: Account, now: datetime) -> Account:
+    def save(self, account: Account, now: datetime) -> StoredAccount:
         if account.id is None:
             row = AccountRow(external_id=account.external_id, created_at=now, open_escalations=0)
             self.session.add(row)
