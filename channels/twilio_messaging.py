@@ -4,7 +4,7 @@
 delivery reports of the messages we sent. Both verify Twilio's signature first and fail closed:
 a missing or bad signature (or no auth token configured) is a 403 that touches nothing.
 
-The adapter has the shape every channel has (docs/STYLE "A channel adapter"):
+The adapter has the shape every channel has (docs/architecture.md, "How to add a channel"):
 `verify(request)`, `parse(request) -> InboundMessage`, `render(replies) -> TwiML`. Sending is not
 here: outbound messages leave only from the outbox, after the commit.
 

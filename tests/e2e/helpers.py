@@ -1,7 +1,7 @@
 """Payload builders and small readers for end-to-end tests of the JSON API.
 
 Times are built relative to the test clock's fixed "now" (2026-11-26T15:00Z, a Thursday) so every
-figure in a test can be checked by hand against PRODUCT.md.
+figure in a test can be checked by hand against docs/product.md.
 """
 
 from __future__ import annotations

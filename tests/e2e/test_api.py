@@ -1,7 +1,7 @@
 """The operator's JSON API under /api/v1, end to end: real HTTP through the Flask test client, a
 real database (every test runs on SQLite and on PostgreSQL through the `db_url` fixture), no mocks.
 
-Figures come from PRODUCT.md §3 (plans, thresholds) and §4 (the case); "now" is the test clock,
+Figures come from docs/product.md §3 (plans, thresholds) and §4 (the case); "now" is the test clock,
 2026-11-26T15:00Z, which is 09:00 on Nov 26 in America/Chicago.
 """
 
