@@ -2,7 +2,8 @@
 
 Every request needs `Authorization: Bearer <API_KEY>`. Every error is
 `{"error": {"code", "message", "field"?, "index"?}}`: 400 malformed, 401 no or bad key,
-404 unknown account or route, 405, 409 a write that kept losing a race, 422 well-formed but invalid.
+404 unknown account or route, 405, 409 a write that kept losing a race, 422 well-formed but invalid,
+503 no_api_key when no key is configured and the start step has not written instance/api_key.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from core import engine, services
 from core.accounts import Contact
 from core.errors import DomainError, Malformed, NotFound
 from core.ports import Conflict, StorageBusy
+from channels.api_key import ApiKeyUnavailable
 from channels.inputs import (check_id, json_body, parse_decimal, parse_events, parse_time,
                              refuse_nul, require)
 from channels.serialize import (account_json, case_json, plan_history_json, signal_json,
@@ -63,9 +65,16 @@ def authenticate():
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     token = token.strip()
+    try:
+        key = runtime().api_key.read()  # never created by a request: the start step does that
+    except ApiKeyUnavailable as exc:
+        log.error("API request refused: %s", exc)
+        return error(503, "no_api_key", "the service has no API key yet: run `flask --app app "
+                                        "init` (or scripts/serve) on the server, or set "
+                                        "UPGRADE_CHAT_API_KEY; the server log says more")
     if scheme.lower() != "bearer" or not token:
         return error(401, "unauthorized", "missing bearer token: send 'Authorization: Bearer <API_KEY>'")
-    if not hmac.compare_digest(token.encode(), runtime().api_key.encode()):
+    if not hmac.compare_digest(token.encode(), key.encode()):
         return error(401, "unauthorized", "invalid API key")
     return None
 
