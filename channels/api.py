@@ -19,9 +19,12 @@ from core import engine, services
 from core.accounts import Contact
 from core.errors import DomainError, Malformed, NotFound
 from core.ports import Conflict, StorageBusy
+from storage.conversations import RELAYED
+from storage.delivery import QUEUED
 from channels.api_key import ApiKeyUnavailable
 from channels.inputs import (check_id, json_body, parse_decimal, parse_events, parse_time,
                              refuse_nul, require)
+from channels.replies import replies_stored_as
 from channels.serialize import (account_json, case_json, plan_history_json, signal_json,
                                 thread_json)
 
@@ -56,6 +59,9 @@ def body() -> dict:
 
 
 MAX_TEXT = 4096  # the longest message any channel carries (WhatsApp; SMS stops at 1,600)
+# Channels the service can deliver replies on when asked ("deliver": true): SMS and WhatsApp by
+# the outbound dispatcher, web chat by the widget's poll. Voice has no outbound path yet.
+DELIVERABLE = ("web", "sms", "whatsapp")
 
 
 @bp.before_request
@@ -196,6 +202,9 @@ def get_thread(external_id: str):
 
 @bp.post("/conversations/<contact_external_id>/messages")
 def post_message(contact_external_id: str):
+    """A buyer's message relayed by an integrator. The replies come back in the response; they
+    are stored relayed (the caller delivers them) unless "deliver" is true: then they are queued
+    on the message's channel, and a channel of ours delivers them."""
     rt = runtime()
     data = body()
     channel = require(data, "channel", str, "")
@@ -206,7 +215,13 @@ def post_message(contact_external_id: str):
     message_id = require(data, "id", (str, int), "", required=False)
     if message_id is not None:
         check_id(str(message_id), "id")
-    answer = engine.handle_message(rt.uow(), rt.catalog, rt.conversation, contact_external_id,
+    deliver = require(data, "deliver", bool, "", required=False) or False
+    if deliver and channel in engine.CHANNELS and channel not in DELIVERABLE:
+        raise DomainError(f"deliver: the service cannot deliver replies on {channel} (it does on "
+                          f"{', '.join(DELIVERABLE)}); leave deliver out and deliver them yourself",
+                          code="cannot_deliver", field="deliver")
+    uow = replies_stored_as(rt.uow(), QUEUED if deliver else RELAYED)
+    answer = engine.handle_message(uow, rt.catalog, rt.conversation, contact_external_id,
                                    channel, text, str(message_id) if message_id is not None else None,
                                    rt.now())
     return jsonify({"replies": list(answer.replies), "thread_id": answer.thread_id,

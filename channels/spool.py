@@ -37,7 +37,8 @@ from pathlib import Path
 
 from sqlalchemy import exc as sa_exc
 
-from core.routing import UNROUTED
+from channels.replies import replies_stored_as
+from storage.delivery import QUEUED
 
 try:
     import psycopg
@@ -280,38 +281,4 @@ def replies_queued(uow):
     message has no webhook answer to put its replies in. Rows stored by an earlier delivery are
     untouched: a replayed duplicate writes nothing, so nothing goes out twice. The rows change
     in the engine's own transaction, so a crash cannot leave replies that are never sent."""
-    return _RepliesQueued(uow)
-
-
-class _RepliesQueued:
-    def __init__(self, uow) -> None:
-        self._uow = uow
-
-    def __enter__(self) -> _RepliesQueued:
-        self._uow.__enter__()
-        return self
-
-    def __exit__(self, *exc: object):
-        return self._uow.__exit__(*exc)
-
-    def __getattr__(self, name: str):
-        return getattr(self._uow, name)
-
-    @property
-    def conversations(self):
-        return _QueueingConversations(self._uow.conversations)
-
-
-class _QueueingConversations:
-    def __init__(self, conversations) -> None:
-        self._conversations = conversations
-
-    def __getattr__(self, name: str):
-        return getattr(self._conversations, name)
-
-    def add_message(self, **fields):
-        # Replies, and a shared number's unrouted answers ("which business?", core.routing).
-        if (fields.get("direction"), fields.get("status")) == ("out", "sent") and \
-                fields.get("kind") in ("reply", UNROUTED):
-            fields["status"] = "queued"
-        return self._conversations.add_message(**fields)
+    return replies_stored_as(uow, QUEUED)

@@ -106,7 +106,7 @@ class WebView:
 
 
 class _NeedsWrite(Exception):
-    """A read-only poll found something to write: the buyer's activity or a due web opening."""
+    """A read-only poll found something to write: the buyer's activity or a due web message."""
 
 
 def poll(uows, identity: WebIdentity, after: int, now: datetime) -> WebView | None:
@@ -148,21 +148,21 @@ def _poll(uow, identity: WebIdentity, after: int, now: datetime, *, write: bool)
         raise _NeedsWrite
     thread = conv.thread_for_contact(contact, lock=write)
     delivered: list[int] = []
-    if thread is not None:
-        # An opening goes out only on a live thread and never to an opted-out buyer; other
-        # queued web messages (a CSM's "… will follow up") are answers and go out as they are.
-        may_open = thread.state in LIVE_STATES and contact.opted_out_at is None
-        due = [m for m in conv.due_web_messages(thread.id, now)
-               if m.kind != "opening" or may_open]
-        if due and not write:
-            raise _NeedsWrite
-        if due:
-            conv.mark_web_sent([m.id for m in due], now)
-            delivered = [m.id for m in due if m.kind == "opening"]
-            if delivered and thread.state == ThreadState.OPEN:
-                state = transition(ThreadState.OPEN, ThreadEvent.OFFER_SENT)
-                thread = replace(thread, state=str(state))
-                conv.save_thread(thread, now)
+    # An opening goes out only on a live thread and never to an opted-out buyer; other queued
+    # web messages (a CSM's "… will follow up", replies the API was asked to deliver, in a
+    # thread or outside one) are answers and go out as they are.
+    may_open = thread is not None and thread.state in LIVE_STATES and contact.opted_out_at is None
+    due = [m for m in conv.due_web_messages(contact.id, thread.id if thread else None, now)
+           if m.kind != "opening" or may_open]
+    if due and not write:
+        raise _NeedsWrite
+    if due:
+        conv.mark_web_sent([m.id for m in due], now)
+        delivered = [m.id for m in due if m.kind == "opening"]
+        if delivered and thread is not None and thread.state == ThreadState.OPEN:
+            state = transition(ThreadState.OPEN, ThreadEvent.OFFER_SENT)
+            thread = replace(thread, state=str(state))
+            conv.save_thread(thread, now)
     rows = conv.visible_messages(contact.id, thread.id if thread else None, after, MAX_MESSAGES)
     unanswered = None
     if thread is not None:

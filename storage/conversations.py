@@ -17,12 +17,16 @@ from storage.models import (LIVE_STATES, AccountRow, ConsentEventRow, ContactRow
                             PlanChangeRow, ThreadRow)
 
 ROLE_ORDER = {"billing": 0, "admin": 1, "member": 2}
-# Outbound rows the buyer never saw: not out yet, withdrawn, or never delivered.
-UNSEEN_STATUSES = ("queued", "cancelled", "failed")
+# A reply returned to the caller of the conversation API, who delivers it (channels/replies.py).
+RELAYED = "relayed"
+# Outbound rows no channel of ours showed the buyer: not out yet, withdrawn, never delivered, or
+# relayed (the API caller's to deliver: the widget does not show them, nor do they count as our
+# last write on a number).
+UNSEEN_STATUSES = ("queued", "cancelled", "failed", RELAYED)
 
 
 def seen_by_buyer(message: MessageView) -> bool:
-    """Inbound messages, and outbound ones that actually went out."""
+    """Inbound messages, and outbound ones a channel of ours sent."""
     return not (message.direction == "out" and message.status in UNSEEN_STATUSES)
 
 
@@ -285,11 +289,16 @@ class SqlConversationRepository:
             .order_by(ContactRow.id).limit(1)).first()
         return _contact(row) if row else None
 
-    def due_web_messages(self, thread_id: int, now: datetime) -> list[MessageView]:
-        """The thread's queued web chat messages that are due (openings, and notices such as a
-        CSM's follow-up), oldest first. Web chat has no provider: the widget's poll delivers them."""
+    def due_web_messages(self, contact_id: int, thread_id: int | None,
+                         now: datetime) -> list[MessageView]:
+        """The queued web chat messages that are due for the contact: the thread's (openings, and
+        notices such as a CSM's follow-up or replies the API was asked to deliver) and their own
+        outside any thread, oldest first. Web chat has no provider: the widget's poll delivers
+        them."""
+        mine = and_(MessageRow.thread_id.is_(None), MessageRow.contact_id == contact_id)
+        where = or_(MessageRow.thread_id == thread_id, mine) if thread_id is not None else mine
         rows = self.session.scalars(select(MessageRow).where(
-            MessageRow.thread_id == thread_id, MessageRow.channel == "web",
+            where, MessageRow.channel == "web",
             MessageRow.direction == "out", MessageRow.status == "queued",
             or_(MessageRow.not_before.is_(None), MessageRow.not_before <= now))
             .order_by(MessageRow.id))
