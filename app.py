@@ -3,6 +3,11 @@
 Config comes from DEFAULTS, then environment variables prefixed UPGRADE_CHAT_ (for example
 UPGRADE_CHAT_DATABASE_URL), then the mapping a test passes. This is the only module that reads the
 environment or the clock; everything else gets them handed in.
+
+create_app() only reads config and wires things: it touches neither the file system nor the
+database, so `flask --app app --help` or importing the app leaves no trace. What a running service
+needs besides (the instance folder, the API key file, the schema, the demo accounts) is made by an
+explicit start step, `start()`: run by scripts/serve (`main()`) and by `flask --app app init`.
 """
 
 from __future__ import annotations
@@ -11,9 +16,8 @@ import logging
 import os
 import secrets
 import sys
-import tempfile
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import lru_cache, partial
 from importlib import resources
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -22,8 +26,10 @@ from typing import Any, Callable, Mapping
 
 import click
 import phonenumbers
-from flask import Flask, jsonify
+from flask import Flask, current_app, jsonify
+from flask.cli import with_appcontext
 from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from core.accounts import HealthBounds
@@ -38,6 +44,7 @@ from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
 from channels import slack as slack_lane
+from channels.api_key import ApiKey, ApiKeyUnavailable
 from channels.csm import LoggingCsmNotifier
 from channels.twilio_outbound import MessageDispatcher, SandboxSender, TwilioMessagingSender
 from channels.webhooks import SignedWebhookSender
@@ -55,10 +62,14 @@ ENV_PREFIX = "UPGRADE_CHAT_"
 DEFAULTS: dict[str, Any] = {
     "DATABASE_URL": None,  # default: SQLite file in the instance folder
     "INSTANCE_PATH": None,  # default: Flask's (instance/ beside app.py in a checkout)
-    "API_KEY": None,  # default on SQLite: generated once, kept in instance/api_key
+    "API_KEY": None,  # default on SQLite: generated once by the start step, in instance/api_key
     "CATALOG_PATH": None,  # default: core/catalog.toml
-    "DEMO": None,  # default: on for the embedded SQLite service, off with a test mapping
-    "AUTO_MIGRATE": None,  # default: on for SQLite, off for PostgreSQL (run `flask db upgrade`)
+    # Both apply to the explicit start step (scripts/serve, `flask --app app init`), never to
+    # create_app. DEMO: load the demo accounts; default on for scripts/serve on SQLite, else off.
+    "DEMO": None,
+    # AUTO_MIGRATE: migrate before use (the start step and the CLI commands that use the
+    # database); default on for SQLite, off for PostgreSQL (run `flask --app app db upgrade`).
+    "AUTO_MIGRATE": None,
     "DEFAULT_PHONE_REGION": "US",  # how phone numbers written without +country are read
     "HEALTH_CSAT_RED_BELOW": "3.0",
     "HEALTH_SENTIMENT_RED_BELOW": "-0.3",
@@ -108,7 +119,7 @@ class Runtime:
 
     catalog: Catalog
     engine: Engine
-    api_key: str
+    api_key: ApiKey  # .read() in requests; created only by the start step
     phone_region: str
     health_bounds: HealthBounds
     conversation: EngineConfig = field(default_factory=EngineConfig)  # guardrails, business, billing
@@ -125,6 +136,9 @@ class Runtime:
 
     dispatcher: OutboxDispatcher | None = None  # run by the scheduler, never in a request
     messages: MessageDispatcher | None = None  # sends queued channel messages (scheduler)
+    # Makes the database usable before a CLI command uses it (`prepare_database`): the instance
+    # folder of the default SQLite file and, with schema=True, AUTO_MIGRATE's migration.
+    prepare_database: Callable[..., None] = field(default=lambda *, schema=True: None)
 
 
 def load_catalog(path: str | Path | None) -> Catalog:
@@ -186,43 +200,14 @@ def _twilio(values: dict[str, Any]) -> None:
     values["PUBLIC_BASE_URL"] = values["PUBLIC_BASE_URL"] or f"http://127.0.0.1:{values['PORT']}"
 
 
-def _api_key(app: Flask, url: str) -> str:
-    key = str(app.config["API_KEY"] or "").strip()  # blank counts as not set: never an empty key
-    if key:
-        return key
-    if not is_sqlite(url):
+def _api_key(app: Flask, url: str) -> ApiKey:
+    """The configured key; on SQLite without one, the file the start step writes. Nothing is read
+    or written here: a PostgreSQL deployment without a key is refused at once."""
+    configured = str(app.config["API_KEY"] or "").strip()  # blank counts as not set
+    if not configured and not is_sqlite(url):
         raise ConfigError("API_KEY is not set: set UPGRADE_CHAT_API_KEY (a long random string) "
                           "for a PostgreSQL deployment")
-    path = Path(app.instance_path) / "api_key"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Written whole to a temporary file, then linked into place (which fails if the key exists):
-    # of two processes starting at once one places its key, and neither ever reads a half-written
-    # or empty file.
-    fd, tmp = tempfile.mkstemp(prefix=".api_key.", dir=path.parent)  # mode 0600
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(secrets.token_urlsafe(24) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            pass
-        except OSError:  # a filesystem without hard links (some bind mounts): exclusive create
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                pass
-            else:
-                with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    f.write(Path(tmp).read_text(encoding="utf-8"))
-    finally:
-        os.unlink(tmp)
-    key = path.read_text(encoding="utf-8").strip()
-    if not key:
-        raise ConfigError(f"{path} is empty: delete it (a new key is generated at start) or set "
-                          "UPGRADE_CHAT_API_KEY")
-    return key
+    return ApiKey(configured, None if configured else Path(app.instance_path) / "api_key")
 
 
 def _decimal(app: Flask, key: str) -> Decimal:
@@ -233,7 +218,10 @@ def _decimal(app: Flask, key: str) -> Decimal:
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
-    """The Upgrade Chat web app. `test_config` overrides defaults and the environment."""
+    """The Upgrade Chat web app, wired. `test_config` overrides defaults and the environment.
+
+    Reads config and the catalog and builds objects (the SQLAlchemy engine connects on first
+    use); creates no folder or file and opens no database connection. `start()` does that."""
     config = settings(os.environ, test_config)
     _twilio(config)
     app = Flask(__name__, instance_path=config["INSTANCE_PATH"])
@@ -241,11 +229,11 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.config.from_mapping(config)
     _setup_logging()
 
-    url = app.config["DATABASE_URL"]
-    if not url:
-        Path(app.instance_path).mkdir(parents=True, exist_ok=True)
-        url = f"sqlite:///{Path(app.instance_path) / 'upgrade_chat.sqlite3'}"
+    url = app.config["DATABASE_URL"] or \
+        f"sqlite:///{Path(app.instance_path) / 'upgrade_chat.sqlite3'}"  # created by start()
     app.config["DATABASE_URL"] = url
+    if app.config["AUTO_MIGRATE"] is None:
+        app.config["AUTO_MIGRATE"] = is_sqlite(url)
     engine = make_engine(url)
     runtime = Runtime(
         catalog=load_catalog(app.config["CATALOG_PATH"]),
@@ -266,17 +254,10 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         raise ConfigError(str(exc)) from None
     runtime.dispatcher = OutboxDispatcher(engine, _senders(app, runtime, slack_on), runtime.now)
     runtime.messages = MessageDispatcher(engine, _message_sender(app), runtime.now)
+    runtime.prepare_database = partial(prepare_database, app)
     app.extensions["upgrade_chat"] = runtime
 
-    auto_migrate = app.config["AUTO_MIGRATE"]
-    if auto_migrate is None:
-        auto_migrate = is_sqlite(url)
-    if auto_migrate:
-        migrate.upgrade(engine)
-    else:
-        _warn_if_schema_behind(engine)
-
-    from channels import api, cli, demo, twilio_messaging, webchat
+    from channels import api, cli, twilio_messaging, webchat
 
     app.register_blueprint(api.bp)
     app.register_blueprint(twilio_messaging.bp)
@@ -293,19 +274,95 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
         app.register_blueprint(sandbox.bp)
     cli.register(app)
+    app.cli.add_command(init_command)
 
     @app.get("/healthz")
     def healthz():
         return jsonify({"status": "ok"})
 
-    demo_on = app.config["DEMO"]
-    if demo_on is None:
-        demo_on = test_config is None and is_sqlite(url)
-    if demo_on:
-        loaded = demo.load(runtime, only_missing=True)
+    checked: list[bool] = []
+
+    @app.before_request
+    def _check_schema_once():
+        # What start-up used to say, said on the first request instead: a worker that serves a
+        # database behind the code (or none at all) says what to run, once.
+        if not checked:
+            checked.append(True)
+            _warn_if_schema_behind(app)
+
+    return app
+
+
+def start(app: Flask, *, demo: bool) -> tuple[str, int]:
+    """The explicit start step (scripts/serve, `flask --app app init`); safe to run again.
+
+    Creates the instance folder and the API key file (SQLite without API_KEY: generated once,
+    then read), makes the database usable (`prepare_database`: AUTO_MIGRATE's migration) and, with
+    `demo`, loads the demo accounts that are missing. Returns the API key and how many demo
+    accounts it loaded. Raises ApiKeyUnavailable for an empty key file."""
+    rt: Runtime = app.extensions["upgrade_chat"]
+    key = rt.api_key.create()
+    prepare_database(app)
+    loaded = 0
+    if demo:
+        from channels import demo as demo_data
+
+        loaded = demo_data.load(rt, only_missing=True)
         if loaded:
             log.info("demo data: loaded %d accounts", loaded)
-    return app
+    return key, loaded
+
+
+def prepare_database(app: Flask, *, schema: bool = True) -> None:
+    """Make the database usable before a command uses it: create the instance folder when the
+    SQLite file lives there; with `schema`, migrate (AUTO_MIGRATE) or warn when it is behind."""
+    rt: Runtime = app.extensions["upgrade_chat"]
+    database = _sqlite_file(app.config["DATABASE_URL"])
+    if database is not None and database.parent == Path(app.instance_path):
+        database.parent.mkdir(parents=True, exist_ok=True)
+    if not schema:
+        return
+    if app.config["AUTO_MIGRATE"]:
+        migrate.upgrade(rt.engine)
+    else:
+        _warn_if_schema_behind(app)
+
+
+def _sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL (None: another database, or SQLite in memory)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+@click.command("init", help="Set this service up, once (running it again changes nothing "
+                            "twice): create the instance folder and, on SQLite without "
+                            "UPGRADE_CHAT_API_KEY, the API key in instance/api_key; migrate the "
+                            "database (AUTO_MIGRATE: on for SQLite); with --demo, load the demo "
+                            "accounts. scripts/serve does the same before serving.")
+@click.option("--demo/--no-demo", default=None,
+              help="Load the demo accounts that are missing [default: the DEMO setting, else no].")
+@with_appcontext
+def init_command(demo: bool | None) -> None:
+    app = current_app._get_current_object()
+    rt: Runtime = app.extensions["upgrade_chat"]
+    load_demo = bool(app.config["DEMO"]) if demo is None else demo
+    try:
+        key, loaded = start(app, demo=load_demo)
+    except ApiKeyUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
+    revision = migrate.current_revision(rt.engine)
+    state = "up to date" if revision == migrate.head_revision() else \
+        "behind: run `flask --app app db upgrade`"
+    click.echo(f"database: schema {revision or 'empty'} ({state})")
+    if rt.api_key.configured:
+        click.echo("API key : from UPGRADE_CHAT_API_KEY")
+    else:
+        click.echo(f"API key : {key}   (kept in {rt.api_key.path})")
+    if load_demo:
+        click.echo(f"demo    : {loaded} accounts loaded" if loaded else
+                   "demo    : the demo accounts are there already")
 
 
 def _message_sender(app: Flask):
@@ -345,6 +402,7 @@ def _engine_config(app: Flask, health: HealthBounds) -> EngineConfig:
                                  control_salt=str(app.config["CONTROL_SALT"]))
     except DomainError as exc:
         raise ConfigError(f"{ENV_PREFIX}CONTROL_SHARE: {exc.message}") from None
+    from channels.api import VOICE
     from channels.twilio_messaging import SMS, WHATSAPP
     from channels.webchat import WEB
 
@@ -352,7 +410,7 @@ def _engine_config(app: Flask, health: HealthBounds) -> EngineConfig:
                         business=Business(str(app.config["BUSINESS_NAME"]),
                                           str(app.config["SUPPORT_CONTACT"])),
                         billing_webhook=bool(url), model=load_intent_model(),
-                        channels=Channels([WEB, WHATSAPP, SMS]))
+                        channels=Channels([WEB, WHATSAPP, SMS, VOICE]))
 
 
 @lru_cache(maxsize=1)
@@ -363,7 +421,12 @@ def load_intent_model() -> IntentModel:
     return IntentModel.from_json(text)
 
 
-def _warn_if_schema_behind(engine: Engine) -> None:
+def _warn_if_schema_behind(app: Flask) -> None:
+    database = _sqlite_file(app.config["DATABASE_URL"])
+    if database is not None and not database.exists():  # connecting would create an empty one
+        log.warning("no database at %s yet: run scripts/serve or `flask --app app init`", database)
+        return
+    engine = app.extensions["upgrade_chat"].engine
     try:
         current, head = migrate.current_revision(engine), migrate.head_revision()
     except SQLAlchemyError as exc:  # the database may be down at start; workers retry later
@@ -383,24 +446,26 @@ def _setup_logging() -> None:
 
 
 def main() -> None:
-    """Run the embedded service (SQLite, demo data) and print what a new user needs."""
+    """Run the embedded service (SQLite, demo data) and print what a new user needs: the start
+    step first (instance folder, API key, migration, demo accounts), then the server."""
     try:
         app = create_app()
-    except (CatalogError, ConfigError) as exc:
+        demo = app.config["DEMO"]
+        key, _ = start(app, demo=is_sqlite(app.config["DATABASE_URL"]) if demo is None else demo)
+    except (CatalogError, ConfigError, ApiKeyUnavailable) as exc:
         click.echo(f"upgrade-chat: cannot start: {exc}", err=True)
         sys.exit(2)
-    rt: Runtime = app.extensions["upgrade_chat"]
     host, port = "127.0.0.1", app.config["PORT"]
     base = f"http://{host}:{port}"
     click.echo(f"""
 Upgrade Chat is running (embedded mode).
   Database : {app.config['DATABASE_URL']}
   API      : {base}/api/v1   (OpenAPI: {base}/api/v1/openapi.json)
-  API key  : {rt.api_key}
+  API key  : {key}
   Phone    : {base}/sandbox/phone   (the buyers' phones: SMS and WhatsApp, stored not sent)
   CSM lane : {base}/sandbox/csm     (escalations, without Slack)
   Web chat : {base}/demo            (a demo product page with the widget, as Dana)
-  Try      : curl -H 'Authorization: Bearer {rt.api_key}' {base}/api/v1/accounts/acme-clinic/case
+  Try      : curl -H 'Authorization: Bearer {key}' {base}/api/v1/accounts/acme-clinic/case
 """)
     _start_background_jobs(app)
     app.run(host=host, port=port, threaded=True)

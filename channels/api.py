@@ -2,7 +2,8 @@
 
 Every request needs `Authorization: Bearer <API_KEY>`. Every error is
 `{"error": {"code", "message", "field"?, "index"?}}`: 400 malformed, 401 no or bad key,
-404 unknown account or route, 405, 409 a write that kept losing a race, 422 well-formed but invalid.
+404 unknown account or route, 405, 409 a write that kept losing a race, 422 well-formed but invalid,
+503 no_api_key when no key is configured and the start step has not written instance/api_key.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from werkzeug.exceptions import HTTPException
 
 from core import engine, services
 from core.accounts import Contact
+from core.channels import Capabilities, Delivery, Input
 from core.errors import DomainError, Malformed, NotFound
 from core.ports import Conflict, StorageBusy
+from channels.api_key import ApiKeyUnavailable
 from channels.inputs import (check_id, json_body, parse_decimal, parse_events, parse_time,
                              refuse_nul, require)
 from channels.serialize import (account_json, case_json, plan_history_json, signal_json,
@@ -28,6 +31,11 @@ log = logging.getLogger(__name__)
 PREFIX = "/api/v1"
 bp = Blueprint("api", __name__, url_prefix=PREFIX)
 MAX_BATCH = 10_000
+
+
+# Calls the integrator's own phone system handles, relayed here as text: the service reads and
+# answers them but cannot deliver on them (no voice channel of its own yet).
+VOICE = Capabilities("voice", Input.KEYWORDS, Delivery.NONE, address=("phone",), phone=True)
 
 
 def runtime():
@@ -63,9 +71,16 @@ def authenticate():
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     token = token.strip()
+    try:
+        key = runtime().api_key.read()  # never created by a request: the start step does that
+    except ApiKeyUnavailable as exc:
+        log.error("API request refused: %s", exc)
+        return error(503, "no_api_key", "the service has no API key yet: run `flask --app app "
+                                        "init` (or scripts/serve) on the server, or set "
+                                        "UPGRADE_CHAT_API_KEY; the server log says more")
     if scheme.lower() != "bearer" or not token:
         return error(401, "unauthorized", "missing bearer token: send 'Authorization: Bearer <API_KEY>'")
-    if not hmac.compare_digest(token.encode(), runtime().api_key.encode()):
+    if not hmac.compare_digest(token.encode(), key.encode()):
         return error(401, "unauthorized", "invalid API key")
     return None
 
@@ -187,6 +202,9 @@ def get_thread(external_id: str):
 
 @bp.post("/conversations/<contact_external_id>/messages")
 def post_message(contact_external_id: str):
+    """A buyer's message relayed by an integrator. The replies come back in the response; they
+    are stored relayed (the caller delivers them) unless "deliver" is true: then they are queued
+    on the message's channel, and a channel of ours delivers them."""
     rt = runtime()
     data = body()
     channel = require(data, "channel", str, "")
@@ -197,9 +215,11 @@ def post_message(contact_external_id: str):
     message_id = require(data, "id", (str, int), "", required=False)
     if message_id is not None:
         check_id(str(message_id), "id")
+    deliver = require(data, "deliver", bool, "", required=False) or False
     answer = engine.handle_inbound(rt.uow(), rt.catalog, rt.conversation, engine.Inbound(
         channel, text, str(message_id) if message_id is not None else None,
-        contact=contact_external_id), rt.now())
+        contact=contact_external_id,
+        replies=engine.Replies.QUEUED if deliver else engine.Replies.RELAYED), rt.now())
     return jsonify({"replies": list(answer.replies), "thread_id": answer.thread_id,
                     "state": answer.state, "duplicate": answer.duplicate})
 

@@ -1,4 +1,10 @@
-"""Operator commands under `flask --app app ...`: migrations, demo data, CSV usage import."""
+"""Operator commands under `flask --app app ...`: migrations, demo data, CSV usage import.
+
+create_app touches no database, so a command that uses one first makes it usable
+(`Runtime.prepare_database`: the instance folder of the default SQLite file, and the migration
+AUTO_MIGRATE asks for, on by default on SQLite), exactly as start-up used to for every command.
+`flask --app app init` (app.py) is the explicit start step.
+"""
 
 from __future__ import annotations
 
@@ -42,6 +48,7 @@ def db() -> None:
 @db.command("upgrade", help="Migrate the database to the newest schema (run before deploying).")
 @click.option("--revision", default="head", show_default=True)
 def db_upgrade(revision: str) -> None:
+    _runtime().prepare_database(schema=False)
     engine = _runtime().engine
     before = migrate.current_revision(engine)
     migrate.upgrade(engine, revision)
@@ -50,6 +57,7 @@ def db_upgrade(revision: str) -> None:
 
 @db.command("current", help="Show the schema revision of the database and the newest one.")
 def db_current() -> None:
+    _runtime().prepare_database(schema=False)
     current = migrate.current_revision(_runtime().engine)
     head = migrate.head_revision()
     state = "up to date" if current == head else "needs `flask --app app db upgrade`"
@@ -65,6 +73,7 @@ def demo_cli() -> None:
 def demo_load() -> None:
     from channels import demo
 
+    _runtime().prepare_database()
     n = demo.load(_runtime())
     click.echo(f"loaded {n} demo accounts")
 
@@ -81,6 +90,7 @@ def usage_cli() -> None:
 def usage_import(path: Path, batch_size: int) -> None:
     """Batches are all-or-nothing and ids are idempotent: after fixing a bad row, run it again."""
     rt = _runtime()
+    rt.prepare_database()
     total_rows = _count_rows(path)
     accepted = duplicates = signals = 0
     with path.open(newline="", encoding="utf-8") as f:
@@ -134,6 +144,7 @@ def jobs_cli() -> None:
                               "the sandbox) and due outbox jobs (webhooks, CSM notices), apply "
                               "due down-tier changes, expire stale offers.")
 def jobs_run() -> None:
+    _runtime().prepare_database()
     click.echo(run_jobs(_runtime()))
 
 
@@ -164,6 +175,7 @@ def scheduler_cli(every: int) -> None:
     from apscheduler.schedulers.blocking import BlockingScheduler
 
     app = current_app._get_current_object()
+    _runtime().prepare_database()
     scheduler = BlockingScheduler(timezone="UTC")
     scheduler.add_job(lambda: _in_context(app), "interval", seconds=every, max_instances=1,
                       coalesce=True, id="upgrade-chat-jobs")

@@ -38,7 +38,7 @@ PAGE = """<!doctype html>
  .msgs{flex:1;overflow-y:auto;padding:8px;display:flex;flex-direction:column;gap:6px}
  .msg{max-width:80%;padding:6px 10px;border-radius:14px;white-space:pre-wrap;word-wrap:break-word}
  .out{background:#e5e5ea;align-self:flex-start} .in{background:#0b84ff;color:#fff;align-self:flex-end}
- .whatsapp .in{background:#25d366} .queued{opacity:.55;border:1px dashed #888}
+ .whatsapp .in{background:#25d366} .queued,.relayed{opacity:.55;border:1px dashed #888}
  .meta{font-size:11px;color:#777;align-self:flex-start}
  form{display:flex;border-top:1px solid #ddd} form input{flex:1;border:0;padding:10px}
  form button{border:0;background:#0b84ff;color:#fff;padding:0 14px}
@@ -55,10 +55,12 @@ here are signed like Twilio's and posted to <code>/twilio/messaging</code>.</p>
      <small>{{ p.account_name }} · {{ p.number }}</small></div>
    <div class="msgs">
    {% for m in p.messages %}
-     <div class="msg {{ m.direction }} {{ 'queued' if m.status == 'queued' else '' }}"
+     <div class="msg {{ m.direction }} {{ m.status if m.status in ('queued', 'relayed') else '' }}"
           data-status="{{ m.status }}">{{ m.body }}</div>
      {% if m.status == 'queued' %}<div class="meta">queued{% if m.not_before %}, not before
        {{ m.not_before.strftime('%b %d %H:%M UTC') }}{% endif %}</div>{% endif %}
+     {% if m.status == 'relayed' %}<div class="meta">relayed: returned to the API caller,
+       not sent</div>{% endif %}
    {% else %}<div class="meta">No messages yet.</div>{% endfor %}
    </div>
    <form method="post" action="{{ url_for('sandbox.send') }}">

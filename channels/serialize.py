@@ -8,6 +8,7 @@ from typing import Any
 from core.accounts import Account, HealthBounds
 from core.case import Case
 from core.catalog import Catalog, Plan
+from core.conversation import LIVE
 from core.framing import opening_message
 from core.money import money_str
 from core.pricing import Cost
@@ -155,13 +156,19 @@ def signal_json(crossing: Crossing, detected_at: datetime, decision=None) -> dic
 
 
 def thread_json(detail) -> dict[str, Any]:
-    """GET /accounts/<id>/thread: the thread, its messages, what was held back, the upgrade."""
+    """GET /accounts/<id>/thread: the thread, its messages, what was held back, the upgrade.
+
+    `current_plan` is the plan the offer starts from while the thread is live, and the account's
+    plan once it is finished: an upgraded thread shows the new plan (the plan it started from
+    stays in `upgrade.from_plan`)."""
     t, change = detail.thread, detail.upgrade
+    current_plan = None if t is None else \
+        t.current_plan if t.state in LIVE else detail.account.plan
     return {
         "account": detail.account.external_id,
         "thread_id": t.id if t else None,
         "state": t.state if t else None,
-        "current_plan": t.current_plan if t else None,
+        "current_plan": current_plan,
         "target_plan": t.target_plan if t else None,
         "direction": t.direction if t else None,
         "decline_reason": t.decline_reason if t else None,

@@ -17,8 +17,9 @@ rest.
 The files hold phone numbers and message bodies: they are private to the service's user (0600 in
 a 0700 folder), and neither is ever logged; the log names entries by file name only.
 
-Also here: `database_unreachable(exc)`, when to spool (and when a replay should wait), and
-`replies_queued(uow)`, how a replayed message's replies reach the outbound dispatcher.
+Also here: `database_unreachable(exc)`, when to spool (and when a replay should wait). A
+replayed message's replies are stored queued (core.engine.Replies.QUEUED), for the outbound
+dispatcher: there is no webhook answer to put them in.
 The folder is local: the web processes and the scheduler that replays it must share it.
 """
 
@@ -37,7 +38,6 @@ from pathlib import Path
 
 from sqlalchemy import exc as sa_exc
 
-from core.routing import UNROUTED
 
 try:
     import psycopg
@@ -272,46 +272,3 @@ def _unreachable(exc: BaseException) -> bool:
 
 def _sqlite_unreachable(exc: sqlite3.Error) -> bool:
     return str(getattr(exc, "sqlite_errorname", "")).startswith(SQLITE_UNREACHABLE)
-
-
-def replies_queued(uow):
-    """`uow` (a unit of work) with the engine's NEW reply rows stored "queued", for the outbound
-    dispatcher, instead of "sent" (which means: answered in the webhook's TwiML). A replayed
-    message has no webhook answer to put its replies in. Rows stored by an earlier delivery are
-    untouched: a replayed duplicate writes nothing, so nothing goes out twice. The rows change
-    in the engine's own transaction, so a crash cannot leave replies that are never sent."""
-    return _RepliesQueued(uow)
-
-
-class _RepliesQueued:
-    def __init__(self, uow) -> None:
-        self._uow = uow
-
-    def __enter__(self) -> _RepliesQueued:
-        self._uow.__enter__()
-        return self
-
-    def __exit__(self, *exc: object):
-        return self._uow.__exit__(*exc)
-
-    def __getattr__(self, name: str):
-        return getattr(self._uow, name)
-
-    @property
-    def conversations(self):
-        return _QueueingConversations(self._uow.conversations)
-
-
-class _QueueingConversations:
-    def __init__(self, conversations) -> None:
-        self._conversations = conversations
-
-    def __getattr__(self, name: str):
-        return getattr(self._conversations, name)
-
-    def add_message(self, **fields):
-        # Replies, and a shared number's unrouted answers ("which business?", core.routing).
-        if (fields.get("direction"), fields.get("status")) == ("out", "sent") and \
-                fields.get("kind") in ("reply", UNROUTED):
-            fields["status"] = "queued"
-        return self._conversations.add_message(**fields)

@@ -31,7 +31,7 @@ from core.engine import DeliveryReport
 from core.accounts import normalize_phone
 from core.channels import Capabilities, Delivery, Input
 from core.errors import DomainError
-from channels.spool import ReplayStats, Spool, database_unreachable, replies_queued
+from channels.spool import ReplayStats, Spool, database_unreachable
 
 log = logging.getLogger(__name__)
 
@@ -238,9 +238,10 @@ def process_inbound(rt, message: InboundMessage, now: datetime | None = None, *,
     """
     now = now or rt.now()
     # Twilio's Advanced Opt-Out already replied to a keyword: its replies are never sent.
-    uow = replies_queued(rt.uow()) if replayed and not message.keyword_handled else rt.uow()
-    answer = engine.handle_inbound(uow, rt.catalog, rt.conversation, engine.Inbound(
-        message.medium, message.text, message.provider_id, address=message.address), now)
+    queued = replayed and not message.keyword_handled
+    answer = engine.handle_inbound(rt.uow(), rt.catalog, rt.conversation, engine.Inbound(
+        message.medium, message.text, message.provider_id, address=message.address,
+        replies=engine.Replies.QUEUED if queued else engine.Replies.INLINE), now)
     if not answer.known:
         if replayed and answer.replies:  # no contact to queue an answer for: the operator has it
             log.info("replayed %s message from a number that belongs to no contact: kept, "

@@ -36,6 +36,7 @@ class Delivery(StrEnum):
 
     PUSH = "push"  # a sender delivers it from the outbox (a text, a call)
     POLL = "poll"  # the buyer's client fetches it on its next poll (the widget)
+    NONE = "none"  # we never deliver here: buyer messages only arrive relayed (the API)
 
 
 # The buyer counts as present on a polled channel for this long after their last poll.
@@ -119,8 +120,9 @@ class Channels:
                               code="unknown_channel", field="channel")
         return channel
 
-    def names(self, *, delivery: Delivery | None = None) -> tuple[str, ...]:
-        return tuple(c.name for c in self if delivery is None or c.delivery == delivery)
+    def names(self, *, deliverable: bool = False) -> tuple[str, ...]:
+        """The registered channels' names (`deliverable`: those we can deliver on)."""
+        return tuple(c.name for c in self if not deliverable or c.delivery != Delivery.NONE)
 
     def choose(self, contact: Any, now: datetime) -> Capabilities | None:
         """Where to open a conversation with `contact`: a polled channel they are on now; else

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, replace
+from enum import StrEnum
 from datetime import datetime, timedelta
 from collections.abc import Callable
 from typing import Any
@@ -17,13 +18,13 @@ from typing import Any
 from core.accounts import HealthBounds, StoredAccount
 from core.case import Case, build_case, current_case, local_today, terms
 from core.catalog import Catalog
-from core.channels import Capabilities, Channels
+from core.channels import Capabilities, Channels, Delivery
 from core.conversation import (LIVE, Business, EXPIRES_AFTER, EscalationReason, ThreadEvent,
                                ThreadState, Turn, figures_changed_message, help_message,
                                is_expired, offer_withdrawn_message, period_taken_message, reply,
                                start_message, stop_message, transition)
 from core.copy import Wording, wording
-from core.errors import NotFound
+from core.errors import DomainError, NotFound
 from core.framing import opening_message
 from core.guardrails import (GuardrailPolicy, Outcome, PromptContext, Reason, decide,
                              quarter_start)
@@ -110,6 +111,14 @@ def open_conversation(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, a
 
 # --- answering ----------------------------------------------------------------------------------
 
+class Replies(StrEnum):
+    """How our answers to a message reach the buyer (the status they are stored with)."""
+
+    INLINE = "sent"  # in the request's own response: a webhook's TwiML, the widget's POST
+    QUEUED = "queued"  # later, by a channel of ours (a spooled message replayed; the API asked)
+    RELAYED = "relayed"  # by the caller of the conversation API, who got them in the response
+
+
 @dataclass(frozen=True)
 class Inbound:
     """A buyer's message as a channel parsed it (the command `handle_inbound` carries out).
@@ -124,6 +133,7 @@ class Inbound:
     contact: str | None = None
     address: str | None = None
     web_user: tuple[str, str] | None = None
+    replies: Replies = Replies.INLINE
 
 
 @dataclass(frozen=True)
@@ -154,6 +164,11 @@ def handle_inbound(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, mess
     every one of them. A number of no contact is kept for the operator and answered politely.
     """
     channel = config.channels.require(message.channel)
+    if message.replies == Replies.QUEUED and channel.delivery == Delivery.NONE:
+        raise DomainError(f"deliver: the service cannot deliver replies on {channel.name} (it "
+                          f"does on {', '.join(config.channels.names(deliverable=True))}); leave "
+                          f"deliver out and deliver them yourself", code="cannot_deliver",
+                          field="deliver")
 
     def work() -> Answer | None:
         conv = uow.conversations
@@ -161,24 +176,20 @@ def handle_inbound(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, mess
             contact = conv.contact(message.contact)
             if contact is None:
                 raise NotFound(f"no contact {message.contact!r}", code="contact_not_found")
-            return _answer(uow, catalog, config, contact, channel.name, message.text,
-                           message.provider_id, now)
+            return _answer(uow, catalog, config, contact, channel, message, now)
         if message.web_user is not None:
             contact = conv.web_contact(*message.web_user)
             if contact is None:
                 return None  # nothing written
-            return _answer(uow, catalog, config, contact, channel.name, message.text,
-                           message.provider_id, now)
+            return _answer(uow, catalog, config, contact, channel, message, now)
         if message.address is None:
             raise ValueError("an Inbound says who wrote: contact, address or web_user")
         contacts = conv.contacts_by_address(channel.address, message.address)
         if not contacts:
             return _unknown_sender(uow, channel, message, config.business, now)
         if len(contacts) == 1:
-            return _answer(uow, catalog, config, contacts[0], channel.name, message.text,
-                           message.provider_id, now)
-        return _answer_shared_number(uow, catalog, config, contacts, channel.name, message.text,
-                                     message.provider_id, now)
+            return _answer(uow, catalog, config, contacts[0], channel, message, now)
+        return _answer_shared_number(uow, catalog, config, contacts, channel, message, now)
 
     answer = _in_one_unit_of_work(uow, work)
     return answer if answer is not None else Answer((), None, None, known=False)
@@ -215,8 +226,8 @@ def _in_one_unit_of_work(uow: UnitOfWork, work: Callable[[], Answer | None]) -> 
 
 
 def _answer_shared_number(uow: UnitOfWork, catalog: Catalog, config: EngineConfig,
-                          contacts: list[ContactView], medium: str, text: str,
-                          provider_id: str | None, now: datetime) -> Answer | None:
+                          contacts: list[ContactView], channel: Capabilities, message: Inbound,
+                          now: datetime) -> Answer | None:
     """Answer a message from a number that several contacts share (docs/architecture.md, "Which
     account a message belongs to"). Every candidate's account is locked first, in id order (the
     order ingestion keeps), then the routing facts are read: nothing can move under the decision.
@@ -233,9 +244,9 @@ def _answer_shared_number(uow: UnitOfWork, catalog: Catalog, config: EngineConfi
       gets the help text instead of the question.
     """
     conv = uow.conversations
-    channel = config.channels.require(medium)
+    text = message.text
     lock_accounts(uow, (c.account_id for c in contacts))  # every candidate's, before any thread
-    facts = conv.routing_facts(medium, [c.id for c in contacts], provider_id)
+    facts = conv.routing_facts(channel.name, [c.id for c in contacts], message.provider_id)
     if facts.seen_inbound_id is not None:
         replies = conv.replies_to(facts.seen_inbound_id)
         return Answer(tuple(m.body for m in replies), replies[0].thread_id if replies else None,
@@ -247,21 +258,20 @@ def _answer_shared_number(uow: UnitOfWork, catalog: Catalog, config: EngineConfi
     heard = understand(text, config.model)  # as `_answer` reads it
     intent = heard.intent
     if intent in (Intent.STOP, Intent.START) and heard.sure:
-        return _consent_for_everyone(uow, present, medium, text, provider_id, intent, config,
-                                     now)
+        return _consent_for_everyone(uow, present, channel, message, intent, config, now)
     route = routing.route(facts.candidates, facts.last_write, text,
                           ignore=[plan.name for plan in catalog.plans.values()])
     if route.contact_id is None:
         body = help_message(config.business, w=wording(channel)) \
             if intent == Intent.HELP or route.question is None else route.question
-        return _unrouted(uow, present[0], channel, text, provider_id, body, now)
+        return _unrouted(uow, present[0], channel, message, body, now)
     contact = by_id[route.contact_id]
     if route.reason == routing.Reason.NAMED and route.business is not None \
             and _only_naming(text, route.business, config):
         [chosen] = [c for c in facts.candidates if c.contact_id == contact.id]
-        return _acknowledge_business(uow, contact, chosen.thread_id, channel, text, provider_id,
+        return _acknowledge_business(uow, contact, chosen.thread_id, channel, message,
                                      route.business, now)
-    return _answer(uow, catalog, config, contact, medium, text, provider_id, now)
+    return _answer(uow, catalog, config, contact, channel, message, now)
 
 
 def _only_naming(text: str, business: str, config: EngineConfig) -> bool:
@@ -282,44 +292,55 @@ def acknowledgement(business: str) -> str:
 
 
 def _acknowledge_business(uow: UnitOfWork, contact: ContactView, thread_id: int | None,
-                          channel: Capabilities, text: str, provider_id: str | None, business: str,
+                          channel: Capabilities, message: Inbound, business: str,
                           now: datetime) -> Answer:
     """The buyer named the business: the message goes to its thread (the thread a message from
     the contact lands in) with our acknowledgement, which makes that thread the last to write
     to the number, so the conversation continues there. The thread's state does not move."""
     body = acknowledgement(business)
-    _store_exchange(uow, contact, thread_id, channel, text, provider_id, body,
-                    ("inbound", "reply"), now)
+    _store_exchange(uow, contact, thread_id, channel, message, body, ("inbound", "reply"), now)
     return Answer((body,), thread_id, None)
 
 
-def _unrouted(uow: UnitOfWork, holder: ContactView, channel: Capabilities, text: str,
-              provider_id: str | None, body: str, now: datetime) -> Answer:
+def _unrouted(uow: UnitOfWork, holder: ContactView, channel: Capabilities, message: Inbound,
+              body: str, now: datetime) -> Answer:
     """Keep a message no one conversation can take, and our answer to it, on `holder` (the first
     candidate) outside any thread: nothing is lost, a retry finds it, nothing else changes."""
-    _store_exchange(uow, holder, None, channel, text, provider_id, body,
+    _store_exchange(uow, holder, None, channel, message, body,
                     (routing.UNROUTED, routing.UNROUTED), now)
     return Answer((body,), None, None)
 
 
 def _store_exchange(uow: UnitOfWork, contact: ContactView, thread_id: int | None,
-                    channel: Capabilities,
-                    text: str, provider_id: str | None, body: str, kinds: tuple[str, str],
+                    channel: Capabilities, message: Inbound, body: str, kinds: tuple[str, str],
                     now: datetime) -> None:
     """The buyer's message and our one answer, stored (kinds: the inbound's, the answer's); a
     WhatsApp message restarts the number's 24-hour window, so the answer may go out."""
-    conv = uow.conversations
-    inbound_id = conv.add_message(thread_id=thread_id, contact_id=contact.id,
-                                  channel=channel.name, direction="in", kind=kinds[0], body=text, status="received",
-                                  now=now, provider_id=provider_id)
+    inbound_id = _store_inbound(uow, contact.id, thread_id, channel, message, kinds[0], now)
     _note_activity(uow, contact, channel, now)
-    conv.add_message(thread_id=thread_id, contact_id=contact.id, channel=channel.name,
-                     direction="out",
-                     kind=kinds[1], body=body, status="sent", now=now, in_reply_to=inbound_id)
+    _store_reply(uow, contact.id, thread_id, channel, message, kinds[1], body, inbound_id, now)
 
 
-def _consent_for_everyone(uow: UnitOfWork, contacts: list[ContactView], medium: str, text: str,
-                          provider_id: str | None, intent: Intent, config: EngineConfig,
+def _store_inbound(uow: UnitOfWork, contact_id: int, thread_id: int | None,
+                   channel: Capabilities, message: Inbound, kind: str, now: datetime) -> int:
+    return uow.conversations.add_message(
+        thread_id=thread_id, contact_id=contact_id, channel=channel.name, direction="in",
+        kind=kind, body=message.text, status="received", now=now,
+        provider_id=message.provider_id)
+
+
+def _store_reply(uow: UnitOfWork, contact_id: int, thread_id: int | None, channel: Capabilities,
+                 message: Inbound, kind: str, body: str, in_reply_to: int | None,
+                 now: datetime) -> None:
+    """One of our answers to `message`, stored as the message says it reaches the buyer:
+    answered in the request itself, queued for a channel of ours, or relayed by the caller."""
+    uow.conversations.add_message(
+        thread_id=thread_id, contact_id=contact_id, channel=channel.name, direction="out",
+        kind=kind, body=body, status=str(message.replies), now=now, in_reply_to=in_reply_to)
+
+
+def _consent_for_everyone(uow: UnitOfWork, contacts: list[ContactView], channel: Capabilities,
+                          message: Inbound, intent: Intent, config: EngineConfig,
                           now: datetime) -> Answer:
     """STOP or START from a shared number: for every contact with it, whatever the routing would
     say. Opting out is the person's at that number (a STOP must never be applied to one account
@@ -330,29 +351,28 @@ def _consent_for_everyone(uow: UnitOfWork, contacts: list[ContactView], medium: 
     conv = uow.conversations
     first = None
     for contact in contacts:
-        inbound_id = conv.add_message(thread_id=None, contact_id=contact.id, channel=medium,
-                                      direction="in", kind=routing.UNROUTED, body=text,
-                                      status="received", now=now, provider_id=provider_id)
+        inbound_id = _store_inbound(uow, contact.id, None, channel, message, routing.UNROUTED,
+                                    now)
         first = first if first is not None else inbound_id
         if intent == Intent.STOP:
-            revoke_consent(uow, contact, medium, "buyer", now)
+            revoke_consent(uow, contact, channel.name, "buyer", now)
         else:
-            conv.record_consent(contact.id, "grant", medium, "buyer", now)
-        _note_activity(uow, contact, config.channels.get(medium), now)
-    w = wording(config.channels.get(medium))
+            conv.record_consent(contact.id, "grant", channel.name, "buyer", now)
+        _note_activity(uow, contact, channel, now)
+    w = wording(channel)
     body = stop_message(config.business, w) if intent == Intent.STOP else \
         start_message(config.business, w)
-    conv.add_message(thread_id=None, contact_id=contacts[0].id, channel=medium, direction="out",
-                     kind=routing.UNROUTED, body=body, status="sent", now=now, in_reply_to=first)
+    _store_reply(uow, contacts[0].id, None, channel, message, routing.UNROUTED, body, first, now)
     return Answer((body,), None, None)
 
 
 def _answer(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, contact: ContactView,
-            channel: str, text: str, provider_id: str | None, now: datetime) -> Answer:
+            caps: Capabilities, message: Inbound, now: datetime) -> Answer:
     conv = uow.conversations
+    channel, text = caps.name, message.text
     lock_account(uow, contact.account_id)
-    if provider_id:
-        seen = conv.inbound(contact.id, channel, provider_id)
+    if message.provider_id:
+        seen = conv.inbound(contact.id, channel, message.provider_id)
         if seen is not None:
             return Answer(tuple(m.body for m in conv.replies_to(seen.id)), seen.thread_id,
                           None, duplicate=True)
@@ -362,7 +382,6 @@ def _answer(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, contact: Co
     # price. Only the whole name is taken out: single words of it ("Not Just Pizza", "Stop & Go
     # Auto") must never change what the buyer says.
     heard = understand(_without_whole_name(text, account.name) or text, config.model)
-    caps = config.channels.require(channel)
     # In the product the buyer acts for themselves: consent by keyword is the phone's.
     opted_out = contact.opted_out_at is not None and caps.phone
     if thread is None and heard.intent not in (Intent.STOP, Intent.START) and not opted_out:
@@ -380,9 +399,8 @@ def _answer(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, contact: Co
     charged = change is not None
     turn = reply(state, heard, text, case, catalog, config.business, charged=charged,
                  channel=caps, opted_out=opted_out)
-    inbound_id = conv.add_message(thread_id=thread.id if thread else None, contact_id=contact.id,
-                                  channel=channel, direction="in", kind="inbound", body=text,
-                                  status="received", now=now, provider_id=provider_id)
+    inbound_id = _store_inbound(uow, contact.id, thread.id if thread else None, caps, message,
+                                "inbound", now)
     replies = turn.replies
     if thread is not None and state is not None and case is not None:
         thread, replies = _apply(uow, catalog, config, account, contact, thread, state, case, turn,
@@ -393,9 +411,8 @@ def _answer(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, contact: Co
         conv.record_consent(contact.id, turn.consent, channel, "buyer", now)
     _note_activity(uow, contact, caps, now)
     for body in replies:
-        conv.add_message(thread_id=thread.id if thread else None, contact_id=contact.id,
-                         channel=channel, direction="out", kind="reply", body=body, status="sent",
-                         now=now, in_reply_to=inbound_id)
+        _store_reply(uow, contact.id, thread.id if thread else None, caps, message, "reply", body,
+                     inbound_id, now)
     return Answer(replies, thread.id if thread else None, thread.state if thread else None)
 
 
@@ -702,21 +719,23 @@ def _poll(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, caps: Capabil
         raise _NeedsWrite
     thread = conv.thread_for_contact(contact, lock=write)
     delivered: list[int] = []
-    if thread is not None:
-        # An opening goes out only on a live thread and never to an opted-out buyer; other
-        # queued messages (a CSM's "… will follow up") are answers and go out as they are.
-        may_open = ThreadState(thread.state) in LIVE and contact.opted_out_at is None
-        due = [m for m in conv.due_polled_messages(thread.id, [caps.name], now)
-               if m.kind != "opening" or may_open]
-        if due and not write:
-            raise _NeedsWrite
-        if due:
-            conv.mark_polled_sent([m.id for m in due], now)
-            delivered = [m.id for m in due if m.kind == "opening"]
-            if delivered and thread.state == ThreadState.OPEN:
-                state = transition(ThreadState.OPEN, ThreadEvent.OFFER_SENT)
-                thread = replace(thread, state=str(state))
-                conv.save_thread(thread, now)
+    # An opening goes out only on a live thread and never to an opted-out buyer; other queued
+    # messages (a CSM's "… will follow up", replies the API was asked to deliver, in a thread or
+    # outside one) are answers and go out as they are.
+    may_open = (thread is not None and ThreadState(thread.state) in LIVE
+                and contact.opted_out_at is None)
+    due = [m for m in conv.due_polled_messages(contact.id, thread.id if thread else None,
+                                               [caps.name], now)
+           if m.kind != "opening" or may_open]
+    if due and not write:
+        raise _NeedsWrite
+    if due:
+        conv.mark_polled_sent([m.id for m in due], now)
+        delivered = [m.id for m in due if m.kind == "opening"]
+        if delivered and thread is not None and thread.state == ThreadState.OPEN:
+            state = transition(ThreadState.OPEN, ThreadEvent.OFFER_SENT)
+            thread = replace(thread, state=str(state))
+            conv.save_thread(thread, now)
     rows = conv.visible_messages(contact.id, thread.id if thread else None, after, limit)
     unanswered = None
     if thread is not None:

@@ -78,8 +78,10 @@ class MessageView:
     at: datetime
 
 
-# Outbound messages the buyer never saw: not out yet, withdrawn, or never delivered.
-UNSEEN_STATUSES = ("queued", "cancelled", "failed")
+# Outbound messages no channel of ours showed the buyer: not out yet, withdrawn, never delivered,
+# or relayed (returned to the caller of the conversation API, who delivers them: the widget does
+# not show them, nor do they count as our last write to a number).
+UNSEEN_STATUSES = ("queued", "cancelled", "failed", "relayed")
 
 
 def seen_by_buyer(message: MessageView) -> bool:

@@ -284,12 +284,16 @@ class SqlConversationRepository:
             .order_by(ContactRow.id).limit(1)).first()
         return _contact(row) if row else None
 
-    def due_polled_messages(self, thread_id: int, channels: Sequence[str],
-                            now: datetime) -> list[MessageView]:
-        """The thread's queued messages on polled `channels` (the widget) that are due (openings,
-        and notices such as a CSM's follow-up), oldest first: the buyer's poll delivers them."""
+    def due_polled_messages(self, contact_id: int, thread_id: int | None,
+                            channels: Sequence[str], now: datetime) -> list[MessageView]:
+        """The queued messages on polled `channels` (the widget) that are due for the contact:
+        the thread's (openings, and notices such as a CSM's follow-up or replies the API was
+        asked to deliver) and their own outside any thread, oldest first. The buyer's poll
+        delivers them."""
+        mine = and_(MessageRow.thread_id.is_(None), MessageRow.contact_id == contact_id)
+        where = or_(MessageRow.thread_id == thread_id, mine) if thread_id is not None else mine
         rows = self.session.scalars(select(MessageRow).where(
-            MessageRow.thread_id == thread_id, MessageRow.channel.in_(list(channels)),
+            where, MessageRow.channel.in_(list(channels)),
             MessageRow.direction == "out", MessageRow.status == "queued",
             or_(MessageRow.not_before.is_(None), MessageRow.not_before <= now))
             .order_by(MessageRow.id))

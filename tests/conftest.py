@@ -118,8 +118,9 @@ def engine(db_url):
 
 @pytest.fixture
 def make_app(db_url, clock, tmp_path):
-    """Build an app on this test's database; keyword arguments override config."""
-    from app import create_app
+    """Build an app on this test's database; keyword arguments override config. With DEMO=True
+    the explicit start step runs too (create_app loads nothing), as scripts/serve would."""
+    from app import create_app, start
 
     apps = []
 
@@ -129,6 +130,8 @@ def make_app(db_url, clock, tmp_path):
         settings.update(config)
         app = create_app(settings)
         apps.append(app)
+        if settings.get("DEMO"):
+            start(app, demo=True)
         return app
 
     yield build

@@ -1,16 +1,23 @@
-"""create_app configuration, start-up errors, demo data and the operator CLI."""
+"""create_app configuration, start-up errors, the explicit start step, demo data and the CLI."""
 
+import os
+import re
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from app import DEFAULT_CATALOG, ConfigError, create_app
+from app import DEFAULT_CATALOG, ConfigError, create_app, start
+from channels.api_key import ApiKeyUnavailable
 from storage import migrate
 from core.errors import CatalogError
 from tests.conftest import API_KEY, NOW
+from tests.e2e.helpers import error_of
 from tests.support.concurrency import at_once
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,18 +60,23 @@ def test_environment_overrides_defaults_and_the_mapping_overrides_the_environmen
     monkeypatch.setenv("UPGRADE_CHAT_DEFAULT_PHONE_REGION", "GB")
     app = create_app({"DATABASE_URL": db_url, "DEFAULT_PHONE_REGION": "AU"})
     rt = app.extensions["upgrade_chat"]
-    assert (rt.api_key, rt.phone_region) == ("from-env", "AU")
+    assert (rt.api_key.read(), rt.phone_region) == ("from-env", "AU")
     rt.engine.dispose()
 
 
-def test_a_new_sqlite_database_is_migrated_at_start_and_gets_demo_data_only_when_asked(tmp_path, clock):
+def test_a_new_sqlite_database_is_migrated_by_the_start_step_and_gets_demo_data_only_when_asked(
+        tmp_path, clock):
     url = f"sqlite:///{tmp_path / 'fresh.sqlite3'}"
     app = create_app({"DATABASE_URL": url, "API_KEY": API_KEY, "CLOCK": clock})
+    assert not (tmp_path / "fresh.sqlite3").exists()  # create_app leaves the database alone
+    start(app, demo=False)
     client = app.test_client()
     headers = {"Authorization": f"Bearer {API_KEY}"}
     assert client.get("/api/v1/accounts/acme-clinic", headers=headers).status_code == 404
     app.extensions["upgrade_chat"].engine.dispose()
     app = create_app({"DATABASE_URL": url, "API_KEY": API_KEY, "CLOCK": clock, "DEMO": True})
+    assert client.get("/api/v1/accounts/acme-clinic", headers=headers).status_code == 404
+    start(app, demo=True)
     case = app.test_client().get("/api/v1/accounts/acme-clinic/case", headers=headers).get_json()
     assert (case["cost_current"], case["cost_target"], case["monthly_difference"]) == \
         ("529.00", "499.00", "30.00")
@@ -149,12 +161,23 @@ def test_db_commands_report_and_apply_the_schema_revision(make_app):
     assert upgrade.exit_code == 0 and f"-> {migrate.head_revision()}" in upgrade.output
 
 
-def test_a_database_behind_the_code_gets_a_warning_at_start(pg_admin_url, caplog):
+def test_a_database_behind_the_code_gets_a_warning_on_the_first_request_and_at_init(
+        pg_admin_url, caplog):
     from tests.support.postgres import create_database
 
     url = create_database(pg_admin_url, "behind")
     with caplog.at_level("WARNING", logger="upgrade_chat"):
         app = create_app({"DATABASE_URL": url, "API_KEY": "k"})
+        assert caplog.text == ""  # create_app opens no connection
+        client = app.test_client()
+        assert client.get("/healthz").status_code == 200
+        assert caplog.text.count("flask --app app db upgrade") == 1
+        assert client.get("/healthz").status_code == 200
+        assert caplog.text.count("flask --app app db upgrade") == 1  # once per process
+        caplog.clear()
+        result = app.test_cli_runner().invoke(args=["init"])  # PostgreSQL: never migrated here
+    assert result.exit_code == 0, result.output
+    assert "schema empty (behind: run `flask --app app db upgrade`)" in result.output
     assert "flask --app app db upgrade" in caplog.text
     app.extensions["upgrade_chat"].engine.dispose()
 
@@ -195,22 +218,30 @@ def test_the_generated_api_key_is_private_and_shared_by_every_worker(tmp_path, c
     url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
     apps = [create_app({"DATABASE_URL": url, "INSTANCE_PATH": str(tmp_path / "inst"), "CLOCK": clock})
             for _ in range(2)]
-    keys = {a.extensions["upgrade_chat"].api_key for a in apps}
-    assert len(keys) == 1 and len(keys.pop()) >= 24
+    key, _ = start(apps[0], demo=False)  # the start step writes it; every worker reads it
+    assert len(key) >= 24
+    assert {a.extensions["upgrade_chat"].api_key.read() for a in apps} == {key}
     assert (tmp_path / "inst" / "api_key").stat().st_mode & 0o777 == 0o600
+    h = {"Authorization": f"Bearer {key}"}
+    assert apps[1].test_client().get("/api/v1/accounts/nobody", headers=h).status_code == 404
     for a in apps:
         a.extensions["upgrade_chat"].engine.dispose()
 
 
-def test_workers_starting_at_once_share_one_whole_key(tmp_path, clock):
+def test_start_steps_running_at_once_share_one_whole_key(tmp_path, clock):
     url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
-    create_app({"DATABASE_URL": url, "INSTANCE_PATH": str(tmp_path / "first"), "CLOCK": clock}
-               ).extensions["upgrade_chat"].engine.dispose()  # the database, migrated once
+    first = create_app({"DATABASE_URL": url, "INSTANCE_PATH": str(tmp_path / "first"),
+                        "CLOCK": clock})
+    start(first, demo=False)  # the database, migrated once
+    first.extensions["upgrade_chat"].engine.dispose()
+
     def worker(_) -> str:
         app = create_app({"DATABASE_URL": url, "INSTANCE_PATH": str(tmp_path / "inst"),
                           "CLOCK": clock})
-        app.extensions["upgrade_chat"].engine.dispose()
-        return app.extensions["upgrade_chat"].api_key
+        try:
+            return start(app, demo=False)[0]
+        finally:
+            app.extensions["upgrade_chat"].engine.dispose()
 
     keys = at_once(8, lambda: None, worker)
     assert len(set(keys)) == 1 and len(keys[0]) >= 24
@@ -221,13 +252,141 @@ def test_an_empty_key_file_refuses_to_start_and_a_blank_setting_is_not_set(tmp_p
     url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
     (tmp_path / "inst").mkdir()
     (tmp_path / "inst" / "api_key").write_text("\n")
-    with pytest.raises(ConfigError, match="api_key is empty"):
-        create_app({"DATABASE_URL": url, "INSTANCE_PATH": str(tmp_path / "inst"), "CLOCK": clock})
+    app = create_app({"DATABASE_URL": url, "INSTANCE_PATH": str(tmp_path / "inst"), "CLOCK": clock})
+    with pytest.raises(ApiKeyUnavailable, match="api_key is empty"):
+        start(app, demo=False)
+    r = app.test_client().get("/api/v1/accounts/a", headers={"Authorization": "Bearer x"})
+    assert (r.status_code, r.get_json()["error"]["code"]) == (503, "no_api_key")
+    app.extensions["upgrade_chat"].engine.dispose()
     (tmp_path / "inst" / "api_key").unlink()
     blank = create_app({"DATABASE_URL": url, "API_KEY": "  ", "CLOCK": clock,
                         "INSTANCE_PATH": str(tmp_path / "inst")})  # blank is not set: generated
-    assert len(blank.extensions["upgrade_chat"].api_key) >= 24
+    assert len(start(blank, demo=False)[0]) >= 24
+    assert (tmp_path / "inst" / "api_key").read_text().strip() == \
+        blank.extensions["upgrade_chat"].api_key.read()
     blank.extensions["upgrade_chat"].engine.dispose()
+
+
+def test_without_the_key_file_the_api_says_what_to_run_and_never_makes_a_key(tmp_path, clock,
+                                                                               caplog):
+    app = create_app({"INSTANCE_PATH": str(tmp_path / "inst"), "CLOCK": clock})
+    client = app.test_client()
+    for headers in ({}, {"Authorization": "Bearer guess"}):
+        r = client.get("/api/v1/accounts/acme-clinic", headers=headers)
+        error = error_of(r)
+        assert (r.status_code, error["code"]) == (503, "no_api_key")
+        assert "flask --app app init" in error["message"] and "UPGRADE_CHAT_API_KEY" in \
+            error["message"]
+    assert "api_key does not exist" in caplog.text
+    assert not (tmp_path / "inst").exists()  # no key, no folder, no database
+    assert client.get("/healthz").status_code == 200
+    app.extensions["upgrade_chat"].engine.dispose()
+
+
+def test_init_sets_up_an_embedded_service_once_and_prints_its_key(tmp_path, clock):
+    config = {"INSTANCE_PATH": str(tmp_path / "inst"), "CLOCK": clock}
+    app = create_app(config)
+    runner = app.test_cli_runner()
+    first = runner.invoke(args=["init", "--demo"])
+    assert first.exit_code == 0, first.output
+    key = (tmp_path / "inst" / "api_key").read_text().strip()
+    assert f"API key : {key}" in first.output and "demo    : 6 accounts loaded" in first.output
+    assert "up to date" in first.output
+    assert sorted(p.name for p in (tmp_path / "inst").iterdir() if not p.name.endswith(
+        ("-wal", "-shm"))) == ["api_key", "upgrade_chat.sqlite3"]
+    again = runner.invoke(args=["init", "--demo"])
+    assert again.exit_code == 0 and f"API key : {key}" in again.output
+    assert "the demo accounts are there already" in again.output
+    h = {"Authorization": f"Bearer {key}"}
+    case = app.test_client().get("/api/v1/accounts/acme-clinic/case", headers=h)
+    assert case.status_code == 200 and case.get_json()["target_plan"] == "growth"
+    app.extensions["upgrade_chat"].engine.dispose()
+
+
+def test_init_prints_no_configured_key_and_loads_no_demo_unless_asked(db_url):
+    app = create_app({"DATABASE_URL": db_url, "API_KEY": "secret-from-env"})
+    result = app.test_cli_runner().invoke(args=["init"])
+    assert result.exit_code == 0, result.output
+    assert "API key : from UPGRADE_CHAT_API_KEY" in result.output
+    assert "secret-from-env" not in result.output and "demo" not in result.output
+    h = {"Authorization": "Bearer secret-from-env"}
+    assert app.test_client().get("/api/v1/accounts/acme-clinic", headers=h).status_code == 404
+    app.extensions["upgrade_chat"].engine.dispose()
+
+
+def _flask(*args: str, cwd: Path, instance: Path) -> subprocess.CompletedProcess:
+    """`flask --app app ARGS` in a fresh process: no UPGRADE_CHAT_* setting but the instance
+    folder (so no database URL and no API key), run from `cwd`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UPGRADE_CHAT_")}
+    env.update(UPGRADE_CHAT_INSTANCE_PATH=str(instance), PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "flask", "--app", "app", *args], cwd=cwd,
+                          env=env, capture_output=True, text=True, timeout=120)
+
+
+def _tree(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+@pytest.mark.parametrize("args", [["--help"], ["routes"]], ids=["help", "routes"])
+def test_the_flask_cli_builds_the_app_and_leaves_no_trace(tmp_path, args):
+    work = tmp_path / "work"
+    work.mkdir()
+    instance = tmp_path / "instance"
+    done = _flask(*args, cwd=work, instance=instance)
+    assert done.returncode == 0, done.stderr
+    # The app was built (its own commands and routes are listed) ...
+    assert ("init" in done.stdout and "scheduler" in done.stdout) if args == ["--help"] \
+        else "/api/v1/accounts/<external_id>/thread" in done.stdout
+    # ... and nothing was made: no instance folder, no SQLite file, no key, nothing in the cwd.
+    assert not instance.exists()
+    assert _tree(tmp_path) == ["work"]
+    assert "Traceback" not in done.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_embedded_service_starts_from_nothing_and_answers_with_the_key_it_printed(tmp_path):
+    """What scripts/serve runs (app.py's main) in a fresh folder: the start step makes the
+    instance folder, the key, the database and the demo, prints the key, and serves with it."""
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UPGRADE_CHAT_")}
+    env.update(UPGRADE_CHAT_INSTANCE_PATH=str(tmp_path / "instance"),
+               UPGRADE_CHAT_PORT=str(port), PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        key, seen = None, []
+        deadline = time.monotonic() + 90
+        while key is None and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            seen.append(line)
+            match = re.match(r"\s+API key\s+: (\S+)", line)
+            key = match.group(1) if match else None
+        assert key, "".join(seen)
+        assert (tmp_path / "instance" / "api_key").read_text().strip() == key
+        base = f"http://127.0.0.1:{port}"
+        request = urllib.request.Request(f"{base}/api/v1/accounts/acme-clinic/case",
+                                         headers={"Authorization": f"Bearer {key}"})
+        for _ in range(100):  # the server starts listening just after the banner
+            try:
+                with urllib.request.urlopen(request, timeout=5) as r:
+                    case = r.read().decode()
+                break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            pytest.fail("the embedded service did not answer")
+        assert '"target_plan":"growth"' in case
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        proc.stdout.close()
 
 
 def test_a_blank_bearer_token_is_refused(app):

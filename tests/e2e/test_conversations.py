@@ -103,6 +103,19 @@ def test_the_upgrade_scenario_from_crossing_to_growth(api, receiver, app):
     assert b'"to_plan":"growth"' in hook.body
 
 
+def test_an_upgraded_threads_current_plan_is_the_accounts_new_plan(api):
+    setup_account(api)
+    cross_messages(api)
+    assert thread(api)["current_plan"] == "starter"  # live: the plan the offer starts from
+    say(api, "yes", "in-1")
+    assert thread(api)["current_plan"] == "starter"
+    say(api, "confirm", "in-2")
+    t = thread(api)
+    assert (t["state"], t["current_plan"], t["target_plan"]) == ("upgraded", "growth", "growth")
+    assert (t["upgrade"]["from_plan"], t["upgrade"]["to_plan"]) == ("starter", "growth")
+    assert api.get(f"/accounts/{ACME}").get_json()["plan"] == t["current_plan"]
+
+
 def test_a_repeated_message_id_is_answered_once_and_changes_nothing(api):
     setup_account(api)
     cross_messages(api)
@@ -273,9 +286,11 @@ def test_a_down_tier_is_confirmed_now_and_applied_at_the_next_period(app, api, c
         ("pending", "2026-12-05", "0.00")
     run_jobs(app)
     assert api.get(f"/accounts/{ACME}").get_json()["plan"] == "growth"  # not yet
+    assert thread(api)["current_plan"] == "growth"  # the account's plan, until the change applies
     clock.now = NOW + timedelta(days=9, hours=1)  # Dec 5, 10:00 in Chicago
     assert "plan changes applied: 1" in run_jobs(app)
     assert api.get(f"/accounts/{ACME}").get_json()["plan"] == "starter"
+    assert thread(api)["current_plan"] == "starter"
 
 
 def test_an_offer_nobody_answers_for_14_days_expires(app, api, clock):
@@ -321,7 +336,8 @@ def test_an_offer_for_a_plan_the_account_already_moved_to_is_withdrawn(api):
     api.put(f"/accounts/{ACME}", json=body)  # the operator moved the account meanwhile
     answer = say(api, "confirm", "in-2")
     assert answer["state"] == "expired" and "no longer applies" in answer["replies"][0]
-    assert thread(api)["upgrade"] is None
+    t = thread(api)
+    assert t["upgrade"] is None and t["current_plan"] == "growth"  # finished: the account's plan
 
 
 def test_one_senders_message_id_never_reaches_another_senders_conversation(api):

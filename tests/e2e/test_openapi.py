@@ -287,6 +287,35 @@ def test_the_account_case_and_signals_after_a_crossing_answer_as_documented(api,
         [(None, "starter", "operator")]
 
 
+CONVERSATION = "/api/v1/conversations/{contact_external_id}/messages"
+
+
+def test_relayed_and_delivered_messages_and_the_thread_answer_as_documented(api, spec, registry,
+                                                                              clock):
+    assert api.put("/accounts/acme", json=account_body()).status_code == 201
+    assert api.post("/usage", json={"events": starter_crossing_messages(clock.now)}).status_code == 200
+    bodies = [{"channel": "sms", "text": "how much today?", "id": "sms-1"},
+              {"channel": "sms", "text": "yes", "id": "sms-2", "deliver": True},
+              {"channel": "web", "text": "what does growth add?", "id": 3, "deliver": False}]
+    for body in bodies:
+        request_conforms(spec, registry, "post", CONVERSATION, body)
+        answer = conforms(spec, registry, api.post("/conversations/c-1/messages", json=body),
+                          "post", CONVERSATION)
+        assert answer["replies"] and answer["duplicate"] is False
+
+    thread = conforms(spec, registry, api.get("/accounts/acme/thread"), "get", ACCOUNT + "/thread")
+    assert {m["status"] for m in thread["messages"] if m["kind"] == "reply"} == \
+        {"relayed", "queued"}
+    assert (thread["state"], thread["current_plan"]) == ("awaiting_confirmation", "starter")
+
+    for body, status, code in [({"channel": "sms", "text": "yes", "deliver": "yes"}, "400", "malformed"),
+                               ({"channel": "voice", "text": "yes", "deliver": True}, "422",
+                                "cannot_deliver")]:
+        r = api.post("/conversations/c-1/messages", json=body)
+        assert str(r.status_code) in spec["paths"][CONVERSATION]["post"]["responses"]
+        is_error(registry, r, int(status), code)
+
+
 def test_posting_health_answers_with_the_documented_account(api, spec, registry):
     assert api.put("/accounts/acme", json=account_body()).status_code == 201
     health = {"csat": 2.5, "sentiment": -0.4, "open_escalations": 1}

@@ -379,9 +379,11 @@ def test_a_thread_started_by_sms_shows_in_the_widget_and_continues_there(app, ap
     cross(api)
     assert thread_of(api)["last_channel"] == "sms"  # never seen in the product: SMS
     assert app.test_cli_runner().invoke(args=["jobs", "run"]).exit_code == 0
-    r = api.post(f"/conversations/{DANA}/messages",
-                 json={"channel": "sms", "text": "how much would I be charged today?", "id": "SM1"})
+    r = api.post(f"/conversations/{DANA}/messages",  # answered by SMS, by the service
+                 json={"channel": "sms", "text": "how much would I be charged today?", "id": "SM1",
+                       "deliver": True})
     assert r.status_code == 200, r.get_json()
+    assert "messages: 1 sent" in app.test_cli_runner().invoke(args=["jobs", "run"]).output
 
     widget = Widget(app.test_client())
     data = widget.poll().get_json()
