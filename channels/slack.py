@@ -46,9 +46,10 @@ from sqlalchemy.orm import Session
 
 from channels import local
 from core.catalog import Catalog
+from core.jobs import OutboxJob, PermanentFailure
 from storage import escalations
 from storage.escalations import CLAIMED, OPEN, RESOLVED, EscalationCard
-from storage.outbox import OutboxJob, PermanentFailure, enqueue
+from storage.outbox import enqueue
 
 log = logging.getLogger(__name__)
 

@@ -40,6 +40,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from core.jobs import OutboxJob, PermanentFailure
 from storage.models import OutboxRow
 
 log = logging.getLogger(__name__)
@@ -64,21 +65,6 @@ def enqueue(session: Session, kind: str, key: str, payload: dict, now: datetime)
             .on_conflict_do_nothing(index_elements=["key"])
             .returning(OutboxRow.id))
     return session.connection().execute(stmt).first() is not None
-
-
-class PermanentFailure(Exception):
-    """Raised by a sender for an error that retrying cannot fix (a rejected request)."""
-
-
-@dataclass(frozen=True)
-class OutboxJob:
-    """One job as a sender sees it. `attempts` counts sends started, this one included."""
-
-    id: int
-    kind: str
-    key: str
-    payload: dict[str, Any]
-    attempts: int
 
 
 @dataclass

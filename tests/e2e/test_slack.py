@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from channels.slack import SlackEscalationSender
 from storage.models import EscalationRow, MessageRow
-from storage.outbox import OutboxJob
+from core.jobs import OutboxJob
 from tests.conftest import Api
 from tests.e2e.helpers import NOW, account, ago, batch, contact, event
 from tests.support import fake_slack
