@@ -29,6 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from core.accounts import HealthBounds
 from core.catalog import Catalog, parse_catalog
 from core.conversation import Business
+from core.delivery import MESSAGE_KIND, RETRY, MessageJobs
 from core.engine import EngineConfig
 from core.errors import CatalogError, DomainError
 from core.guardrails import GuardrailPolicy
@@ -38,7 +39,7 @@ from twilio.rest import Client
 
 from channels import slack as slack_lane
 from channels.csm import LoggingCsmNotifier
-from channels.twilio_outbound import MessageDispatcher, SandboxSender, TwilioMessagingSender
+from channels.twilio_outbound import SandboxSender, TwilioMessagingSender
 from channels.webhooks import SignedWebhookSender
 from storage import migrate
 from storage.db import is_sqlite, make_engine
@@ -122,8 +123,9 @@ class Runtime:
     def uow(self, *, read_only: bool = False) -> SqlUnitOfWork:
         return SqlUnitOfWork(self.engine, read_only=read_only)
 
-    dispatcher: OutboxDispatcher | None = None  # run by the scheduler, never in a request
-    messages: MessageDispatcher | None = None  # sends queued channel messages (scheduler)
+    # The outbox (webhooks, CSM notices, SMS and WhatsApp): run by the scheduler, never in a
+    # request.
+    dispatcher: OutboxDispatcher | None = None
 
 
 def load_catalog(path: str | Path | None) -> Catalog:
@@ -263,8 +265,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         slack_on = slack_lane.configured(app.config)
     except slack_lane.SlackConfigError as exc:
         raise ConfigError(str(exc)) from None
-    runtime.dispatcher = OutboxDispatcher(engine, _senders(app, runtime, slack_on), runtime.now)
-    runtime.messages = MessageDispatcher(engine, _message_sender(app), runtime.now)
+    runtime.dispatcher = OutboxDispatcher(engine, _senders(app, runtime, slack_on), runtime.now,
+                                          backoffs={MESSAGE_KIND: RETRY})
     app.extensions["upgrade_chat"] = runtime
 
     auto_migrate = app.config["AUTO_MIGRATE"]
@@ -321,10 +323,11 @@ def _message_sender(app: Flask):
 
 
 def _senders(app: Flask, runtime: Runtime, slack_on: bool) -> dict:
-    """The outbox's senders: CSM notices to Slack (or the log), plan changes to the webhook."""
+    """The outbox's senders, one per job kind: SMS and WhatsApp to Twilio (or the sandbox), CSM
+    notices to Slack (or the log), plan changes to the webhook."""
     csm = (slack_lane.SlackEscalationSender.from_config(app.config, runtime.engine, runtime.catalog)
            if slack_on else LoggingCsmNotifier())
-    senders = {slack_lane.POST_KIND: csm}
+    senders = {MESSAGE_KIND: MessageJobs(_message_sender(app)), slack_lane.POST_KIND: csm}
     if slack_on:  # a button's failed chat.update, redrawn later
         senders[slack_lane.UPDATE_KIND] = csm
     if app.config["BILLING_WEBHOOK_URL"]:

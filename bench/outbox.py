@@ -37,11 +37,13 @@ from sqlalchemy import Engine, func, select  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
 from bench.report import format_table  # noqa: E402
-from channels.twilio_outbound import MessageDispatcher, SandboxSender  # noqa: E402
+from channels.twilio_outbound import SandboxSender  # noqa: E402
+from core.delivery import MESSAGE_KIND, RETRY, MessageJobs, queue_message  # noqa: E402
 from storage.db import make_engine  # noqa: E402
 from storage.migrate import upgrade  # noqa: E402
-from storage.models import AccountRow, ContactRow, MessageRow, ThreadRow  # noqa: E402
-from storage.outbox import OutboxDispatcher, enqueue  # noqa: E402
+from storage.models import AccountRow, ContactRow, OutboxRow, ThreadRow  # noqa: E402
+from storage.outbox import OutboxDispatcher  # noqa: E402
+from storage.uow import SqlUnitOfWork  # noqa: E402
 from tests.support import postgres  # noqa: E402
 
 BATCH = 50
@@ -60,8 +62,9 @@ class Round:
 
 
 def seed(engine: Engine, accounts: int, now: datetime) -> None:
-    """N accounts, each with a contact on SMS, an open thread, a queued opening and reply, and a
-    job of the bench kind."""
+    """N accounts, each with a contact on SMS, an open thread, a queued opening and reply (each
+    with its outbox job, as the use cases queue them), and a job of the bench kind."""
+    threads = []
     with Session(engine) as s, s.begin():
         for i in range(accounts):
             acct = AccountRow(external_id=f"acct-{i:05d}", name=f"Bench {i}", plan="starter",
@@ -79,23 +82,28 @@ def seed(engine: Engine, accounts: int, now: datetime) -> None:
                                last_channel="sms", opened_at=now, updated_at=now)
             s.add(thread)
             s.flush()
+            threads.append((thread.id, person.id))
+    with SqlUnitOfWork(engine) as uow:
+        for i, (thread_id, contact_id) in enumerate(threads):
             for kind in ("opening", "reply"):
-                s.add(MessageRow(thread_id=thread.id, contact_id=person.id, channel="sms",
-                                 direction="out", kind=kind, body=f"Bench {kind} {i}",
-                                 status="queued", at=now))
-            enqueue(s, KIND, f"bench:{i}", {"n": i}, now)
+                queue_message(uow, thread_id=thread_id, contact_id=contact_id, channel="sms",
+                              kind=kind, body=f"Bench {kind} {i}", now=now)
+            uow.jobs.enqueue(KIND, f"bench:{i}", {"n": i}, now)
+        uow.commit()
 
 
 def drain(engine: Engine, now: datetime) -> tuple[int, int]:
     """Send everything due, batch after batch, as `jobs run` does; (messages, jobs) sent."""
-    jobs = OutboxDispatcher(engine, {KIND: lambda job: None}, lambda: now)
-    messages = MessageDispatcher(engine, SandboxSender(), lambda: now)
-    sent_messages = sent_jobs = 0
-    while True:
-        j, m = jobs.dispatch_due(limit=BATCH), messages.dispatch_due(limit=BATCH)
-        sent_jobs, sent_messages = sent_jobs + j.sent, sent_messages + m.sent
-        if not (j.sent or m.sent):
-            return sent_messages, sent_jobs
+    outbox = OutboxDispatcher(engine, {MESSAGE_KIND: MessageJobs(SandboxSender()),
+                                       KIND: lambda job: None}, lambda: now,
+                              backoffs={MESSAGE_KIND: RETRY})
+    sent = 0
+    while stats := outbox.dispatch_due(limit=BATCH).sent:
+        sent += stats
+    with engine.connect() as conn:
+        jobs = conn.scalar(select(func.count()).select_from(OutboxRow)
+                           .where(OutboxRow.kind == KIND, OutboxRow.status == "sent"))
+    return sent - jobs, jobs
 
 
 def measure(url: str, accounts: int, now: datetime) -> Round:

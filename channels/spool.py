@@ -18,7 +18,7 @@ The files hold phone numbers and message bodies: they are private to the service
 a 0700 folder), and neither is ever logged; the log names entries by file name only.
 
 Also here: `database_unreachable(exc)`, when to spool (and when a replay should wait), and
-`replies_queued(uow)`, how a replayed message's replies reach the outbound dispatcher.
+`replies_queued(uow)`, how a replayed message's replies reach the outbox.
 The folder is local: the web processes and the scheduler that replays it must share it.
 """
 
@@ -37,6 +37,7 @@ from pathlib import Path
 
 from sqlalchemy import exc as sa_exc
 
+from core.delivery import queue_message
 from core.routing import UNROUTED
 
 try:
@@ -275,11 +276,12 @@ def _sqlite_unreachable(exc: sqlite3.Error) -> bool:
 
 
 def replies_queued(uow):
-    """`uow` (a unit of work) with the engine's NEW reply rows stored "queued", for the outbound
-    dispatcher, instead of "sent" (which means: answered in the webhook's TwiML). A replayed
-    message has no webhook answer to put its replies in. Rows stored by an earlier delivery are
-    untouched: a replayed duplicate writes nothing, so nothing goes out twice. The rows change
-    in the engine's own transaction, so a crash cannot leave replies that are never sent."""
+    """`uow` (a unit of work) with the engine's NEW reply rows stored "queued", each with its
+    outbox job (core.delivery.queue_message), instead of "sent" (which means: answered in the
+    webhook's TwiML). A replayed message has no webhook answer to put its replies in. Rows
+    stored by an earlier delivery are untouched: a replayed duplicate writes nothing, so nothing
+    goes out twice. The rows and jobs are written in the engine's own transaction, so a crash
+    cannot leave replies that are never sent."""
     return _RepliesQueued(uow)
 
 
@@ -299,12 +301,13 @@ class _RepliesQueued:
 
     @property
     def conversations(self):
-        return _QueueingConversations(self._uow.conversations)
+        return _QueueingConversations(self._uow)
 
 
 class _QueueingConversations:
-    def __init__(self, conversations) -> None:
-        self._conversations = conversations
+    def __init__(self, uow) -> None:
+        self._uow = uow  # the unit of work itself: queue_message stores through its repositories
+        self._conversations = uow.conversations
 
     def __getattr__(self, name: str):
         return getattr(self._conversations, name)
@@ -313,5 +316,6 @@ class _QueueingConversations:
         # Replies, and a shared number's unrouted answers ("which business?", core.routing).
         if (fields.get("direction"), fields.get("status")) == ("out", "sent") and \
                 fields.get("kind") in ("reply", UNROUTED):
-            fields["status"] = "queued"
+            del fields["direction"], fields["status"]
+            return queue_message(self._uow, **fields)
         return self._conversations.add_message(**fields)

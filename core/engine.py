@@ -2,7 +2,7 @@
 
 Each runs inside the caller's unit of work (opening) or its own (answering), sees storage through
 the ports, and leaves anything that must reach the outside world (the billing webhook, the CSM
-notice, the channel messages) in durable outboxes, to go out after the commit.
+notice, an SMS or WhatsApp message) in the outbox, to go out after the commit.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from core.conversation import (Business, EXPIRES_AFTER, EscalationReason, PHONE_
                                figures_changed_message, help_message, is_expired,
                                offer_withdrawn_message, period_taken_message, reply,
                                start_message, stop_message, transition, web_active)
+from core.delivery import queue_message
 from core.errors import DomainError, NotFound
 from core.framing import opening_message
 from core.guardrails import (GuardrailPolicy, Outcome, PromptContext, Reason, decide,
@@ -112,18 +113,18 @@ def open_conversation(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, a
         elif decision.reason == Reason.CONTROL:
             log.info("control cohort: would have prompted account %s", account.external_id)
         return SignalDecision(decision.outcome, decision.reason)
-    # `open` until the opening is out: a phone channel's dispatcher moves the thread to offered
-    # when it sends it (storage.delivery.mark_sent); web chat shows it at once if the buyer is in
-    # the product, else on their next visit.
+    # `open` until the opening is out: the outbox moves the thread to offered when it sends it
+    # on a phone channel (core.delivery.message_sent); web chat shows it at once if the buyer is
+    # in the product, else on their next visit.
     shown_now = channel == "web" and web_active(reach, now) and decision.outcome == Outcome.PROMPTED
     state = ThreadState.OFFERED if shown_now else ThreadState.OPEN
     thread = conv.create_thread(account.id, contact.id, account.plan, case.target.name,
                                 case.direction, state, channel, now)
-    conv.add_message(thread_id=thread.id, contact_id=contact.id, channel=channel, direction="out",
-                     kind="opening", status="queued",
-                     body=opening_message(case, catalog, config.business.name
-                                          if channel in PHONE_CHANNELS else None),
-                     now=now, not_before=decision.defer_until)
+    queue_message(uow, thread_id=thread.id, contact_id=contact.id, channel=channel,
+                  kind="opening",
+                  body=opening_message(case, catalog, config.business.name
+                                       if channel in PHONE_CHANNELS else None),
+                  now=now, not_before=decision.defer_until)
     return SignalDecision(decision.outcome, decision.reason, decision.defer_until, thread.id)
 
 

@@ -108,9 +108,10 @@ class Outcome:
     """What became of one claimed job, as its handler's `record` is told.
 
     `attempts` is the job's count of sends started as recorded now (a held attempt is not
-    counted). `current` is false for a late outcome: the claim's lease ran out and another
-    dispatcher took the job, so only facts that hold whoever sends (it went out; the carrier
-    has the recipient unsubscribed) may still be recorded.
+    counted). `current` is false for a late failure: the claim's lease ran out and another
+    dispatcher took the job, so only facts that hold whoever sends (the carrier has the
+    recipient unsubscribed) may still be recorded. A success is always recorded (it went out),
+    so it is always current.
     """
 
     status: str  # SENT, RETRY, FAILED, CANCELLED or HELD

@@ -15,12 +15,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
 
+from core.delivery import queue_message
+from storage.conversations import SqlConversationRepository
 from storage.models import AccountRow, EscalationRow, MessageRow, ThreadRow
+from storage.uow import SqlJobQueue
 
 LAST_MESSAGES = 3
 OPEN, CLAIMED, RESOLVED = "open", "claimed", "resolved"
@@ -186,15 +190,20 @@ def _by(csm_id: str, csm_name: str, now: datetime) -> dict:
 def claim(engine: Engine, escalation_id: int, csm_id: str, csm_name: str, business: str,
           now: datetime) -> Outcome:
     """An open escalation becomes the CSM's; the buyer is told a named person will follow up
-    (a reply queued on the thread's last channel, sent by that channel's dispatcher)."""
+    (a reply queued on the thread's last channel: sent by the outbox on SMS or WhatsApp, shown
+    by the widget's next poll on web chat)."""
     def change(session, row) -> None:
         _set_case(session, row, status=CLAIMED, claimed_by=_by(csm_id, csm_name, now))
         thread = session.get(ThreadRow, row.thread_id) if row.thread_id else None
         if thread is not None and thread.last_channel and thread.contact_id is not None:
-            session.add(MessageRow(
-                thread_id=thread.id, contact_id=thread.contact_id, channel=thread.last_channel,
-                direction="out", kind="reply", status="queued", at=now,
-                body=follow_up_message(csm_name, business)))
+            # TODO(escalations in core): this module runs its own session, not a unit of work,
+            # so the message is queued through the repositories of that session. Once the
+            # escalation lifecycle is a core use case, call queue_message with its unit of work.
+            repositories = SimpleNamespace(conversations=SqlConversationRepository(session),
+                                           jobs=SqlJobQueue(session))
+            queue_message(repositories, thread_id=thread.id, contact_id=thread.contact_id,
+                          channel=thread.last_channel, kind="reply",
+                          body=follow_up_message(csm_name, business), now=now)
 
     return _act(engine, escalation_id, lambda row: row.status != OPEN, change)
 

@@ -54,7 +54,7 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -67,6 +67,31 @@ from storage.uow import SqlUnitOfWork
 log = logging.getLogger(__name__)
 
 PENDING = "pending"  # then sent, failed or cancelled
+
+# The dispatcher's statements, built once with named parameters (building and hashing a new
+# statement tree per job cost SQLAlchemy more than the database's work; bench/outbox.py).
+_JOBS = OutboxRow.__table__
+_CLAIM = (select(_JOBS.c.id, _JOBS.c.kind, _JOBS.c.key, _JOBS.c.payload, _JOBS.c.attempts)
+          .where(_JOBS.c.status == PENDING, _JOBS.c.next_attempt_at <= bindparam("now"))
+          .order_by(_JOBS.c.next_attempt_at, _JOBS.c.id)
+          .limit(bindparam("limit"))
+          .with_for_update(skip_locked=True))  # rendered on PostgreSQL, omitted on SQLite
+_LEASE = (update(_JOBS).where(_JOBS.c.id.in_(bindparam("ids", expanding=True)))
+          .values(attempts=_JOBS.c.attempts + 1, next_attempt_at=bindparam("lease_until")))
+_END = (update(_JOBS).where(_JOBS.c.id == bindparam("job_id"))
+        .values(status=bindparam("new_status"), last_error=bindparam("error")))
+_SENT = (update(_JOBS).where(_JOBS.c.id == bindparam("job_id"), _JOBS.c.status != SENT)
+         .values(status=SENT, sent_at=bindparam("now")))
+# Only while the claim stands: if the lease ran out and another dispatcher took the job, its
+# outcome (perhaps "sent") must not be overwritten by this late one.
+_OURS = (_JOBS.c.id == bindparam("job_id"), _JOBS.c.status == PENDING,
+         _JOBS.c.next_attempt_at == bindparam("lease_until"))
+_FAIL = update(_JOBS).where(*_OURS).values(status=FAILED, last_error=bindparam("error"))
+_RETRY = update(_JOBS).where(*_OURS).values(next_attempt_at=bindparam("next_at"),
+                                            last_error=bindparam("error"))
+_HOLD = update(_JOBS).where(*_OURS).values(next_attempt_at=bindparam("next_at"),
+                                           attempts=_JOBS.c.attempts - 1,
+                                           last_error=bindparam("error"))
 
 
 def enqueue(session: Session, kind: str, key: str, payload: dict, now: datetime, *,
@@ -197,7 +222,7 @@ class OutboxDispatcher:
             except Exception:
                 # The job stays leased and comes back when the lease ends (at least once).
                 log.exception("outbox job %s (%s) attempt %s: could not record the outcome",
-                              c.job.id, c.job.kind, c.job.attempts)
+                              c.job.key, c.job.kind, c.job.attempts)
         return stats
 
     def _handler(self, kind: str) -> JobHandler:
@@ -213,14 +238,7 @@ class OutboxDispatcher:
         leased: list[_Claimed] = []
         with SqlUnitOfWork(self._engine) as uow:
             conn = uow.session.connection()
-            rows = conn.execute(
-                select(OutboxRow.id, OutboxRow.kind, OutboxRow.key, OutboxRow.payload,
-                       OutboxRow.attempts)
-                .where(OutboxRow.status == PENDING, OutboxRow.next_attempt_at <= now)
-                .order_by(OutboxRow.next_attempt_at, OutboxRow.id)
-                .limit(limit)
-                .with_for_update(skip_locked=True)  # rendered on PostgreSQL, omitted on SQLite
-            ).all()
+            rows = conn.execute(_CLAIM, {"now": now, "limit": limit}).all()
             stats.claimed = len(rows)
             jobs = [OutboxJob(id=r.id, kind=r.kind, key=r.key, payload=r.payload,
                               attempts=r.attempts) for r in rows]
@@ -230,15 +248,16 @@ class OutboxDispatcher:
                     uow, [job for job in jobs if job.kind == kind], now))
             for job in jobs:
                 ready = prepared.get(job.id)
-                if not isinstance(ready, Settle) and job.attempts >= self._policy(job.kind).max_attempts:
+                spent = job.attempts >= self._policy(job.kind).max_attempts
+                if spent and not isinstance(ready, Settle):
                     # Claimed before and never recorded: its dispatcher died each time. Give up
                     # on it rather than send once more.
                     ready = Settle(FAILED, f"gave up after {job.attempts} attempts; no outcome "
                                            "recorded for the last (its dispatcher stopped "
                                            "mid-send)")
                 if isinstance(ready, Settle):
-                    conn.execute(update(OutboxRow).where(OutboxRow.id == job.id)
-                                 .values(status=ready.status, last_error=ready.reason))
+                    conn.execute(_END, {"job_id": job.id, "new_status": ready.status,
+                                        "error": ready.reason})
                     self._handler(job.kind).record(
                         uow, job, None, Outcome(ready.status, job.attempts, error=ready.reason),
                         now)
@@ -248,18 +267,16 @@ class OutboxDispatcher:
                         OutboxJob(id=job.id, kind=job.kind, key=job.key, payload=job.payload,
                                   attempts=job.attempts + 1), lease_until, ready))
             if leased:
-                conn.execute(update(OutboxRow)
-                             .where(OutboxRow.id.in_([c.job.id for c in leased]))
-                             .values(attempts=OutboxRow.attempts + 1,
-                                     next_attempt_at=lease_until))
+                conn.execute(_LEASE, {"ids": [c.job.id for c in leased],
+                                      "lease_until": lease_until})
             uow.commit()
         for job, status, reason in ended:
             if status == CANCELLED:
                 stats.cancelled += 1
-                log.info("outbox job %s (%s) cancelled at claim: %s", job.id, job.kind, reason)
+                log.info("outbox job %s (%s) cancelled at claim: %s", job.key, job.kind, reason)
             else:
                 stats.failed += 1
-                log.error("outbox job %s (%s) failed at claim: %s", job.id, job.kind, reason)
+                log.error("outbox job %s (%s) failed at claim: %s", job.key, job.kind, reason)
         return leased
 
     def _send(self, c: _Claimed) -> tuple[Any, Exception | None]:
@@ -274,47 +291,39 @@ class OutboxDispatcher:
         handler = self._handler(job.kind)
         with SqlUnitOfWork(self._engine) as uow:
             conn = uow.session.connection()
-            # The job row first (see the module's note on locks); is our claim still current?
-            row = conn.execute(select(OutboxRow.status, OutboxRow.next_attempt_at)
-                               .where(OutboxRow.id == job.id).with_for_update()).first()
-            current = (row is not None and row.status == PENDING
-                       and row.next_attempt_at == c.lease_until)
-            if error is None:
-                handler.record(uow, job, c.prepared,
-                               Outcome(SENT, job.attempts, result=result, current=current), now)
-                conn.execute(update(OutboxRow)
-                             .where(OutboxRow.id == job.id, OutboxRow.status != SENT)
-                             .values(status=SENT, sent_at=now))
+            # The job row first (see the module's note on locks).
+            if error is None:  # it went out: recorded whoever holds the claim now
+                conn.execute(_SENT, {"job_id": job.id, "now": now})
+                handler.record(uow, job, c.prepared, Outcome(SENT, job.attempts, result=result),
+                               now)
                 uow.commit()
                 stats.sent += 1
-                log.info("outbox job %s (%s) sent on attempt %s", job.id, job.kind, job.attempts)
+                log.info("outbox job %s (%s) sent on attempt %s", job.key, job.kind,
+                         job.attempts)
                 return
             text = describe(error)
             policy = self._policy(job.kind)
             final = isinstance(error, PermanentFailure) or job.attempts >= policy.max_attempts
-            values: dict[str, Any] = {"last_error": text}
-            if final:
-                values["status"] = FAILED
-            else:
-                values["next_attempt_at"] = now + policy.delay(job.attempts)
-            if current:
-                conn.execute(update(OutboxRow).where(OutboxRow.id == job.id).values(**values))
+            next_at = now + policy.delay(job.attempts)
+            current = bool(conn.execute(_FAIL if final else _RETRY, {
+                "job_id": job.id, "lease_until": c.lease_until, "error": text,
+                "next_at": next_at}).rowcount)
             handler.record(uow, job, c.prepared,
                            Outcome(FAILED if final else RETRY, job.attempts, error=text,
                                    cause=error, current=current), now)
             uow.commit()
         if not current:
             log.warning("outbox job %s (%s) attempt %s: its lease ran out and another attempt "
-                        "took over; this outcome is not recorded", job.id, job.kind, job.attempts)
+                        "took over; this outcome is not recorded", job.key, job.kind,
+                        job.attempts)
         elif final:
             stats.failed += 1
             log.error("outbox job %s (%s) failed for good on attempt %s: %s",
-                      job.id, job.kind, job.attempts, text)
+                      job.key, job.kind, job.attempts, text)
         else:
             stats.retried += 1
             log.warning("outbox job %s (%s) attempt %s failed, next try at %s: %s",
-                        job.id, job.kind, job.attempts, values["next_attempt_at"].isoformat(),
-                        text)
+                        job.key, job.kind, job.attempts, next_at.isoformat(), text)
 
     def _hold(self, rest: list[_Claimed], error: AccountRefused, stats: DispatchStats) -> None:
         """The provider refused our account: give this job and the rest of its kind back."""
@@ -325,11 +334,8 @@ class OutboxDispatcher:
         with SqlUnitOfWork(self._engine) as uow:
             conn = uow.session.connection()
             for c in rest:
-                if conn.execute(update(OutboxRow).where(
-                        OutboxRow.id == c.job.id, OutboxRow.status == PENDING,
-                        OutboxRow.next_attempt_at == c.lease_until)
-                        .values(next_attempt_at=next_at, attempts=OutboxRow.attempts - 1,
-                                last_error=text)).rowcount:
+                if conn.execute(_HOLD, {"job_id": c.job.id, "lease_until": c.lease_until,
+                                        "next_at": next_at, "error": text}).rowcount:
                     held += 1
                     self._handler(c.job.kind).record(
                         uow, c.job, c.prepared, Outcome(HELD, c.job.attempts - 1, error=text,
