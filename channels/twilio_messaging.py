@@ -28,6 +28,7 @@ from twilio.twiml.messaging_response import MessagingResponse
 
 from core import engine
 from core.accounts import normalize_phone
+from core.delivery import carrier_opt_out
 from core.errors import DomainError
 from core.retry import retrying
 from channels.spool import ReplayStats, Spool, database_unreachable, replies_queued
@@ -344,12 +345,10 @@ def _record_status(rt, report: StatusReport, now: datetime) -> None:
             log.info("twilio status %s for a message we do not know", report.status)
             return
         if report.error_code == CARRIER_OPT_OUT and sent["contact_id"] is not None:
-            # Account, then thread, then messages: the lock order every writer keeps. The
-            # contact is read after the lock, so two reports cannot both record the opt-out.
-            uow.accounts.lock(sent["account_id"])
-            contact = conv.contact_by_id(sent["contact_id"])
-            if contact is not None and contact.opted_out_at is None:
-                engine.revoke_consent(uow, contact, sent["channel"], "carrier", now)
+            # As when a send fails with it: locks the account (account, then thread, then
+            # messages: the order every writer keeps) and reads the contact after the lock, so
+            # two reports cannot both record the opt-out.
+            carrier_opt_out(uow, sent["contact_id"], sent["channel"], now)
         sent = conv.outbound_by_provider_id(report.provider_id, lock=True)
         if advances(sent["delivery_status"], report.status):
             conv.set_delivery_status(sent["id"], report.status, report.error_code)
