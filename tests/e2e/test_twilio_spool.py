@@ -1,6 +1,6 @@
 """The inbound spool: a buyer's message that arrives while the database is unreachable is kept on
 disk, answered with empty TwiML, and replayed in order through the live path (so deduped) once
-the database is back; its replies go out from the outbound dispatcher.
+the database is back; its replies go out from the outbox.
 
 The end-to-end test stops and starts the session's real PostgreSQL cluster; the Spool tests
 need no database at all.
