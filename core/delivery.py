@@ -207,7 +207,10 @@ def message_sent(uow: UnitOfWork, message_id: int, provider_id: Any, attempts: i
     if facts.kind == "opening" and facts.thread_id is not None and facts.account_id is not None:
         uow.accounts.lock(facts.account_id)
         thread = uow.outbox.lock_thread(facts.thread_id)
-    if not uow.outbox.mark_sent(message_id, str(provider_id), attempts, now):
+    # A cancelled message went out all the same if it was cancelled while in flight; it cannot
+    # have been cancelled before its claim, which would have settled it instead of sending.
+    if not uow.outbox.mark_sent(message_id, str(provider_id), attempts, now,
+                                if_status=(QUEUED, CANCELLED)):
         return False
     if thread is not None and thread.state == ThreadState.OPEN:
         state = transition(ThreadState.OPEN, ThreadEvent.OFFER_SENT)

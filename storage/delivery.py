@@ -6,8 +6,8 @@ themselves, their claim, lease and backoff are storage.outbox's; the `messages` 
 record of the message (status queued / sent / failed / cancelled, the provider's id and delivery
 status, `attempts` and `last_error` mirrored from its job).
 
-Outcomes change a message only while it is queued (a cancelled or failed message stays so),
-except a send: a message cancelled while it was in flight went out all the same.
+A failure or a retry changes a message only while it is queued (a sent, cancelled or failed
+message stays so); a send is recorded over the statuses core.delivery names.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from core.ports import MessageFacts, ThreadView
 from storage.conversations import _thread
 from storage.models import ContactRow, MessageRow, ThreadRow
 
-QUEUED, SENT, CANCELLED = "queued", "sent", "cancelled"
+QUEUED, SENT = "queued", "sent"
 MAX_ERROR_CHARS = 500
 
 # Built once with named parameters: a statement tree built and hashed per message cost more than
@@ -40,7 +40,8 @@ _FACTS = (
 _CONTACT_ACCOUNT = select(_C.c.account_id).where(_C.c.id == bindparam("row_id"))
 _LOCK_THREAD = select(_T).where(_T.c.id == bindparam("row_id")).with_for_update()
 _MARK_SENT = (update(_M)
-              .where(_M.c.id == bindparam("row_id"), _M.c.status.in_((QUEUED, CANCELLED)))
+              .where(_M.c.id == bindparam("row_id"),
+                     _M.c.status.in_(bindparam("if_status", expanding=True)))
               .values(status=SENT, provider_id=bindparam("new_provider_id"),
                       sent_at=bindparam("now"), delivery_status="queued",
                       attempts=bindparam("new_attempts"), last_error=None))
@@ -82,11 +83,13 @@ class SqlOutboxRepository:
         row = self._run(_LOCK_THREAD, row_id=thread_id).first()
         return _thread(row) if row else None
 
-    def mark_sent(self, message_id: int, provider_id: str, attempts: int, now: datetime) -> bool:
+    def mark_sent(self, message_id: int, provider_id: str, attempts: int, now: datetime, *,
+                  if_status: Iterable[str]) -> bool:
         """Sent, with the provider's id (`delivery_status` "queued", the provider's first word;
-        status callbacks move it on), if it was queued or cancelled while in flight."""
+        status callbacks move it on), if its status is one of `if_status` (checked and changed
+        in one statement)."""
         return bool(self._run(_MARK_SENT, row_id=message_id, new_provider_id=provider_id, now=now,
-                              new_attempts=attempts).rowcount)
+                              new_attempts=attempts, if_status=list(if_status)).rowcount)
 
     def settle(self, message_id: int, status: str, error: str, attempts: int) -> bool:
         """Failed or cancelled for good, with why, if it was still queued."""

@@ -345,6 +345,22 @@ def test_an_opening_whose_thread_closed_meanwhile_is_cancelled(engine, fake, dis
     assert (message(engine, msg_id).last_error, fake.count()) == ("thread closed", 0)
 
 
+@pytest.mark.parametrize("channel, numbers", [
+    ("sms", {"phone": None, "whatsapp": WHATSAPP, "whatsapp_opt_in": True}),
+    ("whatsapp", {"phone": None, "whatsapp": None, "whatsapp_opt_in": True}),
+])
+def test_a_message_to_a_contact_without_a_number_for_its_channel_fails_unsent(
+        engine, clock, fake, dispatcher, channel, numbers):
+    contact_id, thread_id = seed(engine, **numbers)
+    msg_id = queue(engine, contact_id, thread_id, "The case.", channel=channel)
+    assert dispatcher().dispatch_due() == DispatchStats(failed=1)
+    row = message(engine, msg_id)
+    assert (row.status, row.last_error) == ("failed", f"the contact has no number for {channel}")
+    assert (job(engine, msg_id).status, job(engine, msg_id).attempts) == ("failed", 0)
+    clock.now += timedelta(hours=1)
+    assert dispatcher().dispatch_due() == DispatchStats() and fake.count() == 0
+
+
 def test_the_sandbox_sender_marks_messages_sent_without_any_request(engine, fake, dispatcher):
     contact_id, thread_id = seed(engine, state="open")
     msg_id = queue(engine, contact_id, thread_id, "The case.")
