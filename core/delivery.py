@@ -53,7 +53,8 @@ class OutboundMessage:
     `to` is the E.164 number (the phone for SMS; the WhatsApp number, else the phone, for
     WhatsApp). `in_window` is true when the contact wrote on WhatsApp within the last 24 hours
     (less the margin), so free text may go out; always false on channels without a session
-    window.
+    window. `account_id` (the thread's account, else the contact's) is what recording the send
+    locks first.
     """
 
     id: int
@@ -64,6 +65,7 @@ class OutboundMessage:
     body: str
     to: str
     in_window: bool
+    account_id: int | None = None
 
 
 class MessageSender(Protocol):
@@ -159,7 +161,7 @@ class MessageJobs:
             prepared[job.id] = decided if isinstance(decided, Settle) else OutboundMessage(
                 id=found.id, thread_id=found.thread_id, contact_id=int(found.contact_id),  # checked
                 channel=found.channel, kind=found.kind, body=found.body, to=decided.to,
-                in_window=decided.in_window)
+                in_window=decided.in_window, account_id=found.account_id)
         return prepared
 
     def send(self, job: OutboxJob, message: OutboundMessage) -> str:
@@ -171,7 +173,8 @@ class MessageJobs:
         if message_id is None:
             return
         if outcome.status == SENT:
-            if not message_sent(uow, message_id, outcome.result, outcome.attempts, now):
+            if message is None or not message_sent(uow, message, outcome.result,
+                                                   outcome.attempts, now):
                 log.warning("message %s: sent, but it was settled meanwhile", message_id)
             return
         # The carrier holds the buyer's opt-out: honour it on every phone channel at once,
@@ -190,26 +193,25 @@ class MessageJobs:
 
 # --- what an outcome changes --------------------------------------------------------------------
 
-def message_sent(uow: UnitOfWork, message_id: int, provider_id: Any, attempts: int,
+def message_sent(uow: UnitOfWork, message: OutboundMessage, provider_id: Any, attempts: int,
                  now: datetime) -> bool:
-    """The provider accepted the message: it is sent, with the provider's id; an opening whose
-    thread is still `open` moves the thread to `offered`. False when there was nothing to record
-    (the message is gone, or was recorded sent or failed already).
+    """The provider accepted `message` (as claimed: its kind, thread and account never change):
+    it is sent, with the provider's id; an opening whose thread is still `open` moves the thread
+    to `offered`. False when there was nothing to record (the message is gone, or was recorded
+    sent or failed already).
 
     Recorded while the message is queued, and also when it was cancelled during the send (a
     reply carried the opening while it was in flight): it went out all the same, and counts as a
     prompt. The account, then the thread are locked first: the order every writer keeps.
     """
-    facts = uow.outbox.message_facts([message_id]).get(message_id)
-    if facts is None:
-        return False
     thread = None
-    if facts.kind == "opening" and facts.thread_id is not None and facts.account_id is not None:
-        uow.accounts.lock(facts.account_id)
-        thread = uow.outbox.lock_thread(facts.thread_id)
+    if message.kind == "opening" and message.thread_id is not None \
+            and message.account_id is not None:
+        uow.accounts.lock(message.account_id)
+        thread = uow.outbox.lock_thread(message.thread_id)
     # A cancelled message went out all the same if it was cancelled while in flight; it cannot
     # have been cancelled before its claim, which would have settled it instead of sending.
-    if not uow.outbox.mark_sent(message_id, str(provider_id), attempts, now,
+    if not uow.outbox.mark_sent(message.id, str(provider_id), attempts, now,
                                 if_status=(QUEUED, CANCELLED)):
         return False
     if thread is not None and thread.state == ThreadState.OPEN:
