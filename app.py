@@ -34,8 +34,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from core.accounts import HealthBounds
 from core.catalog import Catalog, parse_catalog
-from core.channels import Channels
+
 from core.conversation import Business
+from core.delivery import MESSAGE_KIND, RETRY, MessageJobs
 from core.engine import EngineConfig
 from core.errors import CatalogError, DomainError
 from core.guardrails import GuardrailPolicy
@@ -43,10 +44,11 @@ from core.intent_model import IntentModel
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
+import channels
 from channels import slack as slack_lane
 from channels.api_key import ApiKey, ApiKeyUnavailable
 from channels.csm import LoggingCsmNotifier
-from channels.twilio_outbound import MessageDispatcher, SandboxSender, TwilioMessagingSender
+from channels.twilio_outbound import SandboxSender, TwilioMessagingSender
 from channels.webhooks import SignedWebhookSender
 from storage import migrate
 from storage.db import is_sqlite, make_engine
@@ -134,8 +136,9 @@ class Runtime:
     def uow(self, *, read_only: bool = False) -> SqlUnitOfWork:
         return SqlUnitOfWork(self.engine, read_only=read_only)
 
-    dispatcher: OutboxDispatcher | None = None  # run by the scheduler, never in a request
-    messages: MessageDispatcher | None = None  # sends queued channel messages (scheduler)
+    # The outbox (webhooks, CSM notices, SMS and WhatsApp): run by the scheduler, never in a
+    # request.
+    dispatcher: OutboxDispatcher | None = None
     # Makes the database usable before a CLI command uses it (`prepare_database`): the instance
     # folder of the default SQLite file and, with schema=True, AUTO_MIGRATE's migration.
     prepare_database: Callable[..., None] = field(default=lambda *, schema=True: None)
@@ -252,8 +255,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         slack_on = slack_lane.configured(app.config)
     except slack_lane.SlackConfigError as exc:
         raise ConfigError(str(exc)) from None
-    runtime.dispatcher = OutboxDispatcher(engine, _senders(app, runtime, slack_on), runtime.now)
-    runtime.messages = MessageDispatcher(engine, _message_sender(app), runtime.now)
+    runtime.dispatcher = OutboxDispatcher(engine, _senders(app, runtime, slack_on), runtime.now,
+                                          backoffs={MESSAGE_KIND: RETRY})
     runtime.prepare_database = partial(prepare_database, app)
     app.extensions["upgrade_chat"] = runtime
 
@@ -263,7 +266,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(twilio_messaging.bp)
     app.register_blueprint(webchat.bp)
     if slack_on:
-        _, slack_bp = slack_lane.create_slack(app.config, runtime.uow, runtime.now,
+        _, slack_bp = slack_lane.create_slack(app.config, runtime.uow,
+                                              runtime.conversation.channels, runtime.now,
                                               catalog=runtime.catalog)
         app.register_blueprint(slack_bp)
     elif app.config["SANDBOX"]:  # without Slack in production, escalations are logged only
@@ -379,10 +383,12 @@ def _message_sender(app: Flask):
 
 
 def _senders(app: Flask, runtime: Runtime, slack_on: bool) -> dict:
-    """The outbox's senders: CSM notices to Slack (or the log), plan changes to the webhook."""
+    """The outbox's senders, one per job kind: SMS and WhatsApp to Twilio (or the sandbox), CSM
+    notices to Slack (or the log), plan changes to the webhook."""
     csm = (slack_lane.SlackEscalationSender.from_config(app.config, runtime.uow, runtime.catalog)
            if slack_on else LoggingCsmNotifier())
-    senders = {slack_lane.POST_KIND: csm}
+    senders = {MESSAGE_KIND: MessageJobs(_message_sender(app), runtime.conversation.channels),
+               slack_lane.POST_KIND: csm}
     if slack_on:  # a button's failed chat.update, redrawn later
         senders[slack_lane.UPDATE_KIND] = csm
     if app.config["BILLING_WEBHOOK_URL"]:
@@ -402,15 +408,11 @@ def _engine_config(app: Flask, health: HealthBounds) -> EngineConfig:
                                  control_salt=str(app.config["CONTROL_SALT"]))
     except DomainError as exc:
         raise ConfigError(f"{ENV_PREFIX}CONTROL_SHARE: {exc.message}") from None
-    from channels.api import VOICE
-    from channels.twilio_messaging import SMS, WHATSAPP
-    from channels.webchat import WEB
-
     return EngineConfig(policy=policy, health=health,
                         business=Business(str(app.config["BUSINESS_NAME"]),
                                           str(app.config["SUPPORT_CONTACT"])),
                         billing_webhook=bool(url), model=load_intent_model(),
-                        channels=Channels([WEB, WHATSAPP, SMS, VOICE]))
+                        channels=channels.registered())
 
 
 @lru_cache(maxsize=1)

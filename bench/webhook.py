@@ -160,7 +160,7 @@ def setup_accounts(url: str, n: int, seed: int) -> list[Buyer]:
                         headers=auth)
         if r.status_code != 200:
             raise RuntimeError(f"POST usage: {r.status_code} {r.get_data(as_text=True)}")
-    while rt.messages.dispatch_due(limit=200).sent:  # the openings go out (sandbox sender)
+    while rt.dispatcher.dispatch_due(limit=200).sent:  # the openings go out (sandbox sender)
         pass
     rt.engine.dispose()
     states = thread_states(url)

@@ -140,31 +140,39 @@ def jobs_cli() -> None:
     pass
 
 
-@jobs_cli.command("run", help="Run every background job once: send queued messages (Twilio or "
-                              "the sandbox) and due outbox jobs (webhooks, CSM notices), apply "
-                              "due down-tier changes, expire stale offers.")
+@jobs_cli.command("run", help="Run every background job once: send due outbox jobs (SMS and "
+                              "WhatsApp through Twilio or the sandbox, webhooks, CSM notices), "
+                              "apply due down-tier changes, expire stale offers.")
 def jobs_run() -> None:
     _runtime().prepare_database()
     click.echo(run_jobs(_runtime()))
 
 
+OUTBOX_BATCH = 50  # jobs a claim takes: the lease (5 min) must cover a batch of slow sends
+OUTBOX_BATCHES = 2  # claims a pass makes at most (while they come back full)
+
+
 def run_jobs(rt) -> str:
     """One pass of every periodic job; what the scheduler runs. The inbound spool first: its
-    replies are queued, and go out with the dispatchers below in the same pass."""
+    replies are queued, and go out with the outbox below in the same pass."""
     spool = replay_spool(rt, Spool.for_app(current_app))
-    stats = rt.dispatcher.dispatch_due() if rt.dispatcher else None
-    delivered = rt.messages.dispatch_due() if rt.messages else None
+    stats = None
+    if rt.dispatcher:
+        for _ in range(OUTBOX_BATCHES):
+            batch = rt.dispatcher.dispatch_due(limit=OUTBOX_BATCH)
+            stats = batch if stats is None else stats + batch
+            if batch.claimed < OUTBOX_BATCH:
+                break
     applied = engine.apply_due_plan_changes(rt.uow(), rt.now())
     expired = engine.expire_threads(rt.uow(), rt.now())
-    sent = f"{stats.sent} sent, {stats.retried} to retry, {stats.failed} failed" if stats else "off"
-    messages = (f"{delivered.sent} sent, {delivered.retried} to retry, {delivered.failed} failed, "
-                f"{delivered.cancelled} cancelled"
-                + (f", {delivered.held} held (Twilio refused the account)" if delivered.held else "")
-                ) if delivered else "off"
+    outbox = (f"{stats.sent} sent, {stats.retried} to retry, {stats.failed} failed, "
+              f"{stats.cancelled} cancelled"
+              + (f", {stats.held} held (the provider refused the account)" if stats.held else "")
+              ) if stats else "off"
     spooled = f"spool: {spool.replayed} replayed" + (
         f", {spool.failed_left} waiting" if spool.failed_left else "") + (
         f", {spool.rejected} set aside" if spool.rejected else "")
-    return (f"{spooled}; outbox: {sent}; messages: {messages}; plan changes applied: {applied}; "
+    return (f"{spooled}; outbox: {outbox}; plan changes applied: {applied}; "
             f"threads expired: {expired}")
 
 

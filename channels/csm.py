@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from storage.outbox import OutboxJob
+from core.jobs import OutboxJob
 
 log = logging.getLogger(__name__)
 

@@ -45,11 +45,12 @@ from slack_sdk.errors import SlackApiError
 from channels import local
 from core import csm
 from core.catalog import Catalog
+from core.channels import Channels
 from core.csm import CLAIMED, OPEN, RESOLVED, Action, ActionResult
 from core.errors import NotFound
 from core.money import dollars
 from core.ports import EscalationCard, UnitOfWork
-from storage.outbox import OutboxJob, PermanentFailure
+from core.jobs import OutboxJob, PermanentFailure
 
 log = logging.getLogger(__name__)
 
@@ -320,6 +321,7 @@ class CsmLane:
     """The CSM actions behind the buttons, shared by Slack and the sandbox page."""
 
     uows: Callable[..., UnitOfWork]
+    channels: Channels
     catalog: Catalog
     clock: Callable[[], datetime]
     business: str
@@ -328,8 +330,8 @@ class CsmLane:
 
     def act(self, action: str, escalation_id: int, csm_id: str | None,
             csm_name: str) -> ActionResult:
-        return csm.act(self.uows, escalation_id, Action(action), csm_id, csm_name, self.business,
-                       self.clock())
+        return csm.act(self.uows, self.channels, escalation_id, Action(action), csm_id, csm_name,
+                       self.business, self.clock())
 
     def redraw_later(self, escalation_id: int, action: str) -> bool:
         """Queue an outbox job that redraws the escalation's Slack message (one per action: each
@@ -340,19 +342,19 @@ class CsmLane:
         return view(card, self.catalog, self.operator_url)
 
 
-def lane_from(config: Mapping[str, Any], uows: Callable[..., UnitOfWork],
+def lane_from(config: Mapping[str, Any], uows: Callable[..., UnitOfWork], channels: Channels,
               clock: Callable[[], datetime], catalog: Catalog) -> CsmLane:
-    return CsmLane(uows, catalog, clock, str(config.get("BUSINESS_NAME") or "Upgrade Chat"),
+    return CsmLane(uows, channels, catalog, clock, str(config.get("BUSINESS_NAME") or "Upgrade Chat"),
                    config.get("OPERATOR_URL"))
 
 
-def create_slack(config: Mapping[str, Any], uows: Callable[..., UnitOfWork],
+def create_slack(config: Mapping[str, Any], uows: Callable[..., UnitOfWork], channels: Channels,
                  clock: Callable[[], datetime], catalog: Catalog) -> tuple[App, Blueprint]:
     """The bolt app and a blueprint serving it at POST /slack/events (register it only when
     `configured(config)`). Every request is verified against SLACK_SIGNING_SECRET by bolt."""
     if not configured(config):
         raise SlackConfigError("Slack is not configured: set " + ", ".join(REQUIRED))
-    lane = lane_from(config, uows, clock, catalog)
+    lane = lane_from(config, uows, channels, clock, catalog)
     bolt = App(signing_secret=str(config["SLACK_SIGNING_SECRET"]), client=web_client(config),
                # the listener runs before the answer, so a button's effect is committed when
                # Slack sees the 200 (no work left in a background thread of a web worker)
@@ -522,7 +524,7 @@ def local_only():
 
 def _sandbox_lane() -> CsmLane:
     rt = current_app.extensions["upgrade_chat"]
-    return lane_from(current_app.config, rt.uow, rt.now, rt.catalog)
+    return lane_from(current_app.config, rt.uow, rt.conversation.channels, rt.now, rt.catalog)
 
 
 @sandbox_csm_bp.get("")

@@ -234,7 +234,7 @@ def process_inbound(rt, message: InboundMessage, now: datetime | None = None, *,
 
     Live, the replies go back in the TwiML answer (the engine stores them as sent). Replayed,
     there is no answer to put them in: the engine's new reply rows are stored queued instead,
-    in the same transaction, and the outbound dispatcher sends them.
+    each with its outbox job, in the same transaction, and the outbox sends them.
     """
     now = now or rt.now()
     # Twilio's Advanced Opt-Out already replied to a keyword: its replies are never sent.
@@ -273,7 +273,7 @@ def inbound_from_entry(entry: dict) -> InboundMessage:
 def replay_spool(rt, spool: Spool) -> ReplayStats:
     """Process the spooled messages, oldest first, exactly as live ones (`process_inbound`, so
     a message that did reach the database before is a duplicate and changes nothing); their
-    replies are queued for the dispatcher. Stops, keeping the rest, while the database is still
+    replies are queued in the outbox. Stops, keeping the rest, while the database is still
     unreachable; an entry that fails any other way is set aside in the spool's rejected/."""
     def handle(entry: dict) -> None:
         process_inbound(rt, inbound_from_entry(entry), replayed=True)

@@ -44,7 +44,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from urllib.parse import urlsplit
 
-from storage.outbox import OutboxJob, PermanentFailure
+from core.jobs import OutboxJob, PermanentFailure
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,9 @@ from typing import Any
 from core.accounts import StoredAccount
 from core.case import Case, current_case, terms
 from core.catalog import Catalog
+from core.channels import Channels, Delivery
 from core.conversation import EscalationReason, follow_up_message
+from core.delivery import queue_message
 from core.errors import NotFound
 from core.locking import lock_account
 from core.money import money_str
@@ -106,7 +108,7 @@ def _already_done(escalation: EscalationRecord, action: Action) -> bool:
     return escalation.status == RESOLVED
 
 
-def act(uows: Callable[[], UnitOfWork], escalation_id: int, action: Action,
+def act(uows: Callable[[], UnitOfWork], channels: Channels, escalation_id: int, action: Action,
         csm_id: str | None, csm_name: str, business_name: str, now: datetime) -> ActionResult:
     """One CSM action, once (retried on a lost race).
 
@@ -132,7 +134,7 @@ def act(uows: Callable[[], UnitOfWork], escalation_id: int, action: Action,
             who = _by(csm_id, csm_name, now)
             if action == Action.CLAIM:
                 uow.escalations.update(escalation_id, status=CLAIMED, claimed_by=who)
-                _follow_up(uow, escalation, csm_name, business_name, now)
+                _follow_up(uow, channels, escalation, csm_name, business_name, now)
             elif action == Action.SCHEDULE_CALL:
                 uow.escalations.update(escalation_id, call_requested=who)
             else:
@@ -145,16 +147,19 @@ def act(uows: Callable[[], UnitOfWork], escalation_id: int, action: Action,
     return retrying(attempt)
 
 
-def _follow_up(uow: UnitOfWork, escalation: EscalationRecord, csm_name: str,
-               business_name: str, now: datetime) -> None:
+def _follow_up(uow: UnitOfWork, channels: Channels, escalation: EscalationRecord,
+               csm_name: str, business_name: str, now: datetime) -> None:
+    """The buyer is told a named person will follow up, on the channel they last used (sent by
+    the outbox where the channel pushes, shown on the next poll in the widget)."""
     thread = (uow.conversations.thread(escalation.thread_id)
               if escalation.thread_id is not None else None)
-    if thread is None or not thread.last_channel or thread.contact_id is None:
+    channel = channels.get(thread.last_channel) if thread is not None else None
+    if thread is None or channel is None or thread.contact_id is None:
         return
-    uow.conversations.add_message(
-        thread_id=thread.id, contact_id=thread.contact_id, channel=thread.last_channel,
-        direction="out", kind="reply", status="queued", now=now,
-        body=follow_up_message(csm_name, business_name))
+    if channel.delivery == Delivery.NONE:  # relayed only: the integrator's to tell
+        return
+    queue_message(uow, thread_id=thread.id, contact_id=thread.contact_id, channel=channel,
+                  kind="reply", body=follow_up_message(csm_name, business_name), now=now)
 
 
 def posted(uows: Callable[[], UnitOfWork], escalation_id: int, where: dict[str, str]) -> None:

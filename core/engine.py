@@ -2,7 +2,7 @@
 
 Each runs inside the caller's unit of work (opening) or its own (answering), sees storage through
 the ports, and leaves anything that must reach the outside world (the billing webhook, the CSM
-notice, the channel messages) in durable outboxes, to go out after the commit.
+notice, an SMS or WhatsApp message) in the outbox, to go out after the commit.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from core.conversation import (LIVE, Business, EXPIRES_AFTER, EscalationReason, 
                                is_expired, offer_withdrawn_message, period_taken_message, reply,
                                start_message, stop_message, transition)
 from core.copy import Wording, wording
+from core.delivery import carrier_opt_out, queue_message
 from core.errors import DomainError, NotFound
 from core.framing import opening_message
 from core.guardrails import (GuardrailPolicy, Outcome, PromptContext, Reason, decide,
@@ -32,6 +33,7 @@ from core.intent_model import IntentModel
 from core.intents import Intent, classify, understand
 from core import routing
 from core.money import money_str
+from core.consent import revoke_consent
 from core.csm import escalate, tell_csm
 from core.locking import lock_account, lock_accounts
 from core.ports import ContactView, EscalationRecord, MessageView, PlanChangeView, SignalDecision, ThreadView, UnitOfWork, seen_by_buyer
@@ -94,18 +96,18 @@ def open_conversation(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, a
         elif decision.reason == Reason.CONTROL:
             log.info("control cohort: would have prompted account %s", account.external_id)
         return SignalDecision(decision.outcome, decision.reason)
-    # `open` until the opening is out: a phone channel's dispatcher moves the thread to offered
-    # when it sends it (storage.delivery.mark_sent); web chat shows it at once if the buyer is in
-    # the product, else on their next visit.
+    # `open` until the opening is out: the outbox moves the thread to offered when it sends it
+    # on a pushed channel (core.delivery.message_sent); a polled channel (the widget) shows it at
+    # once if the buyer is there, else on their next visit.
     shown_now = channel.present(contact, now) and decision.outcome == Outcome.PROMPTED
     state = ThreadState.OFFERED if shown_now else ThreadState.OPEN
     thread = conv.create_thread(account.id, contact.id, account.plan, case.target.name,
                                 case.direction, state, channel.name, now)
-    conv.add_message(thread_id=thread.id, contact_id=contact.id, channel=channel.name,
-                     direction="out", kind="opening", status="queued",
-                     body=opening_message(case, catalog, config.business.name
-                                          if channel.phone else None),
-                     now=now, not_before=decision.defer_until)
+    queue_message(uow, thread_id=thread.id, contact_id=contact.id, channel=channel,
+                  kind="opening",
+                  body=opening_message(case, catalog, config.business.name
+                                       if channel.phone else None),
+                  now=now, not_before=decision.defer_until)
     return SignalDecision(decision.outcome, decision.reason, decision.defer_until, thread.id)
 
 
@@ -333,7 +335,12 @@ def _store_reply(uow: UnitOfWork, contact_id: int, thread_id: int | None, channe
                  message: Inbound, kind: str, body: str, in_reply_to: int | None,
                  now: datetime) -> None:
     """One of our answers to `message`, stored as the message says it reaches the buyer:
-    answered in the request itself, queued for a channel of ours, or relayed by the caller."""
+    answered in the request itself, queued for a channel of ours (with its outbox job where the
+    channel pushes), or relayed by the caller."""
+    if message.replies == Replies.QUEUED:
+        queue_message(uow, thread_id=thread_id, contact_id=contact_id, channel=channel,
+                      kind=kind, body=body, now=now, in_reply_to=in_reply_to)
+        return
     uow.conversations.add_message(
         thread_id=thread_id, contact_id=contact_id, channel=channel.name, direction="out",
         kind=kind, body=body, status=str(message.replies), now=now, in_reply_to=in_reply_to)
@@ -561,19 +568,6 @@ def apply_due_plan_changes(uow: UnitOfWork, now: datetime) -> int:
     return applied
 
 
-def revoke_consent(uow: UnitOfWork, contact: ContactView, channel: str, source: str,
-                   now: datetime) -> None:
-    """An opt-out learnt other than from the buyer's own message (the carrier's 21610, a CSM's
-    "do not contact"): recorded as a STOP would be, inside the caller's unit of work (which holds
-    the account lock): a consent event, and the contact's live threads closed as opted_out."""
-    conv = uow.conversations
-    for thread in conv.live_threads_for_contact(contact.id):
-        state = transition(ThreadState(thread.state), ThreadEvent.OPT_OUT)
-        conv.save_thread(replace(thread, state=str(state)), now)
-    conv.record_consent(contact.id, "revoke", channel, source, now)
-    log.info("opt-out (%s) recorded for contact %s", source, contact.external_id)
-
-
 # --- delivery reports ---------------------------------------------------------------------------
 
 # Delivery progress of an outbound message. Reports arrive out of order, so a report only ever
@@ -620,11 +614,9 @@ def record_delivery_report(uows: Callable[[], UnitOfWork], report: DeliveryRepor
             if sent is None:
                 return False
             if report.error_code == CARRIER_OPT_OUT and sent["contact_id"] is not None:
-                # The contact is read after the lock, so two reports cannot both record it.
-                lock_account(uow, sent["account_id"])
-                contact = conv.contact_by_id(sent["contact_id"])
-                if contact is not None and contact.opted_out_at is None:
-                    revoke_consent(uow, contact, sent["channel"], "carrier", now)
+                # As when a send fails with it: the account is locked and the contact read
+                # after the lock, so two reports cannot both record the opt-out.
+                carrier_opt_out(uow, sent["contact_id"], sent["channel"], now)
             sent = conv.outbound_by_provider_id(report.provider_id, lock=True)
             if advances(sent["delivery_status"], report.status):
                 conv.set_delivery_status(sent["id"], report.status, report.error_code)

@@ -248,9 +248,48 @@ class EscalationRepository(Protocol):
 
 
 class JobQueue(Protocol):
-    """Work to run after the commit, at least once (storage.outbox)."""
+    """Work to run after the commit, at least once (storage.outbox); due at `due` (default:
+    now)."""
 
-    def enqueue(self, kind: str, key: str, payload: dict[str, Any], now: datetime) -> bool: ...
+    def enqueue(self, kind: str, key: str, payload: dict[str, Any], now: datetime, *,
+                due: datetime | None = None) -> bool: ...
+
+
+@dataclass(frozen=True)
+class MessageFacts:
+    """What storage read of an outbound message when its outbox job was claimed: the message,
+    its contact's reach and consent as they stand now, and its thread's state
+    (core.delivery.verdict decides from them)."""
+
+    id: int
+    status: str  # the message's own: queued, or settled meanwhile (a reply cancelled it)
+    channel: str
+    kind: str
+    body: str
+    thread_id: int | None
+    thread_state: str | None
+    account_id: int | None  # the thread's account, else the contact's
+    contact_id: int | None  # None: the message has no contact (any more)
+    # The contact's fields as in ContactView, read by the channel's declared names
+    # (core.channels.Capabilities: address, opt_in, activity).
+    opted_out: bool
+    whatsapp_opt_in_at: datetime | None
+    phone: str | None
+    whatsapp: str | None
+    whatsapp_inbound_at: datetime | None  # the contact's last WhatsApp message (24-hour window)
+
+
+class OutboxRepository(Protocol):
+    """The outbound messages the outbox's "message" jobs deliver (storage.delivery): their facts
+    at claim time and their outcomes. `attempts` mirrors the job's count of sends started."""
+
+    def message_facts(self, message_ids: Iterable[int]) -> dict[int, MessageFacts]: ...
+    def contact_account(self, contact_id: int) -> int | None: ...
+    def lock_thread(self, thread_id: int) -> ThreadView | None: ...
+    def mark_sent(self, message_id: int, provider_id: str, attempts: int, now: datetime, *,
+                  if_status: Iterable[str]) -> bool: ...
+    def settle(self, message_id: int, status: str, error: str, attempts: int) -> bool: ...
+    def note_attempt(self, message_id: int, error: str, attempts: int) -> bool: ...
 
 
 class UnitOfWork(Protocol):
@@ -263,6 +302,7 @@ class UnitOfWork(Protocol):
     conversations: ConversationRepository
     escalations: EscalationRepository
     jobs: JobQueue
+    outbox: OutboxRepository
 
     def __enter__(self) -> UnitOfWork: ...
     def __exit__(self, *exc: object) -> None: ...

@@ -212,12 +212,12 @@ class ThreadRow(Base):
 
 
 _UNMATCHED = "contact_id IS NULL AND direction = 'in' AND provider_id IS NOT NULL"
-_QUEUED = "status = 'queued' AND direction = 'out'"
 
 
 class MessageRow(Base):
-    """Every inbound and outbound message. Outbound rows are the channels' durable outbox:
-    `status` queued until a channel sends them (not before `not_before`)."""
+    """Every inbound and outbound message. An outbound row is the record of the message: `status`
+    queued until it goes out (not before `not_before`): an SMS or WhatsApp message by its outbox
+    job (kind "message", core.delivery), a web chat message when the widget's poll shows it."""
 
     __tablename__ = "messages"
     __table_args__ = (
@@ -232,9 +232,6 @@ class MessageRow(Base):
               sqlite_where=text(_UNMATCHED), postgresql_where=text(_UNMATCHED)),
         # Status callbacks find the message by the provider's id.
         Index("ix_messages_provider_id", "provider_id"),
-        # The dispatchers' claim scans queued outbound rows only, not every message ever sent.
-        Index("ix_messages_queued", "channel", "id",
-              sqlite_where=text(_QUEUED), postgresql_where=text(_QUEUED)),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -251,10 +248,9 @@ class MessageRow(Base):
     status: Mapped[str] = mapped_column(String(20))
     not_before: Mapped[datetime | None] = mapped_column(UTCDateTime)
     at: Mapped[datetime] = mapped_column(UTCDateTime)
-    # Outbound delivery: a channel dispatcher claims queued rows (a lease in next_attempt_at),
-    # sends them, and records the provider's id and status, or the error and the next try.
+    # Outbound delivery, as its outbox job records it (the job keeps the lease and the next
+    # try): sends started, the last error, when it went out, the provider's last word.
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     delivery_status: Mapped[str | None] = mapped_column(String(20))  # the provider's last word
@@ -329,8 +325,9 @@ class EscalationRow(Base):
 
 
 class OutboxRow(Base):
-    """Work to do after a commit, at least once, retried with backoff: webhooks, CSM notices.
-    `key` makes a job unique, so a retried request can never enqueue it twice."""
+    """Work to do after a commit, at least once, retried with backoff: webhooks, CSM notices,
+    SMS and WhatsApp messages (storage.outbox). `key` makes a job unique, so a retried request
+    can never enqueue it twice."""
 
     __tablename__ = "outbox"
     __table_args__ = (Index("ix_outbox_due", "status", "next_attempt_at"),)
@@ -339,7 +336,7 @@ class OutboxRow(Base):
     kind: Mapped[str] = mapped_column(String(30))
     key: Mapped[str] = mapped_column(String(200), unique=True)
     payload: Mapped[dict] = mapped_column(JSON)
-    status: Mapped[str] = mapped_column(String(10))  # pending | sent | failed
+    status: Mapped[str] = mapped_column(String(10))  # pending | sent | failed | cancelled
     attempts: Mapped[int] = mapped_column(Integer)
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)

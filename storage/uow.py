@@ -9,6 +9,7 @@ from sqlalchemy.orm import sessionmaker
 from core.ports import Conflict, StorageBusy
 from storage.conversations import SqlConversationRepository
 from storage.escalations import SqlEscalationRepository
+from storage.delivery import SqlOutboxRepository
 from storage.repositories import (SqlAccountRepository, SqlSignalRepository,
                                   SqlThresholdStateRepository, SqlUsageRepository)
 
@@ -39,9 +40,9 @@ class SqlJobQueue:
     def __init__(self, session) -> None:
         self.session = session
 
-    def enqueue(self, kind: str, key: str, payload: dict, now) -> bool:
-        from storage.outbox import enqueue
-        return enqueue(self.session, kind, key, payload, now)
+    def enqueue(self, kind: str, key: str, payload: dict, now, *, due=None) -> bool:
+        from storage.outbox import enqueue  # storage.outbox runs its dispatcher on this module
+        return enqueue(self.session, kind, key, payload, now, due=due)
 
 
 class SqlUnitOfWork:
@@ -66,6 +67,7 @@ class SqlUnitOfWork:
         self.conversations = SqlConversationRepository(self.session)
         self.escalations = SqlEscalationRepository(self.session)
         self.jobs = SqlJobQueue(self.session)
+        self.outbox = SqlOutboxRepository(self.session)
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import select
 
 from channels import webchat
-from channels.twilio_outbound import DeliveryStats
+from storage.outbox import DispatchStats as DeliveryStats
 from storage.models import MessageRow
 from tests.conftest import Api
 from tests.e2e.helpers import account, ago, batch, contact, error_of, event
@@ -52,7 +52,7 @@ def cross_and_send_the_opening(api, app):
 
 def dispatch(app) -> DeliveryStats:
     """One pass of the SMS/WhatsApp dispatcher (sandbox: stored as sent, with an SB… id)."""
-    return app.extensions["upgrade_chat"].messages.dispatch_due()
+    return app.extensions["upgrade_chat"].dispatcher.dispatch_due()
 
 
 def post(api, text, msg_id, channel="sms", who=DANA, **extra):
@@ -130,7 +130,7 @@ def test_a_relayed_reply_that_carries_the_opening_stands_for_it(app, api, clock)
     answer = say(api, QUESTION, "in-1")
     assert answer["state"] == "offered" and answer["replies"][0].startswith("Acme Billing:")
     clock.now = clock.now.replace(hour=16)  # the opening's not_before has passed
-    assert dispatch(app) == DeliveryStats()
+    assert dispatch(app) == DeliveryStats(cancelled=1)  # its outbox job settles, sending nothing
     assert sent_by_us(app) == []
 
 

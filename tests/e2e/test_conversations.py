@@ -367,7 +367,7 @@ def test_a_deferred_opening_goes_out_when_due_and_the_thread_is_then_offered(app
     cross_messages(api, now=clock.now)
     assert thread(api)["state"] == "open"
     clock.now = NOW  # 09:00 in Chicago
-    assert "messages: 1 sent" in run_jobs(app)
+    assert "outbox: 1 sent" in run_jobs(app)
     assert thread(api)["state"] == "offered"
 
 

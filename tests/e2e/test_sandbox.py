@@ -40,7 +40,7 @@ def test_the_opening_appears_on_the_sandbox_phone_once_the_jobs_run(app):
     client = app.test_client()
     waiting = client.get("/sandbox/phone").get_data(as_text=True)
     assert 'data-status="queued"' in waiting  # in the outbox, shown as waiting
-    assert "messages: 1 sent" in jobs(app)
+    assert "outbox: 1 sent" in jobs(app)
     page = client.get("/sandbox/phone").get_data(as_text=True)
     assert "$529.00" in page and 'data-status="sent"' in page and 'data-status="queued"' not in page
 

@@ -69,7 +69,7 @@ def test_a_buyer_upgrades_by_typing_on_the_sandbox_phone_in_a_browser(make_app, 
     with chromium() as browser, serving(build=build) as base_url:
         app = built[0]
         api = setup_account(app)
-        assert "messages: 1 sent" in run_jobs(app)
+        assert "outbox: 1 sent" in run_jobs(app)
 
         page = browser.new_page(viewport={"width": 420, "height": 720})
         page.set_default_timeout(TIMEOUT_MS)

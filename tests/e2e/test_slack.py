@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from channels.slack import SlackEscalationSender
 from storage.models import EscalationRow, MessageRow
-from storage.outbox import OutboxJob
+from core.jobs import OutboxJob
 from tests.conftest import Api
 from tests.e2e.helpers import NOW, account, ago, batch, contact, event
 from tests.support import fake_slack
@@ -59,7 +59,7 @@ def escalate(api, vertical="generic", text="can I talk to a real person?"):
     events.append(event("m-seats", ACME, "seats", 3, ago(NOW, days=1)))
     assert api.post("/usage", json=batch(*events)).status_code == 200
     rt = api.client.application.extensions["upgrade_chat"]
-    rt.messages.dispatch_due()  # the opening goes out (sandbox SMS)
+    rt.dispatcher.dispatch_due()  # the opening goes out (sandbox SMS)
     r = api.post(f"/conversations/{DANA}/messages",
                  json={"channel": "sms", "text": "we are over our limit again", "id": "in-0"})
     assert r.status_code == 200

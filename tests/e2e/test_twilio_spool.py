@@ -1,6 +1,6 @@
 """The inbound spool: a buyer's message that arrives while the database is unreachable is kept on
 disk, answered with empty TwiML, and replayed in order through the live path (so deduped) once
-the database is back; its replies go out from the outbound dispatcher.
+the database is back; its replies go out from the outbox.
 
 The end-to-end test stops and starts the session's real PostgreSQL cluster; the Spool tests
 need no database at all.
@@ -112,7 +112,7 @@ def test_messages_sent_while_postgresql_is_down_are_spooled_and_replayed_in_orde
 
     first = jobs(app)
     assert first.exit_code == 0, first.output
-    assert "spool: 3 replayed" in first.output and "messages: 2 sent" in first.output
+    assert "spool: 3 replayed" in first.output and "outbox: 2 sent" in first.output
     assert spool.pending() == []
     assert thread(api)["state"] == "awaiting_confirmation"
     assert inbound_bodies(app, how_much) == ["how much?"]
@@ -125,7 +125,7 @@ def test_messages_sent_while_postgresql_is_down_are_spooled_and_replayed_in_orde
 
     again = jobs(app)
     assert again.exit_code == 0, again.output
-    assert "spool: 0 replayed" in again.output and "messages: 0 sent" in again.output
+    assert "spool: 0 replayed" in again.output and "outbox: 0 sent" in again.output
     assert len(replies_sent(app)) == 2
     assert DANA_PHONE not in caplog.text and "how much?" not in caplog.text
 

@@ -383,7 +383,7 @@ def test_a_thread_started_by_sms_shows_in_the_widget_and_continues_there(app, ap
                  json={"channel": "sms", "text": "how much would I be charged today?", "id": "SM1",
                        "deliver": True})
     assert r.status_code == 200, r.get_json()
-    assert "messages: 1 sent" in app.test_cli_runner().invoke(args=["jobs", "run"]).output
+    assert "outbox: 1 sent" in app.test_cli_runner().invoke(args=["jobs", "run"]).output
 
     widget = Widget(app.test_client())
     data = widget.poll().get_json()
@@ -463,7 +463,8 @@ def test_a_csms_follow_up_on_a_web_thread_reaches_the_widget(app, api):
     widget.poll()  # the buyer's message and the bot's answer
     data = widget.poll().get_json()
     assert data["messages"] == []
-    csm.act(app.extensions["upgrade_chat"].uow, escalation_id, csm.Action.CLAIM, "U1", "Sam Kim",
+    rt = app.extensions["upgrade_chat"]
+    csm.act(rt.uow, rt.conversation.channels, escalation_id, csm.Action.CLAIM, "U1", "Sam Kim",
             "Acme", clock())
 
     data = widget.poll().get_json()

@@ -193,13 +193,13 @@ def test_a_reply_typed_in_the_widget_continues_a_thread_started_by_sms(served):
     api = setup_account(app, phone=PHONE)
     cross(api)  # not seen in the product: the opening goes by SMS
     result = app.test_cli_runner().invoke(args=["jobs", "run"])
-    assert result.exit_code == 0 and "messages: 1 sent" in result.output, result.output
+    assert result.exit_code == 0 and "outbox: 1 sent" in result.output, result.output
     r = api.post(f"/conversations/{DANA}/messages",  # answered by SMS, by the service
                  json={"channel": "sms", "text": "what does growth add?", "id": "SM1",
                        "deliver": True})
     assert r.status_code == 200, r.get_json()
     result = app.test_cli_runner().invoke(args=["jobs", "run"])
-    assert result.exit_code == 0 and "messages: 1 sent" in result.output, result.output
+    assert result.exit_code == 0 and "outbox: 1 sent" in result.output, result.output
 
     page = new_page(browser)
     page.goto(f"{base_url}/host")

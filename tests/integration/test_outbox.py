@@ -12,6 +12,7 @@ from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from channels.webhooks import SignedWebhookSender, WebhookError, verify_signature
+from core.jobs import AccountRefused, Backoff, Settle
 from storage.models import OutboxRow
 from storage.outbox import DispatchStats, OutboxDispatcher, enqueue
 from tests.conftest import NOW
@@ -324,6 +325,89 @@ def test_a_batch_that_outlives_its_lease_leaves_the_rest_to_the_next_run(
     assert (row.status, row.next_attempt_at) == ("pending", NOW + LEASE)
     assert dispatcher().dispatch_due() == DispatchStats(sent=1)
     assert receiver.per_key() == {"plan-change:1": 1, "plan-change:2": 1}
+
+
+def test_a_refused_account_holds_its_kind_untried_and_lets_the_other_kinds_go_out(
+        engine, dispatcher, webhook, receiver, clock):
+    calls = []
+
+    def refused(job):
+        calls.append(job.key)
+        raise AccountRefused("the provider refused the account (a test)")
+
+    for n in range(3):
+        _enqueue(engine, f"notice:{n}", kind="csm.notice")
+    _enqueue(engine, "plan-change:1")
+    outbox = dispatcher({"csm.notice": refused, KIND: webhook}, max_attempts=1)
+
+    # One request of the refused kind, then its batch-mates are given back with it; the other
+    # kind is sent all the same.
+    assert outbox.dispatch_due() == DispatchStats(sent=1, held=3)
+    assert calls == ["notice:0"]
+    assert receiver.per_key() == {"plan-change:1": 1}
+    for n in range(3):
+        row = _row(engine, f"notice:{n}")
+        assert (row.status, row.attempts, row.next_attempt_at) == (
+            "pending", 0, NOW + timedelta(minutes=5))
+        assert row.last_error == "the provider refused the account (a test)"
+    assert outbox.dispatch_due() == DispatchStats()  # not due again yet
+
+    # Held more often than max_attempts allows, and still nothing fails: no attempt counted.
+    clock.now += timedelta(minutes=5)
+    assert outbox.dispatch_due() == DispatchStats(held=3)
+    clock.now += timedelta(minutes=5)
+    assert dispatcher({"csm.notice": lambda job: None}, max_attempts=1).dispatch_due() == \
+        DispatchStats(sent=3)
+
+
+def test_a_kind_with_its_own_backoff_is_retried_on_its_own_schedule(
+        engine, dispatcher, webhook, receiver, clock):
+    def flaky(job):
+        raise WebhookError("try later")
+
+    _enqueue(engine, "notice:1", kind="csm.notice")
+    _enqueue(engine, "plan-change:1")
+    receiver.answer(500)
+    outbox = dispatcher({"csm.notice": flaky, KIND: webhook}, base_delay=timedelta(seconds=10),
+                        backoffs={"csm.notice": Backoff(max_attempts=2,
+                                                        base_delay=timedelta(minutes=1))})
+    assert outbox.dispatch_due() == DispatchStats(retried=2)
+    assert _row(engine, "notice:1").next_attempt_at == NOW + timedelta(minutes=1)
+    assert _row(engine, "plan-change:1").next_attempt_at == NOW + timedelta(seconds=10)
+    clock.now += timedelta(minutes=1)
+    assert outbox.dispatch_due() == DispatchStats(sent=1, failed=1)  # its 2nd and last attempt
+    assert _row(engine, "notice:1").status == "failed"
+
+
+class _Handler:
+    """A kind whose jobs are checked at claim: even payloads go out, odd ones are cancelled."""
+
+    def __init__(self) -> None:
+        self.recorded = []
+
+    def prepare(self, uow, jobs, now):
+        return {job.id: job.payload["n"] if job.payload["n"] % 2 == 0
+                else Settle("cancelled", f"{job.payload['n']} is odd") for job in jobs}
+
+    def send(self, job, prepared):
+        return f"sent {prepared}"
+
+    def record(self, uow, job, prepared, outcome, now):
+        self.recorded.append((job.key, outcome.status, outcome.attempts, outcome.result,
+                              outcome.error))
+
+
+def test_a_handler_settles_jobs_at_claim_and_records_every_outcome(engine, dispatcher):
+    handler = _Handler()
+    for n in range(4):
+        _enqueue(engine, f"n:{n}", kind="numbers", payload={"n": n})
+    assert dispatcher({"numbers": handler}).dispatch_due() == DispatchStats(sent=2, cancelled=2)
+    assert sorted(handler.recorded) == [
+        ("n:0", "sent", 1, "sent 0", None), ("n:1", "cancelled", 0, None, "1 is odd"),
+        ("n:2", "sent", 1, "sent 2", None), ("n:3", "cancelled", 0, None, "3 is odd")]
+    row = _row(engine, "n:1")
+    assert (row.status, row.attempts, row.last_error) == ("cancelled", 0, "1 is odd")
+    assert dispatcher({"numbers": handler}).dispatch_due() == DispatchStats()
 
 
 def test_a_webhook_sender_needs_an_http_url_and_a_secret(clock):

@@ -5,20 +5,27 @@ import time
 from datetime import timedelta, timezone
 
 import pytest
+import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import insert, text
+from sqlalchemy import insert, inspect, text
 from sqlalchemy.exc import IntegrityError
 
+from channels.twilio_outbound import SandboxSender
 from core import services
 from core.accounts import Contact
+from channels import registered
+from core.delivery import MESSAGE_KIND, MessageJobs
 from core.errors import DomainError
 from core.services import AccountInput
 from core.ports import Conflict
 from core.usage import MAX_QUANTITY, UsageEvent, UsageMatrix
 from storage import migrate
 from storage.db import make_engine
-from storage.models import Base, MessageRow, ThresholdStateRow
+from storage.models import (AccountRow, Base, ContactRow, MessageRow, OutboxRow, ThreadRow,
+                            ThresholdStateRow, UTCDateTime)
+from storage.outbox import DispatchStats, OutboxDispatcher
 from storage.uow import SqlUnitOfWork
 from tests.conftest import NOW
 
@@ -71,6 +78,117 @@ def test_0004_keeps_one_copy_of_a_message_an_unknown_sender_had_stored_twice(emp
         assert [tuple(r) for r in kept] == [(1, "SM1"), (4, "SM2"), (5, None), (6, None)]
         with pytest.raises(IntegrityError), engine.begin() as conn:
             conn.execute(insert(MessageRow), {**row, "provider_id": "SM2"})
+    finally:
+        engine.dispose()
+
+
+# `messages` as it was before 0007 (the model no longer has next_attempt_at).
+_OLD_MESSAGES = sa.table(
+    "messages", *(sa.column(c, t) for c, t in (
+        ("id", sa.Integer), ("thread_id", sa.Integer), ("contact_id", sa.Integer),
+        ("channel", sa.String), ("direction", sa.String), ("kind", sa.String),
+        ("body", sa.Text), ("status", sa.String), ("not_before", UTCDateTime()),
+        ("at", UTCDateTime()), ("attempts", sa.Integer), ("next_attempt_at", UTCDateTime()))))
+
+
+def test_0007_gives_every_queued_phone_message_its_outbox_job_and_they_go_out(empty_db_url):
+    """Messages queued on SMS or WhatsApp before 0007 get a job due when they were (a deferral,
+    a retry's backoff or a lease kept), with the sends they had started; nothing else does. The
+    one dispatcher then sends them, each at its time, once."""
+    engine = make_engine(empty_db_url)
+    clock = [NOW]
+    try:
+        migrate.upgrade(engine, "0006")
+        with engine.begin() as conn:
+            account = conn.execute(insert(AccountRow).returning(AccountRow.id), dict(
+                external_id="old", name="Old Co", plan="starter", vertical="generic",
+                timezone="UTC", billing_day=1, plan_since=NOW - timedelta(days=90),
+                open_escalations=0, created_at=NOW, updated_at=NOW)).scalar_one()
+            dana = conn.execute(insert(ContactRow).returning(ContactRow.id), dict(
+                account_id=account, external_id="old-dana", position=0, role="billing",
+                phone="+13125550142", whatsapp="+447700900123",
+                whatsapp_opt_in_at=NOW - timedelta(days=9))).scalar_one()
+            thread = conn.execute(insert(ThreadRow).returning(ThreadRow.id), dict(
+                account_id=account, contact_id=dana, current_plan="starter",
+                target_plan="growth", direction="up", state="open", last_channel="sms",
+                opened_at=NOW, updated_at=NOW, initiated_by="business")).scalar_one()
+
+            def message(channel, kind, status, *, direction="out", not_before=None,
+                        next_attempt_at=None, attempts=0, at=NOW - timedelta(hours=1)):
+                return conn.execute(insert(_OLD_MESSAGES).returning(_OLD_MESSAGES.c.id), dict(
+                    thread_id=thread, contact_id=dana, channel=channel, direction=direction,
+                    kind=kind, body=f"{kind} on {channel}", status=status, at=at,
+                    not_before=not_before, next_attempt_at=next_attempt_at,
+                    attempts=attempts)).scalar_one()
+
+            deferred = message("sms", "opening", "queued", not_before=NOW + timedelta(hours=3))
+            backing_off = message("whatsapp", "reply", "queued", attempts=2,
+                                  next_attempt_at=NOW + timedelta(minutes=10))
+            lease_ran_out = message("sms", "reply", "queued", attempts=1,
+                                    next_attempt_at=NOW - timedelta(minutes=1))
+            message("web", "reply", "queued")  # the widget's: no job
+            message("sms", "reply", "sent")
+            message("sms", "opening", "cancelled")
+            message("sms", "inbound", "received", direction="in")
+        migrate.upgrade(engine)
+
+        with engine.connect() as conn:
+            jobs = conn.execute(select_jobs()).all()
+            columns = {c["name"] for c in inspect(conn).get_columns("messages")}
+        assert "next_attempt_at" not in columns
+        assert [tuple(j) for j in jobs] == [
+            ("message", f"message:{m}", {"message_id": m}, "pending", attempts, due)
+            for m, attempts, due in (
+                (deferred, 0, NOW + timedelta(hours=3)),
+                (backing_off, 2, NOW + timedelta(minutes=10)),
+                (lease_ran_out, 1, NOW - timedelta(minutes=1)))]
+
+        outbox = OutboxDispatcher(engine, {MESSAGE_KIND: MessageJobs(SandboxSender(), registered())},
+                                  lambda: clock[0])
+        sent = []
+        for at in (NOW, NOW + timedelta(minutes=10), NOW + timedelta(hours=3),
+                   NOW + timedelta(days=1)):
+            clock[0] = at
+            sent.append(outbox.dispatch_due())
+        assert sent == [DispatchStats(sent=1)] * 3 + [DispatchStats()]
+        with engine.connect() as conn:
+            statuses = dict(conn.execute(sa.select(MessageRow.id, MessageRow.status)).all())
+            state = conn.execute(sa.select(ThreadRow.state)).scalar_one()
+        assert [statuses[m] for m in (deferred, backing_off, lease_ran_out)] == ["sent"] * 3
+        assert state == "offered"  # the deferred opening went out
+    finally:
+        engine.dispose()
+
+
+def select_jobs():
+    return (sa.select(OutboxRow.kind, OutboxRow.key, OutboxRow.payload, OutboxRow.status,
+                      OutboxRow.attempts, OutboxRow.next_attempt_at).order_by(OutboxRow.id))
+
+
+def test_0007_downgrades_to_messages_that_carry_their_next_try_again(empty_db_url):
+    engine = make_engine(empty_db_url)
+    try:
+        migrate.upgrade(engine, "0006")
+        with engine.begin() as conn:
+            queued = conn.execute(insert(_OLD_MESSAGES).returning(_OLD_MESSAGES.c.id), dict(
+                channel="sms", direction="out", kind="reply", body="hi", status="queued",
+                at=NOW, attempts=1, next_attempt_at=NOW + timedelta(minutes=2))).scalar_one()
+        migrate.upgrade(engine)
+        with engine.begin() as conn:
+            conn.execute(insert(OutboxRow), dict(kind="billing_webhook", key="thread:1:growth",
+                                                 payload={}, status="pending", attempts=0,
+                                                 next_attempt_at=NOW, created_at=NOW))
+        cfg = migrate.alembic_config(engine.url.render_as_string(hide_password=False))
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0006")
+        with engine.connect() as conn:
+            row = conn.execute(sa.select(_OLD_MESSAGES.c.next_attempt_at)
+                               .where(_OLD_MESSAGES.c.id == queued)).one()
+            kinds = conn.scalars(sa.select(OutboxRow.kind)).all()
+        assert row.next_attempt_at == NOW + timedelta(minutes=2)
+        assert kinds == ["billing_webhook"]  # the message jobs went, the others stay
+        assert migrate.current_revision(engine) == "0006"
     finally:
         engine.dispose()
 

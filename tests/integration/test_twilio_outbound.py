@@ -1,6 +1,6 @@
-"""Outbound SMS and WhatsApp on real SQLite and PostgreSQL, through twilio's real Client against a
-local fake of Twilio's Messages API: consent at claim time, backoff, permanent errors, the
-WhatsApp window and templates, leases and concurrent dispatchers."""
+"""Outbound SMS and WhatsApp on real SQLite and PostgreSQL, through the one outbox and twilio's real
+Client against a local fake of Twilio's Messages API: consent at claim time, backoff, permanent
+errors, the WhatsApp window and templates, leases and concurrent dispatchers."""
 
 from __future__ import annotations
 
@@ -14,10 +14,14 @@ import pytest
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
-from channels.twilio_outbound import (DeliveryStats, MessageDispatcher, SandboxSender,
-                                      TwilioMessagingSender)
-from storage.delivery import claim_outbound, mark_retry
-from storage.models import AccountRow, ConsentEventRow, ContactRow, MessageRow, ThreadRow
+from channels.twilio_outbound import SandboxSender, TwilioMessagingSender
+from channels import registered
+from core.delivery import MESSAGE_KIND, RETRY, MessageJobs, queue_message
+from core.jobs import PermanentFailure
+from storage.models import (AccountRow, ConsentEventRow, ContactRow, MessageRow, OutboxRow,
+                            ThreadRow)
+from storage.outbox import DispatchStats, OutboxDispatcher
+from storage.uow import SqlUnitOfWork
 from tests.conftest import NOW, Api
 from tests.e2e.helpers import account, ago, batch, contact
 from tests.e2e.helpers import event as usage_event
@@ -30,6 +34,7 @@ WHATSAPP_FROM = "+14155238886"
 TEMPLATE = "HX" + "a" * 32
 CALLBACK = "https://chat.example.com/twilio/status"
 BASE_DELAY = timedelta(seconds=15)
+LEASE = timedelta(minutes=5)
 
 
 @pytest.fixture
@@ -40,7 +45,8 @@ def fake():
 
 @pytest.fixture
 def dispatcher(engine, fake, clock):
-    """Build a dispatcher whose sender talks to the fake; keyword arguments override settings."""
+    """Build the outbox's dispatcher with a "message" sender that talks to the fake (and the
+    messages' retry schedule); keyword arguments override settings."""
 
     def build(*, template: str | None = TEMPLATE, whatsapp_from: str | None = WHATSAPP_FROM,
               sender=None, **settings):
@@ -49,7 +55,9 @@ def dispatcher(engine, fake, clock):
                                            whatsapp_from=whatsapp_from,
                                            status_callback_url=CALLBACK,
                                            whatsapp_template_sid=template)
-        return MessageDispatcher(engine, sender, clock, **{"base_delay": BASE_DELAY, **settings})
+        return OutboxDispatcher(engine, {MESSAGE_KIND: MessageJobs(sender, registered())}, clock, **{
+            "max_attempts": RETRY.max_attempts, "base_delay": BASE_DELAY,
+            "max_delay": RETRY.max_delay, "lease": LEASE, **settings})
 
     return build
 
@@ -83,18 +91,26 @@ def seed(engine, *, phone: str | None = PHONE, whatsapp: str | None = None,
 
 def queue(engine, contact_id: int, thread_id: int | None, body: str, *, channel: str = "sms",
           kind: str = "opening", not_before=None) -> int:
-    with Session(engine) as s, s.begin():
-        row = MessageRow(thread_id=thread_id, contact_id=contact_id, channel=channel,
-                         direction="out", kind=kind, body=body, status="queued",
-                         not_before=not_before, at=NOW)
-        s.add(row)
-        s.flush()
-        return row.id
+    """Queue an outbound message as the use cases do (core.delivery.queue_message: the row and,
+    on a pushed channel, its outbox job)."""
+    with SqlUnitOfWork(engine) as uow:
+        message_id = queue_message(uow, thread_id=thread_id, contact_id=contact_id,
+                                   channel=registered().require(channel), kind=kind, body=body,
+                                   now=NOW,
+                                   not_before=not_before)
+        uow.commit()
+    return message_id
 
 
 def message(engine, message_id: int) -> MessageRow:
     with Session(engine) as s:
         return s.get(MessageRow, message_id)
+
+
+def job(engine, message_id: int) -> OutboxRow:
+    """The message's outbox job."""
+    with Session(engine) as s:
+        return s.scalars(select(OutboxRow).where(OutboxRow.key == f"message:{message_id}")).one()
 
 
 def thread_state(engine, thread_id: int) -> str:
@@ -137,7 +153,7 @@ def test_a_queued_sms_opening_goes_to_twilio_with_its_number_sender_and_text(
     body = the_opening(api)["body"]
     assert api.get("/accounts/acme/thread").get_json()["state"] == "open"  # not sent yet
 
-    assert dispatcher().dispatch_due() == DeliveryStats(sent=1)
+    assert dispatcher().dispatch_due() == DispatchStats(sent=1)
     assert api.get("/accounts/acme/thread").get_json()["state"] == "offered"
 
     [sent] = fake.requests
@@ -149,7 +165,7 @@ def test_a_queued_sms_opening_goes_to_twilio_with_its_number_sender_and_text(
     assert row.attempts == 1
     assert row.provider_id.startswith("SM") and len(row.provider_id) == 34
     assert api.get("/accounts/acme/thread").get_json()["state"] == "offered"  # was offered already
-    assert dispatcher().dispatch_due() == DeliveryStats()
+    assert dispatcher().dispatch_due() == DispatchStats()
     assert fake.count() == 1
 
 
@@ -161,13 +177,13 @@ def test_a_deferred_opening_is_not_sent_before_it_is_due_and_then_offers_the_thr
     assert not_before is not None and not_before > clock.now
     assert api.get("/accounts/acme/thread").get_json()["state"] == "open"
 
-    assert dispatcher().dispatch_due() == DeliveryStats()
+    assert dispatcher().dispatch_due() == DispatchStats()
     clock.now = not_before - timedelta(seconds=1)
-    assert dispatcher().dispatch_due() == DeliveryStats()
+    assert dispatcher().dispatch_due() == DispatchStats()
     assert fake.count() == 0
 
     clock.now = not_before
-    assert dispatcher().dispatch_due() == DeliveryStats(sent=1)
+    assert dispatcher().dispatch_due() == DispatchStats(sent=1)
     assert [r.to for r in fake.requests] == [PHONE]
     assert api.get("/accounts/acme/thread").get_json()["state"] == "offered"
 
@@ -176,7 +192,7 @@ def test_a_queued_reply_in_an_open_thread_is_sent_without_moving_the_thread(
         engine, fake, dispatcher):
     contact_id, thread_id = seed(engine, state="open")
     queue(engine, contact_id, thread_id, "A reply.", kind="reply")
-    assert dispatcher().dispatch_due() == DeliveryStats(sent=1)
+    assert dispatcher().dispatch_due() == DispatchStats(sent=1)
     assert thread_state(engine, thread_id) == "open"
 
 
@@ -187,27 +203,30 @@ def test_two_server_errors_then_success_send_once_and_the_retries_wait_their_bac
     fake.answer(500, 503)
     d = dispatcher()
 
-    assert d.dispatch_due() == DeliveryStats(retried=1)
+    assert d.dispatch_due() == DispatchStats(retried=1)
     row = message(engine, msg_id)
-    assert (row.status, row.attempts, row.next_attempt_at) == ("queued", 1, NOW + BASE_DELAY)
+    assert (row.status, row.attempts, job(engine, msg_id).next_attempt_at) == (
+        "queued", 1, NOW + BASE_DELAY)
     assert row.last_error == "twilio error 20500 (HTTP 500)"
+    assert job(engine, msg_id).last_error == row.last_error
     clock.now = NOW + BASE_DELAY - timedelta(seconds=1)
-    assert d.dispatch_due() == DeliveryStats() and fake.count() == 1
+    assert d.dispatch_due() == DispatchStats() and fake.count() == 1
 
     clock.now = NOW + BASE_DELAY
-    assert d.dispatch_due() == DeliveryStats(retried=1)
+    assert d.dispatch_due() == DispatchStats(retried=1)
     second_try = clock.now + 2 * BASE_DELAY  # doubled
-    assert message(engine, msg_id).next_attempt_at == second_try
+    assert job(engine, msg_id).next_attempt_at == second_try
     clock.now = second_try - timedelta(seconds=1)
-    assert d.dispatch_due() == DeliveryStats() and fake.count() == 2
+    assert d.dispatch_due() == DispatchStats() and fake.count() == 2
 
     clock.now = second_try
-    assert d.dispatch_due() == DeliveryStats(sent=1)
+    assert d.dispatch_due() == DispatchStats(sent=1)
     assert fake.bodies() == {"Growth would save you $30.00.": 3}
     row = message(engine, msg_id)
     assert (row.status, row.attempts, row.last_error) == ("sent", 3, None)
+    assert (job(engine, msg_id).status, job(engine, msg_id).attempts) == ("sent", 3)
     clock.now += timedelta(hours=1)
-    assert d.dispatch_due() == DeliveryStats() and fake.count() == 3
+    assert d.dispatch_due() == DispatchStats() and fake.count() == 3
 
 
 def test_a_message_that_keeps_failing_fails_for_good_after_max_attempts(
@@ -216,11 +235,11 @@ def test_a_message_that_keeps_failing_fails_for_good_after_max_attempts(
     msg_id = queue(engine, contact_id, thread_id, "Hello")
     fake.answer(500, 429, 500)
     d = dispatcher(max_attempts=3)
-    assert d.dispatch_due() == DeliveryStats(retried=1)
+    assert d.dispatch_due() == DispatchStats(retried=1)
     clock.now += timedelta(minutes=1)
-    assert d.dispatch_due() == DeliveryStats(retried=1)  # 429: too many requests, try later
+    assert d.dispatch_due() == DispatchStats(retried=1)  # 429: too many requests, try later
     clock.now += timedelta(minutes=1)
-    assert d.dispatch_due() == DeliveryStats(failed=1)
+    assert d.dispatch_due() == DispatchStats(failed=1)
     assert (message(engine, msg_id).status, fake.count()) == ("failed", 3)
 
 
@@ -229,10 +248,10 @@ def test_a_timeout_is_retried_and_the_message_then_sent(engine, clock, fake, dis
     msg_id = queue(engine, contact_id, thread_id, "Hello")
     fake.answer(HANG)
     d = dispatcher()
-    assert d.dispatch_due() == DeliveryStats(retried=1)
+    assert d.dispatch_due() == DispatchStats(retried=1)
     assert message(engine, msg_id).last_error == "ReadTimeout"
     clock.now += BASE_DELAY
-    assert d.dispatch_due() == DeliveryStats(sent=1)
+    assert d.dispatch_due() == DispatchStats(sent=1)
     assert fake.count() == 2
 
 
@@ -242,7 +261,7 @@ def test_an_unsubscribed_recipient_fails_at_once_and_the_contact_is_opted_out(
     first = queue(engine, contact_id, thread_id, "The case.")
     fake.answer(twilio_error(21610, message="Attempt to send to unsubscribed recipient"))
     d = dispatcher()
-    assert d.dispatch_due() == DeliveryStats(failed=1)
+    assert d.dispatch_due() == DispatchStats(failed=1)
 
     row = message(engine, first)
     assert row.status == "failed" and "21610" in row.last_error
@@ -254,17 +273,17 @@ def test_an_unsubscribed_recipient_fails_at_once_and_the_contact_is_opted_out(
 
     later = queue(engine, contact_id, None, "Anything else.", kind="reply")
     clock.now += timedelta(hours=1)
-    assert d.dispatch_due() == DeliveryStats(cancelled=1)
+    assert d.dispatch_due() == DispatchStats(cancelled=1)
     assert message(engine, later).status == "cancelled"
     assert fake.count() == 1
 
 
 @pytest.mark.parametrize("answer, stats", [
     (twilio_error(21211, message="The 'To' number is not a valid phone number."),
-     DeliveryStats(failed=1)),
-    (twilio_error(21602, message="Message body is required."), DeliveryStats(failed=1)),
-    (twilio_error(20429, status=429, message="Too Many Requests"), DeliveryStats(retried=1)),
-    (502, DeliveryStats(retried=1)),
+     DispatchStats(failed=1)),
+    (twilio_error(21602, message="Message body is required."), DispatchStats(failed=1)),
+    (twilio_error(20429, status=429, message="Too Many Requests"), DispatchStats(retried=1)),
+    (502, DispatchStats(retried=1)),
 ], ids=["invalid-number", "other-4xx", "429", "502"])
 def test_client_errors_fail_without_a_retry_and_server_errors_are_retried(
         engine, clock, fake, dispatcher, answer, stats):
@@ -293,8 +312,8 @@ def test_a_refused_account_holds_every_message_untried_and_they_go_out_once_it_i
     for _ in range(3):  # more refusals than max_attempts, and still nothing fails
         if refusal != "wrong-token":
             fake.answer(refusal)
-        assert d.dispatch_due() == DeliveryStats(held=3)  # one request, then the batch stops
-        assert d.dispatch_due() == DeliveryStats()  # held: not due again for 5 minutes
+        assert d.dispatch_due() == DispatchStats(held=3)  # one request, then the batch stops
+        assert d.dispatch_due() == DispatchStats()  # held: not due again for 5 minutes
         clock.now += timedelta(minutes=5)
     assert fake.count() == 3
     assert [(message(engine, i).status, message(engine, i).attempts) for i in ids] == [
@@ -302,7 +321,7 @@ def test_a_refused_account_holds_every_message_untried_and_they_go_out_once_it_i
     assert f"Twilio refused the account (twilio error {code}" in caplog.text
 
     fake.auth_token = AUTH_TOKEN  # the operator fixed it (for 20005: the script is empty)
-    assert d.dispatch_due() == DeliveryStats(sent=3)
+    assert d.dispatch_due() == DispatchStats(sent=3)
     assert [message(engine, i).status for i in ids] == ["sent"] * 3
 
 
@@ -315,7 +334,7 @@ def test_a_stop_after_the_prompt_was_queued_cancels_it_and_nothing_reaches_twili
     assert r.status_code == 200 and r.get_json()["state"] == "opted_out"
     clock.now = opening_row(engine).not_before
 
-    assert dispatcher().dispatch_due() == DeliveryStats(cancelled=1)
+    assert dispatcher().dispatch_due() == DispatchStats(cancelled=1)
     assert fake.count() == 0
     row = opening_row(engine)
     assert (row.status, row.last_error, row.provider_id) == ("cancelled", "opted out", None)
@@ -324,14 +343,30 @@ def test_a_stop_after_the_prompt_was_queued_cancels_it_and_nothing_reaches_twili
 def test_an_opening_whose_thread_closed_meanwhile_is_cancelled(engine, fake, dispatcher):
     contact_id, thread_id = seed(engine, state="escalated")
     msg_id = queue(engine, contact_id, thread_id, "The case.")
-    assert dispatcher().dispatch_due() == DeliveryStats(cancelled=1)
+    assert dispatcher().dispatch_due() == DispatchStats(cancelled=1)
     assert (message(engine, msg_id).last_error, fake.count()) == ("thread closed", 0)
+
+
+@pytest.mark.parametrize("channel, numbers", [
+    ("sms", {"phone": None, "whatsapp": WHATSAPP, "whatsapp_opt_in": True}),
+    ("whatsapp", {"phone": None, "whatsapp": None, "whatsapp_opt_in": True}),
+])
+def test_a_message_to_a_contact_without_a_number_for_its_channel_fails_unsent(
+        engine, clock, fake, dispatcher, channel, numbers):
+    contact_id, thread_id = seed(engine, **numbers)
+    msg_id = queue(engine, contact_id, thread_id, "The case.", channel=channel)
+    assert dispatcher().dispatch_due() == DispatchStats(failed=1)
+    row = message(engine, msg_id)
+    assert (row.status, row.last_error) == ("failed", f"the contact has no number for {channel}")
+    assert (job(engine, msg_id).status, job(engine, msg_id).attempts) == ("failed", 0)
+    clock.now += timedelta(hours=1)
+    assert dispatcher().dispatch_due() == DispatchStats() and fake.count() == 0
 
 
 def test_the_sandbox_sender_marks_messages_sent_without_any_request(engine, fake, dispatcher):
     contact_id, thread_id = seed(engine, state="open")
     msg_id = queue(engine, contact_id, thread_id, "The case.")
-    assert dispatcher(sender=SandboxSender()).dispatch_due() == DeliveryStats(sent=1)
+    assert dispatcher(sender=SandboxSender()).dispatch_due() == DispatchStats(sent=1)
     row = message(engine, msg_id)
     assert row.status == "sent" and row.provider_id.startswith("SB") and len(row.provider_id) == 34
     assert thread_state(engine, thread_id) == "offered"
@@ -344,7 +379,7 @@ def test_whatsapp_inside_the_24_hour_window_goes_as_free_text(engine, fake, disp
     contact_id, thread_id = seed(engine, whatsapp=WHATSAPP, whatsapp_opt_in=True,
                                  whatsapp_inbound_at=NOW - timedelta(hours=23))
     queue(engine, contact_id, thread_id, "Growth unlocks workflows.", channel="whatsapp")
-    assert dispatcher().dispatch_due() == DeliveryStats(sent=1)
+    assert dispatcher().dispatch_due() == DispatchStats(sent=1)
     [sent] = fake.requests
     assert (sent.to, sent.from_) == (f"whatsapp:{WHATSAPP}", f"whatsapp:{WHATSAPP_FROM}")
     assert (sent.body, sent.content_sid, sent.content_variables) == (
@@ -355,7 +390,7 @@ def test_whatsapp_outside_the_window_goes_as_the_approved_template(engine, fake,
     contact_id, thread_id = seed(engine, whatsapp=WHATSAPP, whatsapp_opt_in=True,
                                  whatsapp_inbound_at=NOW - timedelta(hours=25))
     queue(engine, contact_id, thread_id, "Growth unlocks\nworkflows.", channel="whatsapp")
-    assert dispatcher().dispatch_due() == DeliveryStats(sent=1)
+    assert dispatcher().dispatch_due() == DispatchStats(sent=1)
     [sent] = fake.requests
     assert sent.to == f"whatsapp:{WHATSAPP}" and sent.body is None
     assert sent.content_sid == TEMPLATE
@@ -367,10 +402,10 @@ def test_whatsapp_outside_the_window_without_a_template_fails_and_sends_nothing(
     contact_id, thread_id = seed(engine, whatsapp=WHATSAPP, whatsapp_opt_in=True)  # never wrote
     msg_id = queue(engine, contact_id, thread_id, "The case.", channel="whatsapp")
     d = dispatcher(template=None)
-    assert d.dispatch_due() == DeliveryStats(failed=1)
+    assert d.dispatch_due() == DispatchStats(failed=1)
     assert "no approved WhatsApp template" in message(engine, msg_id).last_error
     clock.now += timedelta(hours=1)
-    assert d.dispatch_due() == DeliveryStats()
+    assert d.dispatch_due() == DispatchStats()
     assert fake.count() == 0
 
 
@@ -378,31 +413,114 @@ def test_whatsapp_without_an_opt_in_is_cancelled(engine, fake, dispatcher):
     contact_id, thread_id = seed(engine, whatsapp=WHATSAPP, whatsapp_opt_in=False,
                                  whatsapp_inbound_at=NOW - timedelta(hours=1))
     msg_id = queue(engine, contact_id, thread_id, "The case.", channel="whatsapp")
-    assert dispatcher().dispatch_due() == DeliveryStats(cancelled=1)
+    assert dispatcher().dispatch_due() == DispatchStats(cancelled=1)
     assert (message(engine, msg_id).last_error, fake.count()) == ("no whatsapp opt-in", 0)
 
 
-def test_a_dispatcher_leaves_channels_it_was_not_given(engine, fake, dispatcher):
+def test_a_web_chat_message_gets_no_job_and_is_left_to_the_widget(engine, fake, dispatcher):
     contact_id, thread_id = seed(engine, whatsapp=WHATSAPP, whatsapp_opt_in=True)
     web = queue(engine, contact_id, thread_id, "On the web.", channel="web")
     wa = queue(engine, contact_id, thread_id, "On WhatsApp.", channel="whatsapp", kind="reply")
-    assert dispatcher(channels={"sms"}).dispatch_due() == DeliveryStats()
-    assert {message(engine, web).status, message(engine, wa).status} == {"queued"}
+    with Session(engine) as s:
+        assert [(j.kind, j.key, j.payload) for j in s.scalars(select(OutboxRow))] == [
+            ("message", f"message:{wa}", {"message_id": wa})]
+    assert dispatcher().dispatch_due() == DispatchStats(sent=1)
+    assert (message(engine, web).status, message(engine, wa).status) == ("queued", "sent")
+    assert [r.to for r in fake.requests] == [f"whatsapp:{WHATSAPP}"]
+
+
+def test_a_queued_message_job_is_due_when_the_message_is(engine, fake, dispatcher, clock):
+    contact_id, thread_id = seed(engine)
+    later = NOW + timedelta(hours=3)
+    msg_id = queue(engine, contact_id, thread_id, "Good morning.", not_before=later)
+    row = job(engine, msg_id)
+    assert (row.status, row.attempts, row.next_attempt_at, row.created_at) == (
+        "pending", 0, later, NOW)
+    assert dispatcher().dispatch_due() == DispatchStats()
+    clock.now = later
+    assert dispatcher().dispatch_due() == DispatchStats(sent=1)
 
 
 # --- leases and concurrency ----------------------------------------------------------------------
 
-def test_a_late_outcome_after_the_lease_was_taken_over_is_not_recorded(engine):
+def test_a_late_outcome_after_the_lease_was_taken_over_is_not_recorded(
+        engine, fake, dispatcher, clock):
     contact_id, thread_id = seed(engine)
     msg_id = queue(engine, contact_id, thread_id, "Hello")
-    [first] = claim_outbound(engine, {"sms"}, NOW, lease=timedelta(minutes=5))
-    assert claim_outbound(engine, {"sms"}, NOW + timedelta(minutes=1)) == []  # leased
-    [second] = claim_outbound(engine, {"sms"}, NOW + timedelta(minutes=5))
-    assert second.attempts == 2 and second.lease_until != first.lease_until
+    fake.answer(500)
+    taking_over = dispatcher()
 
-    assert mark_retry(engine, msg_id, "late", NOW + timedelta(hours=1),
-                      lease_until=first.lease_until) is False
-    assert message(engine, msg_id).next_attempt_at == second.lease_until
+    class SlowThenRejected:
+        def send(self, msg):
+            # While this send drags on past its lease, another dispatcher takes the message and
+            # tries it (that it can, on SQLite and PostgreSQL, shows no lock is held meanwhile);
+            # Twilio answers that one with a 500, to be retried.
+            clock.now += LEASE
+            assert taking_over.dispatch_due() == DispatchStats(retried=1)
+            raise PermanentFailure("twilio error 21211 (HTTP 400): invalid 'To' number")
+
+    assert dispatcher(sender=SlowThenRejected()).dispatch_due() == DispatchStats()
+    # The stale claim's failure is not recorded: the message waits for the other one's retry.
+    row, pending = message(engine, msg_id), job(engine, msg_id)
+    assert (row.status, row.attempts, row.last_error) == (
+        "queued", 2, "twilio error 20500 (HTTP 500)")
+    assert (pending.status, pending.attempts, pending.next_attempt_at) == (
+        "pending", 2, clock.now + 2 * BASE_DELAY)
+    clock.now += 2 * BASE_DELAY
+    assert taking_over.dispatch_due() == DispatchStats(sent=1)
+    assert message(engine, msg_id).status == "sent" and fake.count() == 2
+
+
+def test_an_opening_cancelled_while_in_flight_is_recorded_as_sent_and_offers_the_thread(
+        engine, fake, dispatcher):
+    contact_id, thread_id = seed(engine, state="open")
+    msg_id = queue(engine, contact_id, thread_id, "The case.")
+
+    class CancelledMeanwhile(SandboxSender):
+        def send(self, msg):
+            # The buyer wrote in and their reply carried the case: the queued opening is
+            # cancelled while this request is already out.
+            with Session(engine) as s, s.begin():
+                s.get(MessageRow, msg.id).status = "cancelled"
+            return super().send(msg)
+
+    assert dispatcher(sender=CancelledMeanwhile()).dispatch_due() == DispatchStats(sent=1)
+    row = message(engine, msg_id)
+    assert row.status == "sent" and row.provider_id.startswith("SB")  # it went out all the same
+    assert thread_state(engine, thread_id) == "offered"
+
+
+def test_an_opening_cancelled_before_its_claim_is_never_sent(engine, fake, dispatcher):
+    contact_id, thread_id = seed(engine, state="open")
+    msg_id = queue(engine, contact_id, thread_id, "The case.")
+    with Session(engine) as s, s.begin():
+        s.get(MessageRow, msg_id).status = "cancelled"  # a reply carried the case
+    assert dispatcher().dispatch_due() == DispatchStats(cancelled=1)
+    assert (job(engine, msg_id).status, message(engine, msg_id).status) == (
+        "cancelled", "cancelled")
+    assert fake.count() == 0 and thread_state(engine, thread_id) == "open"
+
+
+def test_a_message_whose_dispatcher_dies_every_time_fails_after_max_attempts(
+        engine, fake, dispatcher, clock):
+    class Died(BaseException):
+        """What a killed process looks like to the dispatcher: nothing after the send runs."""
+
+    class Dying:
+        def send(self, msg):
+            raise Died()
+
+    contact_id, thread_id = seed(engine)
+    msg_id = queue(engine, contact_id, thread_id, "Hello")
+    for _ in range(2):
+        with pytest.raises(Died):
+            dispatcher(sender=Dying(), max_attempts=2).dispatch_due()
+        clock.now += LEASE
+    assert dispatcher(max_attempts=2).dispatch_due() == DispatchStats(failed=1)
+    row = message(engine, msg_id)
+    assert (row.status, row.attempts) == ("failed", 2)
+    assert "no outcome recorded for the last" in row.last_error
+    assert job(engine, msg_id).status == "failed" and fake.count() == 0
 
 
 def test_two_dispatchers_at_once_send_each_of_20_messages_exactly_once(
@@ -410,7 +528,7 @@ def test_two_dispatchers_at_once_send_each_of_20_messages_exactly_once(
     contact_id, thread_id = seed(engine)
     for i in range(20):
         queue(engine, contact_id, thread_id, f"message {i}", kind="reply")
-    totals: list[DeliveryStats] = []
+    totals: list[DispatchStats] = []
     errors: list[BaseException] = []
     start = threading.Barrier(2)
 
@@ -418,13 +536,13 @@ def test_two_dispatchers_at_once_send_each_of_20_messages_exactly_once(
     def linger_after_claiming(conn, cursor, statement, parameters, context, executemany):
         # Widen the gap between selecting due messages and leasing them, so the other
         # dispatcher's claim runs inside it: a claim that did not lock its rows would double-send.
-        if statement.startswith("SELECT") and "ORDER BY messages.id" in statement:
+        if statement.startswith("SELECT") and "ORDER BY outbox.next_attempt_at" in statement:
             time.sleep(0.02)
 
     def run(d):
         try:
             start.wait()
-            while (stats := d.dispatch_due(limit=3)) != DeliveryStats():
+            while (stats := d.dispatch_due(limit=3)) != DispatchStats():
                 totals.append(stats)
         except BaseException as exc:  # surfaced below, not lost in the thread
             errors.append(exc)
@@ -450,7 +568,8 @@ def test_logs_carry_ids_and_codes_never_bodies_or_numbers(engine, clock, fake, d
     queue(engine, contact_id, thread_id, "Second secret", kind="reply")
     fake.answer(twilio_error(21211, message=f"The 'To' number {PHONE} is not a valid number."), 500)
     caplog.set_level(logging.DEBUG, logger="channels.twilio_outbound")
-    caplog.set_level(logging.DEBUG, logger="storage.delivery")
+    for logger in ("storage.outbox", "storage.delivery", "core.delivery"):
+        caplog.set_level(logging.DEBUG, logger=logger)
     dispatcher().dispatch_due()
     clock.now += timedelta(minutes=1)
     dispatcher().dispatch_due()

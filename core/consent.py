@@ -1,0 +1,29 @@
+"""Consent changes learnt other than from the buyer's own message, as a use case.
+
+The buyer's STOP and START are answered in core.engine; an opt-out that arrives another way (the
+carrier's error 21610 on a send or a delivery report, a CSM's "do not contact") is recorded here
+exactly as a STOP would be.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from datetime import datetime
+
+from core.conversation import ThreadEvent, ThreadState, transition
+from core.ports import ContactView, UnitOfWork
+
+log = logging.getLogger(__name__)
+
+
+def revoke_consent(uow: UnitOfWork, contact: ContactView, channel: str, source: str,
+                   now: datetime) -> None:
+    """Recorded as a STOP would be, inside the caller's unit of work (which holds the account
+    lock): a consent event, and the contact's live threads closed as opted_out."""
+    conv = uow.conversations
+    for thread in conv.live_threads_for_contact(contact.id):
+        state = transition(ThreadState(thread.state), ThreadEvent.OPT_OUT)
+        conv.save_thread(replace(thread, state=str(state)), now)
+    conv.record_consent(contact.id, "revoke", channel, source, now)
+    log.info("opt-out (%s) recorded for contact %s", source, contact.external_id)
