@@ -190,7 +190,7 @@ def get_thread():
     after = _after()
     rt = runtime()
     view = engine.poll(rt.uow, rt.catalog, rt.conversation, WEB.name,
-                       lambda conv: conv.web_contact(identity.account, identity.user_id),
+                       lambda contacts: contacts.web_contact(identity.account, identity.user_id),
                        after, MAX_MESSAGES, rt.now())
     if view is None:
         return _forbidden("this user is not a contact of this account")

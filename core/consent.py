@@ -21,9 +21,8 @@ def revoke_consent(uow: UnitOfWork, contact: ContactView, channel: str, source: 
                    now: datetime) -> None:
     """Recorded as a STOP would be, inside the caller's unit of work (which holds the account
     lock): a consent event, and the contact's live threads closed as opted_out."""
-    conv = uow.conversations
-    for thread in conv.live_threads_for_contact(contact.id):
+    for thread in uow.threads.live_threads_for_contact(contact.id):
         state = transition(ThreadState(thread.state), ThreadEvent.OPT_OUT)
-        conv.save_thread(replace(thread, state=str(state)), now)
-    conv.record_consent(contact.id, "revoke", channel, source, now)
+        uow.threads.save_thread(replace(thread, state=str(state)), now)
+    uow.contacts.record_consent(contact.id, "revoke", channel, source, now)
     log.info("opt-out (%s) recorded for contact %s", source, contact.external_id)

@@ -151,7 +151,7 @@ def _follow_up(uow: UnitOfWork, channels: Channels, escalation: EscalationRecord
                csm_name: str, business_name: str, now: datetime) -> None:
     """The buyer is told a named person will follow up, on the channel they last used (sent by
     the outbox where the channel pushes, shown on the next poll in the widget)."""
-    thread = (uow.conversations.thread(escalation.thread_id)
+    thread = (uow.threads.thread(escalation.thread_id)
               if escalation.thread_id is not None else None)
     channel = channels.get(thread.last_channel) if thread is not None else None
     if thread is None or channel is None or thread.contact_id is None:
@@ -224,6 +224,6 @@ def account_report(uows: Callable[..., UnitOfWork], catalog: Catalog, external_i
             raise NotFound(f"no account {external_id!r}", code="account_not_found")
         cards = tuple(uow.escalations.account_cards(account.id))
         matrix = uow.usage.matrices([account.id], now)[account.id]
-        thread = uow.conversations.latest_thread(account.id)
+        thread = uow.threads.latest_thread(account.id)
     return AccountReport(account, cards, matrix, current_case(catalog, terms(account), matrix, now),
                          thread.state if thread else None, thread.target_plan if thread else None)

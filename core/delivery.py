@@ -90,7 +90,7 @@ def queue_message(uow: UnitOfWork, *, thread_id: int | None, contact_id: int | N
     """Store an outbound message as queued, with its outbox job when the channel's messages are
     pushed (a polled channel's client fetches them); the message's id. Inside the caller's unit
     of work, which commits both or neither."""
-    message_id = uow.conversations.add_message(
+    message_id = uow.messages.add_message(
         thread_id=thread_id, contact_id=contact_id, channel=channel.name, direction="out",
         kind=kind, body=body, status=QUEUED, now=now, not_before=not_before,
         in_reply_to=in_reply_to)
@@ -170,8 +170,12 @@ class MessageJobs:
                     if message_id is not None else Settle(FAILED, "no message id in the job")
                 continue
             decided = verdict(found, self._channels.get(found.channel), now)
-            prepared[job.id] = decided if isinstance(decided, Settle) else OutboundMessage(
-                id=found.id, thread_id=found.thread_id, contact_id=int(found.contact_id),  # checked
+            if isinstance(decided, Settle):
+                prepared[job.id] = decided
+                continue
+            assert found.contact_id is not None  # the verdict settles a message without one
+            prepared[job.id] = OutboundMessage(
+                id=found.id, thread_id=found.thread_id, contact_id=found.contact_id,
                 channel=found.channel, kind=found.kind, body=found.body, to=decided.to,
                 in_window=decided.in_window, account_id=found.account_id)
         return prepared
@@ -228,7 +232,7 @@ def message_sent(uow: UnitOfWork, message: OutboundMessage, provider_id: Any, at
         return False
     if thread is not None and thread.state == ThreadState.OPEN:
         state = transition(ThreadState.OPEN, ThreadEvent.OFFER_SENT)
-        uow.conversations.save_thread(replace(thread, state=str(state)), now)
+        uow.threads.save_thread(replace(thread, state=str(state)), now)
     return True
 
 
@@ -240,7 +244,7 @@ def carrier_opt_out(uow: UnitOfWork, contact_id: int, channel: str, now: datetim
     if account_id is None:
         return False
     lock_account(uow, account_id)
-    contact = uow.conversations.contact_by_id(contact_id)  # read under the lock
+    contact = uow.contacts.contact_by_id(contact_id)  # read under the lock
     if contact is None or contact.opted_out_at is not None:
         return False
     revoke_consent(uow, contact, channel, "carrier", now)

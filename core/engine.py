@@ -65,16 +65,15 @@ def open_conversation(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, a
     """Decide what a crossing leads to (§5) and act on it, inside the caller's transaction:
     a thread with its opening queued on the best channel (§7), a deferral, an escalation for red
     health, or a suppression. The decision is returned to be stored on the signal."""
-    conv = uow.conversations
     case = current_case(catalog, terms(account), matrix, now)
     if case is None or case.target.name != crossing.to_plan:
         return SignalDecision(Outcome.SUPPRESSED, SUPERSEDED)
-    live = conv.live_thread(account.id, case.target.name)
+    live = uow.threads.live_thread(account.id, case.target.name)
     if live is not None:
         return SignalDecision(Outcome.SUPPRESSED, THREAD_OPEN, thread_id=live.id)
-    if conv.plan_change_in_period(account.id, case.proration.period_start) is not None:
+    if uow.plan_changes.plan_change_in_period(account.id, case.proration.period_start) is not None:
         return SignalDecision(Outcome.SUPPRESSED, PLAN_CHANGED)
-    contact = conv.addressee(account.id)
+    contact = uow.contacts.addressee(account.id)
     if contact is None:
         return SignalDecision(Outcome.SUPPRESSED, NO_CONTACT)
     channel = config.channels.choose(contact, now)
@@ -85,8 +84,8 @@ def open_conversation(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, a
         opted_out=contact.opted_out_at is not None,
         health_red=(account.health.is_red(config.health)
                     or uow.escalations.has_open(account.id)),  # §5.3: an open escalation
-        last_decline_at=conv.last_decline_at(account.id),
-        prompts_this_quarter=conv.prompts_since(contact.id, quarter_start(now, account.timezone)),
+        last_decline_at=uow.threads.last_decline_at(account.id),
+        prompts_this_quarter=uow.messages.prompts_since(contact.id, quarter_start(now, account.timezone)),
         phone_channel=channel.phone,  # quiet hours apply
         phone=(channel.address_of(contact) if channel.phone else None) or contact.phone,
     ), config.policy, now)
@@ -101,7 +100,7 @@ def open_conversation(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, a
     # once if the buyer is there, else on their next visit.
     shown_now = channel.present(contact, now) and decision.outcome == Outcome.PROMPTED
     state = ThreadState.OFFERED if shown_now else ThreadState.OPEN
-    thread = conv.create_thread(account.id, contact.id, account.plan, case.target.name,
+    thread = uow.threads.create_thread(account.id, contact.id, account.plan, case.target.name,
                                 case.direction, state, channel.name, now)
     queue_message(uow, thread_id=thread.id, contact_id=contact.id, channel=channel,
                   kind="opening",
@@ -173,20 +172,19 @@ def handle_inbound(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, mess
                           field="deliver")
 
     def work() -> Answer | None:
-        conv = uow.conversations
         if message.contact is not None:
-            contact = conv.contact(message.contact)
+            contact = uow.contacts.contact(message.contact)
             if contact is None:
                 raise NotFound(f"no contact {message.contact!r}", code="contact_not_found")
             return _answer(uow, catalog, config, contact, channel, message, now)
         if message.web_user is not None:
-            contact = conv.web_contact(*message.web_user)
+            contact = uow.contacts.web_contact(*message.web_user)
             if contact is None:
                 return None  # nothing written
             return _answer(uow, catalog, config, contact, channel, message, now)
         if message.address is None:
             raise ValueError("an Inbound says who wrote: contact, address or web_user")
-        contacts = conv.contacts_by_address(channel.address, message.address)
+        contacts = uow.contacts.contacts_by_address(channel.address, message.address)
         if not contacts:
             return _unknown_sender(uow, channel, message, config.business, now)
         if len(contacts) == 1:
@@ -206,7 +204,7 @@ def _unknown_sender(uow: UnitOfWork, channel: Capabilities, message: Inbound,
                     business: Business, now: datetime) -> Answer:
     """Keep a message from a number of no contact for the operator, and answer it politely
     (once per provider message: a retry is kept once and gets nothing)."""
-    stored = uow.conversations.add_unmatched_inbound(channel.name, message.text,
+    stored = uow.messages.add_unmatched_inbound(channel.name, message.text,
                                                      message.provider_id, now)
     if stored is None:
         return Answer((), None, None, duplicate=True, known=False)
@@ -245,12 +243,11 @@ def _answer_shared_number(uow: UnitOfWork, catalog: Catalog, config: EngineConfi
       question are stored (kind "unrouted", on the first candidate, outside any thread). HELP
       gets the help text instead of the question.
     """
-    conv = uow.conversations
     text = message.text
     lock_accounts(uow, (c.account_id for c in contacts))  # every candidate's, before any thread
-    facts = conv.routing_facts(channel.name, [c.id for c in contacts], message.provider_id)
+    facts = uow.contacts.routing_facts(channel.name, [c.id for c in contacts], message.provider_id)
     if facts.seen_inbound_id is not None:
-        replies = conv.replies_to(facts.seen_inbound_id)
+        replies = uow.messages.replies_to(facts.seen_inbound_id)
         return Answer(tuple(m.body for m in replies), replies[0].thread_id if replies else None,
                       None, duplicate=True)
     by_id = {c.id: c for c in contacts}
@@ -325,7 +322,7 @@ def _store_exchange(uow: UnitOfWork, contact: ContactView, thread_id: int | None
 
 def _store_inbound(uow: UnitOfWork, contact_id: int, thread_id: int | None,
                    channel: Capabilities, message: Inbound, kind: str, now: datetime) -> int:
-    return uow.conversations.add_message(
+    return uow.messages.add_message(
         thread_id=thread_id, contact_id=contact_id, channel=channel.name, direction="in",
         kind=kind, body=message.text, status="received", now=now,
         provider_id=message.provider_id)
@@ -341,7 +338,7 @@ def _store_reply(uow: UnitOfWork, contact_id: int, thread_id: int | None, channe
         queue_message(uow, thread_id=thread_id, contact_id=contact_id, channel=channel,
                       kind=kind, body=body, now=now, in_reply_to=in_reply_to)
         return
-    uow.conversations.add_message(
+    uow.messages.add_message(
         thread_id=thread_id, contact_id=contact_id, channel=channel.name, direction="out",
         kind=kind, body=body, status=str(message.replies), now=now, in_reply_to=in_reply_to)
 
@@ -355,7 +352,6 @@ def _consent_for_everyone(uow: UnitOfWork, contacts: list[ContactView], channel:
     contact gets the message (for its record and a retry) and the consent change; STOP closes
     the live threads addressed to them, as the carrier's opt-out does (`revoke_consent`). The
     confirmation is one message, stored once."""
-    conv = uow.conversations
     first = None
     for contact in contacts:
         inbound_id = _store_inbound(uow, contact.id, None, channel, message, routing.UNROUTED,
@@ -364,7 +360,7 @@ def _consent_for_everyone(uow: UnitOfWork, contacts: list[ContactView], channel:
         if intent == Intent.STOP:
             revoke_consent(uow, contact, channel.name, "buyer", now)
         else:
-            conv.record_consent(contact.id, "grant", channel.name, "buyer", now)
+            uow.contacts.record_consent(contact.id, "grant", channel.name, "buyer", now)
         _note_activity(uow, contact, channel, now)
     w = wording(channel)
     body = stop_message(config.business, w) if intent == Intent.STOP else \
@@ -375,15 +371,14 @@ def _consent_for_everyone(uow: UnitOfWork, contacts: list[ContactView], channel:
 
 def _answer(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, contact: ContactView,
             caps: Capabilities, message: Inbound, now: datetime) -> Answer:
-    conv = uow.conversations
     channel, text = caps.name, message.text
     lock_account(uow, contact.account_id)
     if message.provider_id:
-        seen = conv.inbound(contact.id, channel, message.provider_id)
+        seen = uow.messages.inbound(contact.id, channel, message.provider_id)
         if seen is not None:
-            return Answer(tuple(m.body for m in conv.replies_to(seen.id)), seen.thread_id,
+            return Answer(tuple(m.body for m in uow.messages.replies_to(seen.id)), seen.thread_id,
                           None, duplicate=True)
-    thread = conv.thread_for_contact(contact)
+    thread = uow.threads.thread_for_contact(contact)
     account = uow.accounts.get_by_id(contact.account_id)
     # The account's own name is no instruction: "Demo Co here, what's the price?" asks the
     # price. Only the whole name is taken out: single words of it ("Not Just Pizza", "Stop & Go
@@ -397,7 +392,7 @@ def _answer(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, contact: Co
     state = ThreadState(thread.state) if thread else None
     # A thread whose change was made is answered with the figures of that moment (what was
     # charged, until when), not the case as it would stand today.
-    change = conv.plan_change_for_thread(thread.id) \
+    change = uow.plan_changes.plan_change_for_thread(thread.id) \
         if thread is not None and state == ThreadState.UPGRADED else None
     case = _thread_case(uow, catalog, account, thread, change.requested_at if change else now) \
         if thread else None
@@ -415,7 +410,7 @@ def _answer(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, contact: Co
     if thread is None and turn.escalation is not None:  # no offer, but a person is wanted
         escalate(uow, account, None, turn.escalation, case, now)
     if turn.consent:
-        conv.record_consent(contact.id, turn.consent, channel, "buyer", now)
+        uow.contacts.record_consent(contact.id, turn.consent, channel, "buyer", now)
     _note_activity(uow, contact, caps, now)
     for body in replies:
         _store_reply(uow, contact.id, thread.id if thread else None, caps, message, "reply", body,
@@ -428,7 +423,7 @@ def _note_activity(uow: UnitOfWork, contact: ContactView, channel: Capabilities 
     """The buyer wrote here now, on a channel that keeps track (the widget's presence,
     WhatsApp's 24-hour session)."""
     if channel is not None and channel.activity is not None:
-        uow.conversations.touch(contact.id, channel.activity, now)
+        uow.contacts.touch(contact.id, channel.activity, now)
 
 
 def _without_whole_name(text: str, name: str) -> str:
@@ -447,14 +442,13 @@ def _buyer_thread(uow: UnitOfWork, catalog: Catalog, account: StoredAccount, con
     experiment counts it apart. None when no change applies or this period already had one."""
     matrix = uow.usage.matrices([account.id], now)[account.id]
     case = current_case(catalog, terms(account), matrix, now)
-    conv = uow.conversations
-    if case is None or conv.plan_change_in_period(account.id, case.proration.period_start):
+    if case is None or uow.plan_changes.plan_change_in_period(account.id, case.proration.period_start):
         return None
-    if conv.live_thread(account.id, case.target.name) is not None:
+    if uow.threads.live_thread(account.id, case.target.name) is not None:
         return None  # a colleague's thread: thread_for_contact would have found it
     log.info("buyer-initiated thread for account %s (%s -> %s)", account.external_id,
              case.current.name, case.target.name)
-    return conv.create_thread(account.id, contact.id, account.plan, case.target.name,
+    return uow.threads.create_thread(account.id, contact.id, account.plan, case.target.name,
                               case.direction, ThreadState.OPEN, channel, now,
                               initiated_by="buyer")
 
@@ -473,7 +467,6 @@ def _thread_case(uow: UnitOfWork, catalog: Catalog, account: StoredAccount, thre
 def _apply(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, account: StoredAccount,
            contact: ContactView, thread: ThreadView, state: ThreadState, case: Case, turn: Turn,
            channel: str, now: datetime) -> tuple[ThreadView, tuple[str, ...]]:
-    conv = uow.conversations
     replies, events = turn.replies, list(turn.events)
     step_shown = ThreadEvent.AFFIRM in events  # the confirmation step, with today's figures
     if turn.run_upgrade:
@@ -487,7 +480,7 @@ def _apply(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, account: Sto
     for event in events:
         state = transition(state, event)
     if ThreadEvent.OFFER_SENT in events:  # the opening went out in this reply, not from the outbox
-        conv.cancel_queued_openings(thread.id)
+        uow.messages.cancel_queued_openings(thread.id)
     if turn.escalation is not None:
         escalate(uow, account, thread.id, turn.escalation, case, now)
     if turn.notify_csm:  # the buyer went ahead at list price (or said no): the card is redrawn
@@ -500,7 +493,7 @@ def _apply(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, account: Sto
     thread = replace(thread, state=str(state), last_channel=channel,
                      decline_reason=turn.decline_reason or (thread.decline_reason if keeps_reason else None),
                      confirm_period_start=confirm[0], confirm_charge=confirm[1])
-    conv.save_thread(thread, now)
+    uow.threads.save_thread(thread, now)
     return thread, replies
 
 
@@ -526,11 +519,10 @@ def change_plan(uow: UnitOfWork, account: StoredAccount, thread: ThreadView, cas
     channels confirming at once cannot both win: the loser's transaction fails, is retried, and
     finds the change made.
     """
-    conv = uow.conversations
-    if conv.plan_change_in_period(account.id, case.proration.period_start) is not None:
+    if uow.plan_changes.plan_change_in_period(account.id, case.proration.period_start) is not None:
         return False
     key = f"thread:{thread.id}:{thread.target_plan}"
-    change = conv.add_plan_change(
+    change = uow.plan_changes.add_plan_change(
         account_id=account.id, thread_id=thread.id, key=key, from_plan=case.current.name,
         to_plan=case.target.name, direction=case.direction,
         period_start=case.proration.period_start, effective=case.effective,
@@ -556,13 +548,13 @@ def apply_due_plan_changes(uow: UnitOfWork, now: datetime) -> int:
     applied = 0
     with uow:
         # Due in UTC tomorrow at the latest; each account's own date decides.
-        for change in uow.conversations.due_plan_changes(now.date() + timedelta(days=1)):
+        for change in uow.plan_changes.due_plan_changes(now.date() + timedelta(days=1)):
             account = uow.accounts.get_by_id(change.account_id)
             if local_today(now, account.timezone) >= change.effective:
                 uow.accounts.change_plan(account.id, change.to_plan, now,
                                          from_plan=change.from_plan, source="conversation",
                                          plan_change_id=change.id)
-                uow.conversations.mark_plan_change_done(change.id, now)
+                uow.plan_changes.mark_plan_change_done(change.id, now)
                 applied += 1
         uow.commit()
     return applied
@@ -609,17 +601,16 @@ def record_delivery_report(uows: Callable[[], UnitOfWork], report: DeliveryRepor
     def attempt() -> bool:
         uow = uows()
         with uow:
-            conv = uow.conversations
-            sent = conv.outbound_by_provider_id(report.provider_id)
+            sent = uow.messages.outbound_by_provider_id(report.provider_id)
             if sent is None:
                 return False
-            if report.error_code == CARRIER_OPT_OUT and sent["contact_id"] is not None:
+            if report.error_code == CARRIER_OPT_OUT and sent.contact_id is not None:
                 # As when a send fails with it: the account is locked and the contact read
                 # after the lock, so two reports cannot both record the opt-out.
-                carrier_opt_out(uow, sent["contact_id"], sent["channel"], now)
-            sent = conv.outbound_by_provider_id(report.provider_id, lock=True)
-            if advances(sent["delivery_status"], report.status):
-                conv.set_delivery_status(sent["id"], report.status, report.error_code)
+                carrier_opt_out(uow, sent.contact_id, sent.channel, now)
+            sent = uow.messages.outbound_by_provider_id(report.provider_id, lock=True)
+            if sent is not None and advances(sent.delivery_status, report.status):
+                uow.messages.set_delivery_status(sent.id, report.status, report.error_code)
             uow.commit()
         return True
 
@@ -630,11 +621,11 @@ def expire_threads(uow: UnitOfWork, now: datetime) -> int:
     """Threads without an answer for 14 days expire (§6), openings that never went out too, so
     a later crossing can offer again."""
     with uow:
-        stale = uow.conversations.stale_threads(now - EXPIRES_AFTER)
+        stale = uow.threads.stale_threads(now - EXPIRES_AFTER)
         for thread in stale:
             state = transition(ThreadState(thread.state), ThreadEvent.EXPIRE)
-            uow.conversations.save_thread(replace(thread, state=str(state)), now)
-            uow.conversations.cancel_queued_openings(thread.id)  # never sent now
+            uow.threads.save_thread(replace(thread, state=str(state)), now)
+            uow.messages.cancel_queued_openings(thread.id)  # never sent now
         uow.commit()
     return len(stale)
 
@@ -673,7 +664,7 @@ def poll(uows: Callable[..., UnitOfWork], catalog: Catalog, config: EngineConfig
     activity is recorded), an opening waiting for this visit goes out (an open thread becomes
     offered), and the messages after the cursor are read. `uows(read_only=...)` makes units of
     work: most polls only read; one that has something to write runs again as a writer. None
-    when `find(conversations)` finds no contact (nothing written)."""
+    when `find(contacts)` finds no contact (nothing written)."""
     caps = config.channels.require(channel)
     try:
         with uows(read_only=True) as uow:
@@ -697,8 +688,7 @@ def poll(uows: Callable[..., UnitOfWork], catalog: Catalog, config: EngineConfig
 def _poll(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, caps: Capabilities,
           find: Callable[[Any], ContactView | None], after: int, limit: int, now: datetime, *,
           write: bool) -> PollView | None:
-    conv = uow.conversations
-    contact = find(conv)
+    contact = find(uow.contacts)
     if contact is None:
         return None
     seen_at = getattr(contact, caps.activity) if caps.activity else now
@@ -709,29 +699,29 @@ def _poll(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, caps: Capabil
             _note_activity(uow, contact, caps, now)
     elif stale:
         raise _NeedsWrite
-    thread = conv.thread_for_contact(contact, lock=write)
+    thread = uow.threads.thread_for_contact(contact, lock=write)
     delivered: list[int] = []
     # An opening goes out only on a live thread and never to an opted-out buyer; other queued
     # messages (a CSM's "… will follow up", replies the API was asked to deliver, in a thread or
     # outside one) are answers and go out as they are.
     may_open = (thread is not None and ThreadState(thread.state) in LIVE
                 and contact.opted_out_at is None)
-    due = [m for m in conv.due_polled_messages(contact.id, thread.id if thread else None,
+    due = [m for m in uow.messages.due_polled_messages(contact.id, thread.id if thread else None,
                                                [caps.name], now)
            if m.kind != "opening" or may_open]
     if due and not write:
         raise _NeedsWrite
     if due:
-        conv.mark_polled_sent([m.id for m in due], now)
+        uow.messages.mark_polled_sent([m.id for m in due], now)
         delivered = [m.id for m in due if m.kind == "opening"]
         if delivered and thread is not None and thread.state == ThreadState.OPEN:
             state = transition(ThreadState.OPEN, ThreadEvent.OFFER_SENT)
             thread = replace(thread, state=str(state))
-            conv.save_thread(thread, now)
-    rows = conv.visible_messages(contact.id, thread.id if thread else None, after, limit)
+            uow.threads.save_thread(thread, now)
+    rows = uow.messages.visible_messages(contact.id, thread.id if thread else None, after, limit)
     unanswered = None
     if thread is not None:
-        seen = [m for m in conv.messages(thread.id) if seen_by_buyer(m)]
+        seen = [m for m in uow.messages.messages(thread.id) if seen_by_buyer(m)]
         openings = [m.id for m in seen if m.kind == "opening"]
         if openings and not any(m.direction == "in" and m.id > openings[-1] for m in seen):
             unanswered = openings[-1]
@@ -765,13 +755,12 @@ def thread_detail(uow: UnitOfWork, external_id: str) -> ThreadDetail:
         account = uow.accounts.get(external_id)
         if account is None:
             raise NotFound(f"no account {external_id!r}", code="account_not_found")
-        conv = uow.conversations
-        thread = conv.latest_thread(account.id)
+        thread = uow.threads.latest_thread(account.id)
         held = tuple(s for s in uow.signals.for_account(account.id)
                      if s[2] is not None and s[2].outcome != Outcome.PROMPTED)
         return ThreadDetail(
             account=account, thread=thread,
-            messages=tuple(conv.messages(thread.id)) if thread else (),
+            messages=tuple(uow.messages.messages(thread.id)) if thread else (),
             suppressions=held,
-            upgrade=conv.plan_change_for_thread(thread.id) if thread else None,
+            upgrade=uow.plan_changes.plan_change_for_thread(thread.id) if thread else None,
             escalations=tuple(uow.escalations.of_account(account.id)))

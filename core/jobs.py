@@ -91,7 +91,8 @@ class Backoff:
     def delay(self, attempts: int) -> timedelta:
         """How long to wait after the `attempts`-th send failed."""
         doublings = min(max(attempts - 1, 0), _MAX_DOUBLINGS)
-        return min(self.max_delay, self.base_delay * 2 ** doublings)
+        later: timedelta = self.base_delay * 2 ** doublings
+        return min(self.max_delay, later)
 
 
 @dataclass(frozen=True)

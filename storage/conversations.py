@@ -1,5 +1,5 @@
-"""SQL repositories for conversations: contacts' reach and consent, threads, messages,
-escalations and plan changes."""
+"""SQL repositories for conversations, one per aggregate: contacts (reach, consent, where a number
+belongs), threads, messages and plan changes."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
 
-from core.ports import (UNSEEN_STATUSES, ContactView, MessageView, PlanChangeView, RoutingFacts,
+from core.ports import (UNSEEN_STATUSES, ContactView, SentMessage, MessageView, PlanChangeView, RoutingFacts,
                         ThreadView)
 from core.routing import UNROUTED, Candidate, LastWrite
 from storage.models import (LIVE_STATES, AccountRow, ConsentEventRow, ContactRow, MessageRow,
@@ -121,14 +121,17 @@ UNDELIVERED_STATUSES = ("undelivered", "failed", "canceled")
 _ROUTING = _routing_statements()
 
 
-class SqlConversationRepository:
+class _Repository:
     def __init__(self, session: Session) -> None:
         self.session = session
 
-    def _first(self, statement, **params):
+    def _first(self, statement: Any, **params: Any) -> Any:
         return self.session.connection().execute(statement, params).first()
 
-    # contacts -------------------------------------------------------------------------------
+
+class SqlContactRepository(_Repository):
+    """Contacts: reach, consent and where a number or identity belongs (core.ports, `uow.contacts`)."""
+
     def contact(self, external_id: str) -> ContactView | None:
         row = self._first(_CONTACT_BY["external_id"], value=external_id)
         return _contact(row) if row else None
@@ -195,7 +198,19 @@ class SqlConversationRepository:
         self.session.execute(update(ContactRow).where(ContactRow.id == contact_id).values(
             opted_out_at=now if action == "revoke" else None))
 
-    # threads --------------------------------------------------------------------------------
+    def web_contact(self, account_external_id: str, web_user_id: str) -> ContactView | None:
+        """The contact of the account whose user id in the host product's web app is this."""
+        row = self.session.scalars(
+            select(ContactRow).join(AccountRow, AccountRow.id == ContactRow.account_id)
+            .where(AccountRow.external_id == account_external_id,
+                   ContactRow.web_user_id == web_user_id)
+            .order_by(ContactRow.id).limit(1)).first()
+        return _contact(row) if row else None
+
+
+class SqlThreadRepository(_Repository):
+    """Threads: one conversation about one plan change, addressed to one contact (core.ports, `uow.threads`)."""
+
     def live_thread(self, account_id: int, target_plan: str) -> ThreadView | None:
         row = self.session.scalars(select(ThreadRow).where(
             ThreadRow.account_id == account_id, ThreadRow.target_plan == target_plan,
@@ -265,6 +280,10 @@ class SqlConversationRepository:
         return self.session.scalar(select(func.max(ThreadRow.closed_at)).where(
             ThreadRow.account_id == account_id, ThreadRow.decline_reason.is_not(None)))
 
+
+class SqlMessageRepository(_Repository):
+    """Messages: inbound and outbound, in a thread or outside one (core.ports, `uow.messages`)."""
+
     def prompts_since(self, contact_id: int, since: datetime) -> int:
         """Upgrade prompts (openings) to the contact that go out at or after `since` (a deferred
         one counts when it is due); cancelled ones never went out and do not count."""
@@ -272,17 +291,6 @@ class SqlConversationRepository:
             MessageRow.contact_id == contact_id, MessageRow.kind == "opening",
             MessageRow.status != "cancelled",
             func.coalesce(MessageRow.not_before, MessageRow.at) >= since)) or 0
-
-
-    # web chat -------------------------------------------------------------------------------
-    def web_contact(self, account_external_id: str, web_user_id: str) -> ContactView | None:
-        """The contact of the account whose user id in the host product's web app is this."""
-        row = self.session.scalars(
-            select(ContactRow).join(AccountRow, AccountRow.id == ContactRow.account_id)
-            .where(AccountRow.external_id == account_external_id,
-                   ContactRow.web_user_id == web_user_id)
-            .order_by(ContactRow.id).limit(1)).first()
-        return _contact(row) if row else None
 
     def due_polled_messages(self, contact_id: int, thread_id: int | None,
                             channels: Sequence[str], now: datetime) -> list[MessageView]:
@@ -319,7 +327,6 @@ class SqlConversationRepository:
                                     .order_by(MessageRow.id).limit(limit))
         return [_message(r) for r in rows]
 
-    # messages -------------------------------------------------------------------------------
     def add_message(self, *, thread_id: int | None, contact_id: int | None, channel: str,
                     direction: str, kind: str, body: str, status: str, now: datetime,
                     provider_id: str | None = None, in_reply_to: int | None = None,
@@ -352,7 +359,46 @@ class SqlConversationRepository:
                                     .order_by(MessageRow.at, MessageRow.id))
         return [_message(r) for r in rows]
 
-    # escalations and plan changes -------------------------------------------------------------
+    def add_unmatched_inbound(self, channel: str, body: str, provider_id: str | None,
+                              now: datetime) -> int | None:
+        """Keep a message from an address that belongs to no contact, for the operator (no
+        contact, no thread); None when this provider message id was kept already (a retry)."""
+        if provider_id:
+            seen = self.session.scalar(select(MessageRow.id).where(
+                MessageRow.contact_id.is_(None), MessageRow.channel == channel,
+                MessageRow.provider_id == provider_id, MessageRow.direction == "in").limit(1))
+            if seen is not None:
+                return None
+        return self.add_message(thread_id=None, contact_id=None, channel=channel, direction="in",
+                                kind="inbound", body=body, status="received", now=now,
+                                provider_id=provider_id)
+
+    def outbound_by_provider_id(self, provider_id: str, *,
+                                lock: bool = False) -> SentMessage | None:
+        """The message we sent under the provider's id (locked with `lock`: its delivery reports
+        may race): id, contact_id, the contact's account_id, channel and delivery_status."""
+        query = (select(MessageRow.id, MessageRow.contact_id, ContactRow.account_id,
+                        MessageRow.channel, MessageRow.delivery_status)
+                 .outerjoin(ContactRow, ContactRow.id == MessageRow.contact_id)
+                 .where(MessageRow.provider_id == provider_id, MessageRow.direction == "out")
+                 .order_by(MessageRow.id).limit(1))
+        if lock:
+            query = query.with_for_update(of=MessageRow)
+        row = self.session.execute(query).first()
+        return None if row is None else SentMessage(*row)
+
+    def set_delivery_status(self, message_id: int, delivery_status: str,
+                            error: str | None) -> None:
+        """The provider's latest word on a message we sent (and its error code, if any)."""
+        values: dict[str, Any] = {"delivery_status": delivery_status}
+        if error:
+            values["last_error"] = error
+        self.session.execute(update(MessageRow).where(MessageRow.id == message_id).values(**values))
+
+
+class SqlPlanChangeRepository(_Repository):
+    """Plan changes confirmed in a conversation: one per account and billing period (core.ports, `uow.plan_changes`)."""
+
     def plan_change_in_period(self, account_id: int, period_start: date) -> PlanChangeView | None:
         row = self.session.scalars(select(PlanChangeRow).where(
             PlanChangeRow.account_id == account_id, PlanChangeRow.period_start == period_start)).first()
@@ -384,43 +430,6 @@ class SqlConversationRepository:
     def mark_plan_change_done(self, change_id: int, now: datetime) -> None:
         self.session.execute(update(PlanChangeRow).where(PlanChangeRow.id == change_id)
                              .values(status="done", applied_at=now))
-
-    # channels: messages from unknown senders, provider delivery reports ----------------------
-    def add_unmatched_inbound(self, channel: str, body: str, provider_id: str | None,
-                              now: datetime) -> int | None:
-        """Keep a message from an address that belongs to no contact, for the operator (no
-        contact, no thread); None when this provider message id was kept already (a retry)."""
-        if provider_id:
-            seen = self.session.scalar(select(MessageRow.id).where(
-                MessageRow.contact_id.is_(None), MessageRow.channel == channel,
-                MessageRow.provider_id == provider_id, MessageRow.direction == "in").limit(1))
-            if seen is not None:
-                return None
-        return self.add_message(thread_id=None, contact_id=None, channel=channel, direction="in",
-                                kind="inbound", body=body, status="received", now=now,
-                                provider_id=provider_id)
-
-    def outbound_by_provider_id(self, provider_id: str, *,
-                                lock: bool = False) -> dict[str, Any] | None:
-        """The message we sent under the provider's id (locked with `lock`: its delivery reports
-        may race): id, contact_id, the contact's account_id, channel and delivery_status."""
-        query = (select(MessageRow.id, MessageRow.contact_id, ContactRow.account_id,
-                        MessageRow.channel, MessageRow.delivery_status)
-                 .outerjoin(ContactRow, ContactRow.id == MessageRow.contact_id)
-                 .where(MessageRow.provider_id == provider_id, MessageRow.direction == "out")
-                 .order_by(MessageRow.id).limit(1))
-        if lock:
-            query = query.with_for_update(of=MessageRow)
-        row = self.session.execute(query).first()
-        return None if row is None else dict(row._mapping)
-
-    def set_delivery_status(self, message_id: int, delivery_status: str,
-                            error: str | None) -> None:
-        """The provider's latest word on a message we sent (and its error code, if any)."""
-        values: dict[str, Any] = {"delivery_status": delivery_status}
-        if error:
-            values["last_error"] = error
-        self.session.execute(update(MessageRow).where(MessageRow.id == message_id).values(**values))
 
 
 def _message(row: MessageRow) -> MessageView:

@@ -7,7 +7,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import sessionmaker
 
 from core.ports import Conflict, StorageBusy
-from storage.conversations import SqlConversationRepository
+from storage.conversations import (SqlContactRepository, SqlMessageRepository,
+                                   SqlPlanChangeRepository, SqlThreadRepository)
 from storage.escalations import SqlEscalationRepository
 from storage.delivery import SqlOutboxRepository
 from storage.repositories import (SqlAccountRepository, SqlSignalRepository,
@@ -64,7 +65,10 @@ class SqlUnitOfWork:
         self.usage = SqlUsageRepository(self.session)
         self.thresholds = SqlThresholdStateRepository(self.session)
         self.signals = SqlSignalRepository(self.session)
-        self.conversations = SqlConversationRepository(self.session)
+        self.contacts = SqlContactRepository(self.session)
+        self.threads = SqlThreadRepository(self.session)
+        self.messages = SqlMessageRepository(self.session)
+        self.plan_changes = SqlPlanChangeRepository(self.session)
         self.escalations = SqlEscalationRepository(self.session)
         self.jobs = SqlJobQueue(self.session)
         self.outbox = SqlOutboxRepository(self.session)

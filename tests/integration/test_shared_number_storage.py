@@ -45,29 +45,28 @@ def ids(contacts):
 
 def test_contacts_by_address_finds_every_contact_of_a_number_by_medium(uow):
     with uow:
-        conv = uow.conversations
-        assert ids(conv.contacts_by_address(SMS.address, X)) == ["ann", "cy", "bo"]
-        assert ids(conv.contacts_by_address(WHATSAPP.address, X)) == ["di"]  # a WhatsApp number wins
-        assert ids(conv.contacts_by_address(WHATSAPP.address, Y)) == ["bo"]
-        assert ids(conv.contacts_by_address(WHATSAPP.address, W)) == ["ed"]  # no WhatsApp: the phone
-        assert ids(conv.contacts_by_address(SMS.address, Y)) == []
-        assert ids(conv.contacts_by_address(SMS.address, "+19999999999")) == []
+        assert ids(uow.contacts.contacts_by_address(SMS.address, X)) == ["ann", "cy", "bo"]
+        # a WhatsApp number wins; without one, the phone
+        assert ids(uow.contacts.contacts_by_address(WHATSAPP.address, X)) == ["di"]
+        assert ids(uow.contacts.contacts_by_address(WHATSAPP.address, Y)) == ["bo"]
+        assert ids(uow.contacts.contacts_by_address(WHATSAPP.address, W)) == ["ed"]
+        assert ids(uow.contacts.contacts_by_address(SMS.address, Y)) == []
+        assert ids(uow.contacts.contacts_by_address(SMS.address, "+19999999999")) == []
 
 
-def _thread(conv, contact, state, target="growth", at=NOW):
-    return conv.create_thread(contact.account_id, contact.id, "starter", target, "up", state,
-                              "sms", at)
+def _thread(uow, contact, state, target="growth", at=NOW):
+    return uow.threads.create_thread(contact.account_id, contact.id, "starter", target, "up",
+                                     state, "sms", at)
 
 
 def test_each_candidates_thread_is_the_one_its_messages_land_in(uow):
     with uow:
-        conv = uow.conversations
-        ann, cy, bo = conv.contacts_by_address(SMS.address, X)
-        _thread(conv, ann, "declined", at=NOW - timedelta(days=40))
-        ann_live = _thread(conv, ann, "offered")  # Ann's own live thread, over her older one
-        bo_old = _thread(conv, bo, "expired")  # Bo has only a finished one
-        ed = conv.contacts_by_address(SMS.address, W)[0]  # Ed has no thread at all
-        facts = conv.routing_facts("sms", [ann.id, cy.id, bo.id, ed.id], None)
+        ann, cy, bo = uow.contacts.contacts_by_address(SMS.address, X)
+        _thread(uow, ann, "declined", at=NOW - timedelta(days=40))
+        ann_live = _thread(uow, ann, "offered")  # Ann's own live thread, over her older one
+        bo_old = _thread(uow, bo, "expired")  # Bo has only a finished one
+        ed = uow.contacts.contacts_by_address(SMS.address, W)[0]  # Ed has no thread at all
+        facts = uow.contacts.routing_facts("sms", [ann.id, cy.id, bo.id, ed.id], None)
         assert facts.candidates == (
             Candidate(ann.id, ann.account_id, "Alpha Dental", ann_live.id, True),
             Candidate(cy.id, cy.account_id, "Alpha Dental", ann_live.id, True),  # the account's
@@ -75,20 +74,19 @@ def test_each_candidates_thread_is_the_one_its_messages_land_in(uow):
             Candidate(ed.id, ed.account_id, "Omega", None, False))
         # The same threads the engine answers in.
         for contact, candidate in zip((ann, cy, bo, ed), facts.candidates):
-            found = conv.thread_for_contact(contact, lock=False)
+            found = uow.threads.thread_for_contact(contact, lock=False)
             assert candidate.thread_id == (found.id if found else None)
         assert (facts.last_write, facts.seen_inbound_id) == (None, None)
 
 
 def test_the_last_write_is_the_latest_message_that_reached_the_number_on_that_medium(uow):
     with uow:
-        conv = uow.conversations
-        ann, cy, bo = conv.contacts_by_address(SMS.address, X)
-        ann_thread, bo_thread = _thread(conv, ann, "offered"), _thread(conv, bo, "offered")
+        ann, cy, bo = uow.contacts.contacts_by_address(SMS.address, X)
+        ann_thread, bo_thread = _thread(uow, ann, "offered"), _thread(uow, bo, "offered")
         minute = timedelta(minutes=1)
 
         def out(contact, thread, kind, at, status="sent", channel="sms", **values):
-            message_id = conv.add_message(thread_id=thread.id if thread else None,
+            message_id = uow.messages.add_message(thread_id=thread.id if thread else None,
                                           contact_id=contact.id, channel=channel,
                                           direction="out", kind=kind, body="...", status=status,
                                           now=at)
@@ -107,42 +105,40 @@ def test_the_last_write_is_the_latest_message_that_reached_the_number_on_that_me
         out(bo, bo_thread, "reply", NOW + 3 * minute, delivery_status="undelivered")
         out(bo, None, UNROUTED, NOW + 3 * minute)
         out(bo, bo_thread, "reply", NOW + 3 * minute, channel="whatsapp")
-        conv.add_message(thread_id=bo_thread.id, contact_id=bo.id, channel="sms", direction="in",
+        uow.messages.add_message(thread_id=bo_thread.id, contact_id=bo.id, channel="sms", direction="in",
                          kind="inbound", body="hi", status="received", now=NOW + 4 * minute)
-        facts = conv.routing_facts("sms", [ann.id, cy.id, bo.id], None)
+        facts = uow.contacts.routing_facts("sms", [ann.id, cy.id, bo.id], None)
         assert facts.last_write == LastWrite(ann.id, ann_thread.id, "opening")
         out(cy, None, "reply", NOW + 5 * minute, delivery_status="delivered")
-        facts = conv.routing_facts("sms", [ann.id, cy.id, bo.id], None)
+        facts = uow.contacts.routing_facts("sms", [ann.id, cy.id, bo.id], None)
         assert facts.last_write == LastWrite(cy.id, None, "reply")
-        assert conv.routing_facts("whatsapp", [bo.id], None).last_write == \
+        assert uow.contacts.routing_facts("whatsapp", [bo.id], None).last_write == \
             LastWrite(bo.id, bo_thread.id, "reply")
 
 
 def test_an_earlier_delivery_of_the_message_to_any_candidate_is_found(uow):
     with uow:
-        conv = uow.conversations
-        ann, cy, bo = conv.contacts_by_address(SMS.address, X)
-        first = conv.add_message(thread_id=None, contact_id=bo.id, channel="sms", direction="in",
+        ann, cy, bo = uow.contacts.contacts_by_address(SMS.address, X)
+        first = uow.messages.add_message(thread_id=None, contact_id=bo.id, channel="sms", direction="in",
                                  kind=UNROUTED, body="confirm", status="received", now=NOW,
                                  provider_id="SM1")
-        conv.add_message(thread_id=None, contact_id=cy.id, channel="sms", direction="in",
+        uow.messages.add_message(thread_id=None, contact_id=cy.id, channel="sms", direction="in",
                          kind=UNROUTED, body="confirm", status="received", now=NOW,
                          provider_id="SM1")
         everyone = [ann.id, cy.id, bo.id]
-        assert conv.routing_facts("sms", everyone, "SM1").seen_inbound_id == first
-        assert conv.routing_facts("sms", everyone, "SM2").seen_inbound_id is None
-        assert conv.routing_facts("whatsapp", everyone, "SM1").seen_inbound_id is None
-        assert conv.routing_facts("sms", [ann.id], "SM1").seen_inbound_id is None
-        assert conv.routing_facts("sms", everyone, None).seen_inbound_id is None
+        assert uow.contacts.routing_facts("sms", everyone, "SM1").seen_inbound_id == first
+        assert uow.contacts.routing_facts("sms", everyone, "SM2").seen_inbound_id is None
+        assert uow.contacts.routing_facts("whatsapp", everyone, "SM1").seen_inbound_id is None
+        assert uow.contacts.routing_facts("sms", [ann.id], "SM1").seen_inbound_id is None
+        assert uow.contacts.routing_facts("sms", everyone, None).seen_inbound_id is None
 
 
 def test_unrouted_messages_are_not_shown_in_one_accounts_web_chat(uow):
     with uow:
-        conv = uow.conversations
-        ann = conv.contacts_by_address(SMS.address, X)[0]
-        kept = conv.add_message(thread_id=None, contact_id=ann.id, channel="sms",
+        ann = uow.contacts.contacts_by_address(SMS.address, X)[0]
+        kept = uow.messages.add_message(thread_id=None, contact_id=ann.id, channel="sms",
                                 direction="in", kind="inbound", body="hello", status="received",
                                 now=NOW)
-        conv.add_message(thread_id=None, contact_id=ann.id, channel="sms", direction="out",
+        uow.messages.add_message(thread_id=None, contact_id=ann.id, channel="sms", direction="out",
                          kind=UNROUTED, body="Which business?", status="sent", now=NOW)
-        assert [m.id for m in conv.visible_messages(ann.id, None, 0, 50)] == [kept]
+        assert [m.id for m in uow.messages.visible_messages(ann.id, None, 0, 50)] == [kept]

@@ -667,9 +667,9 @@ class _DuplicateUow:
         self.calls: list = []
         contact = SimpleNamespace(id=7, account_id=3, external_id="c-7")
         seen = SimpleNamespace(id=41, thread_id=9)
-        self.conversations = _Strict(
-            self.calls, contact=lambda _external: contact,
-            inbound=lambda _contact, _channel, _provider: seen,
+        self.contacts = _Strict(self.calls, contact=lambda _external: contact)
+        self.messages = _Strict(
+            self.calls, inbound=lambda _contact, _channel, _provider: seen,
             replies_to=lambda _id: [SimpleNamespace(body=b) for b in first_replies])
         self.accounts = _Strict(self.calls, lock=lambda _account: None)
         self.commits = 0
