@@ -34,22 +34,19 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from core.accounts import HealthBounds
 from core.catalog import Catalog, parse_catalog
-
 from core.conversation import Business
-from core.delivery import MESSAGE_KIND, RETRY, MessageJobs
+from core.delivery import MESSAGE_KIND, RETRY
 from core.engine import EngineConfig
 from core.errors import CatalogError, DomainError
 from core.guardrails import GuardrailPolicy
 from core.intent_model import IntentModel
-from twilio.http.http_client import TwilioHttpClient
-from twilio.rest import Client
 
 import channels
-from channels import slack as slack_lane
-from channels.api_key import ApiKey, ApiKeyUnavailable
-from channels.csm import LoggingCsmNotifier
-from channels.twilio_outbound import SandboxSender, TwilioMessagingSender
-from channels.webhooks import SignedWebhookSender
+import cli
+import devtools
+from channels.slack import SlackConfigError
+from web.api_key import ApiKey, ApiKeyUnavailable
+from web.webhooks import SignedWebhookSender
 from storage import migrate
 from storage.db import is_sqlite, make_engine
 from storage.outbox import OutboxDispatcher
@@ -251,32 +248,23 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         clock=app.config["CLOCK"] or utc_now,
     )
     runtime.conversation = _engine_config(app, runtime.health_bounds)
-    try:
-        slack_on = slack_lane.configured(app.config)
-    except slack_lane.SlackConfigError as exc:
-        raise ConfigError(str(exc)) from None
-    runtime.dispatcher = OutboxDispatcher(engine, _senders(app, runtime, slack_on), runtime.now,
-                                          backoffs={MESSAGE_KIND: RETRY})
     runtime.prepare_database = partial(prepare_database, app)
     app.extensions["upgrade_chat"] = runtime
 
-    from channels import api, cli, twilio_messaging, webchat
-
-    app.register_blueprint(api.bp)
-    app.register_blueprint(twilio_messaging.bp)
-    app.register_blueprint(webchat.bp)
-    if slack_on:
-        _, slack_bp = slack_lane.create_slack(app.config, runtime.uow,
-                                              runtime.conversation.channels, runtime.now,
-                                              catalog=runtime.catalog)
-        app.register_blueprint(slack_bp)
-    elif app.config["SANDBOX"]:  # without Slack in production, escalations are logged only
-        app.register_blueprint(slack_lane.sandbox_csm_bp)
-    api.register_errors(app)
-    if app.config["SANDBOX"]:
-        from channels import sandbox
-
-        app.register_blueprint(sandbox.bp)
+    senders: dict[str, Any] = {}
+    for channel in channels.modules():  # each registers its routes and names its senders
+        try:
+            senders.update(channel.install(app, runtime))
+        except SlackConfigError as exc:
+            raise ConfigError(str(exc)) from None
+    if app.config["BILLING_WEBHOOK_URL"]:
+        senders["billing_webhook"] = SignedWebhookSender(
+            str(app.config["BILLING_WEBHOOK_URL"]), str(app.config["BILLING_WEBHOOK_SECRET"]),
+            timeout=5.0, clock=runtime.now)
+    runtime.dispatcher = OutboxDispatcher(engine, senders, runtime.now,
+                                          backoffs={MESSAGE_KIND: RETRY})
+    if app.config["SANDBOX"]:  # the sandbox phone, the demo page, the stand-in for Slack
+        devtools.install(app)
     cli.register(app)
     app.cli.add_command(init_command)
 
@@ -309,7 +297,7 @@ def start(app: Flask, *, demo: bool) -> tuple[str, int]:
     prepare_database(app)
     loaded = 0
     if demo:
-        from channels import demo as demo_data
+        from devtools import demo as demo_data
 
         loaded = demo_data.load(rt, only_missing=True)
         if loaded:
@@ -367,35 +355,6 @@ def init_command(demo: bool | None) -> None:
     if load_demo:
         click.echo(f"demo    : {loaded} accounts loaded" if loaded else
                    "demo    : the demo accounts are there already")
-
-
-def _message_sender(app: Flask):
-    """Twilio when an account is configured; otherwise the sandbox, which stores instead."""
-    if app.config["SANDBOX"]:
-        return SandboxSender()
-    client = Client(app.config["TWILIO_ACCOUNT_SID"], app.config["TWILIO_AUTH_TOKEN"],
-                    http_client=TwilioHttpClient(timeout=5))  # never the library's no-timeout
-    return TwilioMessagingSender(
-        client, sms_from=app.config["TWILIO_SMS_FROM"],
-        whatsapp_from=app.config["TWILIO_WHATSAPP_FROM"],
-        status_callback_url=app.config["PUBLIC_BASE_URL"].rstrip("/") + "/twilio/status",
-        whatsapp_template_sid=app.config["TWILIO_WHATSAPP_TEMPLATE_SID"])
-
-
-def _senders(app: Flask, runtime: Runtime, slack_on: bool) -> dict:
-    """The outbox's senders, one per job kind: SMS and WhatsApp to Twilio (or the sandbox), CSM
-    notices to Slack (or the log), plan changes to the webhook."""
-    csm = (slack_lane.SlackEscalationSender.from_config(app.config, runtime.uow, runtime.catalog)
-           if slack_on else LoggingCsmNotifier())
-    senders = {MESSAGE_KIND: MessageJobs(_message_sender(app), runtime.conversation.channels),
-               slack_lane.POST_KIND: csm}
-    if slack_on:  # a button's failed chat.update, redrawn later
-        senders[slack_lane.UPDATE_KIND] = csm
-    if app.config["BILLING_WEBHOOK_URL"]:
-        senders["billing_webhook"] = SignedWebhookSender(
-            str(app.config["BILLING_WEBHOOK_URL"]), str(app.config["BILLING_WEBHOOK_SECRET"]),
-            timeout=5.0, clock=runtime.now)
-    return senders
 
 
 def _engine_config(app: Flask, health: HealthBounds) -> EngineConfig:
@@ -478,7 +437,7 @@ def _start_background_jobs(app: Flask) -> None:
     `flask --app app scheduler` once instead)."""
     from apscheduler.schedulers.background import BackgroundScheduler
 
-    from channels.cli import _in_context
+    from cli import _in_context
 
     scheduler = BackgroundScheduler(timezone="UTC", daemon=True)
     scheduler.add_job(lambda: _in_context(app), "interval", seconds=2, max_instances=1,

@@ -1,16 +1,38 @@
-"""The channels: one module per channel (the REST API, web chat, Twilio messaging, the Slack CSM
-lane), each verifying, parsing, rendering and sending for its medium and declaring what it can
-do (core.channels.Capabilities). `create_app` registers them in a loop (`CHANNEL_MODULES`)."""
+"""The channels: one module per channel — the REST API (`api`), web chat (`webchat`), Twilio
+messaging, SMS and WhatsApp (`twilio_messaging`, sending in `twilio_outbound`), and the Slack CSM
+lane (`slack`). Each verifies, parses, renders and sends for its medium, calls the core's use
+cases, declares what its media can do (core.channels.Capabilities) and exposes one `CHANNEL`
+that `create_app` registers in a loop (`modules()`). Channels import no storage and no app.
+"""
 
 from __future__ import annotations
 
-from core.channels import Channels
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Flask
+
+from core.channels import Capabilities, Channels
+
+
+@dataclass(frozen=True)
+class Channel:
+    """What a channel module gives the app: the media it reaches buyers on, and `install(app,
+    runtime)`, which registers its routes and returns its outbox senders by job kind."""
+
+    name: str
+    media: tuple[Capabilities, ...]
+    install: Callable[[Flask, Any], Mapping[str, Any]]
+
+
+def modules() -> tuple[Channel, ...]:
+    """Every channel, in the order the app registers them."""
+    from channels import api, slack, twilio_messaging, webchat
+
+    return (webchat.CHANNEL, twilio_messaging.CHANNEL, api.CHANNEL, slack.CHANNEL)
 
 
 def registered() -> Channels:
-    """Every medium the registered channel modules declare, as the core sees them."""
-    from channels.api import VOICE
-    from channels.twilio_messaging import SMS, WHATSAPP
-    from channels.webchat import WEB
-
-    return Channels([WEB, WHATSAPP, SMS, VOICE])
+    """Every medium the channels declare, as the core sees them."""
+    return Channels(medium for channel in modules() for medium in channel.media)

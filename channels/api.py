@@ -10,20 +10,23 @@ from __future__ import annotations
 
 import hmac
 import logging
+from typing import Any
 from importlib import resources
 
-from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from flask import Blueprint, Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from channels import Channel
 from core import engine, services
 from core.accounts import Contact
 from core.channels import Capabilities, Delivery, Input
 from core.errors import DomainError, Malformed, NotFound
 from core.ports import Conflict, StorageBusy
-from channels.api_key import ApiKeyUnavailable
-from channels.inputs import (check_id, json_body, parse_decimal, parse_events, parse_time,
+from web.api_key import ApiKeyUnavailable
+from web.http import error, runtime
+from web.inputs import (check_id, json_body, parse_decimal, parse_events, parse_time,
                              refuse_nul, require)
-from channels.serialize import (account_json, case_json, plan_history_json, signal_json,
+from web.serialize import (account_json, case_json, plan_history_json, signal_json,
                                 thread_json)
 
 log = logging.getLogger(__name__)
@@ -36,20 +39,6 @@ MAX_BATCH = 10_000
 # Calls the integrator's own phone system handles, relayed here as text: the service reads and
 # answers them but cannot deliver on them (no voice channel of its own yet).
 VOICE = Capabilities("voice", Input.KEYWORDS, Delivery.NONE, address=("phone",), phone=True)
-
-
-def runtime():
-    return current_app.extensions["upgrade_chat"]
-
-
-def error(status: int, code: str, message: str, *, field: str | None = None,
-          index: int | None = None) -> tuple[Response, int]:
-    body: dict = {"code": code, "message": message}
-    if field is not None:
-        body["field"] = field
-    if index is not None:
-        body["index"] = index
-    return jsonify({"error": body}), status
 
 
 def body() -> dict:
@@ -278,3 +267,12 @@ def register_errors(app: Flask) -> None:
         if request.path.startswith(("/api/", "/webchat/")):
             return error(500, "internal_error", "internal error; the server log has the details")
         return Response("internal error", status=500)
+
+
+def install(app: Flask, runtime: Any) -> dict[str, Any]:
+    app.register_blueprint(bp)
+    register_errors(app)
+    return {}
+
+
+CHANNEL = Channel("api", (VOICE,), install)

@@ -18,20 +18,26 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Flask, Response, current_app, request
 from twilio.request_validator import (SIGNATURE_HEADER, SIGNATURE_SETTINGS_HEADER,
                                       RequestValidator, get_signature_algorithm)
+from twilio.http.http_client import TwilioHttpClient
+from twilio.rest import Client
 from twilio.twiml.messaging_response import MessagingResponse
 
+from channels import Channel
+from channels.twilio_outbound import SandboxSender, TwilioMessagingSender
 from core import engine
 from core.engine import DeliveryReport
 from core.accounts import normalize_phone
 from core.channels import Capabilities, Delivery, Input
+from core.delivery import MESSAGE_KIND, MessageJobs, MessageSender
 from core.errors import DomainError
-from channels.spool import ReplayStats, Spool, database_unreachable
+from web.spool import ReplayStats, Spool, database_unreachable
 
 log = logging.getLogger(__name__)
 
@@ -297,3 +303,24 @@ def status():
         _log_redacted("twilio status callback failed", exc)
         return Response("error", status=500, mimetype="text/plain")
     return Response(status=204)
+
+
+def install(app: Flask, runtime: Any) -> dict[str, Any]:
+    """The webhooks, and the outbox's sender of queued SMS and WhatsApp messages: Twilio's
+    Messages API when an account is configured; otherwise the sandbox, which stores instead."""
+    app.register_blueprint(bp)
+    config = app.config
+    if config["SANDBOX"]:
+        sender: MessageSender = SandboxSender()
+    else:
+        client = Client(config["TWILIO_ACCOUNT_SID"], config["TWILIO_AUTH_TOKEN"],
+                        http_client=TwilioHttpClient(timeout=5))  # never the library's no-timeout
+        sender = TwilioMessagingSender(
+            client, sms_from=config["TWILIO_SMS_FROM"],
+            whatsapp_from=config["TWILIO_WHATSAPP_FROM"],
+            status_callback_url=config["PUBLIC_BASE_URL"].rstrip("/") + "/twilio/status",
+            whatsapp_template_sid=config["TWILIO_WHATSAPP_TEMPLATE_SID"])
+    return {MESSAGE_KIND: MessageJobs(sender, runtime.conversation.channels)}
+
+
+CHANNEL = Channel("twilio_messaging", (WHATSAPP, SMS), install)

@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import html
 import logging
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from channels import Channel
 from core import engine
 from core.case import Case
 from core.catalog import Catalog
@@ -31,12 +31,11 @@ from core.channels import Capabilities, Delivery, Input
 from core.conversation import LIVE, ThreadState
 from core.errors import DomainError, Malformed
 from core.framing import card_lines, card_summary, crossed_phrase
-from core.money import count, money_str
+from core.money import money_str
 from core.ports import MessageView
-from channels import demo, local
-from channels.api import error, runtime
-from channels.inputs import json_body
-from channels.serialize import iso
+from web.http import error, runtime
+from web.inputs import json_body
+from web.serialize import iso
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +45,6 @@ MAX_TEXT = 2000
 MAX_MESSAGES = 200  # per poll; the widget asks again from the new cursor
 MAX_ID = 2**63 - 1  # the largest message id either database can hold
 IDENTITY_HEADERS = "X-User-Id, X-Account, X-User-Hash, Content-Type"
-DEMO_ACCOUNT = "acme-clinic"  # /demo signs in as its web contact (Dana) unless ?account=
 
 
 def user_hash(secret: str, user_id: str) -> str:
@@ -250,82 +248,9 @@ def embed_js():
     return response
 
 
-DEMO_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{name} · Dashboard</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>
- body{{margin:0;font:15px/1.4 system-ui,sans-serif;background:#f3f4f6;color:#1f2937}}
- header{{background:#0f766e;color:#fff;padding:14px 24px;display:flex;justify-content:space-between}}
- main{{padding:24px;display:grid;grid-template-columns:repeat(auto-fit,minmax(220px,1fr));gap:16px}}
- .tile{{background:#fff;border-radius:10px;padding:16px;box-shadow:0 1px 3px #0002}}
- .tile b{{display:block;font-size:28px;margin-top:6px}}
- p,nav{{padding:0 24px;color:#6b7280;max-width:620px}} nav a{{color:#0f766e}}
- /* host CSS that would break a widget not living in a shadow root */
- button{{background:hotpink!important;font-size:30px!important}} div{{letter-spacing:.02em}}
-</style></head><body>
-<header><span>{name} — {label}</span><span>{person} · {role}</span></header>
-<main>
- <div class="tile">{messages} (30 days)<b>{messages_used}</b></div>
- <div class="tile">{seats}<b>{seats_used} of {seats_included}</b></div>
- <div class="tile">{integrations}<b>{integrations_used}</b></div>
- <div class="tile">Plan<b>{plan}</b></div>
-</main>
-<p>A demo host page: the chat bubble in the corner is the Upgrade Chat widget, included with
-{first}'s signed identity.</p>
-<nav>Sign in as another demo buyer: {others}</nav>
-<script src="/embed.js" data-user-id="{user}" data-account="{account}" data-user-hash="{hash}"></script>
-</body></html>"""
+def install(app: Flask, runtime: Any) -> dict[str, Any]:
+    app.register_blueprint(bp)
+    return {}
 
 
-def _demo_accounts() -> dict[str, tuple[Any, Any, dict[str, int]]]:
-    """The demo accounts a /demo page can sign in as: id -> (account, web contact, usage)."""
-    out = {}
-    for account, _, usage in demo.ACCOUNTS:
-        contact = next((c for c in account.contacts if c.web_user_id), None)
-        if contact is not None:
-            out[account.external_id] = (account, contact, usage)
-    return out
-
-
-@bp.get("/demo")
-def demo_page():
-    """A fake product page signed in as a demo buyer (?account=<demo account>, by default the
-    demo clinic's Dana): the sandbox, this machine only."""
-    if not current_app.config.get("SANDBOX") or local.refusal(request):
-        return Response("not found", status=404, mimetype="text/plain")
-    secret = current_app.config.get("WEB_CHAT_SECRET")
-    if not secret:
-        return Response("web chat is not configured: set UPGRADE_CHAT_WEB_CHAT_SECRET",
-                        status=503, mimetype="text/plain")
-    accounts = _demo_accounts()
-    chosen = accounts.get(request.args.get("account") or DEMO_ACCOUNT)
-    if chosen is None:
-        return Response("no such demo account", status=404, mimetype="text/plain")
-    account, contact, usage = chosen
-    catalog = runtime().catalog
-    v, plan = catalog.vertical(account.vertical), catalog.plan(account.plan)
-    e = html.escape
-    others = " · ".join(f'<a href="/demo?account={e(a.external_id)}">{e(a.name)}</a>'
-                        for a, _, _ in accounts.values() if a.external_id != account.external_id)
-    page = DEMO_PAGE.format(
-        name=e(account.name), label=e(v.label), person=e(contact.name or contact.external_id),
-        first=e((contact.name or contact.external_id).split()[0]), role=e(contact.role.title()),
-        messages=e(v.messages.capitalize()), messages_used=count(usage.get("messages", 0)),
-        seats=e(v.seats.capitalize()), seats_used=count(usage.get("seats", 0)),
-        seats_included=count(plan.included_seats),
-        integrations=e(v.integrations[:1].upper() + v.integrations[1:]),
-        integrations_used=count(usage.get("integrations", 0)), plan=e(plan.name.capitalize()),
-        others=others, user=e(contact.web_user_id), account=e(account.external_id),
-        hash=user_hash(str(secret), contact.web_user_id))
-    return local.no_framing(Response(page, mimetype="text/html"))
-
-
-def host_snippet(secret: str, user_id: str, account: str, **attrs: str) -> str:
-    """The <script> tag a host page includes for `user_id` (used by /demo and the tests)."""
-    extra = "".join(f' data-{html.escape(k.replace("_", "-"))}="{html.escape(v)}"'
-                    for k, v in attrs.items())
-    return (f'<script src="/embed.js" data-user-id="{html.escape(user_id)}" '
-            f'data-account="{html.escape(account)}" '
-            f'data-user-hash="{user_hash(secret, user_id)}"{extra}></script>')
-
-
+CHANNEL = Channel("webchat", (WEB,), install)

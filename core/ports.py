@@ -18,7 +18,12 @@ class Conflict(Exception):
     """A write lost a race with another writer (a unique key taken meanwhile); safe to retry."""
 
 
-class StorageBusy(Exception):
+class StorageUnavailable(Exception):
+    """The database cannot be reached or used right now (down, restarting, connection lost, no
+    connection free); what arrived should be kept and tried again later."""
+
+
+class StorageBusy(StorageUnavailable):
     """The database stayed locked by another writer for longer than we wait; try again later."""
 
 

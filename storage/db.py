@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
 
@@ -41,3 +44,47 @@ def make_engine(url: str) -> Engine:
 
 def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
+
+
+try:
+    import psycopg
+except ImportError:  # pragma: no cover - SQLite-only installs
+    psycopg = None  # type: ignore[assignment]
+
+# SQLite failures about reaching the file, not about the statement ("no such table" is a bug).
+SQLITE_UNREACHABLE = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_CANTOPEN", "SQLITE_IOERR",
+                      "SQLITE_FULL", "SQLITE_PROTOCOL")
+
+
+def database_unreachable(exc: BaseException) -> bool:
+    """Whether `exc` (or what it wraps) means the database cannot be reached or used right now
+    (down, restarting, connection lost, no connection free, SQLite locked), as opposed to a bug
+    or a refusal that would fail again the same way (the unit of work raises
+    core.ports.StorageUnavailable for these)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if _unreachable(current):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _unreachable(exc: BaseException) -> bool:
+    if isinstance(exc, sa_exc.DBAPIError):
+        if exc.connection_invalidated or isinstance(exc, sa_exc.InterfaceError):
+            return True
+        if isinstance(exc, sa_exc.OperationalError):
+            orig = exc.orig
+            return _sqlite_unreachable(orig) if isinstance(orig, sqlite3.Error) else True
+        return False
+    if isinstance(exc, sa_exc.TimeoutError):  # the pool had no connection to give
+        return True
+    if psycopg is not None and isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
+        return True
+    return isinstance(exc, sqlite3.OperationalError) and _sqlite_unreachable(exc)
+
+
+def _sqlite_unreachable(exc: sqlite3.Error) -> bool:
+    return str(getattr(exc, "sqlite_errorname", "")).startswith(SQLITE_UNREACHABLE)

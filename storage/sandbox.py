@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import Engine, or_, select
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
 
 from storage.models import AccountRow, ContactRow, MessageRow
 
@@ -34,24 +35,25 @@ class Phone:
     messages: tuple[PhoneMessage, ...]
 
 
-def phones(engine: Engine, media: Sequence[tuple[str, str]]) -> list[Phone]:
+def phones(session: Session, media: Sequence[tuple[str, str]]) -> list[Phone]:
     """Every contact with a number on one of `media` ((channel, the contact field holding its
     number), e.g. ("sms", "phone")), with that medium's messages, oldest first. Queued openings
-    show too (marked), so the operator sees what waits in the outbox."""
+    show too (marked), so the operator sees what waits in the outbox. Read in the session of a
+    read-only unit of work."""
     fields = {field for _, field in media}
     columns = {field: getattr(ContactRow, field) for field in fields}
-    with engine.connect() as conn:
-        contacts = conn.execute(
-            select(ContactRow.id, ContactRow.external_id, ContactRow.name,
-                   AccountRow.external_id, AccountRow.name, *columns.values())
-            .join(AccountRow, ContactRow.account_id == AccountRow.id)
-            .where(or_(*(column.is_not(None) for column in columns.values())))
-            .order_by(AccountRow.external_id, ContactRow.position)).all()
-        rows = conn.execute(
-            select(MessageRow.contact_id, MessageRow.channel, MessageRow.direction, MessageRow.kind,
-                   MessageRow.body, MessageRow.status, MessageRow.at, MessageRow.not_before)
-            .where(MessageRow.channel.in_([channel for channel, _ in media]))
-            .order_by(MessageRow.at, MessageRow.id)).all()
+    conn = session.connection()
+    contacts = conn.execute(
+        select(ContactRow.id, ContactRow.external_id, ContactRow.name,
+               AccountRow.external_id, AccountRow.name, *columns.values())
+        .join(AccountRow, ContactRow.account_id == AccountRow.id)
+        .where(or_(*(column.is_not(None) for column in columns.values())))
+        .order_by(AccountRow.external_id, ContactRow.position)).all()
+    rows = conn.execute(
+        select(MessageRow.contact_id, MessageRow.channel, MessageRow.direction, MessageRow.kind,
+               MessageRow.body, MessageRow.status, MessageRow.at, MessageRow.not_before)
+        .where(MessageRow.channel.in_([channel for channel, _ in media]))
+        .order_by(MessageRow.at, MessageRow.id)).all()
     by_key: dict[tuple[int, str], list[PhoneMessage]] = {}
     for contact_id, channel, direction, kind, body, status, at, not_before in rows:
         by_key.setdefault((contact_id, channel), []).append(

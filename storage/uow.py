@@ -6,7 +6,8 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import sessionmaker
 
-from core.ports import Conflict, StorageBusy
+from core.ports import Conflict, StorageBusy, StorageUnavailable
+from storage.db import database_unreachable
 from storage.conversations import (SqlContactRepository, SqlMessageRepository,
                                    SqlPlanChangeRepository, SqlThreadRepository)
 from storage.escalations import SqlEscalationRepository
@@ -84,6 +85,9 @@ class SqlUnitOfWork:
             raise Conflict(str(exc.orig)) from exc
         if exc is not None and _is_busy(exc):
             raise StorageBusy(str(exc.orig)) from exc
+        if exc is not None and database_unreachable(exc):
+            # Its text stays out: a driver's message can quote parameters.
+            raise StorageUnavailable(type(exc).__name__) from exc
 
     def commit(self) -> None:
         self.session.commit()

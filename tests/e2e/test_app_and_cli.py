@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from app import DEFAULT_CATALOG, ConfigError, create_app, start
-from channels.api_key import ApiKeyUnavailable
+from web.api_key import ApiKeyUnavailable
 from storage import migrate
 from core.errors import CatalogError
 from tests.conftest import API_KEY, NOW

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
-from channels.webhooks import verify_signature
+from web.webhooks import verify_signature
 from storage.models import PlanChangeRow
 from tests.conftest import Api
 from tests.e2e.helpers import NOW, account, ago, batch, contact, error_of, event

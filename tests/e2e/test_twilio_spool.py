@@ -19,7 +19,8 @@ from psycopg import OperationalError as PsycopgOperationalError
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
 
-from channels.spool import ReplayStats, Spool, database_unreachable
+from storage.db import database_unreachable
+from web.spool import ReplayStats, Spool
 from core.ports import Conflict
 from storage.models import MessageRow
 from tests.conftest import _truncate_all
@@ -158,8 +159,8 @@ def test_a_write_is_fsynced_before_it_is_renamed_into_place_and_the_folder_after
         events.append(("replace", str(dst)))
         real_replace(src, dst)
 
-    monkeypatch.setattr("channels.spool.os.fsync", fsync)
-    monkeypatch.setattr("channels.spool.os.replace", replace)
+    monkeypatch.setattr("web.spool.os.fsync", fsync)
+    monkeypatch.setattr("web.spool.os.replace", replace)
     path = spool.write({"n": 1})
     kinds = [(kind, Path(target).name) for kind, target in events]
     assert kinds[0][0] == "fsync" and kinds[0][1].startswith(".tmp-")  # the data, temp name

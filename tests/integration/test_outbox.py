@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
-from channels.webhooks import SignedWebhookSender, WebhookError, verify_signature
+from web.webhooks import SignedWebhookSender, WebhookError, verify_signature
 from core.jobs import AccountRefused, Backoff, Settle
 from storage.models import OutboxRow
 from storage.outbox import DispatchStats, OutboxDispatcher, enqueue

@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sqlite3
 import threading
 import time
 import uuid
@@ -36,13 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import exc as sa_exc
-
-
-try:
-    import psycopg
-except ImportError:  # pragma: no cover - SQLite-only installs
-    psycopg = None
+from core.ports import StorageUnavailable
 
 try:  # POSIX: one replay at a time per spool folder, across processes
     import fcntl
@@ -56,9 +49,6 @@ TEMP_PREFIX = ".tmp-"  # a write in progress (never matched by pending())
 STALE_TEMP_SECONDS = 3600  # a temp file this old is a write that died: removed at replay
 REJECTED = "rejected"
 LOCK_FILE = ".replay.lock"
-# SQLite failures about reaching the file, not about the statement ("no such table" is a bug).
-SQLITE_UNREACHABLE = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_CANTOPEN", "SQLITE_IOERR",
-                      "SQLITE_FULL", "SQLITE_PROTOCOL")
 
 
 @dataclass(frozen=True)
@@ -242,33 +232,15 @@ class _FolderLock:
 # --- when to spool, and replies of a replay ---------------------------------------------------
 
 def database_unreachable(exc: BaseException) -> bool:
-    """Whether `exc` (or what it wraps) means the database cannot be reached or used right now
-    (down, restarting, connection lost, no connection free, SQLite locked), as opposed to a bug
-    or a refusal that would fail again the same way."""
+    """Whether `exc` (or what it wraps) says the database cannot be reached or used right now:
+    the unit of work turns such failures (down, restarting, connection lost, no connection free,
+    SQLite locked) into core.ports.StorageUnavailable, as opposed to a bug or a refusal that
+    would fail again the same way."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if _unreachable(current):
+        if isinstance(current, StorageUnavailable):
             return True
         current = current.__cause__ or current.__context__
     return False
-
-
-def _unreachable(exc: BaseException) -> bool:
-    if isinstance(exc, sa_exc.DBAPIError):
-        if exc.connection_invalidated or isinstance(exc, sa_exc.InterfaceError):
-            return True
-        if isinstance(exc, sa_exc.OperationalError):
-            orig = exc.orig
-            return _sqlite_unreachable(orig) if isinstance(orig, sqlite3.Error) else True
-        return False
-    if isinstance(exc, sa_exc.TimeoutError):  # the pool had no connection to give
-        return True
-    if psycopg is not None and isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
-        return True
-    return isinstance(exc, sqlite3.OperationalError) and _sqlite_unreachable(exc)
-
-
-def _sqlite_unreachable(exc: sqlite3.Error) -> bool:
-    return str(getattr(exc, "sqlite_errorname", "")).startswith(SQLITE_UNREACHABLE)

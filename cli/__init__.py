@@ -19,8 +19,8 @@ from flask.cli import AppGroup
 
 from core import engine, services
 from core.errors import DomainError
-from channels.inputs import parse_events
-from channels.spool import Spool
+from web.inputs import parse_events
+from web.spool import Spool
 from channels.twilio_messaging import replay_spool
 from storage import migrate
 
@@ -71,7 +71,7 @@ def demo_cli() -> None:
 
 @demo_cli.command("load", help="Load or refresh the demo accounts and their usage.")
 def demo_load() -> None:
-    from channels import demo
+    from devtools import demo
 
     _runtime().prepare_database()
     n = demo.load(_runtime())

@@ -17,7 +17,7 @@ retried with backoff; any other answer fails the job for good. Redirects are not
 Verifying a request on the receiving side (operators), e.g. in Flask:
 
     from datetime import datetime, timezone
-    from channels.webhooks import verify_signature   # or copy it: it is 15 lines of stdlib
+    from web.webhooks import verify_signature   # or copy it: it is 15 lines of stdlib
 
     @app.post("/upgrade-chat/plan-changes")
     def plan_change():

@@ -16,7 +16,7 @@ from flask import Blueprint, current_app, redirect, render_template_string, requ
 from twilio.request_validator import RequestValidator
 from werkzeug.test import Client
 
-from channels import local
+from devtools import local
 from storage.sandbox import phones
 
 bp = Blueprint("sandbox", __name__, url_prefix="/sandbox")
@@ -89,7 +89,7 @@ bp.after_request(local.no_framing)
 @bp.before_request
 def local_only():
     """The page shows every buyer's messages and has no login: it answers only on this machine
-    (a deployment without Twilio must not publish it); see channels/local.py."""
+    (a deployment without Twilio must not publish it); see devtools/local.py."""
     return local.refusal(request)
 
 
@@ -101,7 +101,9 @@ def _runtime():
 def phone():
     rt = _runtime()
     media = [(c.name, c.address[0]) for c in rt.conversation.channels if c.phone]
-    return render_template_string(PAGE, phones=phones(rt.engine, media))
+    with rt.uow(read_only=True) as uow:
+        found = phones(uow.session, media)
+    return render_template_string(PAGE, phones=found)
 
 
 @bp.post("/phone/send")
