@@ -36,7 +36,7 @@ from core.accounts import HealthBounds
 from core.catalog import Catalog, parse_catalog
 from core.conversation import Business
 from core.delivery import MESSAGE_KIND, RETRY
-from core.engine import EngineConfig
+from core.handlers import Settings
 from core.errors import CatalogError, DomainError
 from core.guardrails import GuardrailPolicy
 from core.intent_model import IntentModel
@@ -121,7 +121,7 @@ class Runtime:
     api_key: ApiKey  # .read() in requests; created only by the start step
     phone_region: str
     health_bounds: HealthBounds
-    conversation: EngineConfig = field(default_factory=EngineConfig)  # guardrails, business, billing
+    settings: Settings = field(default_factory=Settings)  # guardrails, business, billing, channels
     clock: Callable[[], datetime] = field(default=utc_now)
 
     def now(self) -> datetime:
@@ -247,7 +247,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         ),
         clock=app.config["CLOCK"] or utc_now,
     )
-    runtime.conversation = _engine_config(app, runtime.health_bounds)
+    runtime.settings = _settings(app, runtime.health_bounds)
     runtime.prepare_database = partial(prepare_database, app)
     app.extensions["upgrade_chat"] = runtime
 
@@ -357,7 +357,7 @@ def init_command(demo: bool | None) -> None:
                    "demo    : the demo accounts are there already")
 
 
-def _engine_config(app: Flask, health: HealthBounds) -> EngineConfig:
+def _settings(app: Flask, health: HealthBounds) -> Settings:
     url, secret = app.config["BILLING_WEBHOOK_URL"], app.config["BILLING_WEBHOOK_SECRET"]
     if url and not secret:
         raise ConfigError("BILLING_WEBHOOK_URL is set without BILLING_WEBHOOK_SECRET: webhooks "
@@ -367,7 +367,7 @@ def _engine_config(app: Flask, health: HealthBounds) -> EngineConfig:
                                  control_salt=str(app.config["CONTROL_SALT"]))
     except DomainError as exc:
         raise ConfigError(f"{ENV_PREFIX}CONTROL_SHARE: {exc.message}") from None
-    return EngineConfig(policy=policy, health=health,
+    return Settings(policy=policy, health=health,
                         business=Business(str(app.config["BUSINESS_NAME"]),
                                           str(app.config["SUPPORT_CONTACT"])),
                         billing_webhook=bool(url), model=load_intent_model(),

@@ -17,7 +17,7 @@ from flask import Blueprint, Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from channels import Channel
-from core import engine, services
+from core import handlers, services
 from core.accounts import Contact
 from core.channels import Capabilities, Delivery, Input
 from core.errors import DomainError, Malformed, NotFound
@@ -141,7 +141,7 @@ def post_usage():
         raise DomainError(f"events: at most {MAX_BATCH} events per batch, got {len(raw)}",
                           code="batch_too_large", field="events")
     now = rt.now()
-    result = services.record_usage(rt.uow(), rt.catalog, parse_events(raw), now, rt.conversation)
+    result = services.record_usage(rt.uow(), rt.catalog, parse_events(raw), now, rt.settings)
     return jsonify({"accepted": result.accepted, "duplicates": result.duplicates,
                     "signals": [signal_json(c, now, d) for c, d in result.crossings]})
 
@@ -185,7 +185,7 @@ def get_signals(external_id: str):
 
 @bp.get("/accounts/<external_id>/thread")
 def get_thread(external_id: str):
-    detail = engine.thread_detail(runtime().uow(read_only=True), external_id)
+    detail = handlers.thread_detail(runtime().uow(read_only=True), external_id)
     return jsonify(thread_json(detail))
 
 
@@ -205,10 +205,10 @@ def post_message(contact_external_id: str):
     if message_id is not None:
         check_id(str(message_id), "id")
     deliver = require(data, "deliver", bool, "", required=False) or False
-    answer = engine.handle_inbound(rt.uow(), rt.catalog, rt.conversation, engine.Inbound(
+    answer = handlers.handle_inbound(rt.uow(), rt.catalog, rt.settings, handlers.Inbound(
         channel, text, str(message_id) if message_id is not None else None,
         contact=contact_external_id,
-        replies=engine.Replies.QUEUED if deliver else engine.Replies.RELAYED), rt.now())
+        replies=handlers.Replies.QUEUED if deliver else handlers.Replies.RELAYED), rt.now())
     return jsonify({"replies": list(answer.replies), "thread_id": answer.thread_id,
                     "state": answer.state, "duplicate": answer.duplicate})
 

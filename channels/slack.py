@@ -479,7 +479,7 @@ def install(app: Flask, runtime: Any) -> dict[str, Any]:
     redraws. Without: escalations are logged (LoggingCsmNotifier). Half configured: refused."""
     if not configured(app.config):
         return {POST_KIND: LoggingCsmNotifier()}
-    _, blueprint = create_slack(app.config, runtime.uow, runtime.conversation.channels,
+    _, blueprint = create_slack(app.config, runtime.uow, runtime.settings.channels,
                                 runtime.now, runtime.catalog)
     app.register_blueprint(blueprint)
     sender = SlackEscalationSender.from_config(app.config, runtime.uow, runtime.catalog)

@@ -31,8 +31,8 @@ from twilio.twiml.messaging_response import MessagingResponse
 
 from channels import Channel
 from channels.twilio_outbound import SandboxSender, TwilioMessagingSender
-from core import engine
-from core.engine import DeliveryReport
+from core import handlers
+from core.handlers import DeliveryReport
 from core.accounts import normalize_phone
 from core.channels import Capabilities, Delivery, Input
 from core.delivery import MESSAGE_KIND, MessageJobs, MessageSender
@@ -216,7 +216,7 @@ def _answer(channel: TwilioMessagingChannel) -> Response:
         message = channel.parse(request)
     except UnreadableSender as exc:
         log.warning("twilio inbound %s message from an unreadable sender address", exc.args[0])
-        return channel.render([engine.unknown_sender_reply(_runtime().conversation.business)])
+        return channel.render([handlers.unknown_sender_reply(_runtime().settings.business)])
     now = rt.now()
     try:
         replies = process_inbound(rt, message, now)
@@ -245,9 +245,9 @@ def process_inbound(rt, message: InboundMessage, now: datetime | None = None, *,
     now = now or rt.now()
     # Twilio's Advanced Opt-Out already replied to a keyword: its replies are never sent.
     queued = replayed and not message.keyword_handled
-    answer = engine.handle_inbound(rt.uow(), rt.catalog, rt.conversation, engine.Inbound(
+    answer = handlers.handle_inbound(rt.uow(), rt.catalog, rt.settings, handlers.Inbound(
         message.medium, message.text, message.provider_id, address=message.address,
-        replies=engine.Replies.QUEUED if queued else engine.Replies.INLINE), now)
+        replies=handlers.Replies.QUEUED if queued else handlers.Replies.INLINE), now)
     if not answer.known:
         if replayed and answer.replies:  # no contact to queue an answer for: the operator has it
             log.info("replayed %s message from a number that belongs to no contact: kept, "
@@ -297,7 +297,7 @@ def status():
         return Response(status=204)
     rt = _runtime()
     try:
-        if not engine.record_delivery_report(rt.uow, report, rt.now()):
+        if not handlers.record_delivery_report(rt.uow, report, rt.now()):
             log.info("twilio status %s for a message we do not know", report.status)
     except Exception as exc:  # noqa: BLE001 - logged without personal data; Twilio sees a 500
         _log_redacted("twilio status callback failed", exc)
@@ -320,7 +320,7 @@ def install(app: Flask, runtime: Any) -> dict[str, Any]:
             whatsapp_from=config["TWILIO_WHATSAPP_FROM"],
             status_callback_url=config["PUBLIC_BASE_URL"].rstrip("/") + "/twilio/status",
             whatsapp_template_sid=config["TWILIO_WHATSAPP_TEMPLATE_SID"])
-    return {MESSAGE_KIND: MessageJobs(sender, runtime.conversation.channels)}
+    return {MESSAGE_KIND: MessageJobs(sender, runtime.settings.channels)}
 
 
 CHANNEL = Channel("twilio_messaging", (WHATSAPP, SMS), install)

@@ -24,7 +24,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from channels import Channel
-from core import engine
+from core import handlers
 from core.case import Case
 from core.catalog import Catalog
 from core.channels import Capabilities, Delivery, Input
@@ -187,7 +187,7 @@ def get_thread():
         return refusal
     after = _after()
     rt = runtime()
-    view = engine.poll(rt.uow, rt.catalog, rt.conversation, WEB.name,
+    view = handlers.poll(rt.uow, rt.catalog, rt.settings, WEB.name,
                        lambda contacts: contacts.web_contact(identity.account, identity.user_id),
                        after, MAX_MESSAGES, rt.now())
     if view is None:
@@ -231,7 +231,7 @@ def post_message():
                                    or isinstance(message_id, bool) or len(str(message_id)) > 200):
         raise Malformed("id: expected a string of at most 200 characters", field="id")
     rt = runtime()
-    answer = engine.handle_inbound(rt.uow(), rt.catalog, rt.conversation, engine.Inbound(
+    answer = handlers.handle_inbound(rt.uow(), rt.catalog, rt.settings, handlers.Inbound(
         WEB.name, text.strip(), str(message_id) if message_id is not None else None,
         web_user=(identity.account, identity.user_id)), rt.now())
     if not answer.known:

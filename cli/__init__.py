@@ -17,7 +17,7 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
 
-from core import engine, services
+from core import handlers, services
 from core.errors import DomainError
 from web.inputs import parse_events
 from web.spool import Spool
@@ -126,7 +126,7 @@ def _count_rows(path: Path) -> int:
 def _import_batch(rt, path: Path, rows: list[dict], lines: list[int]) -> tuple[int, int, int]:
     try:
         result = services.record_usage(rt.uow(), rt.catalog, parse_events(rows, "rows"), rt.now(),
-                                       rt.conversation)
+                                       rt.settings)
     except DomainError as exc:
         where = f"line {lines[exc.index]}" if exc.index is not None else "a row"
         raise click.ClickException(
@@ -163,8 +163,8 @@ def run_jobs(rt) -> str:
             stats = batch if stats is None else stats + batch
             if batch.claimed < OUTBOX_BATCH:
                 break
-    applied = engine.apply_due_plan_changes(rt.uow(), rt.now())
-    expired = engine.expire_threads(rt.uow(), rt.now())
+    applied = handlers.apply_due_plan_changes(rt.uow(), rt.now())
+    expired = handlers.expire_threads(rt.uow(), rt.now())
     outbox = (f"{stats.sent} sent, {stats.retried} to retry, {stats.failed} failed, "
               f"{stats.cancelled} cancelled"
               + (f", {stats.held} held (the provider refused the account)" if stats.held else "")

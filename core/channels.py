@@ -2,7 +2,7 @@
 
 Each channel module (channels/webchat.py, channels/twilio_messaging.py, ...) declares one
 `Capabilities` per medium it serves, and the application hands the registered ones to the core
-(`core.engine.EngineConfig.channels`). Shared code asks a channel's capabilities ("are queued
+(`core.handlers.Settings.channels`). Shared code asks a channel's capabilities ("are queued
 messages pushed or pulled?", "do quiet hours apply?", "how does the buyer answer: buttons,
 keywords or a keypad?") and never compares a channel's name: a new channel is a new declaration,
 not a new branch.

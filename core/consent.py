@@ -1,6 +1,6 @@
 """Consent changes learnt other than from the buyer's own message, as a use case.
 
-The buyer's STOP and START are answered in core.engine; an opt-out that arrives another way (the
+The buyer's STOP and START are answered in core.handlers; an opt-out that arrives another way (the
 carrier's error 21610 on a send or a delivery report, a CSM's "do not contact") is recorded here
 exactly as a STOP would be.
 """

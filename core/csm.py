@@ -2,7 +2,7 @@
 where it was posted, and what the lane shows.
 
 Every change takes the account's lock first, then the escalation's (the order every writer
-keeps, core.engine.lock_account), so two clicks on the same button, a Slack retry and the sandbox
+keeps, core.handlers.lock_account), so two clicks on the same button, a Slack retry and the sandbox
 page acting at once change an escalation once: the second finds the state already moved and
 gets `changed=False`. The CSM-notifier port is a job kind: the sender (Slack, or a log line)
 runs after the commit, from the outbox.

@@ -28,8 +28,8 @@ from core.channels import Capabilities, Channels, Delivery
 from core.consent import revoke_consent
 from core.conversation import LIVE, ThreadEvent, ThreadState, transition
 from core.locking import lock_account
-from core.jobs import (CANCELLED, FAILED, SENT, Backoff, Outcome, OutboxJob, RecipientOptedOut,
-                       Settle)
+from core.jobs import (CANCELLED, FAILED, SENT, Backoff, JobResult, OutboxJob,
+                       RecipientOptedOut, Settle)
 from core.ports import MessageFacts, UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -184,7 +184,7 @@ class MessageJobs:
         return self._sender.send(message)
 
     def record(self, uow: UnitOfWork, job: OutboxJob, message: OutboundMessage | None,
-               outcome: Outcome, now: datetime) -> None:
+               outcome: JobResult, now: datetime) -> None:
         message_id = _message_id(job)
         if message_id is None:
             return

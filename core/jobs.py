@@ -105,7 +105,7 @@ class Settle:
 
 
 @dataclass(frozen=True)
-class Outcome:
+class JobResult:
     """What became of one claimed job, as its handler's `record` is told.
 
     `attempts` is the job's count of sends started as recorded now (a held attempt is not
@@ -141,5 +141,5 @@ class JobHandler(Protocol):
 
     def send(self, job: OutboxJob, prepared: Any) -> Any: ...
 
-    def record(self, uow: Any, job: OutboxJob, prepared: Any, outcome: Outcome,
+    def record(self, uow: Any, job: OutboxJob, prepared: Any, outcome: JobResult,
                now: datetime) -> None: ...

@@ -132,7 +132,7 @@ LANE_KEYS = ("claimed_by", "call_requested", "resolved_by", "slack")
 @dataclass(frozen=True)
 class EscalationRecord:
     """An escalation as the use cases see it: `case` is the figures stored when it was opened
-    (core.engine.case_summary), `lane` the CSM lane's entries (LANE_KEYS) set so far."""
+    (core.handlers.case_summary), `lane` the CSM lane's entries (LANE_KEYS) set so far."""
 
     id: int
     account_id: int

@@ -5,7 +5,7 @@ owner with two businesses, the front desk of a shared office, a typo). A message
 number must never be acted on in a guessed account: a "confirm" must confirm the offer the buyer
 means, or nothing. `route` decides, from what storage knows about the candidates (the contacts
 with that number on that medium) and about the last message we sent to that number on that
-medium; it is pure, and the engine carries the decision out (`core.engine.handle_inbound`).
+medium; it is pure, and the engine carries the decision out (`core.handlers.handle_inbound`).
 
 The rule, in order (docs/architecture.md, "Which account a message belongs to"):
 

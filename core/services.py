@@ -19,7 +19,7 @@ from core.case import Case, current_case
 from core.catalog import Catalog
 from core.errors import DomainError, NotFound
 from core.case import terms
-from core.engine import EngineConfig, open_conversation
+from core.handlers import Settings, open_conversation
 from core.ports import PlanHistoryEntry, SignalDecision, UnitOfWork
 from core.retry import retrying
 from core.thresholds import Crossing, ingest
@@ -145,13 +145,13 @@ def check_events(catalog: Catalog, items: Sequence[UsageEvent | DomainError],
 
 
 def record_usage(uow: UnitOfWork, catalog: Catalog, items: Sequence[UsageEvent | DomainError],
-                 now: datetime, engine: EngineConfig | None = None) -> IngestResult:
+                 now: datetime, settings: Settings | None = None) -> IngestResult:
     """Store a batch of usage events once each (by id) and evaluate thresholds as they arrive.
 
     All or nothing: the first bad item (see `check_events`) rejects the whole batch. Events
     already stored, or repeated within the batch, count as duplicates and change nothing. With
-    `engine`, each crossing goes through the guardrails in the same transaction and may open a
-    conversation (core.engine.open_conversation); its decision is stored on the signal.
+    `settings`, each crossing goes through the guardrails in the same transaction and may open a
+    conversation (core.handlers.open_conversation); its decision is stored on the signal.
     """
 
     def attempt() -> IngestResult:
@@ -180,10 +180,10 @@ def record_usage(uow: UnitOfWork, catalog: Catalog, items: Sequence[UsageEvent |
                                               account.plan_since, now)
                 if after != before:
                     changed[account.id] = after
-                if fired and engine is not None:
+                if fired and settings is not None:
                     full = uow.accounts.get_by_id(account.id)
                     crossings.extend((account.id, c, open_conversation(
-                        uow, catalog, engine, full, matrix, c, now)) for c in fired)
+                        uow, catalog, settings, full, matrix, c, now)) for c in fired)
                 else:
                     crossings.extend((account.id, c, None) for c in fired)
             uow.thresholds.replace_many(changed, now)

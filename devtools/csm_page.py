@@ -62,7 +62,7 @@ def local_only():
 
 def _sandbox_lane() -> CsmLane:
     rt = current_app.extensions["upgrade_chat"]
-    return lane_from(current_app.config, rt.uow, rt.conversation.channels, rt.now, rt.catalog)
+    return lane_from(current_app.config, rt.uow, rt.settings.channels, rt.now, rt.catalog)
 
 
 @bp.get("")

@@ -84,6 +84,6 @@ def load(runtime, *, only_missing: bool = False) -> int:
             account = replace(account, plan_since=now - timedelta(days=plan_days))
         services.upsert_account(runtime.uow(), runtime.catalog, account, now, runtime.phone_region)
         services.record_usage(runtime.uow(), runtime.catalog,
-                              _events(account.external_id, usage, now), now, runtime.conversation)
+                              _events(account.external_id, usage, now), now, runtime.settings)
         loaded += 1
     return loaded

@@ -100,7 +100,7 @@ def _runtime():
 @bp.get("/phone")
 def phone():
     rt = _runtime()
-    media = [(c.name, c.address[0]) for c in rt.conversation.channels if c.phone]
+    media = [(c.name, c.address[0]) for c in rt.settings.channels if c.phone]
     with rt.uow(read_only=True) as uow:
         found = phones(uow.session, media)
     return render_template_string(PAGE, phones=found)

@@ -60,7 +60,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from core.jobs import (CANCELLED, FAILED, HELD, RETRY, SENT, AccountRefused, Backoff, JobHandler,
-                       Outcome, OutboxJob, PermanentFailure, Sender, Settle, describe)
+                       JobResult, OutboxJob, PermanentFailure, Sender, Settle, describe)
 from storage.models import OutboxRow
 from storage.uow import SqlUnitOfWork
 
@@ -143,7 +143,7 @@ class _Plain:
     def send(self, job: OutboxJob, prepared: Any) -> Any:
         return self._sender(job)
 
-    def record(self, uow, job: OutboxJob, prepared: Any, outcome: Outcome,
+    def record(self, uow, job: OutboxJob, prepared: Any, outcome: JobResult,
                now: datetime) -> None:
         pass
 
@@ -259,7 +259,8 @@ class OutboxDispatcher:
                     conn.execute(_END, {"job_id": job.id, "new_status": ready.status,
                                         "error": ready.reason})
                     self._handler(job.kind).record(
-                        uow, job, None, Outcome(ready.status, job.attempts, error=ready.reason),
+                        uow, job, None,
+                        JobResult(ready.status, job.attempts, error=ready.reason),
                         now)
                     ended.append((job, ready.status, ready.reason))
                 else:
@@ -294,7 +295,7 @@ class OutboxDispatcher:
             # The job row first (see the module's note on locks).
             if error is None:  # it went out: recorded whoever holds the claim now
                 conn.execute(_SENT, {"job_id": job.id, "now": now})
-                handler.record(uow, job, c.prepared, Outcome(SENT, job.attempts, result=result),
+                handler.record(uow, job, c.prepared, JobResult(SENT, job.attempts, result=result),
                                now)
                 uow.commit()
                 stats.sent += 1
@@ -309,7 +310,7 @@ class OutboxDispatcher:
                 "job_id": job.id, "lease_until": c.lease_until, "error": text,
                 "next_at": next_at}).rowcount)
             handler.record(uow, job, c.prepared,
-                           Outcome(FAILED if final else RETRY, job.attempts, error=text,
+                           JobResult(FAILED if final else RETRY, job.attempts, error=text,
                                    cause=error, current=current), now)
             uow.commit()
         if not current:
@@ -338,7 +339,7 @@ class OutboxDispatcher:
                                         "next_at": next_at, "error": text}).rowcount:
                     held += 1
                     self._handler(c.job.kind).record(
-                        uow, c.job, c.prepared, Outcome(HELD, c.job.attempts - 1, error=text,
+                        uow, c.job, c.prepared, JobResult(HELD, c.job.attempts - 1, error=text,
                                                         cause=error), now)
             uow.commit()
         stats.held += held

@@ -18,7 +18,7 @@ The files hold phone numbers and message bodies: they are private to the service
 a 0700 folder), and neither is ever logged; the log names entries by file name only.
 
 Also here: `database_unreachable(exc)`, when to spool (and when a replay should wait). A
-replayed message's replies are stored queued (core.engine.Replies.QUEUED), for the outbound
+replayed message's replies are stored queued (core.handlers.Replies.QUEUED), for the outbound
 dispatcher: there is no webhook answer to put them in.
 The folder is local: the web processes and the scheduler that replays it must share it.
 """

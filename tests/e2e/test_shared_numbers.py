@@ -17,7 +17,7 @@ from sqlalchemy import func, select, text, update
 
 from channels import webchat
 from channels.twilio_messaging import InboundMessage, process_inbound
-from core import engine
+from core import handlers
 from storage.models import AccountRow, MessageRow, PlanChangeRow, ThreadRow
 from tests.conftest import Api
 from tests.e2e.test_twilio_inbound import BASE, TOKEN, Twilio, new_sid, replies, run_jobs
@@ -262,8 +262,8 @@ def test_a_retry_of_the_asked_message_is_a_duplicate_with_the_same_reply(api, tw
     before = count_messages(app)
     assert say(twilio, "confirm", sid) == []  # Twilio's retry: answered once
     rt = app.extensions["upgrade_chat"]
-    answer = engine.handle_inbound(rt.uow(), rt.catalog, rt.conversation,
-                                   engine.Inbound("sms", "confirm", sid, address=SHARED), rt.now())
+    answer = handlers.handle_inbound(rt.uow(), rt.catalog, rt.settings,
+                                   handlers.Inbound("sms", "confirm", sid, address=SHARED), rt.now())
     assert answer.duplicate and answer.replies == (QUESTION,)
     assert count_messages(app) == before
     assert plan_changes(app) == []

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import func, select, text, update
 from twilio.request_validator import RequestValidator
 
-from core.engine import advances
+from core.handlers import advances
 from storage.models import MessageRow, PlanChangeRow
 from tests.conftest import Api
 from tests.e2e.helpers import account, ago, batch, contact, event

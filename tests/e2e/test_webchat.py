@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import event as sa_event, func, select
 
 from channels import webchat
-from core import engine
+from core import handlers
 from storage.models import ContactRow, EscalationRow, PlanChangeRow
 from tests.conftest import Api
 from tests.e2e.helpers import account, ago, batch, contact, error_of, event
@@ -349,7 +349,7 @@ def test_quiet_polls_only_read_and_a_new_opening_still_reaches_an_active_buyer(a
     assert thread_of(api)["state"] == "offered"
     assert web_active_at(app) == first_seen  # delivered without re-touching (30 s < 1 min)
 
-    clock.now += engine.TOUCH_EVERY
+    clock.now += handlers.TOUCH_EVERY
     widget.poll()
     assert web_active_at(app) == clock.now  # a minute on: the activity is written again
 
@@ -464,7 +464,7 @@ def test_a_csms_follow_up_on_a_web_thread_reaches_the_widget(app, api):
     data = widget.poll().get_json()
     assert data["messages"] == []
     rt = app.extensions["upgrade_chat"]
-    csm.act(rt.uow, rt.conversation.channels, escalation_id, csm.Action.CLAIM, "U1", "Sam Kim",
+    csm.act(rt.uow, rt.settings.channels, escalation_id, csm.Action.CLAIM, "U1", "Sam Kim",
             "Acme", clock())
 
     data = widget.poll().get_json()

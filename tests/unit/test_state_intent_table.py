@@ -28,7 +28,7 @@ from core.conversation import (Business, EscalationReason, ThreadEvent, ThreadSt
                                other_amount_named, other_plan_named, reply, transition)
 from channels.twilio_messaging import SMS
 from core.channels import Channels
-from core.engine import EngineConfig, Inbound, handle_inbound
+from core.handlers import Settings, Inbound, handle_inbound
 from core.framing import opening_message
 from core.intents import DeclineReason, Intent, Understanding, normalised, understand
 from core.usage import UsageMatrix
@@ -60,7 +60,7 @@ def down_case(catalog):
 
 
 def answer(state, text, case, catalog, *, opted_out=False, heard=None):
-    """`reply` as core.engine._answer calls it (no model: the rules' reading)."""
+    """`reply` as core.handlers._answer calls it (no model: the rules' reading)."""
     return reply(state, heard or understand(text), text, case if state is not None else None,
                  catalog, BIZ, opted_out=opted_out, charged=state == S.UPGRADED)
 
@@ -690,7 +690,7 @@ def test_a_provider_retry_of_the_same_message_id_gets_the_first_replies_and_chan
         catalog, text):
     first = (DONE,)
     uow = _DuplicateUow(first)
-    got = handle_inbound(uow, catalog, EngineConfig(channels=Channels([SMS])),
+    got = handle_inbound(uow, catalog, Settings(channels=Channels([SMS])),
                          Inbound("sms", text, "SM-1", contact="c-7"), NOW)
     assert (got.replies, got.thread_id, got.state, got.duplicate) == (first, 9, None, True)
     # Nothing is read beyond the earlier delivery (not the thread, so not its state) and

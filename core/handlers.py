@@ -1,8 +1,12 @@
-"""The conversation engine's use cases: open a thread on a crossing, answer a buyer, change a plan.
+"""The conversation's use cases, as handlers over commands: open a thread on a crossing, answer a
+buyer's message (`handle_inbound(Inbound)`), a widget's poll, a delivery report, a plan change,
+the due jobs (down-tier changes, expiry), and the thread as the API shows it.
 
-Each runs inside the caller's unit of work (opening) or its own (answering), sees storage through
-the ports, and leaves anything that must reach the outside world (the billing webhook, the CSM
-notice, an SMS or WhatsApp message) in the outbox, to go out after the commit.
+Each takes a unit of work (or a factory of them) and `now`, takes its locks in the one order
+(core.locking), sees storage only through the ports, and leaves anything that must reach the
+outside world (the billing webhook, the CSM notice, an SMS or WhatsApp message) in the outbox,
+to go out after the commit. The CSM lane's use cases are in core.csm, an outbound message's in
+core.delivery, consent learnt from outside in core.consent, usage and accounts in core.services.
 """
 
 from __future__ import annotations
@@ -36,7 +40,8 @@ from core.money import money_str
 from core.consent import revoke_consent
 from core.csm import escalate, tell_csm
 from core.locking import lock_account, lock_accounts
-from core.ports import ContactView, EscalationRecord, MessageView, PlanChangeView, SignalDecision, ThreadView, UnitOfWork, seen_by_buyer
+from core.ports import (ContactView, EscalationRecord, MessageView, PlanChangeView,
+                        SignalDecision, ThreadView, UnitOfWork, seen_by_buyer)
 from core.retry import retrying
 from core.thresholds import Crossing, met_thresholds
 from core.usage import UsageMatrix
@@ -49,7 +54,11 @@ PLAN_CHANGED = "plan_changed"  # this billing period already has a plan change
 
 
 @dataclass(frozen=True)
-class EngineConfig:
+class Settings:
+    """What the handlers are configured with: the guardrails' policy, the health bounds, who the
+    business is, whether plan changes go to the billing webhook, the reply model, and the
+    registered channels' capabilities."""
+
     policy: GuardrailPolicy = GuardrailPolicy()
     health: HealthBounds = HealthBounds()
     business: Business = Business()
@@ -60,7 +69,7 @@ class EngineConfig:
 
 # --- opening ------------------------------------------------------------------------------------
 
-def open_conversation(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, account: StoredAccount,
+def open_conversation(uow: UnitOfWork, catalog: Catalog, config: Settings, account: StoredAccount,
                       matrix: UsageMatrix, crossing: Crossing, now: datetime) -> SignalDecision:
     """Decide what a crossing leads to (§5) and act on it, inside the caller's transaction:
     a thread with its opening queued on the best channel (§7), a deferral, an escalation for red
@@ -151,7 +160,7 @@ class Answer:
     known: bool = True
 
 
-def handle_inbound(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, message: Inbound,
+def handle_inbound(uow: UnitOfWork, catalog: Catalog, config: Settings, message: Inbound,
                    now: datetime) -> Answer:
     """Answer one message from a buyer, in one unit of work (one transaction per message),
     retried on a lost race; in the thread of whichever of their identities wrote.
@@ -225,7 +234,7 @@ def _in_one_unit_of_work(uow: UnitOfWork, work: Callable[[], Answer | None]) -> 
     return retrying(attempt)
 
 
-def _answer_shared_number(uow: UnitOfWork, catalog: Catalog, config: EngineConfig,
+def _answer_shared_number(uow: UnitOfWork, catalog: Catalog, config: Settings,
                           contacts: list[ContactView], channel: Capabilities, message: Inbound,
                           now: datetime) -> Answer | None:
     """Answer a message from a number that several contacts share (docs/architecture.md, "Which
@@ -273,7 +282,7 @@ def _answer_shared_number(uow: UnitOfWork, catalog: Catalog, config: EngineConfi
     return _answer(uow, catalog, config, contact, channel, message, now)
 
 
-def _only_naming(text: str, business: str, config: EngineConfig) -> bool:
+def _only_naming(text: str, business: str, config: Settings) -> bool:
     """Whether a message that names a business only tells us which one, rather than what to do:
     it says nothing else; or it names it by one word rather than its whole name (weaker
     evidence: "yes, for my family" names "Acme Family Clinic", so the acknowledgement says which
@@ -344,7 +353,7 @@ def _store_reply(uow: UnitOfWork, contact_id: int, thread_id: int | None, channe
 
 
 def _consent_for_everyone(uow: UnitOfWork, contacts: list[ContactView], channel: Capabilities,
-                          message: Inbound, intent: Intent, config: EngineConfig,
+                          message: Inbound, intent: Intent, config: Settings,
                           now: datetime) -> Answer:
     """STOP or START from a shared number: for every contact with it, whatever the routing would
     say. Opting out is the person's at that number (a STOP must never be applied to one account
@@ -369,7 +378,7 @@ def _consent_for_everyone(uow: UnitOfWork, contacts: list[ContactView], channel:
     return Answer((body,), None, None)
 
 
-def _answer(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, contact: ContactView,
+def _answer(uow: UnitOfWork, catalog: Catalog, config: Settings, contact: ContactView,
             caps: Capabilities, message: Inbound, now: datetime) -> Answer:
     channel, text = caps.name, message.text
     lock_account(uow, contact.account_id)
@@ -464,7 +473,7 @@ def _thread_case(uow: UnitOfWork, catalog: Catalog, account: StoredAccount, thre
     return build_case(catalog, t, matrix, catalog.plan(thread.target_plan), met, now)
 
 
-def _apply(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, account: StoredAccount,
+def _apply(uow: UnitOfWork, catalog: Catalog, config: Settings, account: StoredAccount,
            contact: ContactView, thread: ThreadView, state: ThreadState, case: Case, turn: Turn,
            channel: str, now: datetime) -> tuple[ThreadView, tuple[str, ...]]:
     replies, events = turn.replies, list(turn.events)
@@ -511,7 +520,7 @@ def _refusal(uow: UnitOfWork, catalog: Catalog, account: StoredAccount, thread: 
 
 
 def change_plan(uow: UnitOfWork, account: StoredAccount, thread: ThreadView, case: Case, channel: str,
-                config: EngineConfig, now: datetime) -> bool:
+                config: Settings, now: datetime) -> bool:
     """Record the plan change once; False when this billing period already has one.
 
     Up-tier applies now; down-tier waits for the next period (`apply_due_plan_changes`). The
@@ -657,7 +666,7 @@ class _NeedsWrite(Exception):
     """A read-only poll found something to write: the buyer's activity or a due opening."""
 
 
-def poll(uows: Callable[..., UnitOfWork], catalog: Catalog, config: EngineConfig, channel: str,
+def poll(uows: Callable[..., UnitOfWork], catalog: Catalog, config: Settings, channel: str,
          find: Callable[[Any], ContactView | None], after: int, limit: int,
          now: datetime) -> PollView | None:
     """One poll of a polled channel's client (the widget): the buyer is present now (their
@@ -685,7 +694,7 @@ def poll(uows: Callable[..., UnitOfWork], catalog: Catalog, config: EngineConfig
     return retrying(attempt)
 
 
-def _poll(uow: UnitOfWork, catalog: Catalog, config: EngineConfig, caps: Capabilities,
+def _poll(uow: UnitOfWork, catalog: Catalog, config: Settings, caps: Capabilities,
           find: Callable[[Any], ContactView | None], after: int, limit: int, now: datetime, *,
           write: bool) -> PollView | None:
     contact = find(uow.contacts)
