@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeGuard
+
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
-from core.ports import Conflict, StorageBusy
+from core.ports import (AccountRepository, Conflict, ContactRepository, EscalationRepository,
+                        JobQueue, MessageRepository, OutboxRepository, PlanChangeRepository,
+                        SignalRepository, StorageBusy, ThreadRepository,
+                        ThresholdStateRepository, UnitOfWork, UsageRepository)
 from storage.conversations import (SqlContactRepository, SqlMessageRepository,
                                    SqlPlanChangeRepository, SqlThreadRepository)
 from storage.escalations import SqlEscalationRepository
@@ -21,7 +28,7 @@ RACE_SQLSTATES = {"23505", "40001", "40P01"}
 RACE_SQLITE_ERRORS = {"SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"}
 
 
-def _is_race(exc: BaseException) -> bool:
+def _is_race(exc: BaseException | None) -> TypeGuard[DBAPIError]:
     if not isinstance(exc, DBAPIError):
         return False
     orig = exc.orig
@@ -29,7 +36,7 @@ def _is_race(exc: BaseException) -> bool:
             or getattr(orig, "sqlite_errorname", None) in RACE_SQLITE_ERRORS)
 
 
-def _is_busy(exc: BaseException) -> bool:
+def _is_busy(exc: BaseException | None) -> TypeGuard[DBAPIError]:
     # SQLite gave up waiting for the writer lock (after the busy timeout).
     return (isinstance(exc, DBAPIError)
             and getattr(exc.orig, "sqlite_errorname", None) in {"SQLITE_BUSY", "SQLITE_LOCKED"})
@@ -38,10 +45,11 @@ def _is_busy(exc: BaseException) -> bool:
 class SqlJobQueue:
     """The job outbox (storage.outbox) inside this unit of work's transaction."""
 
-    def __init__(self, session) -> None:
+    def __init__(self, session: Session) -> None:
         self.session = session
 
-    def enqueue(self, kind: str, key: str, payload: dict, now, *, due=None) -> bool:
+    def enqueue(self, kind: str, key: str, payload: dict[str, Any], now: datetime, *,
+                due: datetime | None = None) -> bool:
         from storage.outbox import enqueue  # storage.outbox runs its dispatcher on this module
         return enqueue(self.session, kind, key, payload, now, due=due)
 
@@ -53,37 +61,64 @@ class SqlUnitOfWork:
     being written (WAL); everything else takes it at BEGIN (see storage.db).
     """
 
+    # The ports' types (core.ports.UnitOfWork), so mypy checks each repository implements its port.
+    accounts: AccountRepository
+    usage: UsageRepository
+    thresholds: ThresholdStateRepository
+    signals: SignalRepository
+    contacts: ContactRepository
+    threads: ThreadRepository
+    messages: MessageRepository
+    plan_changes: PlanChangeRepository
+    escalations: EscalationRepository
+    jobs: JobQueue
+    outbox: OutboxRepository
+
     def __init__(self, engine: Engine, *, read_only: bool = False) -> None:
         if read_only:
             engine = engine.execution_options(sqlite_begin="DEFERRED")
         self._sessions = sessionmaker(bind=engine, expire_on_commit=False)
-        self.session = None
+        self._session: Session | None = None
+
+    @property
+    def session(self) -> Session:
+        """This unit of work's session: there is one only inside `with`."""
+        if self._session is None:
+            raise RuntimeError("the unit of work has no session outside `with`")
+        return self._session
 
     def __enter__(self) -> SqlUnitOfWork:
-        self.session = self._sessions()
-        self.accounts = SqlAccountRepository(self.session)
-        self.usage = SqlUsageRepository(self.session)
-        self.thresholds = SqlThresholdStateRepository(self.session)
-        self.signals = SqlSignalRepository(self.session)
-        self.contacts = SqlContactRepository(self.session)
-        self.threads = SqlThreadRepository(self.session)
-        self.messages = SqlMessageRepository(self.session)
-        self.plan_changes = SqlPlanChangeRepository(self.session)
-        self.escalations = SqlEscalationRepository(self.session)
-        self.jobs = SqlJobQueue(self.session)
-        self.outbox = SqlOutboxRepository(self.session)
+        session = self._session = self._sessions()
+        self.accounts = SqlAccountRepository(session)
+        self.usage = SqlUsageRepository(session)
+        self.thresholds = SqlThresholdStateRepository(session)
+        self.signals = SqlSignalRepository(session)
+        self.contacts = SqlContactRepository(session)
+        self.threads = SqlThreadRepository(session)
+        self.messages = SqlMessageRepository(session)
+        self.plan_changes = SqlPlanChangeRepository(session)
+        self.escalations = SqlEscalationRepository(session)
+        self.jobs = SqlJobQueue(session)
+        self.outbox = SqlOutboxRepository(session)
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        session = self.session
         try:
-            self.session.rollback()  # a no-op after commit
+            session.rollback()  # a no-op after commit
         finally:
-            self.session.close()
-            self.session = None
-        if exc is not None and _is_race(exc):
+            session.close()
+            self._session = None
+        if _is_race(exc):
             raise Conflict(str(exc.orig)) from exc
-        if exc is not None and _is_busy(exc):
+        if _is_busy(exc):
             raise StorageBusy(str(exc.orig)) from exc
 
     def commit(self) -> None:
         self.session.commit()
+
+
+if TYPE_CHECKING:
+    # The whole unit of work is the core's (attributes, `with`, commit), not only its parts.
+    _CONFORMS: type[UnitOfWork] = SqlUnitOfWork
