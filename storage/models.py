@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from datetime import date, datetime, timezone
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (JSON, BigInteger, Date, DateTime, Dialect, ForeignKey, Index, Integer,
-                        MetaData, Numeric, String, Text, UniqueConstraint, text)
+                        MetaData, Numeric, String, Table, Text, UniqueConstraint, text)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
@@ -48,6 +48,9 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
+    # Every model here maps a Table (DeclarativeBase says FromClause, which any mapping may be);
+    # the Core statements take `X.__table__` as one (SQLAlchemy's advice, sqlalchemy#9130).
+    __table__: ClassVar[Table]
 
 
 class AccountRow(Base):
