@@ -4,16 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeGuard
+from typing import Any, TypeGuard
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.ports import (AccountRepository, Conflict, ContactRepository, EscalationRepository,
-                        JobQueue, MessageRepository, OutboxRepository, PlanChangeRepository,
-                        SignalRepository, StorageBusy, ThreadRepository,
-                        ThresholdStateRepository, UnitOfWork, UsageRepository)
+from core.ports import Conflict, StorageBusy, UnitOfWork
 from storage.conversations import (SqlContactRepository, SqlMessageRepository,
                                    SqlPlanChangeRepository, SqlThreadRepository)
 from storage.escalations import SqlEscalationRepository
@@ -54,25 +51,15 @@ class SqlJobQueue:
         return enqueue(self.session, kind, key, payload, now, due=due)
 
 
-class SqlUnitOfWork:
+class SqlUnitOfWork(UnitOfWork):
     """Enter it once per use case; a new session each time. Races become `core.ports.Conflict`.
 
     `read_only` units of work do not take SQLite's writer lock, so reads go on while a batch is
     being written (WAL); everything else takes it at BEGIN (see storage.db).
-    """
 
-    # The ports' types (core.ports.UnitOfWork), so mypy checks each repository implements its port.
-    accounts: AccountRepository
-    usage: UsageRepository
-    thresholds: ThresholdStateRepository
-    signals: SignalRepository
-    contacts: ContactRepository
-    threads: ThreadRepository
-    messages: MessageRepository
-    plan_changes: PlanChangeRepository
-    escalations: EscalationRepository
-    jobs: JobQueue
-    outbox: OutboxRepository
+    It subclasses the port, so its attributes have the ports' types: mypy checks that each
+    repository given them, and the unit of work itself, implements its port.
+    """
 
     def __init__(self, engine: Engine, *, read_only: bool = False) -> None:
         if read_only:
@@ -118,7 +105,3 @@ class SqlUnitOfWork:
     def commit(self) -> None:
         self.session.commit()
 
-
-if TYPE_CHECKING:
-    # The whole unit of work is the core's (attributes, `with`, commit), not only its parts.
-    _CONFORMS: type[UnitOfWork] = SqlUnitOfWork
