@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from collections.abc import Iterable, Sequence
+from types import TracebackType
 from typing import Any, NamedTuple, Protocol
 
 from core.accounts import Account, Health, StoredAccount
@@ -386,5 +387,6 @@ class UnitOfWork(Protocol):
     outbox: OutboxRepository
 
     def __enter__(self) -> UnitOfWork: ...
-    def __exit__(self, *exc: object) -> None: ...
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None: ...
     def commit(self) -> None: ...

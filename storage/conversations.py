@@ -6,11 +6,14 @@ from __future__ import annotations
 from datetime import date, datetime
 from decimal import Decimal
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
+from typing import cast as typing_cast
 
-from sqlalchemy import and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import (CursorResult, Executable, Row, Select, and_, bindparam, func, insert, or_,
+                        select, update)
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
+from sqlalchemy.sql.dml import ReturningInsert
 
 from core.ports import (UNSEEN_STATUSES, ContactView, SentMessage, MessageView, PlanChangeView, RoutingFacts,
                         ThreadView)
@@ -19,7 +22,11 @@ from storage.models import (LIVE_STATES, AccountRow, ConsentEventRow, ContactRow
                             PlanChangeRow, ThreadRow)
 
 ROLE_ORDER = {"billing": 0, "admin": 1, "member": 2}
-def _contact(row: ContactRow) -> ContactView:
+
+
+# The row readers below take an ORM row, or a Core row of the same table (the statements built
+# once, further down, read the tables themselves).
+def _contact(row: ContactRow | Row[Any]) -> ContactView:
     return ContactView(id=row.id, account_id=row.account_id, external_id=row.external_id,
                        role=row.role, phone=row.phone, whatsapp=row.whatsapp,
                        web_user_id=row.web_user_id, web_active_at=row.web_active_at,
@@ -27,7 +34,7 @@ def _contact(row: ContactRow) -> ContactView:
                        whatsapp_inbound_at=row.whatsapp_inbound_at)
 
 
-def _thread(row: ThreadRow) -> ThreadView:
+def _thread(row: ThreadRow | Row[Any]) -> ThreadView:
     return ThreadView(id=row.id, account_id=row.account_id, contact_id=row.contact_id,
                       current_plan=row.current_plan, target_plan=row.target_plan,
                       direction=row.direction, state=row.state, decline_reason=row.decline_reason,
@@ -61,11 +68,16 @@ _THREAD_FOR_CONTACT = {False: (_THREAD_OF_CONTACT, _LIVE_THREAD_OF_ACCOUNT),
 _INBOUND = select(_MESSAGES).where(
     _MESSAGES.c.contact_id == bindparam("contact_id"), _MESSAGES.c.channel == bindparam("channel"),
     _MESSAGES.c.provider_id == bindparam("provider_id"), _MESSAGES.c.direction == "in").limit(1)
-_ADD_MESSAGE = insert(_MESSAGES).returning(_MESSAGES.c.id)
+_ADD_MESSAGE: ReturningInsert[tuple[int]] = insert(_MESSAGES).returning(_MESSAGES.c.id)
 _SAVE_THREAD = update(_THREADS).where(_THREADS.c.id == bindparam("thread_id"))
 
 
-def _routing_statements():
+class _RoutingStatements(NamedTuple):
+    candidates: Select[Any]
+    last_write: Select[Any]
+
+
+def _routing_statements() -> _RoutingStatements:
     """The two reads of a message from a shared number (storage.conversations.routing_facts).
 
     Candidates: each contact with its account's name, the thread a message from it lands in
@@ -113,7 +125,7 @@ def _routing_statements():
                    m.c.delivery_status.not_in(UNDELIVERED_STATUSES)))
         .order_by(func.coalesce(m.c.sent_at, m.c.at).desc(), m.c.id.desc())
         .limit(1))
-    return candidates, last_write
+    return _RoutingStatements(candidates, last_write)
 
 
 # The provider's final word that a message never reached the buyer (channels.twilio_messaging).
@@ -125,7 +137,7 @@ class _Repository:
     def __init__(self, session: Session) -> None:
         self.session = session
 
-    def _first(self, statement: Any, **params: Any) -> Any:
+    def _first(self, statement: Executable, **params: object) -> Row[Any] | None:
         return self.session.connection().execute(statement, params).first()
 
 
@@ -155,7 +167,7 @@ class SqlContactRepository(_Repository):
         conn = self.session.connection()
         params = {"ids": list(contact_ids), "channel": channel, "provider_id": provider_id}
         candidates, seen = [], []
-        for r in conn.execute(_ROUTING[0], params):
+        for r in conn.execute(_ROUTING.candidates, params):
             thread_id = r.own_id if r.own_id is not None else r.account_live_id
             live = (r.own_state in LIVE_STATES) if r.own_id is not None \
                 else r.account_live_id is not None
@@ -164,7 +176,7 @@ class SqlContactRepository(_Repository):
                                         live=live))
             if r.seen_id is not None:
                 seen.append(r.seen_id)
-        last = conn.execute(_ROUTING[1], params).first()
+        last = conn.execute(_ROUTING.last_write, params).first()
         return RoutingFacts(
             candidates=tuple(candidates),
             last_write=LastWrite(last.contact_id, last.thread_id, last.kind) if last else None,
@@ -339,9 +351,11 @@ class SqlMessageRepository(_Repository):
 
     def cancel_queued_openings(self, thread_id: int) -> int:
         """The buyer saw the case in a reply: the queued opening must never go out as well."""
-        return self.session.execute(update(MessageRow).where(
+        result = self.session.execute(update(MessageRow).where(
             MessageRow.thread_id == thread_id, MessageRow.kind == "opening",
-            MessageRow.status == "queued").values(status="cancelled")).rowcount
+            MessageRow.status == "queued").values(status="cancelled"))
+        # An UPDATE's result is a CursorResult; Session.execute types every result as Result.
+        return typing_cast(CursorResult[Any], result).rowcount
 
     def inbound(self, contact_id: int, channel: str, provider_id: str) -> MessageView | None:
         """An earlier delivery of the same message: same sender, channel and provider id."""
@@ -432,7 +446,7 @@ class SqlPlanChangeRepository(_Repository):
                              .values(status="done", applied_at=now))
 
 
-def _message(row: MessageRow) -> MessageView:
+def _message(row: MessageRow | Row[Any]) -> MessageView:
     return MessageView(id=row.id, thread_id=row.thread_id, contact_id=row.contact_id,
                        channel=row.channel, direction=row.direction, kind=row.kind, body=row.body,
                        provider_id=row.provider_id, status=row.status, not_before=row.not_before,

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import CursorResult, Executable, Select, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from core.ports import MessageFacts, ThreadView
@@ -37,7 +38,7 @@ _FACTS = (
     .select_from(_M.outerjoin(_C, _C.c.id == _M.c.contact_id)
                  .outerjoin(_T, _T.c.id == _M.c.thread_id))
     .where(_M.c.id.in_(bindparam("ids", expanding=True)), _M.c.direction == "out"))
-_CONTACT_ACCOUNT = select(_C.c.account_id).where(_C.c.id == bindparam("row_id"))
+_CONTACT_ACCOUNT: Select[tuple[int]] = select(_C.c.account_id).where(_C.c.id == bindparam("row_id"))
 _LOCK_THREAD = select(_T).where(_T.c.id == bindparam("row_id")).with_for_update()
 _MARK_SENT = (update(_M)
               .where(_M.c.id == bindparam("row_id"),
@@ -57,7 +58,7 @@ class SqlOutboxRepository:
     def __init__(self, session: Session) -> None:
         self.session = session
 
-    def _run(self, statement, **params):
+    def _run(self, statement: Executable, **params: object) -> CursorResult[Any]:
         return self.session.connection().execute(statement, params)
 
     def message_facts(self, message_ids: Iterable[int]) -> dict[int, MessageFacts]:
@@ -76,7 +77,7 @@ class SqlOutboxRepository:
 
     def contact_account(self, contact_id: int) -> int | None:
         """The contact's account id (read fresh, to be locked before the contact is read)."""
-        return self._run(_CONTACT_ACCOUNT, row_id=contact_id).scalar()
+        return self.session.connection().scalar(_CONTACT_ACCOUNT, {"row_id": contact_id})
 
     def lock_thread(self, thread_id: int) -> ThreadView | None:
         """The thread, its row locked (after its account's: the order every writer keeps)."""

@@ -86,18 +86,20 @@ class SqlEscalationRepository:
         row = self.session.get(EscalationRow, escalation_id)
         if row is None:
             return None
-        return _card(self.session, row, self.session.get(AccountRow, row.account_id))
+        return _card(self.session, row, _account_of(self.session, row))
 
     def recent_cards(self, limit: int = 50) -> list[EscalationCard]:
         """The latest escalations, unresolved first, newest first."""
         rows = self.session.scalars(select(EscalationRow).order_by(
             (EscalationRow.status == "resolved").asc(), EscalationRow.created_at.desc(),
             EscalationRow.id.desc()).limit(limit)).all()
-        return [_card(self.session, r, self.session.get(AccountRow, r.account_id)) for r in rows]
+        return [_card(self.session, r, _account_of(self.session, r)) for r in rows]
 
     def account_cards(self, account_id: int, limit: int = 5) -> list[EscalationCard]:
         """An account's latest escalations, newest first."""
         account = self.session.get(AccountRow, account_id)
+        if account is None:
+            return []  # nor has it escalations (they go with their account)
         rows = self.session.scalars(select(EscalationRow)
                                     .where(EscalationRow.account_id == account_id)
                                     .order_by(EscalationRow.created_at.desc(),
@@ -112,6 +114,14 @@ def _record(row: EscalationRow) -> EscalationRecord:
         status=row.status, created_at=row.created_at,
         case={k: v for k, v in case.items() if k not in LANE_KEYS},
         lane={k: case[k] for k in LANE_KEYS if case.get(k)})
+
+
+def _account_of(session: Session, row: EscalationRow) -> AccountRow:
+    """The escalation's account: there is one (its foreign key deletes escalations with it)."""
+    account = session.get(AccountRow, row.account_id)
+    if account is None:
+        raise LookupError(f"escalation {row.id} has no account {row.account_id}")
+    return account
 
 
 def _card(session: Session, row: EscalationRow, account: AccountRow) -> EscalationCard:

@@ -52,7 +52,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -61,8 +61,12 @@ from sqlalchemy.orm import Session
 
 from core.jobs import (CANCELLED, FAILED, HELD, RETRY, SENT, AccountRefused, Backoff, JobHandler,
                        JobResult, OutboxJob, PermanentFailure, Sender, Settle, describe)
+from core.ports import UnitOfWork
 from storage.models import OutboxRow
 from storage.uow import SqlUnitOfWork
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeIs  # typing's own from Python 3.13
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +98,7 @@ _HOLD = update(_JOBS).where(*_OURS).values(next_attempt_at=bindparam("next_at"),
                                            last_error=bindparam("error"))
 
 
-def enqueue(session: Session, kind: str, key: str, payload: dict, now: datetime, *,
+def enqueue(session: Session, kind: str, key: str, payload: dict[str, Any], now: datetime, *,
             due: datetime | None = None) -> bool:
     """Add a pending job inside the caller's transaction, due at `due` (default: now); False if
     `key` is already taken.
@@ -137,13 +141,13 @@ class _Plain:
     def __init__(self, sender: Sender) -> None:
         self._sender = sender
 
-    def prepare(self, uow, jobs: list[OutboxJob], now: datetime) -> dict[int, Any]:
+    def prepare(self, uow: UnitOfWork, jobs: list[OutboxJob], now: datetime) -> dict[int, Any]:
         return {job.id: None for job in jobs}
 
     def send(self, job: OutboxJob, prepared: Any) -> Any:
         return self._sender(job)
 
-    def record(self, uow, job: OutboxJob, prepared: Any, outcome: JobResult,
+    def record(self, uow: UnitOfWork, job: OutboxJob, prepared: Any, outcome: JobResult,
                now: datetime) -> None:
         pass
 
@@ -152,12 +156,17 @@ class _NoSender(_Plain):
     def __init__(self) -> None:
         super().__init__(lambda job: None)
 
-    def prepare(self, uow, jobs: list[OutboxJob], now: datetime) -> dict[int, Any]:
+    def prepare(self, uow: UnitOfWork, jobs: list[OutboxJob], now: datetime) -> dict[int, Any]:
         return {job.id: Settle(FAILED, f"no sender is configured for outbox kind {job.kind!r}")
                 for job in jobs}
 
 
 _NO_SENDER = _NoSender()
+
+
+def _is_handler(sender: Sender | JobHandler) -> TypeIs[JobHandler]:
+    """A handler has `prepare` (and `record`); a plain sender is only called."""
+    return hasattr(sender, "prepare")
 
 
 @dataclass(frozen=True)
@@ -186,7 +195,7 @@ class OutboxDispatcher:
             raise ValueError("the lease and hold_for must be positive")
         self._engine = engine
         self._handlers: dict[str, JobHandler] = {
-            kind: sender if hasattr(sender, "prepare") else _Plain(sender)
+            kind: sender if _is_handler(sender) else _Plain(sender)
             for kind, sender in senders.items()}
         self._clock = clock
         self._backoff = Backoff(max_attempts, base_delay, max_delay)

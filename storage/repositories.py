@@ -5,30 +5,37 @@ from __future__ import annotations
 import json
 from functools import partial
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date, datetime, time, timedelta, timezone
 from types import MappingProxyType
-from typing import Iterable
+from typing import Any, NamedTuple, TypedDict, TypeVar
+from typing import cast as typing_cast
 
-from sqlalchemy import (JSON, Text, any_, bindparam, case, cast, column, delete, func, insert,
-                        select)
+from sqlalchemy import (JSON, ColumnElement, Connection, CursorResult, Executable, Row, Select,
+                        Text, any_, bindparam, case, cast, column, delete, func, insert, select)
 from sqlalchemy import update as sa_update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import InstrumentedAttribute, Session, selectinload
+from sqlalchemy.sql.dml import ReturningInsert
 
 from core.accounts import Account, Contact, Health, StoredAccount
 from core.ports import PlanHistoryEntry, SignalDecision, UsageTerms
 from core.thresholds import Crossing
 from core.usage import GAUGES, WINDOW, UsageEvent, UsageMatrix
-from storage.models import (AccountRow, ConsentEventRow, ContactRow, PlanHistoryRow, SignalRow,
-                            ThresholdStateRow, UsageDailyRow, UsageEventRow, UsageGaugeRow)
+from storage.models import (AccountRow, Base, ConsentEventRow, ContactRow, PlanHistoryRow,
+                            SignalRow, ThresholdStateRow, UsageDailyRow, UsageEventRow,
+                            UsageGaugeRow)
 
 CONTACT_FIELDS = ("name", "role", "phone", "whatsapp", "web_user_id", "email")
 
 
-def _account(row: AccountRow, contacts=None) -> StoredAccount:
-    """An account from its row and its contacts (the ORM row's own, unless given)."""
+def _account(row: AccountRow | Row[Any],
+             contacts: Iterable[ContactRow | Row[Any]] | None = None) -> StoredAccount:
+    """An account from its row and its contacts (the ORM row's own, unless given). The rows are
+    the ORM's, or Core rows of the same tables (`_read`)."""
     return StoredAccount(
         id=row.id, external_id=row.external_id, name=row.name, plan=row.plan,
         vertical=row.vertical, timezone=row.timezone, billing_day=row.billing_day,
@@ -53,10 +60,10 @@ class SqlAccountRepository:
     def __init__(self, session: Session) -> None:
         self.session = session
 
-    def _query(self):
+    def _query(self) -> Select[tuple[AccountRow]]:
         return select(AccountRow).options(selectinload(AccountRow.contacts))
 
-    def _read(self, by: str, value) -> Account | None:
+    def _read(self, by: str, value: int | str) -> StoredAccount | None:
         conn = self.session.connection()
         row = conn.execute(_ACCOUNT_BY[by], {"value": value}).first()
         if row is None:
@@ -159,6 +166,8 @@ class SqlAccountRepository:
 
     def save_health(self, account_id: int, health: Health) -> None:
         row = self.session.get(AccountRow, account_id)
+        if row is None:
+            raise LookupError(f"no account with id {account_id}")
         row.csat, row.sentiment = health.csat, health.sentiment
         row.open_escalations, row.health_updated_at = health.open_escalations, health.updated_at
 
@@ -167,7 +176,11 @@ def _is_pg(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
-def _bulk_insert(pg: bool, model, columns: list[str]):
+# An INSERT that takes ON CONFLICT clauses: the two dialects' own, which say them alike.
+_BulkInsert = sqlite.Insert | postgresql.Insert
+
+
+def _bulk_insert(pg: bool, model: type[Base], columns: list[str]) -> _BulkInsert:
     """An INSERT of many rows that takes ON CONFLICT clauses; run it with `_bulk_run`.
 
     On PostgreSQL the rows travel as one JSON parameter (INSERT ... SELECT FROM
@@ -184,13 +197,14 @@ def _bulk_insert(pg: bool, model, columns: list[str]):
     return pg_insert(model).from_select(columns, select(*[records.c[c] for c in columns]))
 
 
-def _json_value(value):
+def _json_value(value: object) -> str:
     if isinstance(value, (datetime, date)):
         return value.isoformat()
     raise TypeError(f"cannot send {type(value).__name__} as JSON")
 
 
-def _bulk_run(session: Session, stmt, rows: list[dict]):
+def _bulk_run(session: Session, stmt: Executable,
+              rows: Sequence[Mapping[str, object]]) -> CursorResult[Any]:
     conn = session.connection()
     if _is_pg(session):
         return conn.execute(stmt, {"rows": json.dumps(rows, default=_json_value)})
@@ -198,22 +212,25 @@ def _bulk_run(session: Session, stmt, rows: list[dict]):
 
 
 _STATEMENTS: dict[tuple[str, str], object] = {}
+_Built = TypeVar("_Built")
+_Value = TypeVar("_Value")
 
 
-def _statement(session: Session, name: str, build):
+def _statement(session: Session, name: str, build: Callable[[bool], _Built]) -> _Built:
     """Build a statement once per dialect, so its compiled form is reused batch after batch."""
     key = (session.get_bind().dialect.name, name)
     if key not in _STATEMENTS:
         _STATEMENTS[key] = build(_is_pg(session))
-    return _STATEMENTS[key]
+    # A name is always built by the same `build`, so what is cached under it is its type.
+    return typing_cast(_Built, _STATEMENTS[key])
 
 
-def _insert_events(pg: bool):
+def _insert_events(pg: bool) -> ReturningInsert[tuple[str]]:
     stmt = _bulk_insert(pg, UsageEventRow, EVENT_COLUMNS)
     return stmt.on_conflict_do_nothing(index_elements=["event_id"]).returning(UsageEventRow.event_id)
 
 
-def _upsert_daily(pg: bool):
+def _upsert_daily(pg: bool) -> _BulkInsert:
     stmt = _bulk_insert(pg, UsageDailyRow, DAILY_COLUMNS)
     new, old = stmt.excluded, UsageDailyRow
     later = new.last_at >= old.last_at
@@ -226,7 +243,7 @@ def _upsert_daily(pg: bool):
               "last_at": case((later, new.last_at), else_=old.last_at)})
 
 
-def _upsert_gauges(pg: bool):
+def _upsert_gauges(pg: bool) -> _BulkInsert:
     stmt = _bulk_insert(pg, UsageGaugeRow, GAUGE_COLUMNS)
     return stmt.on_conflict_do_update(
         index_elements=["account_id", "metric"],
@@ -234,7 +251,7 @@ def _upsert_gauges(pg: bool):
         where=stmt.excluded.at >= UsageGaugeRow.at)
 
 
-def _ids_param(pg: bool, col):
+def _ids_param(pg: bool, col: InstrumentedAttribute[_Value]) -> ColumnElement[bool]:
     """`col IN :ids` for a statement built once (see `_statement`): on PostgreSQL `= ANY` of one
     array parameter, on SQLite an expanding parameter."""
     if pg:
@@ -242,7 +259,17 @@ def _ids_param(pg: bool, col):
     return col.in_(bindparam("ids", expanding=True))
 
 
-def _matrix_statements(pg: bool) -> dict:
+class _MatrixStatements(NamedTuple):
+    """The usage matrix's reads (`_matrix_statements`)."""
+
+    daily: Select[tuple[int, str, int, int]]  # account, metric, sum, highest
+    first_day: Select[tuple[int, str, int, int]]  # the same
+    gauges: Select[tuple[int, str, int, datetime]]  # account, metric, reading, at
+    carried_events: Select[tuple[int, int, datetime]]  # account, integrations reading, at
+    carried_daily: Select[tuple[int, int, datetime]]  # the same
+
+
+def _matrix_statements(pg: bool) -> _MatrixStatements:
     """The usage matrix's reads, with parameters `ids` (account ids) and the window's bounds."""
     among = partial(_ids_param, pg)
     e, d, g = UsageEventRow, UsageDailyRow, UsageGaugeRow
@@ -255,20 +282,20 @@ def _matrix_statements(pg: bool) -> dict:
                 .where(among(d.account_id), d.metric == "integrations",
                        d.day < bindparam("first_day"))
                 .group_by(d.account_id).subquery())
-    return {
-        "daily": select(d.account_id, d.metric, func.sum(d.total), func.max(d.max_quantity))
+    return _MatrixStatements(
+        daily=select(d.account_id, d.metric, func.sum(d.total), func.max(d.max_quantity))
         .where(among(d.account_id), d.day > bindparam("first_day"))
         .group_by(d.account_id, d.metric),
-        "first_day": select(e.account_id, e.metric, func.sum(e.quantity), func.max(e.quantity))
+        first_day=select(e.account_id, e.metric, func.sum(e.quantity), func.max(e.quantity))
         .where(among(e.account_id), e.at > bindparam("since"), e.at < bindparam("first_day_end"))
         .group_by(e.account_id, e.metric),
-        "gauges": select(g.account_id, g.metric, g.quantity, g.at).where(among(g.account_id)),
-        "carried_events": select(ranked.c.account_id, ranked.c.quantity, ranked.c.at)
+        gauges=select(g.account_id, g.metric, g.quantity, g.at).where(among(g.account_id)),
+        carried_events=select(ranked.c.account_id, ranked.c.quantity, ranked.c.at)
         .where(ranked.c.rn == 1),
-        "carried_daily": select(d.account_id, d.last_quantity, d.last_at)
+        carried_daily=select(d.account_id, d.last_quantity, d.last_at)
         .join(last_day, (d.account_id == last_day.c.account_id) & (d.day == last_day.c.day))
         .where(d.metric == "integrations"),
-    }
+    )
 
 
 EVENT_COLUMNS = ["event_id", "account_id", "metric", "quantity", "at", "received_at"]
@@ -280,6 +307,18 @@ def _day_start(d: date) -> datetime:
     return datetime.combine(d, time.min, tzinfo=timezone.utc)
 
 
+class _DailyRollup(TypedDict):
+    """A row of usage_daily as `_roll_up` builds it."""
+
+    account_id: int
+    metric: str
+    day: date
+    total: int
+    max_quantity: int
+    last_quantity: int
+    last_at: datetime
+
+
 class SqlUsageRepository:
     """Usage events, plus two summaries kept in step with them in the same transaction: daily
     rollups per metric (usage_daily) and the latest reading of each gauge (usage_gauges)."""
@@ -288,7 +327,7 @@ class SqlUsageRepository:
         self.session = session
 
     @property
-    def _conn(self):
+    def _conn(self) -> Connection:
         # Core execution for these plain column reads: the ORM's per-statement work is not needed.
         return self.session.connection()
 
@@ -306,8 +345,8 @@ class SqlUsageRepository:
         return inserted
 
     def _roll_up(self, rows: list[tuple[int, UsageEvent]]) -> None:
-        daily: dict[tuple[int, str, date], dict] = {}
-        gauges: dict[tuple[int, str], dict] = {}
+        daily: dict[tuple[int, str, date], _DailyRollup] = {}
+        gauges: dict[tuple[int, str], dict[str, object]] = {}
         for account_id, e in sorted(rows, key=lambda r: r[1].at):
             day = e.at.astimezone(timezone.utc).date()
             d = daily.setdefault((account_id, e.metric, day), {
@@ -344,14 +383,14 @@ class SqlUsageRepository:
         peaks: dict[int, int] = defaultdict(int)  # highest integrations reading in the window
         # Whole days after the window's first day, then the part of the first day inside it.
         for account_id, metric, total, peak in [
-                *self._conn.execute(q["daily"], {"ids": ids, "first_day": first_day}),
-                *self._conn.execute(q["first_day"], {"ids": ids, "since": since,
+                *self._conn.execute(q.daily, {"ids": ids, "first_day": first_day}),
+                *self._conn.execute(q.first_day, {"ids": ids, "since": since,
                                                      "first_day_end": first_day_end})]:
             sums[(account_id, metric)] += int(total)
             if metric == "integrations":
                 peaks[account_id] = max(peaks[account_id], int(peak))
         latest = {(a, m): (int(qty), at)
-                  for a, m, qty, at in self._conn.execute(q["gauges"], {"ids": ids})}
+                  for a, m, qty, at in self._conn.execute(q.gauges, {"ids": ids})}
         carried = self._integrations_at(q, ids, since, first_day)
         features: dict[int, dict[str, int]] = defaultdict(dict)
         for (account_id, metric), total in sorted(sums.items()):
@@ -374,16 +413,16 @@ class SqlUsageRepository:
             )
         return out
 
-    def _integrations_at(self, q: dict, ids: list[int], since: datetime,
+    def _integrations_at(self, q: _MatrixStatements, ids: list[int], since: datetime,
                          first_day: date) -> dict[int, tuple[int, datetime]]:
         """The integrations reading in effect at `since`: the latest one at or before it, from the
         raw events of its own day, else the last reading of the latest earlier day."""
         found = {a: (int(qty), at) for a, qty, at in self._conn.execute(
-            q["carried_events"], {"ids": ids, "day_start": _day_start(first_day), "since": since})}
+            q.carried_events, {"ids": ids, "day_start": _day_start(first_day), "since": since})}
         rest = [a for a in ids if a not in found]
         if rest:
             found.update({a: (int(qty), at) for a, qty, at in self._conn.execute(
-                q["carried_daily"], {"ids": rest, "first_day": first_day})})
+                q.carried_daily, {"ids": rest, "first_day": first_day})})
         return found
 
 
@@ -392,7 +431,7 @@ class SqlThresholdStateRepository:
         self.session = session
 
     @property
-    def _conn(self):
+    def _conn(self) -> Connection:
         # Core execution for these plain column reads: the ORM's per-statement work is not needed.
         return self.session.connection()
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from types import TracebackType
+from typing import Any, TypeGuard
+
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
-from core.ports import Conflict, StorageBusy, StorageUnavailable
+from core.ports import Conflict, StorageBusy, StorageUnavailable, UnitOfWork
 from storage.db import database_unreachable
 from storage.conversations import (SqlContactRepository, SqlMessageRepository,
                                    SqlPlanChangeRepository, SqlThreadRepository)
@@ -22,7 +26,7 @@ RACE_SQLSTATES = {"23505", "40001", "40P01"}
 RACE_SQLITE_ERRORS = {"SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"}
 
 
-def _is_race(exc: BaseException) -> bool:
+def _is_race(exc: BaseException | None) -> TypeGuard[DBAPIError]:
     if not isinstance(exc, DBAPIError):
         return False
     orig = exc.orig
@@ -30,7 +34,7 @@ def _is_race(exc: BaseException) -> bool:
             or getattr(orig, "sqlite_errorname", None) in RACE_SQLITE_ERRORS)
 
 
-def _is_busy(exc: BaseException) -> bool:
+def _is_busy(exc: BaseException | None) -> TypeGuard[DBAPIError]:
     # SQLite gave up waiting for the writer lock (after the busy timeout).
     return (isinstance(exc, DBAPIError)
             and getattr(exc.orig, "sqlite_errorname", None) in {"SQLITE_BUSY", "SQLITE_LOCKED"})
@@ -39,51 +43,64 @@ def _is_busy(exc: BaseException) -> bool:
 class SqlJobQueue:
     """The job outbox (storage.outbox) inside this unit of work's transaction."""
 
-    def __init__(self, session) -> None:
+    def __init__(self, session: Session) -> None:
         self.session = session
 
-    def enqueue(self, kind: str, key: str, payload: dict, now, *, due=None) -> bool:
+    def enqueue(self, kind: str, key: str, payload: dict[str, Any], now: datetime, *,
+                due: datetime | None = None) -> bool:
         from storage.outbox import enqueue  # storage.outbox runs its dispatcher on this module
         return enqueue(self.session, kind, key, payload, now, due=due)
 
 
-class SqlUnitOfWork:
+class SqlUnitOfWork(UnitOfWork):
     """Enter it once per use case; a new session each time. Races become `core.ports.Conflict`.
 
     `read_only` units of work do not take SQLite's writer lock, so reads go on while a batch is
     being written (WAL); everything else takes it at BEGIN (see storage.db).
+
+    It subclasses the port, so its attributes have the ports' types: mypy checks that each
+    repository given them, and the unit of work itself, implements its port.
     """
 
     def __init__(self, engine: Engine, *, read_only: bool = False) -> None:
         if read_only:
             engine = engine.execution_options(sqlite_begin="DEFERRED")
         self._sessions = sessionmaker(bind=engine, expire_on_commit=False)
-        self.session = None
+        self._session: Session | None = None
+
+    @property
+    def session(self) -> Session:
+        """This unit of work's session: there is one only inside `with`."""
+        if self._session is None:
+            raise RuntimeError("the unit of work has no session outside `with`")
+        return self._session
 
     def __enter__(self) -> SqlUnitOfWork:
-        self.session = self._sessions()
-        self.accounts = SqlAccountRepository(self.session)
-        self.usage = SqlUsageRepository(self.session)
-        self.thresholds = SqlThresholdStateRepository(self.session)
-        self.signals = SqlSignalRepository(self.session)
-        self.contacts = SqlContactRepository(self.session)
-        self.threads = SqlThreadRepository(self.session)
-        self.messages = SqlMessageRepository(self.session)
-        self.plan_changes = SqlPlanChangeRepository(self.session)
-        self.escalations = SqlEscalationRepository(self.session)
-        self.jobs = SqlJobQueue(self.session)
-        self.outbox = SqlOutboxRepository(self.session)
+        session = self._session = self._sessions()
+        self.accounts = SqlAccountRepository(session)
+        self.usage = SqlUsageRepository(session)
+        self.thresholds = SqlThresholdStateRepository(session)
+        self.signals = SqlSignalRepository(session)
+        self.contacts = SqlContactRepository(session)
+        self.threads = SqlThreadRepository(session)
+        self.messages = SqlMessageRepository(session)
+        self.plan_changes = SqlPlanChangeRepository(session)
+        self.escalations = SqlEscalationRepository(session)
+        self.jobs = SqlJobQueue(session)
+        self.outbox = SqlOutboxRepository(session)
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        session = self.session
         try:
-            self.session.rollback()  # a no-op after commit
+            session.rollback()  # a no-op after commit
         finally:
-            self.session.close()
-            self.session = None
-        if exc is not None and _is_race(exc):
+            session.close()
+            self._session = None
+        if _is_race(exc):
             raise Conflict(str(exc.orig)) from exc
-        if exc is not None and _is_busy(exc):
+        if _is_busy(exc):
             raise StorageBusy(str(exc.orig)) from exc
         if exc is not None and database_unreachable(exc):
             # Its text stays out: a driver's message can quote parameters.
@@ -91,3 +108,4 @@ class SqlUnitOfWork:
 
     def commit(self) -> None:
         self.session.commit()
+
