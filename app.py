@@ -272,6 +272,9 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     def healthz():
         return jsonify({"status": "ok"})
 
+    # The migration scripts' head is read now (files of the package, no database), so a worker's
+    # first request only asks the database its revision: serving starts without a stall.
+    migrate.head_revision()
     checked: list[bool] = []
 
     @app.before_request

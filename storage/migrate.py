@@ -1,7 +1,8 @@
-"""Schema migrations with Alembic, callable from create_app (SQLite), the CLI and tests."""
+"""Schema migrations with Alembic, callable from the start step, the CLI and tests."""
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 from alembic import command
@@ -33,7 +34,9 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
+@lru_cache(maxsize=1)
 def head_revision() -> str:
+    """The newest revision of the migration scripts shipped with this code (read once)."""
     head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
     if head is None:
         raise RuntimeError(f"no migrations in {MIGRATIONS / 'versions'}")
