@@ -16,6 +16,7 @@ from flask import Blueprint, current_app, redirect, render_template_string, requ
 from twilio.request_validator import RequestValidator
 from werkzeug.test import Client
 
+from channels import twilio_messaging
 from devtools import local
 from storage.sandbox import phones
 
@@ -100,7 +101,8 @@ def _runtime():
 @bp.get("/phone")
 def phone():
     rt = _runtime()
-    media = [(c.name, c.address[0]) for c in rt.settings.channels if c.phone]
+    # The phone of the Twilio messaging channel's media (SMS, WhatsApp): what this page stands in for.
+    media = [(c.name, c.address[0]) for c in twilio_messaging.CHANNEL.media]
     with rt.uow(read_only=True) as uow:
         found = phones(uow.session, media)
     return render_template_string(PAGE, phones=found)

@@ -45,6 +45,19 @@ def test_the_opening_appears_on_the_sandbox_phone_once_the_jobs_run(app):
     assert "$529.00" in page and 'data-status="sent"' in page and 'data-status="queued"' not in page
 
 
+def test_the_sandbox_phone_shows_the_twilio_media_only(app):
+    """SMS and WhatsApp, the media this page stands in for; not the API's relayed voice label,
+    which also reaches a phone number but is never sent by the service."""
+    api = setup(app)
+    api.put(f"/accounts/{ACME}", json={
+        "name": "Acme", "plan": "starter", "timezone": "America/Chicago", "billing_day": 5,
+        "contacts": [contact(DANA, name="Dana", role="billing", phone="+13125550142",
+                             whatsapp="+13125550142")]})
+    page = app.test_client().get("/sandbox/phone").get_data(as_text=True)
+    assert "Dana · SMS" in page and "Dana · WHATSAPP" in page
+    assert "VOICE" not in page.upper().replace("INVOICE", "")
+
+
 def test_a_reply_typed_on_the_sandbox_phone_advances_the_thread(app):
     api = setup(app)
     jobs(app)
