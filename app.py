@@ -35,7 +35,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from core.accounts import HealthBounds
 from core.catalog import Catalog, parse_catalog
 from core.conversation import Business
-from core.delivery import MESSAGE_KIND, RETRY
+from core.delivery import MESSAGE_KIND, RETRY, MessageJobs
 from core.handlers import Settings
 from core.errors import CatalogError, DomainError
 from core.guardrails import GuardrailPolicy
@@ -252,11 +252,19 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions["upgrade_chat"] = runtime
 
     senders: dict[str, Any] = {}
+    message_senders: dict[str, Any] = {}
     for channel in channels.modules():  # each registers its routes and names its senders
         try:
-            senders.update(channel.install(app, runtime))
+            installed = channel.install(app, runtime)
         except SlackConfigError as exc:
             raise ConfigError(str(exc)) from None
+        for mine, theirs in ((installed.jobs, senders), (installed.messages, message_senders)):
+            taken = sorted(set(mine) & set(theirs))
+            if taken:
+                raise ConfigError(f"channel {channel.name!r} registers a sender for "
+                                  f"{', '.join(taken)}, which another channel sends already")
+            theirs.update(mine)
+    senders[MESSAGE_KIND] = MessageJobs(message_senders, runtime.settings.channels)
     if app.config["BILLING_WEBHOOK_URL"]:
         senders["billing_webhook"] = SignedWebhookSender(
             str(app.config["BILLING_WEBHOOK_URL"]), str(app.config["BILLING_WEBHOOK_SECRET"]),

@@ -8,22 +8,32 @@ that `create_app` registers in a loop (`modules()`). Channels import no storage 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from flask import Flask
 
 from core.channels import Capabilities, Channels
+from core.delivery import MessageSender
+
+
+@dataclass(frozen=True)
+class Installed:
+    """What installing a channel gives the outbox: senders by job kind (a job kind has one
+    sender), and senders of queued messages by medium (core.delivery.MessageJobs)."""
+
+    jobs: Mapping[str, Any] = field(default_factory=dict)
+    messages: Mapping[str, MessageSender] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Channel:
     """What a channel module gives the app: the media it reaches buyers on, and `install(app,
-    runtime)`, which registers its routes and returns its outbox senders by job kind."""
+    runtime)`, which registers its routes and returns its senders."""
 
     name: str
     media: tuple[Capabilities, ...]
-    install: Callable[[Flask, Any], Mapping[str, Any]]
+    install: Callable[[Flask, Any], Installed]
 
 
 def modules() -> tuple[Channel, ...]:

@@ -16,7 +16,7 @@ from importlib import resources
 from flask import Blueprint, Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from channels import Channel
+from channels import Channel, Installed
 from core import handlers, services
 from core.accounts import Contact
 from core.channels import Capabilities, Delivery, Input
@@ -269,10 +269,10 @@ def register_errors(app: Flask) -> None:
         return Response("internal error", status=500)
 
 
-def install(app: Flask, runtime: Any) -> dict[str, Any]:
+def install(app: Flask, runtime: Any) -> Installed:
     app.register_blueprint(bp)
     register_errors(app)
-    return {}
+    return Installed()
 
 
 CHANNEL = Channel("api", (VOICE,), install)

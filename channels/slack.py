@@ -35,7 +35,7 @@ from slack_bolt import App
 from slack_bolt.adapter.flask import SlackRequestHandler
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
-from channels import Channel
+from channels import Channel, Installed
 from core import csm
 from core.catalog import Catalog
 from core.channels import Channels
@@ -474,16 +474,17 @@ def account_report(lane: CsmLane, external_id: str) -> str:
     return "\n".join(lines)
 
 
-def install(app: Flask, runtime: Any) -> dict[str, Any]:
+def install(app: Flask, runtime: Any) -> Installed:
     """With Slack configured: `/slack/events`, and the outbox's senders of escalation posts and
     redraws. Without: escalations are logged (LoggingCsmNotifier). Half configured: refused."""
     if not configured(app.config):
-        return {POST_KIND: LoggingCsmNotifier()}
+        return Installed(jobs={POST_KIND: LoggingCsmNotifier()})
     _, blueprint = create_slack(app.config, runtime.uow, runtime.settings.channels,
                                 runtime.now, runtime.catalog)
     app.register_blueprint(blueprint)
     sender = SlackEscalationSender.from_config(app.config, runtime.uow, runtime.catalog)
-    return {POST_KIND: sender, UPDATE_KIND: sender}  # UPDATE: a button's failed chat.update
+    # UPDATE: a button's failed chat.update, redrawn later
+    return Installed(jobs={POST_KIND: sender, UPDATE_KIND: sender})
 
 
 CHANNEL = Channel("slack", (), install)

@@ -29,13 +29,13 @@ from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 from twilio.twiml.messaging_response import MessagingResponse
 
-from channels import Channel
-from channels.twilio_outbound import SandboxSender, TwilioMessagingSender
+from channels import Channel, Installed
+from channels.twilio_outbound import UNSUBSCRIBED, SandboxSender, TwilioMessagingSender
 from core import handlers
 from core.handlers import DeliveryReport
 from core.accounts import normalize_phone
 from core.channels import Capabilities, Delivery, Input
-from core.delivery import MESSAGE_KIND, MessageJobs, MessageSender
+from core.delivery import MessageSender
 from core.errors import DomainError
 from web.spool import ReplayStats, Spool, database_unreachable
 
@@ -163,7 +163,9 @@ class TwilioMessagingChannel:
         status = (form.get("MessageStatus") or form.get("SmsStatus") or "").strip().lower()
         if not sid or not status:
             return None
-        return DeliveryReport(sid[:MAX_PROVIDER_ID], status, form.get("ErrorCode") or None)
+        code = form.get("ErrorCode") or None
+        return DeliveryReport(sid[:MAX_PROVIDER_ID], status, code,
+                              opted_out=code == str(UNSUBSCRIBED))
 
     @staticmethod
     def render(replies: Iterable[str]) -> Response:
@@ -235,11 +237,11 @@ def _answer(channel: TwilioMessagingChannel) -> Response:
 
 def process_inbound(rt, message: InboundMessage, now: datetime | None = None, *,
                     replayed: bool = False) -> list[str]:
-    """One buyer message through the engine (deduped on contact, channel and provider id); the
+    """One buyer message through core.handlers.handle_inbound (deduped on contact, channel and provider id); the
     replies to answer with. Live traffic and the spool's replay both come through here.
 
-    Live, the replies go back in the TwiML answer (the engine stores them as sent). Replayed,
-    there is no answer to put them in: the engine's new reply rows are stored queued instead,
+    Live, the replies go back in the TwiML answer (the handler stores them as sent). Replayed,
+    there is no answer to put them in: the handler's new reply rows are stored queued instead,
     each with its outbox job, in the same transaction, and the outbox sends them.
     """
     now = now or rt.now()
@@ -305,7 +307,7 @@ def status():
     return Response(status=204)
 
 
-def install(app: Flask, runtime: Any) -> dict[str, Any]:
+def install(app: Flask, runtime: Any) -> Installed:
     """The webhooks, and the outbox's sender of queued SMS and WhatsApp messages: Twilio's
     Messages API when an account is configured; otherwise the sandbox, which stores instead."""
     app.register_blueprint(bp)
@@ -320,7 +322,7 @@ def install(app: Flask, runtime: Any) -> dict[str, Any]:
             whatsapp_from=config["TWILIO_WHATSAPP_FROM"],
             status_callback_url=config["PUBLIC_BASE_URL"].rstrip("/") + "/twilio/status",
             whatsapp_template_sid=config["TWILIO_WHATSAPP_TEMPLATE_SID"])
-    return {MESSAGE_KIND: MessageJobs(sender, runtime.settings.channels)}
+    return Installed(messages={medium.name: sender for medium in (SMS, WHATSAPP)})
 
 
 CHANNEL = Channel("twilio_messaging", (WHATSAPP, SMS), install)

@@ -122,7 +122,7 @@ def twilio_error(code: int | None, status: int) -> JobError:
 
 class SandboxSender:
     """No Twilio account (the embedded default): nothing leaves the machine. The message is
-    marked sent with a made-up id and shown on the sandbox phone page (channels/sandbox.py)."""
+    marked sent with a made-up id and shown on the sandbox phone page (devtools/sandbox.py)."""
 
     def send(self, msg: OutboundMessage) -> str:
         return f"SB{uuid.uuid4().hex[:32]}"

@@ -23,7 +23,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from channels import Channel
+from channels import Channel, Installed
 from core import handlers
 from core.case import Case
 from core.catalog import Catalog
@@ -188,7 +188,7 @@ def get_thread():
     after = _after()
     rt = runtime()
     view = handlers.poll(rt.uow, rt.catalog, rt.settings, WEB.name,
-                       lambda contacts: contacts.web_contact(identity.account, identity.user_id),
+                       (identity.account, identity.user_id),
                        after, MAX_MESSAGES, rt.now())
     if view is None:
         return _forbidden("this user is not a contact of this account")
@@ -248,9 +248,9 @@ def embed_js():
     return response
 
 
-def install(app: Flask, runtime: Any) -> dict[str, Any]:
+def install(app: Flask, runtime: Any) -> Installed:
     app.register_blueprint(bp)
-    return {}
+    return Installed()  # queued messages are pulled by the widget: no sender
 
 
 CHANNEL = Channel("webchat", (WEB,), install)

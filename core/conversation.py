@@ -544,7 +544,7 @@ def reply(state: ThreadState | None, heard: Understanding | Intent, text: str,
     lead: tuple[str, ...] = ()
     events: tuple[ThreadEvent, ...] = ()
     if state == S.OPEN:  # the buyer writes before the opening went out: show the case first
-        opening = opening_message(case, catalog, business.name if phone else None)
+        opening = opening_message(case, catalog, business.name if phone else None, w)
         lead, events, state = (opening,), (E.OFFER_SENT,), S.OFFERED
 
     def turn(*texts: str, event: ThreadEvent | None = None, **effects: Any) -> Turn:

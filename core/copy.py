@@ -35,9 +35,7 @@ class Wording:
         return text[:1].upper() + text[1:]
 
     def then(self, keyword: str) -> str:
-        if keyword in self.actions:
-            return self.actions[keyword]
-        if self.verb == "press":  # "press 1 ..., press 3 if not now": each key is named whole
+        if self.verb != "reply":  # "press 1 ..., press 3 if not now": each action said whole
             return self.do(keyword)
         return self.keys.get(keyword, keyword)
 
@@ -46,9 +44,11 @@ class Wording:
 KEYWORDS = Wording("reply")
 # The web widget: a Confirm button on the confirmation step, a text box for everything else.
 BUTTONS = Wording("type", actions={"CONFIRM": "press Confirm"})
-# A phone call: the keypad (speech is understood as well).
-KEYPAD = Wording("press", keys={"YES": "1", "CONFIRM": "1", "PERSON": "2", "NO": "3", "STOP": "9"},
-                 actions={"START": "text START", "HELP": "ask for help"})
+# A phone call: the keypad. Its channel maps the keys back to the words the core reads before
+# calling it (1 yes, or confirm on the confirmation step; 2 a person; 3 no; 9 stop; 0 help).
+KEYPAD = Wording("press", keys={"YES": "1", "CONFIRM": "1", "PERSON": "2", "NO": "3", "STOP": "9",
+                                "HELP": "0"},
+                 actions={"START": "text START"})
 
 WORDINGS: Mapping[Input, Wording] = {Input.KEYWORDS: KEYWORDS, Input.BUTTONS: BUTTONS,
                                      Input.KEYPAD: KEYPAD}

@@ -2,7 +2,7 @@
 where it was posted, and what the lane shows.
 
 Every change takes the account's lock first, then the escalation's (the order every writer
-keeps, core.handlers.lock_account), so two clicks on the same button, a Slack retry and the sandbox
+keeps, core.locking), so two clicks on the same button, a Slack retry and the sandbox
 page acting at once change an escalation once: the second finds the state already moved and
 gets `changed=False`. The CSM-notifier port is a job kind: the sender (Slack, or a log line)
 runs after the commit, from the outbox.
@@ -150,13 +150,19 @@ def act(uows: Callable[[], UnitOfWork], channels: Channels, escalation_id: int, 
 def _follow_up(uow: UnitOfWork, channels: Channels, escalation: EscalationRecord,
                csm_name: str, business_name: str, now: datetime) -> None:
     """The buyer is told a named person will follow up, on the channel they last used (sent by
-    the outbox where the channel pushes, shown on the next poll in the widget)."""
+    the outbox where the channel pushes, shown on the next poll in the widget); when we cannot
+    deliver there (a channel only relayed to us), on the channel an opening would take."""
     thread = (uow.threads.thread(escalation.thread_id)
               if escalation.thread_id is not None else None)
-    channel = channels.get(thread.last_channel) if thread is not None else None
-    if thread is None or channel is None or thread.contact_id is None:
+    if thread is None or thread.contact_id is None:
         return
-    if channel.delivery == Delivery.NONE:  # relayed only: the integrator's to tell
+    channel = channels.get(thread.last_channel)
+    if channel is None or channel.delivery == Delivery.NONE:
+        contact = uow.contacts.contact_by_id(thread.contact_id)
+        channel = channels.choose(contact, now) if contact is not None else None
+    if channel is None:
+        log.warning("escalation %s: no channel reaches the buyer for the follow-up",
+                    escalation.id)
         return
     queue_message(uow, thread_id=thread.id, contact_id=thread.contact_id, channel=channel,
                   kind="reply", body=follow_up_message(csm_name, business_name), now=now)

@@ -20,6 +20,7 @@ handler in its transactions, and a channel's sender (channels.twilio_outbound) d
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -151,10 +152,15 @@ def _message_id(job: OutboxJob) -> int | None:
 
 
 class MessageJobs:
-    """The outbox's "message" jobs (core.jobs.JobHandler), sent through `sender`."""
+    """The outbox's "message" jobs (core.jobs.JobHandler), each sent through the sender of its
+    message's channel: `senders` by channel name, or one sender for every pushed channel."""
 
-    def __init__(self, sender: MessageSender, channels: Channels) -> None:
-        self._sender = sender
+    def __init__(self, senders: MessageSender | Mapping[str, MessageSender],
+                 channels: Channels) -> None:
+        if isinstance(senders, Mapping):
+            self._senders = dict(senders)
+        else:
+            self._senders = {c.name: senders for c in channels if c.delivery == Delivery.PUSH}
         self._channels = channels
 
     def prepare(self, uow: UnitOfWork, jobs: list[OutboxJob],
@@ -170,6 +176,8 @@ class MessageJobs:
                     if message_id is not None else Settle(FAILED, "no message id in the job")
                 continue
             decided = verdict(found, self._channels.get(found.channel), now)
+            if not isinstance(decided, Settle) and found.channel not in self._senders:
+                decided = Settle(FAILED, f"no sender is registered for {found.channel}")
             if isinstance(decided, Settle):
                 prepared[job.id] = decided
                 continue
@@ -181,7 +189,7 @@ class MessageJobs:
         return prepared
 
     def send(self, job: OutboxJob, message: OutboundMessage) -> str:
-        return self._sender.send(message)
+        return self._senders[message.channel].send(message)
 
     def record(self, uow: UnitOfWork, job: OutboxJob, message: OutboundMessage | None,
                outcome: JobResult, now: datetime) -> None:

@@ -10,6 +10,7 @@ from core.case import Case, Met
 from core.catalog import Catalog, Vertical
 from core.money import count, dollars
 from core.sms import segments
+from core.copy import KEYWORDS, Wording
 
 
 def join_words(items: list[str], last: str = "and") -> str:
@@ -33,7 +34,7 @@ def _lead(case: Case, met: Met, catalog: Catalog) -> str:
     return f"{subject.get(met.metric, 'Your team')} {crossed_phrase(case, met, catalog)}."
 
 
-def _up(case: Case, catalog: Catalog, sender: str | None = None) -> str:
+def _up(case: Case, catalog: Catalog, sender: str | None = None, w: Wording = KEYWORDS) -> str:
     v = case.vertical
     current, target = _plan(case.current.name), _plan(case.target.name)
     now_cost, new_cost = case.cost_current.total, case.cost_target.total
@@ -49,7 +50,7 @@ def _up(case: Case, catalog: Catalog, sender: str | None = None) -> str:
                      f"on {current} now, {dollars(-case.monthly_difference)} more.")
     closing = (f"Upgrading today costs {dollars(case.prorated_charge_today)} "
                f"for the rest of this billing period.")
-    return _fit(_introduced(parts, sender), _gains(case, catalog, v), closing + _how(sender))
+    return _fit(_introduced(parts, sender), _gains(case, catalog, v), closing + _how(sender, w))
 
 
 def _lead_order(met: Met) -> int:
@@ -72,7 +73,8 @@ def _gains(case: Case, catalog: Catalog, v: Vertical) -> list[str]:
     return [f"{target} includes {join_words(o)}." for o in options if o] + [""]
 
 
-def _down(case: Case, catalog: Catalog, sender: str | None = None) -> str:
+def _down(case: Case, catalog: Catalog, sender: str | None = None,
+          w: Wording = KEYWORDS) -> str:
     v, u = case.vertical, case.usage
     current, target = _plan(case.current.name), _plan(case.target.name)
     unused = [catalog.feature_name(f, v) for f in case.gives_up]
@@ -93,7 +95,8 @@ def _down(case: Case, catalog: Catalog, sender: str | None = None) -> str:
     when = case.effective
     closing = (f"The change would take effect at your next billing period, on "
                f"{when:%b} {when.day}.")
-    return _fit(_introduced([usage, compare], sender), [lacks.strip(), ""], closing + _how(sender))
+    return _fit(_introduced([usage, compare], sender), [lacks.strip(), ""],
+                closing + _how(sender, w))
 
 
 def _introduced(lead: list[str], sender: str | None) -> list[str]:
@@ -101,9 +104,9 @@ def _introduced(lead: list[str], sender: str | None) -> list[str]:
     return [f"{sender}: {lead[0]}", *lead[1:]] if sender else lead
 
 
-def _how(sender: str | None) -> str:
-    """On a phone, how to answer and how to stop."""
-    return " Reply YES for details, STOP to opt out." if sender else ""
+def _how(sender: str | None, w: Wording) -> str:
+    """On a phone, how to answer and how to stop, in the channel's words (core.copy)."""
+    return f" {w.Do('YES')} for details, {w.then('STOP')} to opt out." if sender else ""
 
 
 MAX_SEGMENTS = 2
@@ -119,13 +122,14 @@ def _fit(lead: list[str], options: list[str], closing: str) -> str:
     return text
 
 
-def opening_message(case: Case, catalog: Catalog, sender: str | None = None) -> str:
+def opening_message(case: Case, catalog: Catalog, sender: str | None = None,
+                    w: Wording = KEYWORDS) -> str:
     """The opening message of a conversation about `case`, in its vertical's words. With a
     `sender` (the business's name, for a message to a phone), it names the business first and
     ends with how to answer and how to stop, and still fits two SMS segments."""
     if case.direction == "up":
-        return _up(case, catalog, sender)
-    return _down(case, catalog, sender)
+        return _up(case, catalog, sender, w)
+    return _down(case, catalog, sender, w)
 
 
 # --- the web chat's case card: the same case, as conditional as the message -------------------

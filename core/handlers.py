@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from datetime import datetime, timedelta
 from collections.abc import Callable
-from typing import Any
+
 
 from core.accounts import HealthBounds, StoredAccount
 from core.case import Case, build_case, current_case, local_today, terms
@@ -114,7 +114,7 @@ def open_conversation(uow: UnitOfWork, catalog: Catalog, config: Settings, accou
     queue_message(uow, thread_id=thread.id, contact_id=contact.id, channel=channel,
                   kind="opening",
                   body=opening_message(case, catalog, config.business.name
-                                       if channel.phone else None),
+                                       if channel.phone else None, wording(channel)),
                   now=now, not_before=decision.defer_until)
     return SignalDecision(decision.outcome, decision.reason, decision.defer_until, thread.id)
 
@@ -556,8 +556,12 @@ def apply_due_plan_changes(uow: UnitOfWork, now: datetime) -> int:
     """Apply pending down-tier changes whose effective date has come in the account's zone."""
     applied = 0
     with uow:
-        # Due in UTC tomorrow at the latest; each account's own date decides.
-        for change in uow.plan_changes.due_plan_changes(now.date() + timedelta(days=1)):
+        # Due in UTC tomorrow at the latest; each account's own date decides. Their accounts
+        # are locked first, then the changes read again under the lock (core.locking).
+        due = now.date() + timedelta(days=1)
+        lock_accounts(uow, (c.account_id for c in
+                            uow.plan_changes.due_plan_changes(due, lock=False)))
+        for change in uow.plan_changes.due_plan_changes(due):
             account = uow.accounts.get_by_id(change.account_id)
             if local_today(now, account.timezone) >= change.effective:
                 uow.accounts.change_plan(account.id, change.to_plan, now,
@@ -577,16 +581,18 @@ def apply_due_plan_changes(uow: UnitOfWork, now: datetime) -> int:
 PROGRESS = {"accepted": 0, "scheduled": 0, "queued": 0, "sending": 1, "sent": 2, "delivered": 3,
             "read": 4}
 FINAL_FAILURES = frozenset({"undelivered", "failed", "canceled"})
-CARRIER_OPT_OUT = "21610"  # "Attempt to send to unsubscribed recipient": the buyer sent STOP
 
 
 @dataclass(frozen=True)
 class DeliveryReport:
-    """The provider's word on a message we sent: its status and error code (if any)."""
+    """The provider's word on a message we sent: its status, its error code (if any, kept with
+    the message), and whether it says the recipient has unsubscribed (the channel reads its
+    provider's codes: a STOP we never saw, which opts the contact out)."""
 
     provider_id: str
     status: str
     error_code: str | None = None
+    opted_out: bool = False
 
 
 def advances(current: str | None, new: str) -> bool:
@@ -605,15 +611,14 @@ def advances(current: str | None, new: str) -> bool:
 def record_delivery_report(uows: Callable[[], UnitOfWork], report: DeliveryReport,
                            now: datetime) -> bool:
     """Record a delivery report (retried on a lost race); False for a message we do not know.
-    A carrier opt-out (error 21610: the carrier has the buyer's STOP) revokes consent as a STOP
-    would."""
+    A carrier opt-out (the carrier has the buyer's STOP) revokes consent as a STOP would."""
     def attempt() -> bool:
         uow = uows()
         with uow:
             sent = uow.messages.outbound_by_provider_id(report.provider_id)
             if sent is None:
                 return False
-            if report.error_code == CARRIER_OPT_OUT and sent.contact_id is not None:
+            if report.opted_out and sent.contact_id is not None:
                 # As when a send fails with it: the account is locked and the contact read
                 # after the lock, so two reports cannot both record the opt-out.
                 carrier_opt_out(uow, sent.contact_id, sent.channel, now)
@@ -630,7 +635,9 @@ def expire_threads(uow: UnitOfWork, now: datetime) -> int:
     """Threads without an answer for 14 days expire (§6), openings that never went out too, so
     a later crossing can offer again."""
     with uow:
-        stale = uow.threads.stale_threads(now - EXPIRES_AFTER)
+        before = now - EXPIRES_AFTER
+        lock_accounts(uow, (t.account_id for t in uow.threads.stale_threads(before, lock=False)))
+        stale = uow.threads.stale_threads(before)  # read again under the accounts' locks
         for thread in stale:
             state = transition(ThreadState(thread.state), ThreadEvent.EXPIRE)
             uow.threads.save_thread(replace(thread, state=str(state)), now)
@@ -667,24 +674,24 @@ class _NeedsWrite(Exception):
 
 
 def poll(uows: Callable[..., UnitOfWork], catalog: Catalog, config: Settings, channel: str,
-         find: Callable[[Any], ContactView | None], after: int, limit: int,
-         now: datetime) -> PollView | None:
+         web_user: tuple[str, str], after: int, limit: int, now: datetime) -> PollView | None:
     """One poll of a polled channel's client (the widget): the buyer is present now (their
     activity is recorded), an opening waiting for this visit goes out (an open thread becomes
     offered), and the messages after the cursor are read. `uows(read_only=...)` makes units of
     work: most polls only read; one that has something to write runs again as a writer. None
-    when `find(contacts)` finds no contact (nothing written)."""
+    when `web_user` (account external id, the user's id in the host product) is no contact of
+    the account (nothing written)."""
     caps = config.channels.require(channel)
     try:
         with uows(read_only=True) as uow:
-            return _poll(uow, catalog, config, caps, find, after, limit, now, write=False)
+            return _poll(uow, catalog, config, caps, web_user, after, limit, now, write=False)
     except _NeedsWrite:
         pass
 
     def attempt() -> PollView | None:
         uow = uows()
         with uow:
-            view = _poll(uow, catalog, config, caps, find, after, limit, now, write=True)
+            view = _poll(uow, catalog, config, caps, web_user, after, limit, now, write=True)
             uow.commit()
         if view is not None and view.delivered and view.thread is not None:
             log.info("%s opening delivered to contact %s (thread %s)", caps.name,
@@ -695,9 +702,9 @@ def poll(uows: Callable[..., UnitOfWork], catalog: Catalog, config: Settings, ch
 
 
 def _poll(uow: UnitOfWork, catalog: Catalog, config: Settings, caps: Capabilities,
-          find: Callable[[Any], ContactView | None], after: int, limit: int, now: datetime, *,
+          web_user: tuple[str, str], after: int, limit: int, now: datetime, *,
           write: bool) -> PollView | None:
-    contact = find(uow.contacts)
+    contact = uow.contacts.web_contact(*web_user)
     if contact is None:
         return None
     seen_at = getattr(contact, caps.activity) if caps.activity else now

@@ -5,7 +5,7 @@ owner with two businesses, the front desk of a shared office, a typo). A message
 number must never be acted on in a guessed account: a "confirm" must confirm the offer the buyer
 means, or nothing. `route` decides, from what storage knows about the candidates (the contacts
 with that number on that medium) and about the last message we sent to that number on that
-medium; it is pure, and the engine carries the decision out (`core.handlers.handle_inbound`).
+medium; it is pure, and core.handlers carries the decision out (`core.handlers.handle_inbound`).
 
 The rule, in order (docs/architecture.md, "Which account a message belongs to"):
 
@@ -24,7 +24,7 @@ The rule, in order (docs/architecture.md, "Which account a message belongs to"):
    buyer without a thread gets one when a plan change applies to their account; a request for
    a person escalates: none of it may happen in a guessed account).
 
-STOP and START are not routed: they apply to every candidate (the engine's rule), and HELP is
+STOP and START are not routed: they apply to every candidate (the handler's rule), and HELP is
 answered whatever the route.
 """
 
@@ -40,7 +40,7 @@ from typing import Iterable, Sequence
 class Candidate:
     """A contact with the sender's number on the sender's medium, as routing sees it.
 
-    `thread_id` is the thread a message from this contact lands in (the engine's rule: a live
+    `thread_id` is the thread a message from this contact lands in (the handler's rule: a live
     thread addressed to them, else their latest, else their account's live thread); `live` says
     whether that thread is open, offered or awaiting confirmation.
     """

@@ -18,6 +18,7 @@ from core.accounts import (Account, Contact, Health, check_billing_day, check_he
 from core.case import Case, current_case
 from core.catalog import Catalog
 from core.errors import DomainError, NotFound
+from core.locking import lock_account_named
 from core.case import terms
 from core.handlers import Settings, open_conversation
 from core.ports import PlanHistoryEntry, SignalDecision, UnitOfWork
@@ -66,6 +67,9 @@ def upsert_account(uow: UnitOfWork, catalog: Catalog, data: AccountInput, now: d
 
     def attempt() -> tuple[Account, UsageMatrix, bool]:
         with uow:
+            # Locked before it is read: a plan confirmed in a conversation meanwhile is seen,
+            # and recorded in the plan history as the plan this change moves from.
+            lock_account_named(uow, data.external_id)
             owners = uow.accounts.contact_owner(c.external_id for c in contacts)
             for i, c in enumerate(contacts):
                 owner = owners.get(c.external_id)

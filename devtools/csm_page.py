@@ -56,7 +56,7 @@ bp.after_request(local.no_framing)
 
 @bp.before_request
 def local_only():
-    """Every escalation with buyer messages and no login: this machine only (channels/local.py)."""
+    """Every escalation with buyer messages and no login: this machine only (devtools/local.py)."""
     return local.refusal(request)
 
 

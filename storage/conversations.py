@@ -281,11 +281,13 @@ class SqlThreadRepository(_Repository):
         if loaded is not None:
             self.session.expire(loaded)
 
-    def stale_threads(self, before: datetime) -> list[ThreadView]:
-        """Live threads nobody has answered since `before`, locked: offers without a reply, and
-        openings that never went out (deferred, or waiting for a web visit that never came)."""
-        rows = self.session.scalars(select(ThreadRow).where(
-            ThreadRow.state.in_(LIVE_STATES), ThreadRow.updated_at <= before).with_for_update())
+    def stale_threads(self, before: datetime, *, lock: bool = True) -> list[ThreadView]:
+        """Live threads nobody has answered since `before` (locked with `lock`: take their
+        accounts' locks first): offers without a reply, and openings that never went out
+        (deferred, or waiting for a web visit that never came)."""
+        query = select(ThreadRow).where(ThreadRow.state.in_(LIVE_STATES),
+                                        ThreadRow.updated_at <= before).order_by(ThreadRow.id)
+        rows = self.session.scalars(query.with_for_update() if lock else query)
         return [_thread(r) for r in rows]
 
     def last_decline_at(self, account_id: int) -> datetime | None:
@@ -436,9 +438,12 @@ class SqlPlanChangeRepository(_Repository):
         self.session.flush()  # the unique keys speak here, inside the transaction
         return _plan_change(row)
 
-    def due_plan_changes(self, today: date) -> list[PlanChangeView]:
-        rows = self.session.scalars(select(PlanChangeRow).where(
-            PlanChangeRow.status == "pending", PlanChangeRow.effective <= today).with_for_update())
+    def due_plan_changes(self, today: date, *, lock: bool = True) -> list[PlanChangeView]:
+        """Pending changes effective by `today` (locked with `lock`: take their accounts' locks
+        first)."""
+        query = select(PlanChangeRow).where(PlanChangeRow.status == "pending",
+                                            PlanChangeRow.effective <= today)
+        rows = self.session.scalars(query.with_for_update() if lock else query)
         return [_plan_change(r) for r in rows]
 
     def mark_plan_change_done(self, change_id: int, now: datetime) -> None:

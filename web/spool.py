@@ -211,7 +211,7 @@ class _FolderLock:
         self.fd: int | None = None
 
     def __enter__(self) -> bool:
-        if fcntl is None:  # pragma: no cover - no flock: the engine's dedupe still holds
+        if fcntl is None:  # pragma: no cover - no flock: the handler's dedupe still holds
             return True
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:

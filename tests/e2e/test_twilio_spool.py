@@ -102,7 +102,7 @@ def test_messages_sent_while_postgresql_is_down_are_spooled_and_replayed_in_orde
         assert [replies(r) for r in answers] == [[], [], []]  # 200, empty <Response/>
         forged = twilio.post("/twilio/messaging", payload("sms_inbound"), token="not-the-token")
         assert forged.status_code == 403  # the signature is checked before anything is kept
-        # Every delivery is kept as it came (deduping is the engine's job, on replay).
+        # Every delivery is kept as it came (deduping is the handler's job, on replay).
         entries = [json.loads(p.read_text()) for p in spool.pending()]
         assert [(e["body"], e["provider_id"]) for e in entries] == [
             ("how much?", how_much), ("yes", yes), ("how much?", how_much)]

@@ -72,7 +72,7 @@ def test_each_candidates_thread_is_the_one_its_messages_land_in(uow):
             Candidate(cy.id, cy.account_id, "Alpha Dental", ann_live.id, True),  # the account's
             Candidate(bo.id, bo.account_id, "Beta Salon", bo_old.id, False),
             Candidate(ed.id, ed.account_id, "Omega", None, False))
-        # The same threads the engine answers in.
+        # The same threads the handler answers in.
         for contact, candidate in zip((ann, cy, bo, ed), facts.candidates):
             found = uow.threads.thread_for_contact(contact, lock=False)
             assert candidate.thread_id == (found.id if found else None)

@@ -138,3 +138,41 @@ def test_the_check_finds_a_comparison():
         assert len(_compared_names(probe)) == 2
     finally:
         probe.unlink()
+
+
+def test_a_widget_user_is_offered_only_what_the_widget_can_do(catalog, case):
+    """A correction in the confirmation step names the Confirm button, then says to type PERSON
+    (there is no PERSON button), and the opening's last line never says "reply" in the widget."""
+    from decimal import Decimal
+
+    from core.conversation import wrong_amount_answer
+    from core.framing import opening_message
+
+    text = wrong_amount_answer(case, Decimal("399"), ThreadState.AWAITING_CONFIRMATION, BUTTONS)
+    assert "Press Confirm to go ahead" in text and "or type PERSON to talk" in text
+    assert opening_message(case, catalog, "Beacon", KEYWORDS).endswith(
+        "Reply YES for details, STOP to opt out.")
+    assert opening_message(case, catalog, "Beacon", KEYPAD).endswith(
+        "Press 1 for details, press 9 to opt out.")
+
+
+def test_a_message_on_a_channel_without_a_sender_fails_instead_of_going_out_elsewhere():
+    from core.delivery import MessageJobs
+    from core.jobs import OutboxJob, Settle
+
+    class Facts:
+        def message_facts(self, ids):
+            from core.ports import MessageFacts
+            return {1: MessageFacts(id=1, status="queued", channel="whatsapp", kind="reply",
+                                    body="Hi", thread_id=None, thread_state=None, account_id=3,
+                                    contact_id=5, opted_out=False, whatsapp_opt_in_at=NOW,
+                                    phone="+13125550142", whatsapp="+13125550142",
+                                    whatsapp_inbound_at=None)}
+
+    class Uow:
+        outbox = Facts()
+
+    jobs = MessageJobs({"sms": object()}, REGISTERED)  # a sender for SMS only
+    prepared = jobs.prepare(Uow(), [OutboxJob(7, "message", "message:1", {"message_id": 1}, 1)],
+                            NOW)
+    assert prepared == {7: Settle("failed", "no sender is registered for whatsapp")}

@@ -114,7 +114,7 @@ BUYER_TEXTS = (
 
 @given(texts=st.lists(st.sampled_from(BUYER_TEXTS), min_size=1, max_size=25))
 def test_an_upgrade_runs_only_right_after_the_confirmation_step_and_at_most_once(catalog, texts):
-    """Drive pure reply() + transition() like the engine does: the upgrade runs only from
+    """Drive pure reply() + transition() like core.handlers does: the upgrade runs only from
     awaiting_confirmation, entered by a turn that showed the step (plan, price, today's charge),
     never twice, and never while the buyer is opted out. (Questions asked in between leave the step
     standing: a bare yes after them confirms, as §6 says.)"""

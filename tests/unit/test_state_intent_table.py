@@ -1,11 +1,11 @@
 """What the bot does, state by state (§6): docs/conversation.md as data, checked cell by cell.
 
 Each cell is one thread state (or no thread) and one reading of a buyer's message, sent through
-`reply` the way the engine calls it: `reply(state, understand(text), text, case, catalog,
+`reply` the way core.handlers calls it: `reply(state, understand(text), text, case, catalog,
 business, opted_out=False, charged=...)`. A cell states the events (the state after), whether the
 plan change runs, the decline reason recorded, the escalation opened, the consent change, whether
 the CSM is told, and a fragment of the reply that tells it apart from the other cells.
-The duplicate (a provider retry of the same message id) is the engine's, not `reply`'s: it has a
+The duplicate (a provider retry of the same message id) is the handler's, not `reply`'s: it has a
 test of its own below.
 """
 
@@ -645,7 +645,7 @@ def test_no_text_runs_the_upgrade_from_any_other_state(catalog, up_case, text, s
     assert not turn.run_upgrade and E.CONFIRM not in turn.events
 
 
-# --- the duplicate: the engine's, before any reading ------------------------------------------
+# --- the duplicate: the handler's, before any reading ------------------------------------------
 
 class _Strict:
     """A port that allows only the calls named; anything else fails the test."""

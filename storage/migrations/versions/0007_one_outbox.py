@@ -27,7 +27,7 @@ branch_labels = None
 depends_on = None
 
 QUEUED = "status = 'queued' AND direction = 'out'"
-PUSHED = ('sms', 'whatsapp')  # the channels core.delivery.PUSHED names at this revision
+PUSHED = ('sms', 'whatsapp')  # the pushed channels (SMS, WhatsApp) at this revision
 KIND = 'message'
 
 _when = storage.models.UTCDateTime(timezone=True)
