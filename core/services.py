@@ -91,6 +91,7 @@ def upsert_account(uow: UnitOfWork, catalog: Catalog, data: AccountInput, now: d
                 health=existing.health if existing else Health(),
             )
             saved = uow.accounts.save(account, now)
+            _whatsapp_consent(uow, existing, contacts, now)
             if existing is None or existing.plan != data.plan:  # kept for the experiment
                 uow.accounts.record_plan(saved.id, existing.plan if existing else None,
                                          data.plan, plan_since, "operator")
@@ -101,6 +102,23 @@ def upsert_account(uow: UnitOfWork, catalog: Catalog, data: AccountInput, now: d
             return saved, matrix, existing is None
 
     return retrying(attempt)
+
+
+def _whatsapp_consent(uow: UnitOfWork, existing: Account | None, contacts: Sequence[Contact],
+                      now: datetime) -> None:
+    """The operator giving a contact a WhatsApp number (a new one, or another) is the contact's
+    opt-in to WhatsApp, recorded with its source; taking the number away withdraws it. The same
+    number again changes nothing."""
+    before = {c.external_id: c.whatsapp for c in existing.contacts} if existing else {}
+    for contact in contacts:
+        if contact.whatsapp == before.get(contact.external_id):
+            continue
+        view = uow.contacts.contact(contact.external_id)
+        if view is None:
+            continue
+        uow.contacts.set_opt_in(view.id, "whatsapp_opt_in_at", now if contact.whatsapp else None)
+        if contact.whatsapp:
+            uow.contacts.record_consent(view.id, "grant", "whatsapp", "operator", now)
 
 
 def get_account(uow: UnitOfWork, external_id: str, now: datetime) -> tuple[Account, UsageMatrix]:

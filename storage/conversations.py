@@ -55,6 +55,7 @@ _CONTACTS_BY = {
     for name, column in (("phone", _CONTACTS.c.phone), ("whatsapp", _CONTACTS.c.whatsapp))}
 # The contact fields a channel may declare as its activity (core.channels.Capabilities.activity).
 _ACTIVITY_FIELDS = frozenset({"web_active_at", "whatsapp_inbound_at"})
+_OPT_IN_FIELDS = frozenset({"whatsapp_opt_in_at"})
 _THREAD_ORDER = (_THREADS.c.state.in_(LIVE_STATES).desc(), _THREADS.c.opened_at.desc(),
                  _THREADS.c.id.desc())
 _THREAD_OF_CONTACT = (select(_THREADS).where(_THREADS.c.contact_id == bindparam("contact_id"))
@@ -181,6 +182,14 @@ class SqlContactRepository(_Repository):
             candidates=tuple(candidates),
             last_write=LastWrite(last.contact_id, last.thread_id, last.kind) if last else None,
             seen_inbound_id=min(seen) if seen else None)
+
+    def set_opt_in(self, contact_id: int, field: str, at: datetime | None) -> None:
+        """Record (or, with None, withdraw) the contact's opt-in `field` (a channel's declared
+        opt-in, core.channels.Capabilities.opt_in: `whatsapp_opt_in_at`)."""
+        if field not in _OPT_IN_FIELDS:
+            raise ValueError(f"no contact opt-in field {field!r}")
+        self.session.execute(update(ContactRow).where(ContactRow.id == contact_id)
+                             .values({field: at}))
 
     def touch(self, contact_id: int, activity: str, now: datetime) -> None:
         """The contact was active on a channel now: `activity` is the field the channel declares

@@ -25,7 +25,7 @@ from core.accounts import Account, Contact, Health, StoredAccount
 from core.ports import PlanHistoryEntry, SignalDecision, UsageTerms
 from core.thresholds import Crossing
 from core.usage import GAUGES, WINDOW, UsageEvent, UsageMatrix
-from storage.models import (AccountRow, Base, ConsentEventRow, ContactRow, PlanHistoryRow,
+from storage.models import (AccountRow, Base, ContactRow, PlanHistoryRow,
                             SignalRow, ThresholdStateRow, UsageDailyRow, UsageEventRow,
                             UsageGaugeRow)
 
@@ -121,24 +121,14 @@ class SqlAccountRepository:
         row.updated_at = now
         by_id = {c.external_id: c for c in row.contacts}
         wanted = []
-        opted_in = []
         for position, contact in enumerate(account.contacts):
             crow = by_id.get(contact.external_id) or ContactRow(external_id=contact.external_id)
             crow.position = position
-            if contact.whatsapp and contact.whatsapp != crow.whatsapp:
-                # The operator giving a WhatsApp number is the contact's opt-in to it.
-                crow.whatsapp_opt_in_at = now
-                opted_in.append(crow)
-            elif not contact.whatsapp:
-                crow.whatsapp_opt_in_at = None
             for f in CONTACT_FIELDS:
                 setattr(crow, f, getattr(contact, f))
             wanted.append(crow)
         row.contacts = wanted  # contacts no longer listed are deleted (delete-orphan)
         self.session.flush()
-        for crow in opted_in:
-            self.session.add(ConsentEventRow(contact_id=crow.id, action="grant", channel="whatsapp",
-                                             source="operator", at=now))
         return _account(row)
 
     def change_plan(self, account_id: int, plan: str, now: datetime, *, from_plan: str,
