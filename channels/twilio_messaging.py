@@ -16,6 +16,7 @@ parameters, a phone error its input).
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -44,7 +45,6 @@ log = logging.getLogger(__name__)
 bp = Blueprint("twilio_messaging", __name__, url_prefix="/twilio")
 
 WHATSAPP_PREFIX = "whatsapp:"
-IDEMPOTENCY_HEADER = "I-Twilio-Idempotency-Token"
 # Keywords Twilio's Advanced Opt-Out handled (it has already sent its own confirmation).
 OPT_OUT_TYPES = frozenset({"STOP", "START", "HELP"})
 MAX_PROVIDER_ID = 200  # storage.models.MessageRow.provider_id
@@ -73,6 +73,35 @@ class InboundMessage:
     text: str
     provider_id: str | None
     keyword_handled: bool = False  # Twilio's Advanced Opt-Out already answered the keyword
+
+
+# The shapes of Twilio's ids (a message's SM/MM + 32 hex, an account's AC + 32 hex). Twilio's
+# signature joins sorted keys and values with no separator, so "MessageSid=SMx&NumMedia=0" signs
+# the same string as "MessageSid=SMxNumMedia0": a captured request can be replayed with its
+# parameters shifted. Requiring the parameters Twilio always sends, in their shapes, refuses such
+# a copy (a shifted id no longer has its shape, or a required parameter went missing).
+# (SB: the ids the sandbox sender makes up for what it "sends"; as long as Twilio's.)
+MESSAGE_SID = re.compile(r"(SM|MM|SB)[0-9a-f]{32}")
+ACCOUNT_SID = re.compile(r"AC[0-9a-f]{32}")
+ANY_SID = re.compile(r"[A-Z]{2}[0-9a-f]{32}")  # every Twilio id: two letters, 32 hex
+DIGITS = re.compile(r"[0-9]{1,3}")
+
+
+def sent_by_twilio(form: Mapping[str, str], *, inbound: bool) -> bool:
+    """Whether a signed form has the parameters Twilio sends, in their documented shapes: an
+    AccountSid and a MessageSid (SmsSid and SmsMessageSid, when present, the same; every other
+    "...Sid" in Twilio's id shape), and on an inbound message a From and a NumMedia count."""
+    sid = form.get("MessageSid", "")
+    if not MESSAGE_SID.fullmatch(sid) or not ACCOUNT_SID.fullmatch(form.get("AccountSid", "")):
+        return False
+    if any(form.get(alias, sid) != sid for alias in ("SmsSid", "SmsMessageSid")):
+        return False
+    if any(key.endswith("Sid") and not ANY_SID.fullmatch(value)
+           for key, value in form.items(multi=True) if value):
+        return False
+    if not inbound:
+        return True
+    return bool(form.get("From")) and bool(DIGITS.fullmatch(form.get("NumMedia", "")))
 
 
 class UnreadableSender(Exception):
@@ -145,15 +174,14 @@ class TwilioMessagingChannel:
             address = normalize_phone(raw_from, self.phone_region, "From")
         except DomainError:
             raise UnreadableSender(medium) from None  # the error quotes the number: dropped
-        text = form.get("Body", "")
+        # A NUL cannot be stored (PostgreSQL text) and means nothing to a reader: dropped, so the
+        # message is kept and answered rather than lost.
+        text = form.get("Body", "").replace("\x00", "")
         opt_out = form.get("OptOutType", "").strip().upper()
         handled = opt_out in OPT_OUT_TYPES
         if handled:  # Twilio matched the keyword (its own list may be localised): say it plainly
             text = opt_out
-        provider_id = (form.get("MessageSid") or form.get("SmsSid")
-                       or req.headers.get(IDEMPOTENCY_HEADER) or None)
-        if provider_id:
-            provider_id = provider_id[:MAX_PROVIDER_ID]
+        provider_id = form.get("MessageSid") or None  # its shape checked (sent_by_twilio)
         return InboundMessage(medium, address, text, provider_id, handled)
 
     @staticmethod
@@ -182,6 +210,12 @@ def _runtime():
     return current_app.extensions["upgrade_chat"]
 
 
+def _not_twilios() -> Response:
+    log.warning("twilio webhook refused: signed, but its parameters are not the ones Twilio "
+                "sends (a replayed or altered request?) on %s", request.path)
+    return Response("not a Twilio request", status=403, mimetype="text/plain")
+
+
 def _forbidden() -> Response:
     log.warning("twilio webhook refused: missing or invalid signature on %s", request.path)
     return Response("invalid signature", status=403, mimetype="text/plain")
@@ -205,6 +239,8 @@ def messaging():
     channel = TwilioMessagingChannel.from_app()
     if not channel.verify(request):
         return _forbidden()  # before anything else: a forged request is never spooled either
+    if not sent_by_twilio(request.form, inbound=True):
+        return _not_twilios()
     try:
         return _answer(channel)
     except Exception as exc:  # noqa: BLE001 - Twilio always gets valid TwiML, never a stack trace
@@ -294,6 +330,8 @@ def status():
     channel = TwilioMessagingChannel.from_app()
     if not channel.verify(request):
         return _forbidden()
+    if not sent_by_twilio(request.form, inbound=False):
+        return _not_twilios()
     report = channel.parse_status(request)
     if report is None:
         return Response(status=204)

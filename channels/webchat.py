@@ -228,8 +228,9 @@ def post_message():
                           field="text")
     message_id = data.get("id")
     if message_id is not None and (not isinstance(message_id, (str, int))
-                                   or isinstance(message_id, bool) or len(str(message_id)) > 200):
-        raise Malformed("id: expected a string of at most 200 characters", field="id")
+                                   or isinstance(message_id, bool) or len(str(message_id)) > 200
+                                   or not str(message_id).strip()):
+        raise Malformed("id: expected a non-empty string of at most 200 characters", field="id")
     rt = runtime()
     answer = handlers.handle_inbound(rt.uow(), rt.catalog, rt.settings, handlers.Inbound(
         WEB.name, text.strip(), str(message_id) if message_id is not None else None,

@@ -8,6 +8,7 @@ plans and metrics, E.164 phones) are the core's.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -61,17 +62,24 @@ def parse_time(text: str, where: str, index: int | None = None) -> datetime:
 MAX_ID = 200  # the longest id the database keeps (event, message and external ids)
 
 
+# What may hide a NUL or a lone surrogate in a JSON body: the escapes ("\u0000", "\ud800"), and
+# raw bytes ED A0..BF (a surrogate encoded as UTF-8, which the JSON reader decodes as one).
+_SUSPECT = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])|\xed[\xa0-\xbf]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def json_body(req) -> Any:
     """The request's JSON (None when it is not JSON), refusing what the database or the parser
-    cannot take as a 400: NUL characters anywhere (PostgreSQL text cannot hold them) and nesting
-    too deep for the parser."""
+    cannot take as a 400: NUL characters and unpaired UTF-16 surrogates anywhere (PostgreSQL
+    text cannot hold either; a surrogate is no character at all) and nesting too deep for the
+    parser."""
     try:
         data = req.get_json(force=True, silent=True)
     except RecursionError:
         raise Malformed("request body is nested too deeply") from None
-    # Strict JSON refuses raw NUL bytes, so a NUL can only come as the escape: most bodies need
-    # no walk at all.
-    pending = [data] if b"\\u0000" in req.get_data(cache=True) else []
+    # Strict JSON refuses raw NUL bytes, so a NUL or a surrogate can only come as an escape or
+    # as a surrogate's bytes: most bodies need no walk at all.
+    pending = [data] if _SUSPECT.search(req.get_data(cache=True)) else []
     while pending:  # iterative: as deep as the parser went, without recursion
         item = pending.pop()
         if isinstance(item, dict):
@@ -81,6 +89,9 @@ def json_body(req) -> Any:
             pending.extend(item)
         elif isinstance(item, str) and "\x00" in item:
             raise Malformed("request body must not contain NUL characters (\\u0000)")
+        elif isinstance(item, str) and _SURROGATE.search(item):
+            raise Malformed("request body must be valid Unicode: it has an unpaired surrogate "
+                            "(\\ud800-\\udfff)")
     return data
 
 
@@ -91,7 +102,10 @@ def refuse_nul(*values: str | None) -> None:
 
 
 def check_id(value: str, where: str) -> str:
-    """An id the database keeps: at most MAX_ID characters (422 too_long, as the core's)."""
+    """An id the database keeps: not empty (400: an empty id would make every later message
+    without one a duplicate), at most MAX_ID characters (422 too_long, as the core's)."""
+    if not value.strip():
+        raise Malformed(f"{where}: expected a non-empty id, or no {where} at all", field=where)
     if len(value) > MAX_ID:
         raise DomainError(f"{where}: at most {MAX_ID} characters", code="too_long", field=where)
     return value

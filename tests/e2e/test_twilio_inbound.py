@@ -232,14 +232,63 @@ def test_a_repeated_message_sid_gets_empty_twiml_the_second_time_and_is_stored_o
     assert count_messages(app, MessageRow.provider_id == sid, MessageRow.direction == "in") == 1
 
 
-def test_without_a_message_sid_twilios_idempotency_token_identifies_a_retry(api, twilio, app):
+def test_a_signed_form_without_twilios_ids_is_refused_and_nothing_is_stored(api, twilio, app):
+    """Twilio always sends a MessageSid and an AccountSid: a signed form without them is not a
+    request Twilio sent (an idempotency token cannot stand in for the message's id)."""
     setup_account(api)
     cross_messages(api)
     params = {k: v for k, v in payload("sms_inbound").items() if not k.endswith("Sid")}
     token = {"I-Twilio-Idempotency-Token": "7c2a9e4b-idem-0001"}
-    assert len(replies(twilio.post("/twilio/messaging", params, headers=token))) == 1
-    assert replies(twilio.post("/twilio/messaging", params, headers=token)) == []
-    assert count_messages(app, MessageRow.provider_id == "7c2a9e4b-idem-0001") == 1
+    before = count_messages(app)
+    assert twilio.post("/twilio/messaging", params, headers=token).status_code == 403
+    assert count_messages(app) == before
+
+
+def _shifted(params: dict[str, str], key: str, into: str) -> dict[str, str]:
+    """`params` with `key` folded into the value of `into`: the same string to sign."""
+    shifted = {k: v for k, v in params.items() if k != key}
+    shifted[into] = params[into] + key + params[key]
+    return shifted
+
+
+def test_a_captured_start_replayed_with_its_parameters_shifted_is_refused(api, twilio, app):
+    """Twilio's signature joins keys and values without separators: a captured START with
+    NumMedia folded into its MessageSid signs the same string, and passed both the signature
+    and the MessageSid dedupe. Refused now, and the buyer who opted out stays opted out."""
+    setup_account(api)
+    cross_messages(api)
+
+    def keyword(word: str) -> dict[str, str]:
+        sid = new_sid()
+        return payload("sms_inbound_opt_out") | {"Body": word, "OptOutType": word,
+                                                 "MessageSid": sid, "SmsSid": sid,
+                                                 "SmsMessageSid": sid}
+
+    start = keyword("START")  # captured earlier by an attacker
+    assert twilio.post("/twilio/messaging", keyword("STOP")).status_code == 200
+    assert api.get(f"/accounts/{ACME}/thread").get_json()["state"] == "opted_out"
+    before = count_messages(app)
+    for key, into in (("NumMedia", "MessageSid"), ("NumMedia", "AccountSid"),
+                      ("SmsSid", "MessagingServiceSid")):
+        replay = _shifted(start, key, into)
+        assert twilio.post("/twilio/messaging", replay).status_code == 403, (key, into)
+    assert count_messages(app) == before  # nothing stored, so no consent change either
+    assert api.get(f"/accounts/{ACME}/thread").get_json()["state"] == "opted_out"
+
+
+def test_a_nul_in_a_signed_body_is_dropped_and_the_message_answered(api, twilio, app):
+    setup_account(api)
+    cross_messages(api)
+    response = twilio.text("how much\x00 would it cost?")
+    assert response.status_code == 200 and replies(response)
+    assert count_messages(app, MessageRow.body == "how much would it cost?") == 1
+
+
+def test_a_nul_in_a_signed_id_is_refused_not_a_server_error(api, twilio, app):
+    setup_account(api)
+    cross_messages(api)
+    assert twilio.text("hello", "SM\x00" + "a" * 31).status_code == 403
+    assert twilio.status("status_delivered", "SM\x00" + "b" * 31).status_code == 403
 
 
 def test_fifty_concurrent_deliveries_of_one_message_get_exactly_one_reply(api, app):
