@@ -234,6 +234,26 @@ def _fallback_reply() -> str:
             f"or contact support at {support}.")
 
 
+# Twilio's webhook forms are small (a message body is at most 1,600 characters): a larger one is
+# refused before it is read, so a forged 8 MiB form cannot hold a worker while it is parsed.
+MAX_FORM_BYTES = 64 * 1024
+
+
+@bp.before_request
+def refuse_before_reading():
+    """Before the form is parsed: a 413 for a body larger than any Twilio sends, a 403 for a
+    request with no signature at all (nothing to verify it against)."""
+    if request.content_length is None:
+        return Response("length required", status=411, mimetype="text/plain")
+    if request.content_length > MAX_FORM_BYTES:
+        log.warning("twilio webhook refused: a body of %s bytes on %s", request.content_length,
+                    request.path)
+        return Response("request too large", status=413, mimetype="text/plain")
+    if not request.headers.get(SIGNATURE_HEADER):
+        return _forbidden()
+    return None
+
+
 @bp.post("/messaging")
 def messaging():
     channel = TwilioMessagingChannel.from_app()

@@ -11,6 +11,7 @@ requests from this machine.
 from __future__ import annotations
 
 import uuid
+from urllib.parse import quote
 
 from flask import Blueprint, current_app, redirect, render_template_string, request, url_for
 from twilio.request_validator import RequestValidator
@@ -131,5 +132,7 @@ def send():
                                         headers={"X-Twilio-Signature": signature})
     if response.status_code != 200:
         current_app.logger.warning("sandbox reply was refused: HTTP %s", response.status_code)
-    anchor = request.form.get("anchor", "")
+    # The phone to scroll back to ("<contact>-<medium>"), quoted into the URL's fragment: a CR or
+    # LF in a redirect's Location was a 500.
+    anchor = quote(request.form.get("anchor", "")[:200], safe="@._-+:")
     return redirect(url_for("sandbox.phone") + (f"#{anchor}" if anchor else ""))

@@ -165,3 +165,13 @@ def test_local_pages_may_not_be_framed_by_another_site(app):
 def test_a_dual_stack_loopback_peer_is_local(app):
     r = app.test_client().get("/sandbox/phone", environ_base={"REMOTE_ADDR": "::ffff:127.0.0.1"})
     assert r.status_code == 200
+
+
+@pytest.mark.parametrize("anchor", ["x\r\nSet-Cookie: a=b", "dana-sms\n", "ok-anchor"])
+def test_the_phones_anchor_never_breaks_the_redirect(app, anchor):
+    setup(app)
+    r = app.test_client().post("/sandbox/phone/send", data={
+        "medium": "sms", "number": "+13125550142", "body": "hi", "anchor": anchor})
+    assert r.status_code == 302
+    location = r.headers["Location"]
+    assert "\r" not in location and "\n" not in location and "Set-Cookie" not in r.headers

@@ -473,3 +473,17 @@ def test_a_report_for_a_message_we_do_not_know_is_accepted_and_ignored(twilio, a
 ])
 def test_delivery_reports_only_move_a_message_forward(current, new, moves):
     assert advances(current, new) is moves
+
+
+def test_a_form_larger_than_twilio_sends_is_refused_before_it_is_read(api, twilio, app):
+    """An 8 MiB form with a bogus signature used to be parsed (seconds of a worker) before the
+    signature was checked; Twilio's forms are a few KiB."""
+    setup_account(api)
+    big = {"Body": "x" * (1024 * 1024), **{k: v for k, v in payload("sms_inbound").items()
+                                           if k != "Body"}}
+    before = count_messages(app)
+    r = twilio.post("/twilio/messaging", big, signature="bogus")
+    assert r.status_code == 413
+    r = twilio.post("/twilio/messaging", payload("sms_inbound"), token=None)  # no signature
+    assert r.status_code == 403
+    assert count_messages(app) == before
