@@ -34,6 +34,13 @@ def _is_race(exc: BaseException | None) -> TypeGuard[DBAPIError]:
             or getattr(orig, "sqlite_errorname", None) in RACE_SQLITE_ERRORS)
 
 
+def _code(exc: DBAPIError) -> str:
+    """A database error by its code alone (SQLSTATE, or SQLite's error name)."""
+    orig = exc.orig
+    code = getattr(orig, "sqlstate", None) or getattr(orig, "sqlite_errorname", None)
+    return f"{type(orig).__name__} ({code or 'no code'})"
+
+
 def _is_busy(exc: BaseException | None) -> TypeGuard[DBAPIError]:
     # SQLite gave up waiting for the writer lock (after the busy timeout).
     return (isinstance(exc, DBAPIError)
@@ -98,10 +105,12 @@ class SqlUnitOfWork(UnitOfWork):
         finally:
             session.close()
             self._session = None
+        # Only the error's code goes into the text, which the API logs: a driver's message
+        # quotes the key's values (PostgreSQL's DETAIL: contact ids, emails) or parameters.
         if _is_race(exc):
-            raise Conflict(str(exc.orig)) from exc
+            raise Conflict(_code(exc)) from exc
         if _is_busy(exc):
-            raise StorageBusy(str(exc.orig)) from exc
+            raise StorageBusy(_code(exc)) from exc
         if exc is not None and database_unreachable(exc):
             # Its text stays out: a driver's message can quote parameters.
             raise StorageUnavailable(type(exc).__name__) from exc

@@ -142,3 +142,27 @@ def test_unrouted_messages_are_not_shown_in_one_accounts_web_chat(uow):
         uow.messages.add_message(thread_id=None, contact_id=ann.id, channel="sms", direction="out",
                          kind=UNROUTED, body="Which business?", status="sent", now=NOW)
         assert [m.id for m in uow.messages.visible_messages(ann.id, None, 0, 50)] == [kept]
+
+
+def test_a_lost_race_names_the_error_code_never_the_keys_values(engine, uow):
+    """PostgreSQL's DETAIL quotes the key's values (a contact id can be an email); the Conflict
+    the API logs says only which error it was."""
+    from core.ports import Conflict
+
+    secret = "dana@clinic.example"
+    with uow:
+        ann = uow.contacts.contacts_by_address(SMS.address, X)[0]
+        uow.commit()
+    for _ in range(2):
+        try:
+            with SqlUnitOfWork(engine) as again:
+                again.messages.add_message(thread_id=None, contact_id=ann.id, channel="sms",
+                                           direction="in", kind="inbound", body="hi",
+                                           status="received", now=NOW, provider_id=secret)
+                again.commit()
+        except Conflict as exc:
+            assert secret not in str(exc) and "clinic" not in str(exc)
+            assert "23505" in str(exc) or "SQLITE_CONSTRAINT" in str(exc)
+            break
+    else:
+        pytest.fail("the second insert of the same provider id was not a Conflict")
