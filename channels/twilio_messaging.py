@@ -38,7 +38,8 @@ from core.accounts import normalize_phone
 from core.channels import Capabilities, Delivery, Input
 from core.delivery import MessageSender
 from core.errors import DomainError
-from web.spool import ReplayStats, Spool, database_unreachable
+from web.spool import ReplayStats, Spool, storage_unavailable
+from web.http import runtime
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +140,7 @@ class TwilioMessagingChannel:
     def from_app(cls) -> TwilioMessagingChannel:
         config = current_app.config
         return cls(config.get("TWILIO_AUTH_TOKEN"), config.get("PUBLIC_BASE_URL"),
-                   current_app.extensions["upgrade_chat"].phone_region,
+                   runtime().phone_region,
                    config.get("TWILIO_WEBHOOK_SHARED_KEY_SECRET"))
 
     def verify(self, req) -> bool:
@@ -206,9 +207,6 @@ class TwilioMessagingChannel:
 
 # --- the webhooks -------------------------------------------------------------------------------
 
-def _runtime():
-    return current_app.extensions["upgrade_chat"]
-
 
 def _not_twilios() -> Response:
     log.warning("twilio webhook refused: signed, but its parameters are not the ones Twilio "
@@ -269,17 +267,17 @@ def messaging():
 
 
 def _answer(channel: TwilioMessagingChannel) -> Response:
-    rt = _runtime()
+    rt = runtime()
     try:
         message = channel.parse(request)
     except UnreadableSender as exc:
         log.warning("twilio inbound %s message from an unreadable sender address", exc.args[0])
-        return channel.render([handlers.unknown_sender_reply(_runtime().settings.business)])
+        return channel.render([handlers.unknown_sender_reply(runtime().settings.business)])
     now = rt.now()
     try:
         replies = process_inbound(rt, message, now)
     except Exception as exc:
-        if not database_unreachable(exc):
+        if not storage_unavailable(exc):
             raise
         # Twilio does not retry after an answer, not even a 5xx: keep the message on disk and
         # answer nothing now; the replies go out from the outbox once the spool is replayed.
@@ -342,7 +340,7 @@ def replay_spool(rt, spool: Spool) -> ReplayStats:
     def handle(entry: dict) -> None:
         process_inbound(rt, inbound_from_entry(entry), replayed=True)
 
-    return spool.replay(handle, retry_later=database_unreachable)
+    return spool.replay(handle, retry_later=storage_unavailable)
 
 
 @bp.post("/status")
@@ -355,7 +353,7 @@ def status():
     report = channel.parse_status(request)
     if report is None:
         return Response(status=204)
-    rt = _runtime()
+    rt = runtime()
     try:
         if not handlers.record_delivery_report(rt.uow, report, rt.now()):
             log.info("twilio status %s for a message we do not know", report.status)

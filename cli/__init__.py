@@ -23,6 +23,7 @@ from web.inputs import parse_events
 from web.spool import Spool
 from channels.twilio_messaging import replay_spool
 from storage import migrate
+from web.http import runtime
 
 CSV_COLUMNS = ("id", "account", "metric", "quantity", "at")
 log = logging.getLogger(__name__)
@@ -36,9 +37,6 @@ def register(app: Flask) -> None:
     app.cli.add_command(scheduler_cli)
 
 
-def _runtime():
-    return current_app.extensions["upgrade_chat"]
-
 
 @click.group(cls=AppGroup, help="Database schema (Alembic migrations).")
 def db() -> None:
@@ -48,8 +46,8 @@ def db() -> None:
 @db.command("upgrade", help="Migrate the database to the newest schema (run before deploying).")
 @click.option("--revision", default="head", show_default=True)
 def db_upgrade(revision: str) -> None:
-    _runtime().prepare_database(schema=False)
-    engine = _runtime().engine
+    runtime().prepare_database(schema=False)
+    engine = runtime().engine
     before = migrate.current_revision(engine)
     migrate.upgrade(engine, revision)
     click.echo(f"schema: {before or 'empty'} -> {migrate.current_revision(engine)}")
@@ -57,8 +55,8 @@ def db_upgrade(revision: str) -> None:
 
 @db.command("current", help="Show the schema revision of the database and the newest one.")
 def db_current() -> None:
-    _runtime().prepare_database(schema=False)
-    current = migrate.current_revision(_runtime().engine)
+    runtime().prepare_database(schema=False)
+    current = migrate.current_revision(runtime().engine)
     head = migrate.head_revision()
     state = "up to date" if current == head else "needs `flask --app app db upgrade`"
     click.echo(f"database: {current or 'empty'}; newest: {head} ({state})")
@@ -73,8 +71,8 @@ def demo_cli() -> None:
 def demo_load() -> None:
     from devtools import demo
 
-    _runtime().prepare_database()
-    n = demo.load(_runtime())
+    runtime().prepare_database()
+    n = demo.load(runtime())
     click.echo(f"loaded {n} demo accounts")
 
 
@@ -89,7 +87,7 @@ def usage_cli() -> None:
 @click.option("--batch-size", default=1000, show_default=True, type=click.IntRange(1, 10_000))
 def usage_import(path: Path, batch_size: int) -> None:
     """Batches are all-or-nothing and ids are idempotent: after fixing a bad row, run it again."""
-    rt = _runtime()
+    rt = runtime()
     rt.prepare_database()
     total_rows = _count_rows(path)
     accepted = duplicates = signals = 0
@@ -144,8 +142,8 @@ def jobs_cli() -> None:
                               "WhatsApp through Twilio or the sandbox, webhooks, CSM notices), "
                               "apply due down-tier changes, expire stale offers.")
 def jobs_run() -> None:
-    _runtime().prepare_database()
-    click.echo(run_jobs(_runtime()))
+    runtime().prepare_database()
+    click.echo(run_jobs(runtime()))
 
 
 OUTBOX_BATCH = 50  # jobs a claim takes: the lease (5 min) must cover a batch of slow sends
@@ -183,7 +181,7 @@ def scheduler_cli(every: int) -> None:
     from apscheduler.schedulers.blocking import BlockingScheduler
 
     app = current_app._get_current_object()
-    _runtime().prepare_database()
+    runtime().prepare_database()
     scheduler = BlockingScheduler(timezone="UTC")
     scheduler.add_job(lambda: _in_context(app), "interval", seconds=every, max_instances=1,
                       coalesce=True, id="upgrade-chat-jobs")

@@ -9,6 +9,7 @@ from flask import Blueprint, current_app, redirect, render_template_string, requ
 from channels.slack import CsmLane, lane_from
 from core import csm
 from devtools import local
+from web.http import runtime
 
 bp = Blueprint("sandbox_csm", __name__, url_prefix="/sandbox/csm")
 
@@ -61,7 +62,7 @@ def local_only():
 
 
 def _sandbox_lane() -> CsmLane:
-    rt = current_app.extensions["upgrade_chat"]
+    rt = runtime()
     return lane_from(current_app.config, rt.uow, rt.settings.channels, rt.now, rt.catalog)
 
 

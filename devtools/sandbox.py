@@ -20,6 +20,7 @@ from werkzeug.test import Client
 from channels import twilio_messaging
 from devtools import local
 from storage.sandbox import phones
+from web.http import runtime
 
 bp = Blueprint("sandbox", __name__, url_prefix="/sandbox")
 
@@ -95,13 +96,10 @@ def local_only():
     return local.refusal(request)
 
 
-def _runtime():
-    return current_app.extensions["upgrade_chat"]
-
 
 @bp.get("/phone")
 def phone():
-    rt = _runtime()
+    rt = runtime()
     # The phone of the Twilio messaging channel's media (SMS, WhatsApp): what this page stands in for.
     media = [(c.name, c.address[0]) for c in twilio_messaging.CHANNEL.media]
     with rt.uow(read_only=True) as uow:

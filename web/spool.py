@@ -17,7 +17,7 @@ rest.
 The files hold phone numbers and message bodies: they are private to the service's user (0600 in
 a 0700 folder), and neither is ever logged; the log names entries by file name only.
 
-Also here: `database_unreachable(exc)`, when to spool (and when a replay should wait). A
+Also here: `storage_unavailable(exc)`, when to spool (and when a replay should wait). A
 replayed message's replies are stored queued (core.handlers.Replies.QUEUED), for the outbound
 dispatcher: there is no webhook answer to put them in.
 The folder is local: the web processes and the scheduler that replays it must share it.
@@ -231,7 +231,7 @@ class _FolderLock:
 
 # --- when to spool, and replies of a replay ---------------------------------------------------
 
-def database_unreachable(exc: BaseException) -> bool:
+def storage_unavailable(exc: BaseException) -> bool:
     """Whether `exc` (or what it wraps) says the database cannot be reached or used right now:
     the unit of work turns such failures (down, restarting, connection lost, no connection free,
     SQLite locked) into core.ports.StorageUnavailable, as opposed to a bug or a refusal that
