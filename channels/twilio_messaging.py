@@ -20,7 +20,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Flask, Response, current_app, request
@@ -290,7 +290,7 @@ def _answer(channel: TwilioMessagingChannel) -> Response:
 
 
 def process_inbound(rt, message: InboundMessage, now: datetime | None = None, *,
-                    replayed: bool = False) -> list[str]:
+                    replayed: bool = False, received_at: datetime | None = None) -> list[str]:
     """One buyer message through core.handlers.handle_inbound (deduped on contact, channel and provider id); the
     replies to answer with. Live traffic and the spool's replay both come through here.
 
@@ -303,7 +303,8 @@ def process_inbound(rt, message: InboundMessage, now: datetime | None = None, *,
     queued = replayed and not message.keyword_handled
     answer = handlers.handle_inbound(rt.uow(), rt.catalog, rt.settings, handlers.Inbound(
         message.medium, message.text, message.provider_id, address=message.address,
-        replies=handlers.Replies.QUEUED if queued else handlers.Replies.INLINE), now)
+        replies=handlers.Replies.QUEUED if queued else handlers.Replies.INLINE,
+        received_at=received_at), now)
     if not answer.known:
         if replayed and answer.replies:  # no contact to queue an answer for: the operator has it
             log.info("replayed %s message from a number that belongs to no contact: kept, "
@@ -332,13 +333,26 @@ def inbound_from_entry(entry: dict) -> InboundMessage:
                           entry.get("provider_id") or None, opt_out in OPT_OUT_TYPES)
 
 
+def received_at(entry: dict, now: datetime) -> datetime:
+    """When a spooled message arrived (aware UTC), never later than `now`; entries without a
+    readable time are taken as arriving now."""
+    try:
+        at = datetime.fromisoformat(str(entry["received_at"]))
+    except (KeyError, ValueError):
+        return now
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=timezone.utc)
+    return min(at, now)
+
+
 def replay_spool(rt, spool: Spool) -> ReplayStats:
     """Process the spooled messages, oldest first, exactly as live ones (`process_inbound`, so
     a message that did reach the database before is a duplicate and changes nothing); their
     replies are queued in the outbox. Stops, keeping the rest, while the database is still
     unreachable; an entry that fails any other way is set aside in the spool's rejected/."""
     def handle(entry: dict) -> None:
-        process_inbound(rt, inbound_from_entry(entry), replayed=True)
+        process_inbound(rt, inbound_from_entry(entry), replayed=True,
+                        received_at=received_at(entry, rt.now()))
 
     return spool.replay(handle, retry_later=storage_unavailable)
 

@@ -144,6 +144,10 @@ class Inbound:
     address: str | None = None
     web_user: tuple[str, str] | None = None
     replies: Replies = Replies.INLINE
+    # When the buyer sent it, if not now: a message kept while the database was unreachable and
+    # replayed later. It is stored at that time, and never acts on what came after it
+    # (`_overtaken`).
+    received_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -333,7 +337,7 @@ def _store_inbound(uow: UnitOfWork, contact_id: int, thread_id: int | None,
                    channel: Capabilities, message: Inbound, kind: str, now: datetime) -> int:
     return uow.messages.add_message(
         thread_id=thread_id, contact_id=contact_id, channel=channel.name, direction="in",
-        kind=kind, body=message.text, status="received", now=now,
+        kind=kind, body=message.text, status="received", now=message.received_at or now,
         provider_id=message.provider_id)
 
 
@@ -366,7 +370,9 @@ def _consent_for_everyone(uow: UnitOfWork, contacts: list[ContactView], channel:
         inbound_id = _store_inbound(uow, contact.id, None, channel, message, routing.UNROUTED,
                                     now)
         first = first if first is not None else inbound_id
-        if intent == Intent.STOP:
+        if _consent_overtaken(uow, contact.id, message):
+            pass  # the buyer said otherwise since, from this number or elsewhere
+        elif intent == Intent.STOP:
             revoke_consent(uow, contact, channel.name, "buyer", now)
         else:
             uow.contacts.record_consent(contact.id, "grant", channel.name, "buyer", now)
@@ -410,6 +416,7 @@ def _answer(uow: UnitOfWork, catalog: Catalog, config: Settings, contact: Contac
     charged = change is not None
     turn = reply(state, heard, text, case, catalog, config.business, charged=charged,
                  channel=caps, opted_out=opted_out)
+    turn = _overtaken(uow, contact, thread, message, turn)
     inbound_id = _store_inbound(uow, contact.id, thread.id if thread else None, caps, message,
                                 "inbound", now)
     replies = turn.replies
@@ -425,6 +432,39 @@ def _answer(uow: UnitOfWork, catalog: Catalog, config: Settings, contact: Contac
         _store_reply(uow, contact.id, thread.id if thread else None, caps, message, "reply", body,
                      inbound_id, now)
     return Answer(replies, thread.id if thread else None, thread.state if thread else None)
+
+
+def _overtaken(uow: UnitOfWork, contact: ContactView, thread: ThreadView | None,
+               message: Inbound, turn: Turn) -> Turn:
+    """What is left of `turn` when the message was sent before what happened since: a message
+    replayed from the spool after the buyer went on writing (or an operator, another channel or
+    an opening moved the thread). The buyer's later word decides:
+    - a turn that would move the thread (confirm, decline, escalate, ask to confirm) is not
+      carried out and not answered when the thread changed after the message arrived: an old
+      "yes" never completes a confirmation step shown after it, an old "no" never declines one
+      the buyer asked for since;
+    - a consent change (STOP, START) counts unless consent changed after the message arrived;
+    - anything else (a question, HELP) is answered as usual.
+    The message itself is stored at the time it arrived, in its place."""
+    if message.received_at is None:
+        return turn
+    if turn.consent is not None:
+        if _consent_overtaken(uow, contact.id, message):
+            return Turn()
+        return turn
+    moves = turn.events or turn.run_upgrade or turn.decline_reason or turn.escalation \
+        or turn.notify_csm
+    if moves and thread is not None and thread.updated_at > message.received_at:
+        log.info("a message sent before thread %s last changed was replayed: kept, not acted "
+                 "on", thread.id)
+        return Turn()
+    return turn
+
+
+def _consent_overtaken(uow: UnitOfWork, contact_id: int, message: Inbound) -> bool:
+    """Whether the contact's consent changed after a replayed message was sent."""
+    return message.received_at is not None \
+        and uow.contacts.consent_changed_after(contact_id, message.received_at)
 
 
 def _note_activity(uow: UnitOfWork, contact: ContactView, channel: Capabilities | None,

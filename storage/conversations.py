@@ -219,6 +219,10 @@ class SqlContactRepository(_Repository):
         self.session.execute(update(ContactRow).where(ContactRow.id == contact_id).values(
             opted_out_at=now if action == "revoke" else None))
 
+    def consent_changed_after(self, contact_id: int, at: datetime) -> bool:
+        return self.session.scalar(select(ConsentEventRow.id).where(
+            ConsentEventRow.contact_id == contact_id, ConsentEventRow.at > at).limit(1)) is not None
+
     def web_contact(self, account_external_id: str, web_user_id: str) -> ContactView | None:
         """The contact of the account whose user id in the host product's web app is this."""
         row = self.session.scalars(

@@ -12,12 +12,13 @@ import json
 import os
 import sqlite3
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from psycopg import OperationalError as PsycopgOperationalError
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from storage.db import database_unreachable
 from web.spool import ReplayStats, Spool
@@ -131,6 +132,34 @@ def test_messages_sent_while_postgresql_is_down_are_spooled_and_replayed_in_orde
     assert DANA_PHONE not in caplog.text and "how much?" not in caplog.text
 
 
+@pytest.mark.postgres
+def test_a_yes_kept_during_the_outage_never_confirms_the_step_the_buyer_asked_for_after_it(
+        app, api, twilio, pg_cluster, clock):
+    """The finding as it was reproduced: "yes" during the outage; after it, "yes" again (the
+    confirmation step); the scheduler's replay of the first "yes" must not confirm the charge."""
+    if pg_cluster is None:
+        pytest.skip("stops the server: needs the throwaway cluster, not UPGRADE_CHAT_TEST_PG_URL")
+    setup_account(api)
+    cross_messages(api)
+    clock.now += timedelta(minutes=20)
+    with database_down(pg_cluster):
+        assert replies(twilio.text("yes")) == []  # spooled
+    clock.now += timedelta(minutes=10)
+    step = replies(twilio.text("yes"))
+    assert len(step) == 1 and "CONFIRM" in step[0]
+    clock.now += timedelta(minutes=1)
+    assert jobs(app).exit_code == 0
+    assert thread(api)["state"] == "awaiting_confirmation"
+    with db(app).connect() as conn:
+        assert conn.scalar(text("SELECT count(*) FROM plan_changes")) == 0
+        ats = list(conn.scalars(select(MessageRow.at).where(MessageRow.direction == "in",
+                                                            MessageRow.body == "yes")
+                                .order_by(MessageRow.at)))
+    assert [a.replace(tzinfo=None) for a in ats] == [
+        (clock.now - timedelta(minutes=11)).replace(tzinfo=None),
+        (clock.now - timedelta(minutes=1)).replace(tzinfo=None)]
+
+
 # --- the Spool itself, without a database -------------------------------------------------------
 
 def test_entries_come_back_in_the_order_they_were_written_as_complete_private_files(tmp_path):
@@ -237,3 +266,4 @@ def test_database_unreachable_tells_an_outage_from_a_bug():
         assert not database_unreachable(wrapped(exc))
     assert not database_unreachable(wrapped(Exception("duplicate key"), sa_exc.IntegrityError))
     assert not database_unreachable(ValueError("a bug"))
+
