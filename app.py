@@ -45,6 +45,7 @@ import channels
 import cli
 import devtools
 from channels.slack import SlackConfigError
+from web import logs
 from web.api_key import ApiKey, ApiKeyUnavailable
 from web.webhooks import SignedWebhookSender
 from storage import migrate
@@ -97,9 +98,12 @@ DEFAULTS: dict[str, Any] = {
     "SPOOL_DIR": None,  # where inbound webhooks wait while the database is down (instance/spool)
     "PORT": 5000,  # the embedded server's port (scripts/serve)
     "MAX_CONTENT_LENGTH": 8 * 1024 * 1024,  # bytes per request body; larger is a 413
+    # Logs show an exception by its type and code, never its text (web/logs.py); on: the text
+    # too, for a developer's own machine (it may quote a buyer's number or message).
+    "LOG_EXCEPTION_DETAILS": False,
     "CLOCK": None,  # tests only: a callable returning an aware datetime
 }
-BOOL_KEYS = ("DEMO", "AUTO_MIGRATE")
+BOOL_KEYS = ("DEMO", "AUTO_MIGRATE", "LOG_EXCEPTION_DETAILS")
 INT_KEYS = ("HEALTH_ESCALATIONS_RED_ABOVE", "PORT", "MAX_CONTENT_LENGTH")
 TRUE, FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
@@ -227,7 +231,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app = Flask(__name__, instance_path=config["INSTANCE_PATH"])
     app.json.sort_keys = False  # keep fields in the documented order, easier to read
     app.config.from_mapping(config)
-    _setup_logging()
+    _setup_logging(keep_exception_details=bool(app.config["LOG_EXCEPTION_DETAILS"]))
 
     url = app.config["DATABASE_URL"] or \
         f"sqlite:///{Path(app.instance_path) / 'upgrade_chat.sqlite3'}"  # created by start()
@@ -409,7 +413,8 @@ def _warn_if_schema_behind(app: Flask) -> None:
                     "upgrade` before serving traffic", current or "nothing", head)
 
 
-def _setup_logging() -> None:
+def _setup_logging(*, keep_exception_details: bool = False) -> None:
+    logs.install(keep_details=keep_exception_details)  # before anything can log a traceback
     root = logging.getLogger()
     if not root.handlers:
         logging.basicConfig(level=logging.INFO,

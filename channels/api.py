@@ -263,7 +263,10 @@ def register_errors(app: Flask) -> None:
     def _crash(exc: Exception):
         if isinstance(exc, HTTPException):
             return _http(exc)
-        log.exception("unhandled error on %s %s", request.method, request.path)
+        # The rule, not the path: a path may hold a contact's id (an email, for some operators).
+        # The exception shows by type and code only (web/logs.py).
+        log.exception("unhandled error on %s %s", request.method,
+                      request.url_rule.rule if request.url_rule else "(no route)")
         if request.path.startswith(("/api/", "/webchat/")):
             return error(500, "internal_error", "internal error; the server log has the details")
         return Response("internal error", status=500)

@@ -219,13 +219,6 @@ def _forbidden() -> Response:
     return Response("invalid signature", status=403, mimetype="text/plain")
 
 
-def _log_redacted(message: str, exc: BaseException) -> None:
-    """logger.exception without the exception's text (it may quote a number or a body)."""
-    detail = f"code={exc.code}" if isinstance(exc, DomainError) else "details withheld"
-    stand_in = RuntimeError(f"{type(exc).__module__}.{type(exc).__qualname__} ({detail})")
-    log.exception(message, exc_info=(RuntimeError, stand_in, exc.__traceback__))
-
-
 def _fallback_reply() -> str:
     support = current_app.config.get("SUPPORT_CONTACT") or "our support team"
     return (f"Sorry, something went wrong on our side. Please try again in a few minutes, "
@@ -261,8 +254,8 @@ def messaging():
         return _not_twilios()
     try:
         return _answer(channel)
-    except Exception as exc:  # noqa: BLE001 - Twilio always gets valid TwiML, never a stack trace
-        _log_redacted("twilio inbound message failed", exc)
+    except Exception:  # noqa: BLE001 - Twilio always gets valid TwiML, never a stack trace
+        log.exception("twilio inbound message failed")  # redacted: web/logs.py
         return channel.render([_fallback_reply()])
 
 
@@ -371,8 +364,8 @@ def status():
     try:
         if not handlers.record_delivery_report(rt.uow, report, rt.now()):
             log.info("twilio status %s for a message we do not know", report.status)
-    except Exception as exc:  # noqa: BLE001 - logged without personal data; Twilio sees a 500
-        _log_redacted("twilio status callback failed", exc)
+    except Exception:  # noqa: BLE001 - logged without personal data; Twilio sees a 500
+        log.exception("twilio status callback failed")
         return Response("error", status=500, mimetype="text/plain")
     return Response(status=204)
 

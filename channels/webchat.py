@@ -64,13 +64,23 @@ class Forbidden(Exception):
         self.message = message
 
 
+IDENTITY_PARAMETERS = ("user_id", "account", "user_hash")
+
+
 def verify(req) -> WebIdentity:
     """The request's signed identity; Forbidden when it is missing or the hash is wrong."""
-    def value(header: str, param: str) -> str:
-        return (req.headers.get(header) or req.args.get(param) or "").strip()
+    if any(p in req.args for p in IDENTITY_PARAMETERS):
+        # A URL's query string lands in access logs, proxies' logs and browser history: an
+        # identity hash there is a credential on disk. Refused (nothing read), so an
+        # integration that sends it that way learns it at once.
+        raise Forbidden("send the identity in the X-User-Id, X-Account and X-User-Hash headers, "
+                        "never in the query string")
 
-    user_id, account = value("X-User-Id", "user_id"), value("X-Account", "account")
-    given = value("X-User-Hash", "user_hash").lower()
+    def value(header: str) -> str:
+        return (req.headers.get(header) or "").strip()
+
+    user_id, account = value("X-User-Id"), value("X-Account")
+    given = value("X-User-Hash").lower()
     secret = current_app.config.get("WEB_CHAT_SECRET")
     if not secret:
         log.warning("web chat request refused: WEB_CHAT_SECRET is not configured")

@@ -120,13 +120,19 @@ def test_a_signed_user_who_is_no_contact_of_the_account_gets_a_403(app, api):
         assert "messages" not in r.get_json()
 
 
-def test_identity_may_come_in_query_parameters(app, api):
+def test_an_identity_in_the_query_string_is_refused_where_access_logs_would_keep_it(app, api):
     setup_account(api)
     h = webchat.user_hash(SECRET, USER)
-    r = app.test_client().get(f"/webchat/v1/thread?user_id={USER}&account={ACME}&user_hash={h}")
-    assert r.status_code == 200
-    assert r.get_json()["messages"] == []
-    assert r.get_json()["state"] is None
+    client = app.test_client()
+    r = client.get(f"/webchat/v1/thread?user_id={USER}&account={ACME}&user_hash={h}")
+    assert r.status_code == 403 and error_of(r)["code"] == "forbidden"
+    assert "headers" in error_of(r)["message"]
+    # Even beside valid headers: the hash in the URL is refused, nothing is read or written.
+    widget = Widget(client)
+    r = client.post("/webchat/v1/messages?user_hash=" + h, headers=widget.headers,
+                    json={"text": "hi", "id": "w-1"})
+    assert r.status_code == 403
+    assert Widget(client).poll().get_json()["messages"] == []
 
 
 def test_without_a_configured_secret_every_request_is_refused(make_app):
