@@ -45,7 +45,10 @@ import channels
 import cli
 import devtools
 from channels.slack import SlackConfigError
-from web import logs
+from storage.audit import SqlAuditTrail
+from cli.audit import audited_command
+from web import audit, logs
+from web.audit import not_audited
 from web.api_key import ApiKey, ApiKeyUnavailable
 from web.webhooks import SignedWebhookSender
 from storage import migrate
@@ -136,6 +139,11 @@ class Runtime:
 
     def uow(self, *, read_only: bool = False) -> SqlUnitOfWork:
         return SqlUnitOfWork(self.engine, read_only=read_only)
+
+    @property
+    def audit(self) -> SqlAuditTrail:
+        """The audit trail (web/audit.py and cli write it; `flask --app app audit export`)."""
+        return SqlAuditTrail(self.engine)
 
     # The outbox (webhooks, CSM notices, SMS and WhatsApp): run by the scheduler, never in a
     # request.
@@ -228,7 +236,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     use); creates no folder or file and opens no database connection. `start()` does that."""
     config = settings(os.environ, test_config)
     _twilio(config)
-    app = Flask(__name__, instance_path=config["INSTANCE_PATH"])
+    app = Flask(__name__, instance_path=config["INSTANCE_PATH"], static_folder=None)
     app.json.sort_keys = False  # keep fields in the documented order, easier to read
     app.config.from_mapping(config)
     _setup_logging(keep_exception_details=bool(app.config["LOG_EXCEPTION_DETAILS"]))
@@ -279,8 +287,10 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         devtools.install(app)
     cli.register(app)
     app.cli.add_command(init_command)
+    audit.install(app)  # every operator request leaves an event (web/audit.py)
 
     @app.get("/healthz")
+    @not_audited("the health check: no account data")
     def healthz():
         return jsonify({"status": "ok"})
 
@@ -351,6 +361,7 @@ def _sqlite_file(url: str) -> Path | None:
 @click.option("--demo/--no-demo", default=None,
               help="Load the demo accounts that are missing [default: the DEMO setting, else no].")
 @with_appcontext
+@audited_command("service.init")
 def init_command(demo: bool | None) -> None:
     app = current_app._get_current_object()
     rt: Runtime = app.extensions["upgrade_chat"]

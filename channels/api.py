@@ -8,6 +8,7 @@ Every request needs `Authorization: Bearer <API_KEY>`. Every error is
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 from typing import Any
@@ -19,10 +20,12 @@ from werkzeug.exceptions import HTTPException
 from channels import Channel, Installed
 from core import handlers, services
 from core.accounts import Contact
+from core.usage import UsageEvent
 from core.channels import Capabilities, Delivery, Input
 from core.errors import DomainError, Malformed, NotFound
 from core.ports import Conflict, StorageBusy
 from web.api_key import ApiKeyUnavailable
+from web.audit import audited, not_audited, note, set_actor
 from web.http import error, runtime
 from web.inputs import (check_id, json_body, parse_decimal, parse_events, parse_time,
                              refuse_nul, require)
@@ -71,10 +74,22 @@ def authenticate():
         return error(401, "unauthorized", "missing bearer token: send 'Authorization: Bearer <API_KEY>'")
     if not hmac.compare_digest(token.encode(), key.encode()):
         return error(401, "unauthorized", "invalid API key")
+    set_actor(key_actor(key))
     return None
 
 
+def key_actor(key: str) -> str:
+    """The API key as the audit trail names it: a fingerprint (never the key), so a rotation
+    shows."""
+    return "api-key:" + hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def api_audited(action: str, object_type: str, **kwargs: Any):
+    return audited(action, object_type, source="api", **kwargs)
+
+
 @bp.get("/openapi.json")
+@not_audited("the public API description: no account data")
 def openapi():
     text = resources.files("channels").joinpath("openapi.json").read_text(encoding="utf-8")
     return Response(text, mimetype="application/json")
@@ -103,6 +118,7 @@ def _contacts(raw) -> tuple[Contact, ...]:
 
 
 @bp.put("/accounts/<external_id>")
+@api_audited("account.write", "account", param="external_id")
 def put_account(external_id: str):
     rt = runtime()
     data = body()
@@ -125,6 +141,7 @@ def put_account(external_id: str):
 
 
 @bp.get("/accounts/<external_id>")
+@api_audited("account.read", "account", param="external_id")
 def get_account(external_id: str):
     rt = runtime()
     now = rt.now()
@@ -133,6 +150,7 @@ def get_account(external_id: str):
 
 
 @bp.post("/usage")
+@api_audited("usage.write", "usage_batch")
 def post_usage():
     rt = runtime()
     data = body()
@@ -141,12 +159,15 @@ def post_usage():
         raise DomainError(f"events: at most {MAX_BATCH} events per batch, got {len(raw)}",
                           code="batch_too_large", field="events")
     now = rt.now()
-    result = services.record_usage(rt.uow(), rt.catalog, parse_events(raw), now, rt.settings)
+    events = parse_events(raw)
+    note(events=len(raw), accounts=len({e.account for e in events if isinstance(e, UsageEvent)}))
+    result = services.record_usage(rt.uow(), rt.catalog, events, now, rt.settings)
     return jsonify({"accepted": result.accepted, "duplicates": result.duplicates,
                     "signals": [signal_json(c, now, d) for c, d in result.crossings]})
 
 
 @bp.post("/accounts/<external_id>/health")
+@api_audited("health.write", "account", param="external_id")
 def post_health(external_id: str):
     rt = runtime()
     data = body()
@@ -159,6 +180,7 @@ def post_health(external_id: str):
 
 
 @bp.get("/accounts/<external_id>/case")
+@api_audited("case.read", "account", param="external_id")
 def get_case(external_id: str):
     rt = runtime()
     now = rt.now()
@@ -169,6 +191,7 @@ def get_case(external_id: str):
 
 
 @bp.get("/accounts/<external_id>/plan-history")
+@api_audited("plan_history.read", "account", param="external_id")
 def get_plan_history(external_id: str):
     rt = runtime()
     entries = services.plan_history(rt.uow(read_only=True), external_id)
@@ -176,6 +199,7 @@ def get_plan_history(external_id: str):
 
 
 @bp.get("/accounts/<external_id>/signals")
+@api_audited("signals.read", "account", param="external_id")
 def get_signals(external_id: str):
     rt = runtime()
     signals = services.list_signals(rt.uow(read_only=True), external_id)
@@ -184,12 +208,15 @@ def get_signals(external_id: str):
 
 
 @bp.get("/accounts/<external_id>/thread")
+@api_audited("thread.read", "account", param="external_id")
 def get_thread(external_id: str):
     detail = handlers.thread_detail(runtime().uow(read_only=True), external_id)
     return jsonify(thread_json(detail))
 
 
 @bp.post("/conversations/<contact_external_id>/messages")
+@api_audited("conversation.relay", "contact", param="contact_external_id",
+             personal=True)
 def post_message(contact_external_id: str):
     """A buyer's message relayed by an integrator. The replies come back in the response; they
     are stored relayed (the caller delivers them) unless "deliver" is true: then they are queued

@@ -33,6 +33,7 @@ from urllib.parse import quote
 from flask import Blueprint, Flask, request
 from slack_bolt import App
 from slack_bolt.adapter.flask import SlackRequestHandler
+from web.audit import audited, note
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from channels import Channel, Installed
@@ -373,6 +374,7 @@ def create_slack(config: Mapping[str, Any], uows: Callable[..., UnitOfWork], cha
     bp = Blueprint("slack", __name__)
 
     @bp.post("/slack/events")
+    @audited("slack.request", "slack", source="slack")  # each listener notes what it did
     def events():
         return handler.handle(request)
 
@@ -388,7 +390,10 @@ def _button(lane: CsmLane, action: str):
             log.warning("Slack %s button without an escalation id", action)
             return
         user = body.get("user") or {}
+        note(action=f"escalation.{action}", object_type="escalation",
+             object_id=str(escalation_id), actor=f"slack:{user.get('id') or 'unknown'}")
         outcome = lane.act(action, escalation_id, user.get("id"), _name(client, user))
+        note(changed=int(outcome.changed))
         if not outcome.changed or outcome.card is None:
             # A retry, a double click or a second CSM: the first one acted.
             log.info("escalation %s: %s changed nothing", escalation_id, action)
@@ -428,6 +433,8 @@ def _name(client: WebClient, user: Mapping[str, Any]) -> str:
 def _command(lane: CsmLane):
     def on_command(ack, command) -> None:
         account = (command.get("text") or "").strip().split(" ")[0]
+        note(action="account.report", object_type="account", object_id=account or "-",
+             actor=f"slack:{command.get('user_id') or 'unknown'}")
         if not account:
             ack(response_type="ephemeral", text=f"Usage: {COMMAND} <account id>")
             return

@@ -36,6 +36,7 @@ from core.ports import MessageView
 from web.http import error, runtime
 from web.inputs import json_body
 from web.serialize import iso
+from web.audit import not_audited
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +192,7 @@ def _after() -> int:
 
 
 @bp.get(PREFIX + "/thread")
+@not_audited("the signed-in buyer reading their own conversation")
 def get_thread():
     identity, refusal = _identity_or_403()
     if refusal:
@@ -223,6 +225,8 @@ def get_thread():
 
 
 @bp.post(PREFIX + "/messages")
+@not_audited("the signed-in buyer's own message; consent changes are kept in "
+              "consent_events")
 def post_message():
     identity, refusal = _identity_or_403()
     if refusal:
@@ -252,6 +256,7 @@ def post_message():
 
 
 @bp.get("/embed.js")
+@not_audited("a static script")
 def embed_js():
     text = resources.files("channels").joinpath("static/embed.js").read_text(encoding="utf-8")
     response = Response(text, mimetype="application/javascript")

@@ -24,6 +24,7 @@ from web.spool import Spool
 from channels.twilio_messaging import replay_spool
 from storage import migrate
 from web.http import runtime
+from cli.audit import audit_cli, audited_command
 
 CSV_COLUMNS = ("id", "account", "metric", "quantity", "at")
 log = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ def register(app: Flask) -> None:
     app.cli.add_command(usage_cli)
     app.cli.add_command(jobs_cli)
     app.cli.add_command(scheduler_cli)
+    app.cli.add_command(audit_cli)
 
 
 
@@ -45,6 +47,7 @@ def db() -> None:
 
 @db.command("upgrade", help="Migrate the database to the newest schema (run before deploying).")
 @click.option("--revision", default="head", show_default=True)
+@audited_command("schema.upgrade", "database", lambda kw: kw["revision"])
 def db_upgrade(revision: str) -> None:
     runtime().prepare_database(schema=False)
     engine = runtime().engine
@@ -54,6 +57,7 @@ def db_upgrade(revision: str) -> None:
 
 
 @db.command("current", help="Show the schema revision of the database and the newest one.")
+@audited_command("schema.read", "database")
 def db_current() -> None:
     runtime().prepare_database(schema=False)
     current = migrate.current_revision(runtime().engine)
@@ -68,6 +72,7 @@ def demo_cli() -> None:
 
 
 @demo_cli.command("load", help="Load or refresh the demo accounts and their usage.")
+@audited_command("demo.load", "accounts")
 def demo_load() -> None:
     from devtools import demo
 
@@ -85,6 +90,7 @@ def usage_cli() -> None:
                                   "id,account,metric,quantity,at (a header row).")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--batch-size", default=1000, show_default=True, type=click.IntRange(1, 10_000))
+@audited_command("usage.import", "file", lambda kw: kw["path"].name)
 def usage_import(path: Path, batch_size: int) -> None:
     """Batches are all-or-nothing and ids are idempotent: after fixing a bad row, run it again."""
     rt = runtime()
@@ -141,6 +147,7 @@ def jobs_cli() -> None:
 @jobs_cli.command("run", help="Run every background job once: send due outbox jobs (SMS and "
                               "WhatsApp through Twilio or the sandbox, webhooks, CSM notices), "
                               "apply due down-tier changes, expire stale offers.")
+@audited_command("jobs.run")
 def jobs_run() -> None:
     runtime().prepare_database()
     click.echo(run_jobs(runtime()))
@@ -177,6 +184,7 @@ def run_jobs(rt) -> str:
 @click.command("scheduler", help="Run the background jobs every --every seconds, in the "
                                  "foreground (one scheduler process per deployment).")
 @click.option("--every", default=10, show_default=True, type=click.IntRange(1, 3600))
+@audited_command("scheduler.run", at_start=True)
 def scheduler_cli(every: int) -> None:
     from apscheduler.schedulers.blocking import BlockingScheduler
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, NamedTuple, Protocol
 
+from core.audit import AuditEvent, StoredAuditEvent
 from core.accounts import Account, Health, StoredAccount
 from core.routing import Candidate, LastWrite
 from core.thresholds import Crossing
@@ -371,6 +372,15 @@ class OutboxRepository(Protocol):
                   if_status: Iterable[str]) -> bool: ...
     def settle(self, message_id: int, status: str, error: str, attempts: int) -> bool: ...
     def note_attempt(self, message_id: int, error: str, attempts: int) -> bool: ...
+
+
+class AuditTrail(Protocol):
+    """The audit trail (core/audit.py; storage.audit.SqlAuditTrail): `append` writes one event
+    in a transaction of its own, numbered and chained; `events` reads them in order."""
+
+    def append(self, event: AuditEvent) -> StoredAuditEvent: ...
+    def events(self, start: datetime | None = None, end: datetime | None = None, *,
+               after_seq: int = 0) -> Iterator[StoredAuditEvent]: ...
 
 
 class UnitOfWork(Protocol):

@@ -10,6 +10,7 @@ from channels.slack import CsmLane, lane_from
 from core import csm
 from devtools import local
 from web.http import runtime
+from web.audit import audited, note
 
 bp = Blueprint("sandbox_csm", __name__, url_prefix="/sandbox/csm")
 
@@ -67,6 +68,7 @@ def _sandbox_lane() -> CsmLane:
 
 
 @bp.get("")
+@audited("escalations.read", "escalations", source="sandbox", actor="local")
 def page():
     lane = _sandbox_lane()
     views = [lane.view(card) for card in csm.recent(lane.uows)]
@@ -74,9 +76,11 @@ def page():
 
 
 @bp.post("/<int:escalation_id>")
+@audited("escalation.act", "escalation", source="sandbox", actor="local", param="escalation_id")
 def act(escalation_id: int):
     lane = _sandbox_lane()
     action = request.form.get("action", "")
+    note(action=f"escalation.{action}" if action in lane.actions else "escalation.act")
     if action not in lane.actions:
         return "Unknown action", 400
     name = (request.form.get("csm") or "").strip()[:100] or "Sandbox CSM"

@@ -12,6 +12,7 @@ from channels.webchat import user_hash
 from core.money import count
 from devtools import demo, local
 from web.http import runtime
+from web.audit import audited
 
 bp = Blueprint("demo_page", __name__)
 DEMO_ACCOUNT = "acme-clinic"  # /demo signs in as its web contact (Dana) unless ?account=
@@ -55,6 +56,7 @@ def _demo_accounts() -> dict[str, tuple[Any, Any, dict[str, int]]]:
 
 
 @bp.get("/demo")
+@audited("demo.sign_in", "account", source="sandbox", actor="local")
 def demo_page():
     """A fake product page signed in as a demo buyer (?account=<demo account>, by default the
     demo clinic's Dana): the sandbox, this machine only."""

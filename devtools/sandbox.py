@@ -21,6 +21,8 @@ from channels import twilio_messaging
 from devtools import local
 from storage.sandbox import phones
 from web.http import runtime
+from core.audit import pseudonym
+from web.audit import audited, note
 
 bp = Blueprint("sandbox", __name__, url_prefix="/sandbox")
 
@@ -98,6 +100,7 @@ def local_only():
 
 
 @bp.get("/phone")
+@audited("sandbox_phone.read", "contacts", source="sandbox", actor="local")
 def phone():
     rt = runtime()
     # The phone of the Twilio messaging channel's media (SMS, WhatsApp): what this page stands in for.
@@ -108,10 +111,12 @@ def phone():
 
 
 @bp.post("/phone/send")
+@audited("sandbox_phone.send", "contact", source="sandbox", actor="local")
 def send():
     """Post the typed reply to /twilio/messaging the way Twilio would: a signed form."""
     medium = request.form.get("medium", "sms")
     number = request.form.get("number", "")
+    note(object_id=pseudonym(number))
     prefix = "whatsapp:" if medium == "whatsapp" else ""
     params = {
         "AccountSid": "AC" + "0" * 32,

@@ -98,7 +98,9 @@ def test_the_purity_check_catches_a_clock_read():
 
 # Where a database session or transaction may be opened: the unit of work, the outbox's
 # dispatcher, and the schema migrations. Everything else gets a unit of work.
-SESSION_HOMES = {"storage/uow.py", "storage/outbox.py", "storage/migrate.py"}
+# The audit trail too: an event is written in a transaction of its own, after the request's
+# (a denial or a failure is recorded though the request's own work rolled back).
+SESSION_HOMES = {"storage/uow.py", "storage/outbox.py", "storage/migrate.py", "storage/audit.py"}
 SESSION_CALLS = {"Session", "sessionmaker", "begin", "connect", "begin_nested"}
 
 
