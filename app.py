@@ -12,6 +12,8 @@ explicit start step, `start()`: run by scripts/serve (`main()`) and by `flask --
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import secrets
@@ -145,12 +147,33 @@ class Runtime:
         """The audit trail (web/audit.py and cli write it; `flask --app app audit export`)."""
         return SqlAuditTrail(self.engine)
 
+    # Which configuration this process runs (config_fingerprint): every CLI audit event says it.
+    config_fingerprint: str = ""
+
     # The outbox (webhooks, CSM notices, SMS and WhatsApp): run by the scheduler, never in a
     # request.
     dispatcher: OutboxDispatcher | None = None
     # Makes the database usable before a CLI command uses it (`prepare_database`): the instance
     # folder of the default SQLite file and, with schema=True, AUTO_MIGRATE's migration.
     prepare_database: Callable[..., None] = field(default=lambda *, schema=True: None)
+
+
+SECRET_WORDS = ("TOKEN", "SECRET", "KEY", "PASSWORD", "DATABASE_URL")
+
+
+def config_fingerprint(config: Mapping[str, Any]) -> str:
+    """A short hash of the settings that shape behaviour and of the catalog file's text, never
+    of a secret: the audit trail's CLI events carry it, so a change of configuration shows
+    between two events (`audit export`) without the trail holding any setting."""
+    settings = {k: str(config.get(k)) for k in sorted(DEFAULTS)
+                if k != "CLOCK" and not any(word in k for word in SECRET_WORDS)}
+    source = Path(config["CATALOG_PATH"]) if config.get("CATALOG_PATH") else DEFAULT_CATALOG
+    try:
+        catalog = source.read_bytes()
+    except OSError:
+        catalog = b""
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode() + b"\0" + catalog)
+    return digest.hexdigest()[:12]
 
 
 def load_catalog(path: str | Path | None) -> Catalog:
@@ -260,6 +283,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         clock=app.config["CLOCK"] or utc_now,
     )
     runtime.settings = _settings(app, runtime.health_bounds)
+    runtime.config_fingerprint = config_fingerprint(app.config)
     runtime.prepare_database = partial(prepare_database, app)
     app.extensions["upgrade_chat"] = runtime
 

@@ -44,7 +44,8 @@ def record(action: str, object_type: str, object_id: str, outcome: Outcome,
     try:
         rt.audit.append(AuditEvent(at=rt.now(), actor=cli_actor(), source="cli", action=action,
                                    object_type=object_type, object_id=object_id,
-                                   outcome=outcome, detail=detail))
+                                   outcome=outcome,
+                                   detail={**detail, "config": rt.config_fingerprint}))
     except Exception as exc:  # noqa: BLE001 - e.g. `db current` on an empty database
         log.warning("audit event not written: %s %s (%s)", action, outcome, type(exc).__name__)
         click.echo(f"audit: this command was not recorded ({type(exc).__name__}); is the "

@@ -212,6 +212,20 @@ def test_every_command_is_audited_or_says_why_not_and_each_run_leaves_an_event(a
             ("audit", "export"), ("audit", "verify")} <= walked
 
 
+def test_a_command_event_says_which_configuration_ran_and_holds_no_secret(make_app, tmp_path):
+    catalog = (ROOT / "core" / "catalog.toml").read_text()
+    one = make_app(TWILIO_AUTH_TOKEN="tok-secret-1")
+    two = make_app(TWILIO_AUTH_TOKEN="tok-secret-2")  # a secret alone: the same fingerprint
+    changed_path = tmp_path / "catalog.toml"
+    changed_path.write_text(catalog.replace("149", "159", 1))
+    three = make_app(CATALOG_PATH=str(changed_path))
+    prints = [a.extensions["upgrade_chat"].config_fingerprint for a in (one, two, three)]
+    assert prints[0] == prints[1] != prints[2]
+    one.test_cli_runner().invoke(args=["jobs", "run"])
+    e = last(one)
+    assert e["detail"]["config"] == prints[0] and "tok-secret" not in json.dumps(events(one))
+
+
 def test_a_failed_command_is_recorded_as_failed(app, tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("id,account\nx,y\n")
