@@ -48,7 +48,8 @@ import cli
 import devtools
 from channels.slack import SlackConfigError
 from storage.audit import SqlAuditTrail
-from cli.audit import audited_command
+from cli.audit import audited_command, record as record_command
+from core.audit import Outcome
 from web import audit, logs
 from web.audit import not_audited
 from web.api_key import ApiKey, ApiKeyUnavailable
@@ -463,10 +464,13 @@ def main() -> None:
     try:
         app = create_app()
         demo = app.config["DEMO"]
-        key, _ = start(app, demo=is_sqlite(app.config["DATABASE_URL"]) if demo is None else demo)
+        key, loaded = start(app, demo=is_sqlite(app.config["DATABASE_URL"]) if demo is None
+                            else demo)
     except (CatalogError, ConfigError, ApiKeyUnavailable) as exc:
         click.echo(f"upgrade-chat: cannot start: {exc}", err=True)
         sys.exit(2)
+    with app.app_context():  # the start step changed data (the demo accounts): on the record
+        record_command("service.start", "service", "-", Outcome.OK, demo_accounts=loaded)
     host, port = "127.0.0.1", app.config["PORT"]
     base = f"http://{host}:{port}"
     click.echo(f"""
