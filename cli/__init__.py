@@ -1,4 +1,5 @@
-"""Operator commands under `flask --app app ...`: migrations, demo data, CSV usage import.
+"""Operator commands under `flask --app app ...`: migrations, demo data, CSV usage import, a
+contact's erasure, the background jobs.
 
 create_app touches no database, so a command that uses one first makes it usable
 (`Runtime.prepare_database`: the instance folder of the default SQLite file, and the migration
@@ -17,8 +18,8 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
 
-from core import handlers, services
-from core.errors import DomainError
+from core import erasure, handlers, services
+from core.errors import DomainError, NotFound
 from web.inputs import parse_events
 from web.spool import Spool
 from channels.twilio_messaging import replay_spool
@@ -33,6 +34,7 @@ def register(app: Flask) -> None:
     app.cli.add_command(db)
     app.cli.add_command(demo_cli)
     app.cli.add_command(usage_cli)
+    app.cli.add_command(contacts_cli)
     app.cli.add_command(jobs_cli)
     app.cli.add_command(scheduler_cli)
 
@@ -131,6 +133,38 @@ def _import_batch(rt, path: Path, rows: list[dict], lines: list[int]) -> tuple[i
             f"{path}: {where}: {exc.message}. Nothing of this batch was stored; earlier batches "
             f"were. Fix the row and run the import again (ids already stored are skipped).") from None
     return result.accepted, result.duplicates, len(result.crossings)
+
+
+@click.group("contacts", cls=AppGroup, help="Contacts: erasing a buyer's personal data.")
+def contacts_cli() -> None:
+    pass
+
+
+@contacts_cli.command("erase", help="Erase a contact's personal data (name, numbers, web user "
+                                    "id, email, every message body of their conversations, "
+                                    "what waits in the outbox and the inbound spool for them), "
+                                    "keeping the counts; the contact gets a pseudonym, printed. "
+                                    "Running it again says it was done already.")
+@click.argument("contact_external_id")
+def contacts_erase(contact_external_id: str) -> None:
+    rt = runtime()
+    rt.prepare_database()
+    try:
+        result = erasure.erase_contact(rt.uow(), Spool.for_app(current_app), contact_external_id,
+                                       rt.now())
+    except NotFound as exc:
+        raise click.ClickException(exc.message) from None
+    if result.already_erased:
+        click.echo(f"contact {result.contact}: already erased on "
+                   f"{result.erased_at.strftime('%Y-%m-%d %H:%M UTC')}; nothing to do")
+        return
+    click.echo(f"contact erased; it is {result.contact} now: "
+               f"{result.messages_blanked} message bodies blanked, "
+               f"{result.addresses_removed} addresses removed, "
+               f"{result.jobs_cancelled} queued messages cancelled, "
+               f"{result.threads_closed} live threads closed, "
+               f"{result.escalations_redrawn} CSM cards to redraw, "
+               f"{result.spool_entries_removed} spool entries removed")
 
 
 @click.group("jobs", cls=AppGroup, help="Background work: outbox, plan changes, expiry.")

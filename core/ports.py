@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from types import TracebackType
 from typing import Any, NamedTuple, Protocol
 
@@ -49,6 +49,7 @@ class ContactView:
     opted_out_at: datetime | None
     whatsapp_opt_in_at: datetime | None = None
     whatsapp_inbound_at: datetime | None = None
+    erased_at: datetime | None = None  # erased (core.erasure): no address, a pseudonym for an id
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,7 @@ class MessageView:
     status: str
     not_before: datetime | None
     at: datetime
+    redacted_at: datetime | None = None  # the body was removed (core.erasure, core.retention)
 
 
 # Outbound messages no channel of ours showed the buyer: not out yet, withdrawn, never delivered,
@@ -238,6 +240,8 @@ class ContactRepository(Protocol):
     def set_opt_in(self, contact_id: int, field: str, at: datetime | None) -> None: ...
     def record_consent(self, contact_id: int, action: str, channel: str, source: str,
                        now: datetime) -> None: ...
+    def erased_contact(self, pseudonym: str) -> ContactView | None: ...
+    def erase(self, contact_id: int, pseudonym: str, now: datetime) -> int: ...
 
 
 class ThreadRepository(Protocol):
@@ -250,6 +254,7 @@ class ThreadRepository(Protocol):
     def thread_for_contact(self, contact: ContactView, *,
                            lock: bool = True) -> ThreadView | None: ...
     def live_threads_for_contact(self, contact_id: int) -> list[ThreadView]: ...
+    def lock_threads_of_contact(self, contact_id: int) -> list[ThreadView]: ...
     def latest_thread(self, account_id: int) -> ThreadView | None: ...
     def create_thread(self, account_id: int, contact_id: int, current_plan: str,
                       target_plan: str, direction: str, state: str, channel: str,
@@ -267,6 +272,15 @@ class SentMessage(NamedTuple):
     account_id: int | None
     channel: str
     delivery_status: str | None
+
+
+class ErasedMessages(NamedTuple):
+    """What erasing a contact's messages did: bodies replaced by the marker, queued messages
+    withdrawn (cancelled: none of them goes out), and the threads that held any of them."""
+
+    blanked: int
+    cancelled: int
+    thread_ids: frozenset[int]
 
 
 class MessageRepository(Protocol):
@@ -293,6 +307,8 @@ class MessageRepository(Protocol):
                                 lock: bool = False) -> SentMessage | None: ...
     def set_delivery_status(self, message_id: int, delivery_status: str,
                             error: str | None) -> None: ...
+    def erase_messages(self, contact_id: int, thread_ids: Sequence[int], marker: str,
+                       now: datetime) -> ErasedMessages: ...
 
 
 class PlanChangeRepository(Protocol):
@@ -370,6 +386,13 @@ class OutboxRepository(Protocol):
                   if_status: Iterable[str]) -> bool: ...
     def settle(self, message_id: int, status: str, error: str, attempts: int) -> bool: ...
     def note_attempt(self, message_id: int, error: str, attempts: int) -> bool: ...
+
+
+class InboundSpool(Protocol):
+    """The inbound messages kept on disk while the database was unreachable (web.spool): an
+    erasure removes those its contact sent, waiting or set aside."""
+
+    def forget(self, addresses: Collection[str]) -> int: ...
 
 
 class UnitOfWork(Protocol):
