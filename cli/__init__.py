@@ -18,7 +18,7 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
 
-from core import erasure, handlers, services
+from core import erasure, handlers, retention, services
 from core.errors import DomainError, NotFound
 from web.inputs import parse_events
 from web.spool import Spool
@@ -167,14 +167,16 @@ def contacts_erase(contact_external_id: str) -> None:
                f"{result.spool_entries_removed} spool entries removed")
 
 
-@click.group("jobs", cls=AppGroup, help="Background work: outbox, plan changes, expiry.")
+@click.group("jobs", cls=AppGroup, help="Background work: outbox, plan changes, expiry, "
+                                        "retention.")
 def jobs_cli() -> None:
     pass
 
 
 @jobs_cli.command("run", help="Run every background job once: send due outbox jobs (SMS and "
                               "WhatsApp through Twilio or the sandbox, webhooks, CSM notices), "
-                              "apply due down-tier changes, expire stale offers.")
+                              "apply due down-tier changes, expire stale offers, purge message "
+                              "bodies older than MESSAGE_RETENTION_DAYS.")
 def jobs_run() -> None:
     runtime().prepare_database()
     click.echo(run_jobs(runtime()))
@@ -197,6 +199,8 @@ def run_jobs(rt) -> str:
                 break
     applied = handlers.apply_due_plan_changes(rt.uow(), rt.now())
     expired = handlers.expire_threads(rt.uow(), rt.now())
+    purged = retention.purge_expired_bodies(rt.uow, rt.message_retention, rt.now()) \
+        if rt.message_retention else None
     outbox = (f"{stats.sent} sent, {stats.retried} to retry, {stats.failed} failed, "
               f"{stats.cancelled} cancelled"
               + (f", {stats.held} held (the provider refused the account)" if stats.held else "")
@@ -205,7 +209,7 @@ def run_jobs(rt) -> str:
         f", {spool.failed_left} waiting" if spool.failed_left else "") + (
         f", {spool.rejected} set aside" if spool.rejected else "")
     return (f"{spooled}; outbox: {outbox}; plan changes applied: {applied}; "
-            f"threads expired: {expired}")
+            f"threads expired: {expired}; bodies purged: {'off' if purged is None else purged}")
 
 
 @click.command("scheduler", help="Run the background jobs every --every seconds, in the "

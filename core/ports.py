@@ -283,6 +283,14 @@ class ErasedMessages(NamedTuple):
     thread_ids: frozenset[int]
 
 
+class ExpiredBody(NamedTuple):
+    """A message whose body the retention purge removes, with the account it belongs to (its
+    thread's, else its contact's; None for a message of no contact), to be locked first."""
+
+    id: int
+    account_id: int | None
+
+
 class MessageRepository(Protocol):
     """Messages, inbound and outbound, in a thread or outside one
     (storage.conversations.SqlMessageRepository)."""
@@ -309,6 +317,9 @@ class MessageRepository(Protocol):
                             error: str | None) -> None: ...
     def erase_messages(self, contact_id: int, thread_ids: Sequence[int], marker: str,
                        now: datetime) -> ErasedMessages: ...
+    def expired_bodies(self, before: datetime, limit: int) -> list[ExpiredBody]: ...
+    def redact(self, message_ids: Sequence[int], marker: str, before: datetime,
+               now: datetime) -> int: ...
 
 
 class PlanChangeRepository(Protocol):

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
 from sqlalchemy.sql.dml import ReturningInsert
 
-from core.ports import (UNSEEN_STATUSES, ContactView, ErasedMessages, SentMessage,
+from core.ports import (UNSEEN_STATUSES, ContactView, ErasedMessages, ExpiredBody, SentMessage,
                         MessageView, PlanChangeView, RoutingFacts, ThreadView)
 from core.routing import UNROUTED, Candidate, LastWrite
 from storage.models import (LIVE_STATES, AccountRow, ConsentEventRow, ContactRow, MessageRow,
@@ -78,6 +78,19 @@ _INBOUND = select(_MESSAGES).where(
     _MESSAGES.c.contact_id == bindparam("contact_id"), _MESSAGES.c.channel == bindparam("channel"),
     _MESSAGES.c.provider_id == bindparam("provider_id"), _MESSAGES.c.direction == "in").limit(1)
 _ADD_MESSAGE: ReturningInsert[tuple[int]] = insert(_MESSAGES).returning(_MESSAGES.c.id)
+# The retention purge's read and write (core.retention): by the partial index of the messages
+# whose body is still there (storage.models: ix_messages_unredacted_at).
+_PURGEABLE = (_MESSAGES.c.redacted_at.is_(None), _MESSAGES.c.at < bindparam("before"),
+              _MESSAGES.c.status != "queued")
+_EXPIRED = (select(_MESSAGES.c.id,
+                   func.coalesce(_THREADS.c.account_id, _CONTACTS.c.account_id).label("account_id"))
+            .select_from(_MESSAGES.outerjoin(_THREADS, _THREADS.c.id == _MESSAGES.c.thread_id)
+                         .outerjoin(_CONTACTS, _CONTACTS.c.id == _MESSAGES.c.contact_id))
+            .where(*_PURGEABLE)
+            .order_by(_MESSAGES.c.at, _MESSAGES.c.id).limit(bindparam("limit")))
+_REDACT = (update(_MESSAGES)
+           .where(_MESSAGES.c.id.in_(bindparam("ids", expanding=True)), *_PURGEABLE)
+           .values(body=bindparam("marker"), redacted_at=bindparam("now")))
 _SAVE_THREAD = update(_THREADS).where(_THREADS.c.id == bindparam("thread_id"))
 
 
@@ -484,6 +497,23 @@ class SqlMessageRepository(_Repository):
         blanked = conn.execute(update(m).where(scope, m.c.redacted_at.is_(None)).values(
             body=marker, redacted_at=now))
         return ErasedMessages(blanked.rowcount, cancelled.rowcount, touched)
+
+    def expired_bodies(self, before: datetime, limit: int) -> list[ExpiredBody]:
+        """Up to `limit` messages stored before `before` whose body is still there, oldest
+        first, each with its account (the thread's, else the contact's); not the queued ones,
+        which must still go out as written."""
+        rows = self.session.connection().execute(_EXPIRED, {"before": before, "limit": limit})
+        return [ExpiredBody(r.id, r.account_id) for r in rows]
+
+    def redact(self, message_ids: Sequence[int], marker: str, before: datetime,
+               now: datetime) -> int:
+        """Replace the bodies of these messages by `marker`, those still stored before `before`,
+        present and not queued (checked again in the statement); how many."""
+        if not message_ids:
+            return 0
+        result = self.session.connection().execute(_REDACT, {
+            "ids": list(message_ids), "before": before, "marker": marker, "now": now})
+        return result.rowcount
 
 
 class SqlPlanChangeRepository(_Repository):
