@@ -16,12 +16,13 @@ import hashlib
 import json
 import logging
 import os
+import re
 import secrets
 import sys
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
 from importlib import resources
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -107,11 +108,15 @@ DEFAULTS: dict[str, Any] = {
     # Logs show an exception by its type and code, never its text (web/logs.py); on: the text
     # too, for a developer's own machine (it may quote a buyer's number or message).
     "LOG_EXCEPTION_DETAILS": False,
+    # Message bodies older than this many days are purged by the scheduler (core.retention);
+    # 0 or empty: kept forever.
+    "MESSAGE_RETENTION_DAYS": 365,
     "CLOCK": None,  # tests only: a callable returning an aware datetime
 }
 BOOL_KEYS = ("DEMO", "AUTO_MIGRATE", "LOG_EXCEPTION_DETAILS")
 INT_KEYS = ("HEALTH_ESCALATIONS_RED_ABOVE", "PORT", "MAX_CONTENT_LENGTH")
 TRUE, FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+MAX_RETENTION_DAYS = 36_500  # a hundred years; more would overflow the dates it is taken from
 
 
 class ConfigError(Exception):
@@ -133,6 +138,8 @@ class Runtime:
     health_bounds: HealthBounds
     settings: Settings = field(default_factory=Settings)  # guardrails, business, billing, channels
     clock: Callable[[], datetime] = field(default=utc_now)
+    # How long message bodies are kept (MESSAGE_RETENTION_DAYS); None: forever.
+    message_retention: timedelta | None = None
 
     def now(self) -> datetime:
         value = self.clock()
@@ -211,12 +218,29 @@ def settings(environ: Mapping[str, str], test_config: Mapping[str, Any] | None) 
         except (TypeError, ValueError):
             raise ConfigError(f"{ENV_PREFIX}{key}: expected a whole number, "
                               f"got {values[key]!r}") from None
+    values["MESSAGE_RETENTION_DAYS"] = _retention_days(values["MESSAGE_RETENTION_DAYS"])
     region = str(values["DEFAULT_PHONE_REGION"]).upper()
     if region not in phonenumbers.SUPPORTED_REGIONS:
         raise ConfigError(f"{ENV_PREFIX}DEFAULT_PHONE_REGION: expected a two-letter region such "
                           f"as US or GB, got {values['DEFAULT_PHONE_REGION']!r}")
     values["DEFAULT_PHONE_REGION"] = region
     return values
+
+
+def _retention_days(value: Any) -> int:
+    """MESSAGE_RETENTION_DAYS as a whole number of days; 0 (or empty) keeps bodies forever."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return 0
+    days = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        days = value
+    elif isinstance(value, str) and re.fullmatch(r"[0-9]+", value.strip()):
+        days = int(value.strip())
+    if days is None or not 0 <= days <= MAX_RETENTION_DAYS:
+        raise ConfigError(f"{ENV_PREFIX}MESSAGE_RETENTION_DAYS: expected a whole number of days "
+                          f"from 0 to {MAX_RETENTION_DAYS:,} (0 or empty: keep message bodies "
+                          f"forever), got {value!r}")
+    return days
 
 
 def _twilio(values: dict[str, Any]) -> None:
@@ -282,6 +306,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
             escalations_above=app.config["HEALTH_ESCALATIONS_RED_ABOVE"],
         ),
         clock=app.config["CLOCK"] or utc_now,
+        message_retention=timedelta(days=app.config["MESSAGE_RETENTION_DAYS"])
+        if app.config["MESSAGE_RETENTION_DAYS"] else None,
     )
     runtime.settings = _settings(app, runtime.health_bounds)
     runtime.config_fingerprint = config_fingerprint(app.config)

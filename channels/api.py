@@ -1,4 +1,5 @@
-"""The operator's JSON API under /api/v1: accounts, usage, health, the case and the signals.
+"""The operator's JSON API under /api/v1: accounts, usage, health, the case, the signals,
+conversations, and a contact's erasure.
 
 Every request needs `Authorization: Bearer <API_KEY>`. Every error is
 `{"error": {"code", "message", "field"?, "index"?}}`: 400 malformed, 401 no or bad key,
@@ -14,11 +15,11 @@ import logging
 from typing import Any
 from importlib import resources
 
-from flask import Blueprint, Flask, Response, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from channels import Channel, Installed
-from core import handlers, services
+from core import erasure, handlers, services
 from core.accounts import Contact
 from core.usage import UsageEvent
 from core.channels import Capabilities, Delivery, Input
@@ -29,8 +30,9 @@ from web.audit import audited, not_audited, note, set_actor
 from web.http import error, runtime
 from web.inputs import (check_id, json_body, parse_decimal, parse_events, parse_time,
                              refuse_nul, require)
-from web.serialize import (account_json, case_json, plan_history_json, signal_json,
-                                thread_json)
+from web.serialize import (account_json, case_json, erasure_json, plan_history_json,
+                           signal_json, thread_json)
+from web.spool import Spool
 
 log = logging.getLogger(__name__)
 
@@ -238,6 +240,17 @@ def post_message(contact_external_id: str):
         replies=handlers.Replies.QUEUED if deliver else handlers.Replies.RELAYED), rt.now())
     return jsonify({"replies": list(answer.replies), "thread_id": answer.thread_id,
                     "state": answer.state, "duplicate": answer.duplicate})
+
+
+@bp.post("/contacts/<contact_external_id>/erase")
+@api_audited("contacts.erase", "contact", param="contact_external_id", personal=True)
+def erase_contact(contact_external_id: str):
+    """Erase a contact's personal data (core.erasure); again: 200, saying it was done already."""
+    rt = runtime()
+    result = erasure.erase_contact(rt.uow(), Spool.for_app(current_app), contact_external_id,
+                                   rt.now())
+    note(**erasure.counts(result))
+    return jsonify(erasure_json(result))
 
 
 def register_errors(app: Flask) -> None:

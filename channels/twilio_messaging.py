@@ -38,7 +38,7 @@ from core.accounts import normalize_phone
 from core.channels import Capabilities, Delivery, Input
 from core.delivery import MessageSender
 from core.errors import DomainError
-from web.spool import ReplayStats, Spool, storage_unavailable
+from web.spool import SENDER, ReplayStats, Spool, storage_unavailable
 from web.http import runtime
 from web.audit import not_audited
 
@@ -317,7 +317,7 @@ def process_inbound(rt, message: InboundMessage, now: datetime | None = None, *,
 
 def spool_entry(message: InboundMessage, received_at: datetime) -> dict:
     """A verified, parsed inbound message as the spool keeps it (JSON)."""
-    return {"v": 1, "medium": message.medium, "from": message.address, "body": message.text,
+    return {"v": 1, "medium": message.medium, SENDER: message.address, "body": message.text,
             "provider_id": message.provider_id,
             "opt_out_type": message.text if message.keyword_handled else None,
             "received_at": received_at.isoformat()}
@@ -325,7 +325,7 @@ def spool_entry(message: InboundMessage, received_at: datetime) -> dict:
 
 def inbound_from_entry(entry: dict) -> InboundMessage:
     opt_out = entry.get("opt_out_type")
-    return InboundMessage(str(entry["medium"]), str(entry["from"]), str(entry["body"]),
+    return InboundMessage(str(entry["medium"]), str(entry[SENDER]), str(entry["body"]),
                           entry.get("provider_id") or None, opt_out in OPT_OUT_TYPES)
 
 

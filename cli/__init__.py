@@ -1,4 +1,5 @@
-"""Operator commands under `flask --app app ...`: migrations, demo data, CSV usage import.
+"""Operator commands under `flask --app app ...`: migrations, demo data, CSV usage import, a
+contact's erasure, the background jobs.
 
 create_app touches no database, so a command that uses one first makes it usable
 (`Runtime.prepare_database`: the instance folder of the default SQLite file, and the migration
@@ -17,14 +18,16 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
 
-from core import handlers, services
-from core.errors import DomainError
+from core import erasure, handlers, retention, services
+from core.errors import DomainError, NotFound
 from web.inputs import parse_events
 from web.spool import Spool
 from channels.twilio_messaging import replay_spool
 from storage import migrate
 from web.http import runtime
 from cli.audit import audit_cli, audited_command
+from cli.audit import note as audit_note
+from core.audit import pseudonym
 
 CSV_COLUMNS = ("id", "account", "metric", "quantity", "at")
 log = logging.getLogger(__name__)
@@ -34,6 +37,7 @@ def register(app: Flask) -> None:
     app.cli.add_command(db)
     app.cli.add_command(demo_cli)
     app.cli.add_command(usage_cli)
+    app.cli.add_command(contacts_cli)
     app.cli.add_command(jobs_cli)
     app.cli.add_command(scheduler_cli)
     app.cli.add_command(audit_cli)
@@ -139,14 +143,50 @@ def _import_batch(rt, path: Path, rows: list[dict], lines: list[int]) -> tuple[i
     return result.accepted, result.duplicates, len(result.crossings)
 
 
-@click.group("jobs", cls=AppGroup, help="Background work: outbox, plan changes, expiry.")
+@click.group("contacts", cls=AppGroup, help="Contacts: erasing a buyer's personal data.")
+def contacts_cli() -> None:
+    pass
+
+
+@contacts_cli.command("erase", help="Erase a contact's personal data (name, numbers, web user "
+                                    "id, email, every message body of their conversations, "
+                                    "what waits in the outbox and the inbound spool for them), "
+                                    "keeping the counts; the contact gets a pseudonym, printed. "
+                                    "Running it again says it was done already.")
+@click.argument("contact_external_id")
+@audited_command("contacts.erase", "contact", lambda kw: pseudonym(kw["contact_external_id"]))
+def contacts_erase(contact_external_id: str) -> None:
+    rt = runtime()
+    rt.prepare_database()
+    try:
+        result = erasure.erase_contact(rt.uow(), Spool.for_app(current_app), contact_external_id,
+                                       rt.now())
+    except NotFound as exc:
+        raise click.ClickException(exc.message) from None
+    audit_note(**erasure.counts(result))
+    if result.already_erased:
+        click.echo(f"contact {result.contact}: already erased on "
+                   f"{result.erased_at.strftime('%Y-%m-%d %H:%M UTC')}; nothing to do")
+        return
+    click.echo(f"contact erased; it is {result.contact} now: "
+               f"{result.messages_blanked} message bodies blanked, "
+               f"{result.addresses_removed} addresses removed, "
+               f"{result.jobs_cancelled} queued messages cancelled, "
+               f"{result.threads_closed} live threads closed, "
+               f"{result.escalations_redrawn} CSM cards to redraw, "
+               f"{result.spool_entries_removed} spool entries removed")
+
+
+@click.group("jobs", cls=AppGroup, help="Background work: outbox, plan changes, expiry, "
+                                        "retention.")
 def jobs_cli() -> None:
     pass
 
 
 @jobs_cli.command("run", help="Run every background job once: send due outbox jobs (SMS and "
                               "WhatsApp through Twilio or the sandbox, webhooks, CSM notices), "
-                              "apply due down-tier changes, expire stale offers.")
+                              "apply due down-tier changes, expire stale offers, purge message "
+                              "bodies older than MESSAGE_RETENTION_DAYS.")
 @audited_command("jobs.run")
 def jobs_run() -> None:
     runtime().prepare_database()
@@ -170,6 +210,8 @@ def run_jobs(rt) -> str:
                 break
     applied = handlers.apply_due_plan_changes(rt.uow(), rt.now())
     expired = handlers.expire_threads(rt.uow(), rt.now())
+    purged = retention.purge_expired_bodies(rt.uow, rt.message_retention, rt.now()) \
+        if rt.message_retention else None
     outbox = (f"{stats.sent} sent, {stats.retried} to retry, {stats.failed} failed, "
               f"{stats.cancelled} cancelled"
               + (f", {stats.held} held (the provider refused the account)" if stats.held else "")
@@ -178,7 +220,7 @@ def run_jobs(rt) -> str:
         f", {spool.failed_left} waiting" if spool.failed_left else "") + (
         f", {spool.rejected} set aside" if spool.rejected else "")
     return (f"{spooled}; outbox: {outbox}; plan changes applied: {applied}; "
-            f"threads expired: {expired}")
+            f"threads expired: {expired}; bodies purged: {'off' if purged is None else purged}")
 
 
 @click.command("scheduler", help="Run the background jobs every --every seconds, in the "

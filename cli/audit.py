@@ -52,6 +52,16 @@ def record(action: str, object_type: str, object_id: str, outcome: Outcome,
                    f"schema migrated?", err=True)
 
 
+def note(**detail: str | int | None) -> None:
+    """Counts the running command learned, for its event (an erasure's)."""
+    click.get_current_context().meta.setdefault("audit_detail", {}).update(detail)
+
+
+def _noted() -> dict[str, str | int | None]:
+    context = click.get_current_context(silent=True)
+    return dict(context.meta.get("audit_detail", {})) if context else {}
+
+
 def audited_command(action: str, object_type: str = "service",
                     object_of: Callable[[dict[str, Any]], str] | None = None, *,
                     at_start: bool = False) -> Callable[[F], F]:
@@ -79,7 +89,7 @@ def audited_command(action: str, object_type: str = "service",
                        reason=type(exc).__name__)
                 raise
             record(action, object_type, object_id, Outcome.OK,
-                   **({"phase": "end"} if at_start else {}))
+                   **({"phase": "end"} if at_start else {}), **_noted())
             return result
         run.audited = action  # type: ignore[attr-defined]
         return run  # type: ignore[return-value]

@@ -28,6 +28,12 @@ class Contact:
     whatsapp: str | None = None  # E.164
     web_user_id: str | None = None
     email: str | None = None
+    erased_at: datetime | None = None  # erased (core.erasure): a pseudonym, no personal fields
+
+
+# Erased contacts go by "erased:" and a digest of their old id (core.erasure.pseudonym); no
+# contact given by the operator may, or a PUT could take an erased contact's place.
+ERASED_PREFIX = "erased:"
 
 
 @dataclass(frozen=True)
@@ -124,6 +130,10 @@ def checked_contacts(contacts: tuple[Contact, ...], region: str) -> tuple[Contac
         if c.role not in ROLES:
             raise DomainError(f"{path}.role must be one of {', '.join(ROLES)}, got {c.role!r}",
                               code="invalid_role", field=f"{path}.role")
+        if c.external_id.startswith(ERASED_PREFIX):
+            raise DomainError(f"{path}.external_id: ids starting with {ERASED_PREFIX!r} name "
+                              f"erased contacts; choose another id", code="reserved_contact_id",
+                              field=f"{path}.external_id")
         if c.external_id in seen:
             raise DomainError(f"{path}.external_id {c.external_id!r} appears twice",
                               code="duplicate_contact", field=f"{path}.external_id")

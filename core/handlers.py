@@ -187,25 +187,51 @@ def handle_inbound(uow: UnitOfWork, catalog: Catalog, config: Settings, message:
     def work() -> Answer | None:
         if message.contact is not None:
             contact = uow.contacts.contact(message.contact)
-            if contact is None:
-                raise NotFound(f"no contact {message.contact!r}", code="contact_not_found")
-            return _answer(uow, catalog, config, contact, channel, message, now)
+            try:
+                if contact is None:
+                    raise _Gone
+                return _answer(uow, catalog, config, contact, channel, message, now)
+            except _Gone:
+                raise NotFound(f"no contact {message.contact!r}",
+                               code="contact_not_found") from None
         if message.web_user is not None:
             contact = uow.contacts.web_contact(*message.web_user)
-            if contact is None:
+            try:
+                if contact is None:
+                    raise _Gone
+                return _answer(uow, catalog, config, contact, channel, message, now)
+            except _Gone:
                 return None  # nothing written
-            return _answer(uow, catalog, config, contact, channel, message, now)
         if message.address is None:
             raise ValueError("an Inbound says who wrote: contact, address or web_user")
         contacts = uow.contacts.contacts_by_address(channel.address, message.address)
-        if not contacts:
+        try:
+            if not contacts:
+                raise _Gone
+            if len(contacts) == 1:
+                return _answer(uow, catalog, config, contacts[0], channel, message, now)
+            return _answer_shared_number(uow, catalog, config, contacts, channel, message, now)
+        except _Gone:  # a number of no contact (any more: erased while the message waited)
             return _unknown_sender(uow, channel, message, config.business, now)
-        if len(contacts) == 1:
-            return _answer(uow, catalog, config, contacts[0], channel, message, now)
-        return _answer_shared_number(uow, catalog, config, contacts, channel, message, now)
 
     answer = _in_one_unit_of_work(uow, work)
     return answer if answer is not None else Answer((), None, None, known=False)
+
+
+class _Gone(Exception):
+    """The sender is no contact: none had the address or id, or the contact was erased (core.
+    erasure) while the message waited for its account's lock. Raised before anything is
+    written."""
+
+
+def _current(uow: UnitOfWork, contact: ContactView) -> ContactView:
+    """The contact read again under its account's lock (taken by the caller): an erasure
+    holding the lock when the message arrived has committed by now, and a message from the
+    erased contact must leave nothing in their name."""
+    current = uow.contacts.contact_by_id(contact.id)
+    if current is None or current.erased_at is not None:
+        raise _Gone
+    return current
 
 
 def unknown_sender_reply(business: Business) -> str:
@@ -258,6 +284,7 @@ def _answer_shared_number(uow: UnitOfWork, catalog: Catalog, config: Settings,
     """
     text = message.text
     lock_accounts(uow, (c.account_id for c in contacts))  # every candidate's, before any thread
+    contacts = _still_contacts(uow, contacts)
     facts = uow.contacts.routing_facts(channel.name, [c.id for c in contacts], message.provider_id)
     if facts.seen_inbound_id is not None:
         replies = uow.messages.replies_to(facts.seen_inbound_id)
@@ -284,6 +311,20 @@ def _answer_shared_number(uow: UnitOfWork, catalog: Catalog, config: Settings,
         return _acknowledge_business(uow, contact, chosen.thread_id, channel, message,
                                      route.business, now)
     return _answer(uow, catalog, config, contact, channel, message, now)
+
+
+def _still_contacts(uow: UnitOfWork, contacts: list[ContactView]) -> list[ContactView]:
+    """The candidates read again under their accounts' locks, without those removed or erased
+    meanwhile (`_current`); `_Gone` when none is left."""
+    still = []
+    for contact in contacts:
+        try:
+            still.append(_current(uow, contact))
+        except _Gone:
+            continue
+    if not still:
+        raise _Gone
+    return still
 
 
 def _only_naming(text: str, business: str, config: Settings) -> bool:
@@ -390,9 +431,10 @@ def _answer(uow: UnitOfWork, catalog: Catalog, config: Settings, contact: Contac
     lock_account(uow, contact.account_id)
     if message.provider_id:
         seen = uow.messages.inbound(contact.id, channel, message.provider_id)
-        if seen is not None:
+        if seen is not None:  # (writes nothing, whatever became of the contact since)
             return Answer(tuple(m.body for m in uow.messages.replies_to(seen.id)), seen.thread_id,
                           None, duplicate=True)
+    contact = _current(uow, contact)
     thread = uow.threads.thread_for_contact(contact)
     account = uow.accounts.get_by_id(contact.account_id)
     # The account's own name is no instruction: "Demo Co here, what's the price?" asks the
@@ -802,11 +844,12 @@ class ThreadDetail:
     suppressions: tuple[tuple[Crossing, datetime, SignalDecision | None], ...]  # not prompted
     upgrade: PlanChangeView | None
     escalations: tuple[EscalationRecord, ...]
+    contact: ContactView | None = None  # the thread's addressee (erased: by a pseudonym)
 
 
 def thread_detail(uow: UnitOfWork, external_id: str) -> ThreadDetail:
-    """The account's current (or latest) thread with its messages, the crossings the guardrails
-    held back, its plan change and the account's escalations."""
+    """The account's current (or latest) thread with its messages and addressee, the crossings
+    the guardrails held back, its plan change and the account's escalations."""
     with uow:
         account = uow.accounts.get(external_id)
         if account is None:
@@ -819,4 +862,6 @@ def thread_detail(uow: UnitOfWork, external_id: str) -> ThreadDetail:
             messages=tuple(uow.messages.messages(thread.id)) if thread else (),
             suppressions=held,
             upgrade=uow.plan_changes.plan_change_for_thread(thread.id) if thread else None,
-            escalations=tuple(uow.escalations.of_account(account.id)))
+            escalations=tuple(uow.escalations.of_account(account.id)),
+            contact=uow.contacts.contact_by_id(thread.contact_id)
+            if thread is not None and thread.contact_id is not None else None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, NamedTuple, Protocol
 
@@ -50,6 +50,7 @@ class ContactView:
     opted_out_at: datetime | None
     whatsapp_opt_in_at: datetime | None = None
     whatsapp_inbound_at: datetime | None = None
+    erased_at: datetime | None = None  # erased (core.erasure): no address, a pseudonym for an id
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ class MessageView:
     status: str
     not_before: datetime | None
     at: datetime
+    redacted_at: datetime | None = None  # the body was removed (core.erasure, core.retention)
 
 
 # Outbound messages no channel of ours showed the buyer: not out yet, withdrawn, never delivered,
@@ -240,6 +242,8 @@ class ContactRepository(Protocol):
     def record_consent(self, contact_id: int, action: str, channel: str, source: str,
                        now: datetime) -> None: ...
     def consent_changed_after(self, contact_id: int, at: datetime) -> bool: ...
+    def erased_contact(self, pseudonym: str) -> ContactView | None: ...
+    def erase(self, contact_id: int, pseudonym: str, now: datetime) -> int: ...
 
 
 class ThreadRepository(Protocol):
@@ -252,6 +256,7 @@ class ThreadRepository(Protocol):
     def thread_for_contact(self, contact: ContactView, *,
                            lock: bool = True) -> ThreadView | None: ...
     def live_threads_for_contact(self, contact_id: int) -> list[ThreadView]: ...
+    def lock_threads_of_contact(self, contact_id: int) -> list[ThreadView]: ...
     def latest_thread(self, account_id: int) -> ThreadView | None: ...
     def create_thread(self, account_id: int, contact_id: int, current_plan: str,
                       target_plan: str, direction: str, state: str, channel: str,
@@ -269,6 +274,23 @@ class SentMessage(NamedTuple):
     account_id: int | None
     channel: str
     delivery_status: str | None
+
+
+class ErasedMessages(NamedTuple):
+    """What erasing a contact's messages did: bodies replaced by the marker, queued messages
+    withdrawn (cancelled: none of them goes out), and the threads that held any of them."""
+
+    blanked: int
+    cancelled: int
+    thread_ids: frozenset[int]
+
+
+class ExpiredBody(NamedTuple):
+    """A message whose body the retention purge removes, with the account it belongs to (its
+    thread's, else its contact's; None for a message of no contact), to be locked first."""
+
+    id: int
+    account_id: int | None
 
 
 class MessageRepository(Protocol):
@@ -295,6 +317,11 @@ class MessageRepository(Protocol):
                                 lock: bool = False) -> SentMessage | None: ...
     def set_delivery_status(self, message_id: int, delivery_status: str,
                             error: str | None) -> None: ...
+    def erase_messages(self, contact_id: int, thread_ids: Sequence[int], marker: str,
+                       now: datetime) -> ErasedMessages: ...
+    def expired_bodies(self, before: datetime, limit: int) -> list[ExpiredBody]: ...
+    def redact(self, message_ids: Sequence[int], marker: str, before: datetime,
+               now: datetime) -> int: ...
 
 
 class PlanChangeRepository(Protocol):
@@ -381,6 +408,13 @@ class AuditTrail(Protocol):
     def append(self, event: AuditEvent) -> StoredAuditEvent: ...
     def events(self, start: datetime | None = None, end: datetime | None = None, *,
                after_seq: int = 0) -> Iterator[StoredAuditEvent]: ...
+
+
+class InboundSpool(Protocol):
+    """The inbound messages kept on disk while the database was unreachable (web.spool): an
+    erasure removes those its contact sent, waiting or set aside."""
+
+    def forget(self, addresses: Collection[str]) -> int: ...
 
 
 class UnitOfWork(Protocol):

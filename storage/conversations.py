@@ -15,8 +15,8 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
 from sqlalchemy.sql.dml import ReturningInsert
 
-from core.ports import (UNSEEN_STATUSES, ContactView, SentMessage, MessageView, PlanChangeView, RoutingFacts,
-                        ThreadView)
+from core.ports import (UNSEEN_STATUSES, ContactView, ErasedMessages, ExpiredBody, SentMessage,
+                        MessageView, PlanChangeView, RoutingFacts, ThreadView)
 from core.routing import UNROUTED, Candidate, LastWrite
 from storage.models import (LIVE_STATES, AccountRow, ConsentEventRow, ContactRow, MessageRow,
                             PlanChangeRow, ThreadRow)
@@ -31,7 +31,7 @@ def _contact(row: ContactRow | Row[Any]) -> ContactView:
                        role=row.role, phone=row.phone, whatsapp=row.whatsapp,
                        web_user_id=row.web_user_id, web_active_at=row.web_active_at,
                        opted_out_at=row.opted_out_at, whatsapp_opt_in_at=row.whatsapp_opt_in_at,
-                       whatsapp_inbound_at=row.whatsapp_inbound_at)
+                       whatsapp_inbound_at=row.whatsapp_inbound_at, erased_at=row.erased_at)
 
 
 def _thread(row: ThreadRow | Row[Any]) -> ThreadView:
@@ -49,7 +49,15 @@ def _thread(row: ThreadRow | Row[Any]) -> ThreadView:
 _CONTACTS, _THREADS, _MESSAGES = ContactRow.__table__, ThreadRow.__table__, MessageRow.__table__
 _CONTACT_BY = {
     name: select(_CONTACTS).where(column == bindparam("value")).order_by(_CONTACTS.c.id).limit(1)
-    for name, column in (("external_id", _CONTACTS.c.external_id),)}
+    for name, column in (("external_id", _CONTACTS.c.external_id), ("id", _CONTACTS.c.id))}
+# An erased contact by its pseudonym: as given, or with the suffix a second erasure of the same
+# id gets (core.erasure.pseudonym), the latest first. Pseudonyms are "erased:" and hex digits:
+# nothing in them is a LIKE wildcard.
+_ERASED_AS = (select(_CONTACTS).where(
+    _CONTACTS.c.erased_at.is_not(None),
+    or_(_CONTACTS.c.external_id == bindparam("pseudonym"),
+        _CONTACTS.c.external_id.startswith(bindparam("suffixed"))))
+    .order_by(_CONTACTS.c.erased_at.desc(), _CONTACTS.c.id.desc()).limit(1))
 _CONTACTS_BY = {
     name: select(_CONTACTS).where(column == bindparam("value")).order_by(_CONTACTS.c.id)
     for name, column in (("phone", _CONTACTS.c.phone), ("whatsapp", _CONTACTS.c.whatsapp))}
@@ -70,6 +78,19 @@ _INBOUND = select(_MESSAGES).where(
     _MESSAGES.c.contact_id == bindparam("contact_id"), _MESSAGES.c.channel == bindparam("channel"),
     _MESSAGES.c.provider_id == bindparam("provider_id"), _MESSAGES.c.direction == "in").limit(1)
 _ADD_MESSAGE: ReturningInsert[tuple[int]] = insert(_MESSAGES).returning(_MESSAGES.c.id)
+# The retention purge's read and write (core.retention): by the partial index of the messages
+# whose body is still there (storage.models: ix_messages_unredacted_at).
+_PURGEABLE = (_MESSAGES.c.redacted_at.is_(None), _MESSAGES.c.at < bindparam("before"),
+              _MESSAGES.c.status != "queued")
+_EXPIRED = (select(_MESSAGES.c.id,
+                   func.coalesce(_THREADS.c.account_id, _CONTACTS.c.account_id).label("account_id"))
+            .select_from(_MESSAGES.outerjoin(_THREADS, _THREADS.c.id == _MESSAGES.c.thread_id)
+                         .outerjoin(_CONTACTS, _CONTACTS.c.id == _MESSAGES.c.contact_id))
+            .where(*_PURGEABLE)
+            .order_by(_MESSAGES.c.at, _MESSAGES.c.id).limit(bindparam("limit")))
+_REDACT = (update(_MESSAGES)
+           .where(_MESSAGES.c.id.in_(bindparam("ids", expanding=True)), *_PURGEABLE)
+           .values(body=bindparam("marker"), redacted_at=bindparam("now")))
 _SAVE_THREAD = update(_THREADS).where(_THREADS.c.id == bindparam("thread_id"))
 
 
@@ -201,12 +222,15 @@ class SqlContactRepository(_Repository):
                              .values({activity: now}))
 
     def contact_by_id(self, contact_id: int) -> ContactView | None:
-        row = self.session.get(ContactRow, contact_id)
+        """The contact as stored now (read from the database, never from the session's memory:
+        a use case reads it again after taking its account's lock)."""
+        row = self._first(_CONTACT_BY["id"], value=contact_id)
         return _contact(row) if row else None
 
     def addressee(self, account_id: int) -> ContactView | None:
-        """The billing contact, else an admin, else the first contact."""
-        rows = self.session.scalars(select(ContactRow).where(ContactRow.account_id == account_id)
+        """The billing contact, else an admin, else the first contact; never an erased one."""
+        rows = self.session.scalars(select(ContactRow).where(ContactRow.account_id == account_id,
+                                                             ContactRow.erased_at.is_(None))
                                     .order_by(ContactRow.position))
         ranked = sorted(rows, key=lambda r: (ROLE_ORDER.get(r.role, 3), r.position))
         return _contact(ranked[0]) if ranked else None
@@ -222,6 +246,33 @@ class SqlContactRepository(_Repository):
     def consent_changed_after(self, contact_id: int, at: datetime) -> bool:
         return self.session.scalar(select(ConsentEventRow.id).where(
             ConsentEventRow.contact_id == contact_id, ConsentEventRow.at > at).limit(1)) is not None
+
+    def erased_contact(self, pseudonym: str) -> ContactView | None:
+        """The erased contact that goes by `pseudonym` (or by it with a suffix: the same id
+        erased again after it was given to a new contact), the latest erased first."""
+        row = self._first(_ERASED_AS, pseudonym=pseudonym, suffixed=f"{pseudonym}-")
+        return _contact(row) if row else None
+
+    def erase(self, contact_id: int, pseudonym: str, now: datetime) -> int:
+        """Empty the contact's personal fields (name, phone, WhatsApp number, web user id,
+        email, and what they did when: the widget's and WhatsApp's activity, the WhatsApp
+        opt-in), give it `pseudonym` for an external id and mark it erased; the row stays. How
+        many of its addresses (phone, WhatsApp, web user id, email) held one."""
+        row = self._first(_CONTACT_BY["id"], value=contact_id)
+        if row is None:
+            return 0
+        held = sum(1 for value in (row.phone, row.whatsapp, row.web_user_id, row.email) if value)
+        conn = self.session.connection()
+        last = conn.scalar(select(func.max(_CONTACTS.c.position))
+                           .where(_CONTACTS.c.account_id == row.account_id))
+        conn.execute(update(_CONTACTS).where(_CONTACTS.c.id == contact_id).values(
+            external_id=pseudonym, name=None, phone=None, whatsapp=None, web_user_id=None,
+            email=None, web_active_at=None, whatsapp_opt_in_at=None, whatsapp_inbound_at=None,
+            erased_at=now, position=(last or 0) + 1))  # listed after the account's others
+        loaded = self.session.identity_map.get(identity_key(ContactRow, contact_id))
+        if loaded is not None:  # a Core update: an ORM copy of the row must be read again
+            self.session.expire(loaded)
+        return held
 
     def web_contact(self, account_external_id: str, web_user_id: str) -> ContactView | None:
         """The contact of the account whose user id in the host product's web app is this."""
@@ -260,6 +311,14 @@ class SqlThreadRepository(_Repository):
         rows = self.session.scalars(select(ThreadRow).where(
             ThreadRow.contact_id == contact_id, ThreadRow.state.in_(LIVE_STATES))
             .order_by(ThreadRow.id).with_for_update())
+        return [_thread(r) for r in rows]
+
+    def lock_threads_of_contact(self, contact_id: int) -> list[ThreadView]:
+        """Every thread addressed to the contact, whatever its state, locked, in id order (take
+        the account's lock first)."""
+        rows = self.session.connection().execute(
+            select(_THREADS).where(_THREADS.c.contact_id == contact_id)
+            .order_by(_THREADS.c.id).with_for_update())
         return [_thread(r) for r in rows]
 
     def latest_thread(self, account_id: int) -> ThreadView | None:
@@ -424,6 +483,42 @@ class SqlMessageRepository(_Repository):
             values["last_error"] = error
         self.session.execute(update(MessageRow).where(MessageRow.id == message_id).values(**values))
 
+    def erase_messages(self, contact_id: int, thread_ids: Sequence[int], marker: str,
+                       now: datetime) -> ErasedMessages:
+        """The contact's messages (theirs in any thread or none, and every message of
+        `thread_ids`, the threads addressed to them, whoever wrote): the queued ones cancelled
+        (their outbox jobs settle cancelled when claimed: the message is no longer queued), and
+        every body still there replaced by `marker`; the rows, their kinds, directions, channels,
+        statuses and times stay."""
+        m = _MESSAGES
+        scope = or_(m.c.contact_id == contact_id, m.c.thread_id.in_(list(thread_ids))) \
+            if thread_ids else m.c.contact_id == contact_id
+        conn = self.session.connection()
+        touched = frozenset(conn.execute(select(m.c.thread_id).distinct().where(
+            scope, m.c.thread_id.is_not(None))).scalars())
+        cancelled = conn.execute(update(m).where(
+            scope, m.c.direction == "out", m.c.status == "queued").values(status="cancelled"))
+        blanked = conn.execute(update(m).where(scope, m.c.redacted_at.is_(None)).values(
+            body=marker, redacted_at=now))
+        return ErasedMessages(blanked.rowcount, cancelled.rowcount, touched)
+
+    def expired_bodies(self, before: datetime, limit: int) -> list[ExpiredBody]:
+        """Up to `limit` messages stored before `before` whose body is still there, oldest
+        first, each with its account (the thread's, else the contact's); not the queued ones,
+        which must still go out as written."""
+        rows = self.session.connection().execute(_EXPIRED, {"before": before, "limit": limit})
+        return [ExpiredBody(r.id, r.account_id) for r in rows]
+
+    def redact(self, message_ids: Sequence[int], marker: str, before: datetime,
+               now: datetime) -> int:
+        """Replace the bodies of these messages by `marker`, those still stored before `before`,
+        present and not queued (checked again in the statement); how many."""
+        if not message_ids:
+            return 0
+        result = self.session.connection().execute(_REDACT, {
+            "ids": list(message_ids), "before": before, "marker": marker, "now": now})
+        return result.rowcount
+
 
 class SqlPlanChangeRepository(_Repository):
     """Plan changes confirmed in a conversation: one per account and billing period (core.ports, `uow.plan_changes`)."""
@@ -468,7 +563,7 @@ def _message(row: MessageRow | Row[Any]) -> MessageView:
     return MessageView(id=row.id, thread_id=row.thread_id, contact_id=row.contact_id,
                        channel=row.channel, direction=row.direction, kind=row.kind, body=row.body,
                        provider_id=row.provider_id, status=row.status, not_before=row.not_before,
-                       at=row.at)
+                       at=row.at, redacted_at=row.redacted_at)
 
 
 def _plan_change(row: PlanChangeRow) -> PlanChangeView:

@@ -94,6 +94,9 @@ class ContactRow(Base):
     # operator); the 24-hour customer-service window runs from the contact's last WhatsApp message.
     whatsapp_opt_in_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     whatsapp_inbound_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Erased (core.erasure): the personal fields are NULL, external_id is a pseudonym, and the
+    # row stays so the contact's threads, messages and consent events keep counting.
+    erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     account: Mapped[AccountRow] = relationship(back_populates="contacts")
 
@@ -216,6 +219,7 @@ class ThreadRow(Base):
 
 
 _UNMATCHED = "contact_id IS NULL AND direction = 'in' AND provider_id IS NOT NULL"
+_UNREDACTED = "redacted_at IS NULL"
 
 
 class MessageRow(Base):
@@ -236,6 +240,10 @@ class MessageRow(Base):
               sqlite_where=text(_UNMATCHED), postgresql_where=text(_UNMATCHED)),
         # Status callbacks find the message by the provider's id.
         Index("ix_messages_provider_id", "provider_id"),
+        # The retention purge reads the oldest bodies still there (core.retention): the index
+        # holds only those, so a pass never walks the rows purged before.
+        Index("ix_messages_unredacted_at", "at",
+              sqlite_where=text(_UNREDACTED), postgresql_where=text(_UNREDACTED)),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -258,6 +266,9 @@ class MessageRow(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     delivery_status: Mapped[str | None] = mapped_column(String(20))  # the provider's last word
+    # When the body was removed: the contact's erasure, or the retention purge (core.erasure,
+    # core.retention); the body is then a fixed marker saying which.
+    redacted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class ConsentEventRow(Base):

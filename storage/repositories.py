@@ -40,7 +40,8 @@ def _account(row: AccountRow | Row[Any],
         id=row.id, external_id=row.external_id, name=row.name, plan=row.plan,
         vertical=row.vertical, timezone=row.timezone, billing_day=row.billing_day,
         plan_since=row.plan_since,
-        contacts=tuple(Contact(external_id=c.external_id, **{f: getattr(c, f) for f in CONTACT_FIELDS})
+        contacts=tuple(Contact(external_id=c.external_id, erased_at=c.erased_at,
+                               **{f: getattr(c, f) for f in CONTACT_FIELDS})
                        for c in (row.contacts if contacts is None else contacts)),
         health=Health(csat=row.csat, sentiment=row.sentiment,
                       open_escalations=row.open_escalations, updated_at=row.health_updated_at),
@@ -119,7 +120,7 @@ class SqlAccountRepository:
         for f in ("name", "plan", "vertical", "timezone", "billing_day", "plan_since"):
             setattr(row, f, getattr(account, f))
         row.updated_at = now
-        by_id = {c.external_id: c for c in row.contacts}
+        by_id = {c.external_id: c for c in row.contacts if c.erased_at is None}
         wanted = []
         for position, contact in enumerate(account.contacts):
             crow = by_id.get(contact.external_id) or ContactRow(external_id=contact.external_id)
@@ -127,7 +128,13 @@ class SqlAccountRepository:
             for f in CONTACT_FIELDS:
                 setattr(crow, f, getattr(contact, f))
             wanted.append(crow)
-        row.contacts = wanted  # contacts no longer listed are deleted (delete-orphan)
+        # Erased contacts stay, after the listed ones: their threads, messages and consent
+        # events keep counting (core.erasure). No list names them: their ids are pseudonyms.
+        erased = sorted((c for c in row.contacts if c.erased_at is not None),
+                        key=lambda c: (c.position, c.id))
+        for position, crow in enumerate(erased, start=len(wanted)):
+            crow.position = position
+        row.contacts = wanted + erased  # contacts no longer listed are deleted (delete-orphan)
         self.session.flush()
         return _account(row)
 

@@ -68,7 +68,8 @@ def account_json(account: Account, matrix: UsageMatrix, catalog: Catalog, now: d
         "billing_day": account.billing_day,
         "contacts": [{"external_id": c.external_id, "name": c.name, "role": c.role,
                       "phone": c.phone, "whatsapp": c.whatsapp, "web_user_id": c.web_user_id,
-                      "email": c.email} for c in account.contacts],
+                      "email": c.email, "erased_at": iso(c.erased_at)}
+                     for c in account.contacts],
         "health": {
             "csat": None if h.csat is None else float(h.csat),
             "sentiment": None if h.sentiment is None else float(h.sentiment),
@@ -161,7 +162,7 @@ def thread_json(detail) -> dict[str, Any]:
     `current_plan` is the plan the offer starts from while the thread is live, and the account's
     plan once it is finished: an upgraded thread shows the new plan (the plan it started from
     stays in `upgrade.from_plan`)."""
-    t, change = detail.thread, detail.upgrade
+    t, change, contact = detail.thread, detail.upgrade, detail.contact
     current_plan = None if t is None else \
         t.current_plan if t.state in LIVE else detail.account.plan
     return {
@@ -174,9 +175,12 @@ def thread_json(detail) -> dict[str, Any]:
         "decline_reason": t.decline_reason if t else None,
         "last_channel": t.last_channel if t else None,
         "opened_at": iso(t.opened_at) if t else None,
+        "contact": None if contact is None else {
+            "external_id": contact.external_id, "erased_at": iso(contact.erased_at)},
         "messages": [{"direction": m.direction, "channel": m.channel, "kind": m.kind,
                       "body": m.body, "status": m.status, "at": iso(m.at),
-                      "not_before": iso(m.not_before)} for m in detail.messages],
+                      "not_before": iso(m.not_before), "redacted_at": iso(m.redacted_at)}
+                     for m in detail.messages],
         "suppressions": [{"outcome": d.outcome, "reason": d.reason, "metric": c.metric,
                           "to_plan": c.to_plan, "at": iso(at), "defer_until": iso(d.defer_until)}
                          for c, at, d in detail.suppressions],
@@ -188,4 +192,19 @@ def thread_json(detail) -> dict[str, Any]:
             "requested_at": iso(change.requested_at)},
         "escalations": [{"reason": e.reason, "status": e.status, "thread_id": e.thread_id,
                          "at": iso(e.created_at)} for e in detail.escalations],
+    }
+
+
+def erasure_json(result) -> dict[str, Any]:
+    """POST /contacts/<id>/erase: what the erasure did (core.erasure.ErasureResult)."""
+    return {
+        "contact": result.contact,
+        "already_erased": result.already_erased,
+        "erased_at": iso(result.erased_at),
+        "messages_blanked": result.messages_blanked,
+        "addresses_removed": result.addresses_removed,
+        "jobs_cancelled": result.jobs_cancelled,
+        "threads_closed": result.threads_closed,
+        "escalations_redrawn": result.escalations_redrawn,
+        "spool_entries_removed": result.spool_entries_removed,
     }

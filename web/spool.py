@@ -15,7 +15,9 @@ reaching the database) is moved aside to `rejected/` for the operator instead of
 rest.
 
 The files hold phone numbers and message bodies: they are private to the service's user (0600 in
-a 0700 folder), and neither is ever logged; the log names entries by file name only.
+a 0700 folder), and neither is ever logged; the log names entries by file name only. An entry
+names its sender's address under "from" (`SENDER`): an erasure (core.erasure) removes the
+entries its contact sent, waiting or set aside (`forget`).
 
 Also here: `storage_unavailable(exc)`, when to spool (and when a replay should wait). A
 replayed message's replies are stored queued (core.handlers.Replies.QUEUED), for the outbound
@@ -31,7 +33,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +51,7 @@ TEMP_PREFIX = ".tmp-"  # a write in progress (never matched by pending())
 STALE_TEMP_SECONDS = 3600  # a temp file this old is a write that died: removed at replay
 REJECTED = "rejected"
 LOCK_FILE = ".replay.lock"
+SENDER = "from"  # the key of an entry's sender address (E.164), what `forget` matches
 
 
 @dataclass(frozen=True)
@@ -117,11 +120,7 @@ class Spool:
                 os.close(parent)
 
     def _fsync_directory(self) -> None:
-        fd = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _fsync(self.directory)
 
     # --- reading ----------------------------------------------------------------------------
 
@@ -182,6 +181,42 @@ class Spool:
                 log.info("spool: %d entries replayed", replayed)
             return ReplayStats(replayed, 0, rejected)
 
+    # --- erasure ----------------------------------------------------------------------------
+
+    def forget(self, addresses: Collection[str]) -> int:
+        """Delete the entries sent from any of `addresses` (E.164), those waiting and those set
+        aside in `rejected/` alike (core.ports.InboundSpool, for an erasure); how many. Entries
+        that cannot be read are left: nothing says whose they are. A replay running meanwhile
+        is safe: it skips an entry that is gone, and one it is handling either reached the
+        database before the erasure (and is erased with the rest) or after it (a message from a
+        number of no contact)."""
+        wanted = set(addresses)
+        removed = 0
+        if not wanted:
+            return 0
+        for folder in (self.directory, self.directory / REJECTED):
+            if not folder.is_dir():
+                continue
+            gone = 0
+            for path in folder.iterdir():
+                if path.suffix != SUFFIX or path.name.startswith(".") or not path.is_file():
+                    continue
+                try:
+                    entry = json.loads(path.read_bytes())
+                except FileNotFoundError:
+                    continue  # replayed meanwhile
+                except (ValueError, TypeError):
+                    continue  # unreadable: set aside by the replay, for the operator
+                if isinstance(entry, dict) and entry.get(SENDER) in wanted:
+                    path.unlink(missing_ok=True)
+                    gone += 1
+            if gone:
+                _fsync(folder)
+                removed += gone
+        if removed:
+            log.info("spool: %d entries of an erased contact removed", removed)
+        return removed
+
     def _reject(self, path: Path) -> None:
         target = self.directory / REJECTED
         target.mkdir(mode=0o700, exist_ok=True)
@@ -201,6 +236,15 @@ class Spool:
 
     def _replay_lock(self):
         return _FolderLock(self.directory / LOCK_FILE)
+
+
+def _fsync(folder: Path) -> None:
+    """Make the folder's entries (new names, removed names) durable."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class _FolderLock:

@@ -118,7 +118,7 @@ def test_put_account_creates_it_with_201_then_updates_it_with_200(api, clock):
     assert body["plan_since"] == iso(NOW)
     assert body["contacts"] == [{"external_id": "c-1", "name": "Ana", "role": "billing",
                                  "phone": None, "whatsapp": None, "web_user_id": None,
-                                 "email": None}]
+                                 "email": None, "erased_at": None}]
     assert body["health"] == {"csat": None, "sentiment": None, "open_escalations": 0,
                               "status": "green", "updated_at": None}
     assert body["usage"]["messages"] == 0 and body["usage"]["seats"] == 0

@@ -32,8 +32,8 @@ from tests.support import fake_slack
 from web.audit import Audited, NotAudited, spec_of
 
 ROOT = Path(__file__).resolve().parents[2]
-ACME = "acme-clinic"
-EMAIL = "dana.lee@acme-clinic.example"  # a contact id that is personal data
+ACME = "walk-co"  # not a demo account: `demo load` in the walk leaves it alone
+EMAIL = "dana.lee@walk-co.example"  # a contact id that is personal data
 PHONE = "+13125550142"
 
 # Flask's own commands: not ours to audit. `shell` opens the service's objects to whoever can run
@@ -187,7 +187,8 @@ def test_every_command_is_audited_or_says_why_not_and_each_run_leaves_an_event(a
     csv_file.write_text("id,account,metric,quantity,at\n"
                         f"u1,{ACME},messages,10,{ago(hours=2)}\n")
     arguments = {("usage", "import"): [str(csv_file)],
-                 ("audit", "export"): ["--from", "2000-01-01"]}
+                 ("audit", "export"): ["--from", "2000-01-01"],
+                 ("contacts", "erase"): [EMAIL]}
     runner = app.test_cli_runner()
     walked = set()
     for path, command in _leaves(app.cli):
@@ -209,7 +210,9 @@ def test_every_command_is_audited_or_says_why_not_and_each_run_leaves_an_event(a
             ("cli", audited, "ok", cli_actor()), e
         walked.add(path)
     assert {("db", "upgrade"), ("usage", "import"), ("jobs", "run"), ("init",),
-            ("audit", "export"), ("audit", "verify")} <= walked
+            ("audit", "export"), ("audit", "verify"), ("contacts", "erase")} <= walked
+    erased = [e for e in events(app) if e["action"] == "contacts.erase"][-1]
+    assert erased["object_id"] == pseudonym(EMAIL) and erased["detail"]["addresses_removed"] == 1
 
 
 def test_a_command_event_says_which_configuration_ran_and_holds_no_secret(make_app, tmp_path):

@@ -316,6 +316,29 @@ def test_relayed_and_delivered_messages_and_the_thread_answer_as_documented(api,
         is_error(registry, r, int(status), code)
 
 
+ERASE = "/api/v1/contacts/{contact_external_id}/erase"
+
+
+def test_erasing_a_contact_answers_as_documented_and_so_do_the_views_after(api, spec, registry,
+                                                                           clock):
+    assert api.put("/accounts/acme", json=account_body()).status_code == 201
+    assert api.post("/usage", json={"events": starter_crossing_messages(clock.now)}).status_code == 200
+    body = {"channel": "sms", "text": "how much today?", "id": "sms-1"}
+    assert api.post("/conversations/c-1/messages", json=body).status_code == 200
+
+    erased = conforms(spec, registry, api.post("/contacts/c-1/erase"), "post", ERASE)
+    again = conforms(spec, registry, api.post("/contacts/c-1/erase"), "post", ERASE)
+    assert (erased["already_erased"], again["already_erased"]) == (False, True)
+    account = conforms(spec, registry, api.get("/accounts/acme"), "get", ACCOUNT)
+    assert account["contacts"][-1]["erased_at"] == erased["erased_at"]
+    thread = conforms(spec, registry, api.get("/accounts/acme/thread"), "get", ACCOUNT + "/thread")
+    assert thread["contact"]["external_id"] == erased["contact"]
+    assert all(m["redacted_at"] for m in thread["messages"])
+    unknown = api.post("/contacts/nobody/erase")
+    conforms(spec, registry, unknown, "post", ERASE)
+    is_error(registry, unknown, 404, "contact_not_found")
+
+
 def test_posting_health_answers_with_the_documented_account(api, spec, registry):
     assert api.put("/accounts/acme", json=account_body()).status_code == 201
     health = {"csat": 2.5, "sentiment": -0.4, "open_escalations": 1}
