@@ -25,4 +25,5 @@ def revoke_consent(uow: UnitOfWork, contact: ContactView, channel: str, source: 
         state = transition(ThreadState(thread.state), ThreadEvent.OPT_OUT)
         uow.threads.save_thread(replace(thread, state=str(state)), now)
     uow.contacts.record_consent(contact.id, "revoke", channel, source, now)
-    log.info("opt-out (%s) recorded for contact %s", source, contact.external_id)
+    # By row id: an operator's contact id may be an email.
+    log.info("opt-out (%s) recorded for contact #%s", source, contact.id)

@@ -776,8 +776,8 @@ def poll(uows: Callable[..., UnitOfWork], catalog: Catalog, config: Settings, ch
             view = _poll(uow, catalog, config, caps, web_user, after, limit, now, write=True)
             uow.commit()
         if view is not None and view.delivered and view.thread is not None:
-            log.info("%s opening delivered to contact %s (thread %s)", caps.name,
-                     view.contact.external_id, view.thread.id)
+            log.info("%s opening delivered to contact #%s (thread %s)", caps.name,
+                     view.contact.id, view.thread.id)
         return view
 
     return retrying(attempt)

@@ -68,8 +68,11 @@ class AccountRefused(JobError):
 
 
 def describe(error: BaseException) -> str:
-    """The `last_error` text of a failed attempt."""
-    text = str(error) if isinstance(error, JobError) else f"{type(error).__name__}: {error}"
+    """The `last_error` text of a failed attempt: our own errors' words (codes, never a number
+    or a body); of anything else its type only, since its text may quote the values it failed on
+    (and `last_error` outlives an erasure)."""
+    text = str(error) if isinstance(error, JobError) else \
+        f"{type(error).__module__}.{type(error).__qualname__} (details withheld)"
     return text[:MAX_ERROR_CHARS]
 
 

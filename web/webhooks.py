@@ -44,7 +44,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from urllib.parse import urlsplit
 
-from core.jobs import OutboxJob, PermanentFailure
+from core.jobs import OutboxJob, PermanentFailure, RetryLater
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +52,9 @@ RETRYABLE_STATUSES = frozenset({408, 429})  # and every 5xx
 MAX_BODY_IN_ERROR = 200
 
 
-class WebhookError(Exception):
-    """A delivery that may succeed later (a timeout, a refused connection, a 503): retried."""
+class WebhookError(RetryLater):
+    """A delivery that may succeed later (a timeout, a refused connection, a 503): retried. Its
+    words (a status, a reason) are the job's last_error."""
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import text
 
 from storage.db import make_engine
+from tests.conftest import Api
 
 PHONE = "+15551230987"
 BODY = "my card ends 4242"
@@ -70,8 +71,6 @@ def test_an_exception_chain_is_redacted_link_by_link(app, caplog):
 
 
 def test_an_unhandled_api_error_logs_no_request_data(app, caplog, monkeypatch):
-    from tests.conftest import Api
-
     api = Api(app.test_client())
     runtime = app.extensions["upgrade_chat"]
 
@@ -83,3 +82,24 @@ def test_an_unhandled_api_error_logs_no_request_data(app, caplog, monkeypatch):
     assert r.status_code == 500 and r.get_json()["error"]["code"] == "internal_error"
     assert "RuntimeError" in caplog.text
     assert PHONE not in caplog.text and BODY not in caplog.text
+
+
+def test_a_contact_whose_id_is_an_email_is_logged_by_row_id(make_app, caplog):
+    """STOP from a number two accounts' contacts share revokes consent for both and says so in
+    the log: by the contacts' row ids, not their ids (an operator's contact id may be an
+    email)."""
+    from tests.e2e.helpers import account, contact
+    from tests.e2e.test_twilio_inbound import BASE, TOKEN, Twilio
+
+    app = make_app(CONTROL_SHARE="0", TWILIO_AUTH_TOKEN=TOKEN, PUBLIC_BASE_URL=BASE)
+    api, phone = Api(app.test_client()), "+13125550188"
+    for n in (1, 2):
+        api.put(f"/accounts/clinic-{n}", json=account(name=f"Clinic {n}", contacts=[
+            contact(f"dana{n}@clinic.example", phone=phone)]))
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        r = Twilio(app.test_client()).text("STOP", number=phone)
+    assert r.status_code == 200
+    assert "opt-out (buyer) recorded for contact #1" in caplog.text
+    assert "opt-out (buyer) recorded for contact #2" in caplog.text
+    assert "@clinic.example" not in caplog.text and phone not in caplog.text

@@ -201,7 +201,8 @@ def test_a_job_whose_sender_crashes_does_not_stop_the_next_job(
 
     assert dispatcher({"csm.notice": crash, KIND: webhook}).dispatch_due() == \
         DispatchStats(sent=1, retried=1)
-    assert _row(engine, "notice:1").last_error == "RuntimeError: the CSM notifier has a bug"
+    # A crash's text may quote what it failed on: the record has its type (the log its frames).
+    assert _row(engine, "notice:1").last_error == "builtins.RuntimeError (details withheld)"
     assert _row(engine, "plan-change:1").status == "sent"
     assert receiver.per_key() == {"plan-change:1": 1}
 
