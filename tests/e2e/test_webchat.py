@@ -136,8 +136,11 @@ def test_an_identity_in_the_query_string_is_refused_where_access_logs_would_keep
 
 
 def test_without_a_configured_secret_every_request_is_refused(make_app):
-    app = make_app(CONTROL_SHARE="0")
-    app.config["WEB_CHAT_SECRET"] = None
+    # With a Twilio account (not the sandbox, which generates a secret of its own) and no
+    # WEB_CHAT_SECRET: web chat is off.
+    app = make_app(CONTROL_SHARE="0", TWILIO_ACCOUNT_SID="AC" + "1" * 32, TWILIO_AUTH_TOKEN="t",
+                   TWILIO_SMS_FROM="+15005550006", PUBLIC_BASE_URL="https://chat.example.com")
+    assert not app.config["WEB_CHAT_SECRET"]
     r = Widget(app.test_client()).poll()
     assert r.status_code == 403
     assert error_of(r)["code"] == "forbidden"
