@@ -46,6 +46,7 @@ from core.intent_model import IntentModel
 import channels
 import cli
 import devtools
+from devtools import local
 from channels.slack import SlackConfigError
 from storage.audit import SqlAuditTrail
 from cli.audit import audited_command, record as record_command
@@ -374,9 +375,10 @@ def start(app: Flask, *, demo: bool) -> tuple[str, int]:
     """The explicit start step (scripts/serve, `flask --app app init`); safe to run again.
 
     Creates the instance folder and the API key file (SQLite without API_KEY: generated once,
-    then read), in sandbox mode the sandbox's secrets (generated once, then read), makes the
-    database usable (`prepare_database`: AUTO_MIGRATE's migration) and, with `demo`, loads the
-    demo accounts that are missing. Returns the API key and how many demo accounts it loaded. Raises ApiKeyUnavailable for an empty key file and
+    then read), in sandbox mode the sandbox's secrets (generated once, then read: the local
+    pages' token is printed), makes the database usable (`prepare_database`: AUTO_MIGRATE's
+    migration) and, with `demo`, loads the demo accounts that are missing. Returns the API key
+    and how many demo accounts it loaded. Raises ApiKeyUnavailable for an empty key file and
     SandboxSecretsUnavailable for a secrets file that cannot be made or read."""
     rt: Runtime = app.extensions["upgrade_chat"]
     key = rt.api_key.create()
@@ -391,6 +393,19 @@ def start(app: Flask, *, demo: bool) -> tuple[str, int]:
         if loaded:
             log.info("demo data: loaded %d accounts", loaded)
     return key, loaded
+
+
+def sandbox_links(app: Flask, base: str) -> list[tuple[str, str]]:
+    """The local pages as scripts/serve and `flask --app app init` print them: (label, URL)
+    with the instance's local token, so that opening one signs this browser in (a cookie) and
+    lands on the page (devtools/local.py). Empty outside sandbox mode."""
+    rt: Runtime = app.extensions["upgrade_chat"]
+    if rt.sandbox_secrets is None:
+        return []
+    token = rt.sandbox_secrets.get("LOCAL_TOKEN")
+    pages = [("Phone", "/sandbox/phone"), ("CSM lane", "/sandbox/csm"), ("Web chat", "/demo")]
+    return [(label, base + local.sign_in_link(path, token)) for label, path in pages
+            if any(rule.rule == path for rule in app.url_map.iter_rules())]
 
 
 def prepare_database(app: Flask, *, schema: bool = True) -> None:
@@ -444,6 +459,12 @@ def init_command(demo: bool | None) -> None:
     if load_demo:
         click.echo(f"demo    : {loaded} accounts loaded" if loaded else
                    "demo    : the demo accounts are there already")
+    links = sandbox_links(app, f"http://127.0.0.1:{app.config['PORT']}")
+    if links:
+        click.echo("sandbox : open on this machine (each link signs this browser in; the pages "
+                   "answer 404 without it):")
+        for label, url in links:
+            click.echo(f"  {label:<9}: {url}")
 
 
 def _settings(app: Flask, health: HealthBounds) -> Settings:
@@ -511,15 +532,20 @@ def main() -> None:
         record_command("service.start", "service", "-", Outcome.OK, demo_accounts=loaded)
     host, port = "127.0.0.1", app.config["PORT"]
     base = f"http://{host}:{port}"
+    what = {"Phone": "the buyers' phones: SMS and WhatsApp, stored not sent",
+            "CSM lane": "escalations, without Slack",
+            "Web chat": "a demo product page with the widget, as Dana"}
+    links = "".join(f"  {label:<9}: {url}\n             ({what[label]})\n"
+                    for label, url in sandbox_links(app, base))
+    if links:  # the local pages answer 404 to a browser that has not opened one of these
+        links += ("             (open them on this machine: the link signs your browser in, "
+                  "then the page\n              opens without the token; without it: 404)\n")
     click.echo(f"""
 Upgrade Chat is running (embedded mode).
   Database : {app.config['DATABASE_URL']}
   API      : {base}/api/v1   (OpenAPI: {base}/api/v1/openapi.json)
   API key  : {key}
-  Phone    : {base}/sandbox/phone   (the buyers' phones: SMS and WhatsApp, stored not sent)
-  CSM lane : {base}/sandbox/csm     (escalations, without Slack)
-  Web chat : {base}/demo            (a demo product page with the widget, as Dana)
-  Try      : curl -H 'Authorization: Bearer {key}' {base}/api/v1/accounts/acme-clinic/case
+{links}  Try      : curl -H 'Authorization: Bearer {key}' {base}/api/v1/accounts/acme-clinic/case
 """)
     _start_background_jobs(app)
     app.run(host=host, port=port, threaded=True)

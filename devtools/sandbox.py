@@ -93,10 +93,10 @@ bp.after_request(local.no_framing)
 
 @bp.before_request
 def local_only():
-    """The page shows every buyer's messages and has no login: it answers only on this machine
-    (a deployment without Twilio must not publish it); see devtools/local.py."""
-    return local.refusal(request)
-
+    """The page shows every buyer's messages and has no login: it answers only on this machine,
+    to a browser signed in with the instance's local token (a deployment without Twilio must
+    not publish it); see devtools/local.py."""
+    return local.guard(request)
 
 
 @bp.get("/phone")

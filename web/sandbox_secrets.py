@@ -76,7 +76,7 @@ class SandboxSecrets:
             values = self._parse(text) if text.strip() else {}
             missing = [name for name in NAMES if not values.get(name)]
             if missing:  # a new file (or one from a version with fewer secrets): fill it in
-                values.update({name: secrets.token_urlsafe(24) for name in missing})
+                values.update({name: secrets.token_hex(20) for name in missing})
                 f.seek(0)
                 f.truncate()
                 f.write(json.dumps(values, indent=1) + "\n")

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from datetime import timedelta
 from pathlib import Path
@@ -355,6 +356,8 @@ def test_init_sets_up_an_embedded_service_once_and_prints_its_key(tmp_path, cloc
     assert "up to date" in first.output
     assert sorted(p.name for p in (tmp_path / "inst").iterdir() if not p.name.endswith(
         ("-wal", "-shm"))) == ["api_key", "sandbox_secrets", "upgrade_chat.sqlite3"]
+    token = sandbox_secrets_of(app)["LOCAL_TOKEN"]
+    assert f"Phone    : http://127.0.0.1:5000/sandbox/phone?token={token}" in first.output
     again = runner.invoke(args=["init", "--demo"])
     assert again.exit_code == 0 and f"API key : {key}" in again.output
     assert "the demo accounts are there already" in again.output
@@ -369,7 +372,7 @@ def test_init_prints_no_configured_key_and_loads_no_demo_unless_asked(db_url):
     result = app.test_cli_runner().invoke(args=["init"])
     assert result.exit_code == 0, result.output
     assert "API key : from UPGRADE_CHAT_API_KEY" in result.output
-    assert "secret-from-env" not in result.output and "demo" not in result.output
+    assert "secret-from-env" not in result.output and "demo    :" not in result.output
     h = {"Authorization": "Bearer secret-from-env"}
     assert app.test_client().get("/api/v1/accounts/acme-clinic", headers=h).status_code == 404
     app.extensions["upgrade_chat"].engine.dispose()
@@ -412,7 +415,8 @@ def _free_port() -> int:
 
 def test_the_embedded_service_starts_from_nothing_and_answers_with_the_key_it_printed(tmp_path):
     """What scripts/serve runs (app.py's main) in a fresh folder: the start step makes the
-    instance folder, the key, the database and the demo, prints the key, and serves with it."""
+    instance folder, the key, the database and the demo, prints the key, and serves with it;
+    the local pages' links it prints open them (and the bare URLs do not)."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("UPGRADE_CHAT_")}
     env.update(UPGRADE_CHAT_INSTANCE_PATH=str(tmp_path / "instance"),
@@ -422,14 +426,16 @@ def test_the_embedded_service_starts_from_nothing_and_answers_with_the_key_it_pr
     try:
         key, seen = None, []
         deadline = time.monotonic() + 90
-        while key is None and time.monotonic() < deadline:
+        while not any(line.startswith("  Try") for line in seen) and time.monotonic() < deadline:
             line = proc.stdout.readline()
             if not line:
                 break
             seen.append(line)
             match = re.match(r"\s+API key\s+: (\S+)", line)
-            key = match.group(1) if match else None
+            key = match.group(1) if match else key
         assert key, "".join(seen)
+        links = dict(re.findall(r"^  (Phone|CSM lane|Web chat) *: (\S+)$", "".join(seen), re.M))
+        assert set(links) == {"Phone", "CSM lane", "Web chat"}, "".join(seen)
         assert (tmp_path / "instance" / "api_key").read_text().strip() == key
         base = f"http://127.0.0.1:{port}"
         request = urllib.request.Request(f"{base}/api/v1/accounts/acme-clinic/case",
@@ -444,6 +450,17 @@ def test_the_embedded_service_starts_from_nothing_and_answers_with_the_key_it_pr
         else:
             pytest.fail("the embedded service did not answer")
         assert '"target_plan":"growth"' in case
+        for label, link in links.items():  # what a click on a printed link does
+            browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
+            with browser.open(link, timeout=10) as r:
+                assert r.status == 200 and "token" not in r.url, (label, r.url)
+            bare = link.split("?", 1)[0]
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(bare, timeout=10)  # another browser, not signed in
+            assert refused.value.code == 404, label
+            refused.value.close()
+            with browser.open(bare, timeout=10) as r:  # the signed-in one, later
+                assert r.status == 200, label
     finally:
         proc.terminate()
         proc.wait(timeout=30)

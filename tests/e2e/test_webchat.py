@@ -14,6 +14,7 @@ from core import handlers
 from storage.models import ContactRow, EscalationRow, PlanChangeRow
 from tests.conftest import Api
 from tests.e2e.helpers import account, ago, batch, contact, error_of, event
+from tests.support.local_pages import signed_in
 
 SECRET = "s3cret"
 ACME, DANA, USER = "acme-clinic", "acme-dana", "u-dana"
@@ -441,6 +442,7 @@ def test_embed_js_is_served_with_cors_and_the_demo_page_signs_dana(app):
     assert pre.headers["Access-Control-Allow-Origin"] == "*"
     assert "X-User-Hash" in pre.headers["Access-Control-Allow-Headers"]
 
+    signed_in(app, client)  # /demo is a local page: opened by the link scripts/serve prints
     page = client.get("/demo")
     assert page.status_code == 200  # tests run in the sandbox (no Twilio account)
     html = page.get_data(as_text=True)
