@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import re
-import secrets
 import sys
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
@@ -47,6 +46,7 @@ from core.intent_model import IntentModel
 import channels
 import cli
 import devtools
+from devtools import local
 from channels.slack import SlackConfigError
 from storage.audit import SqlAuditTrail
 from cli.audit import audited_command, record as record_command
@@ -54,6 +54,8 @@ from core.audit import Outcome
 from web import audit, logs
 from web.audit import not_audited
 from web.api_key import ApiKey, ApiKeyUnavailable
+from web.sandbox_secrets import FILE_NAME as SANDBOX_SECRETS_FILE
+from web.sandbox_secrets import SandboxSecrets, SandboxSecretsUnavailable
 from web.webhooks import SignedWebhookSender
 from storage import migrate
 from storage.db import is_sqlite, make_engine
@@ -90,7 +92,9 @@ DEFAULTS: dict[str, Any] = {
     "BILLING_WEBHOOK_URL": None,  # where plan changes are POSTed (signed); none: not sent
     "BILLING_WEBHOOK_SECRET": None,  # HMAC-SHA256 key for the webhook signature
     "TWILIO_ACCOUNT_SID": None,  # none: sandbox channels (stored, shown at /sandbox/phone)
-    "TWILIO_AUTH_TOKEN": None,  # required with an account SID: every webhook is verified
+    # Required with an account SID: every webhook is verified. The sandbox generates its own,
+    # once per instance folder (web/sandbox_secrets.py), as it does WEB_CHAT_SECRET.
+    "TWILIO_AUTH_TOKEN": None,
     "TWILIO_SMS_FROM": None,  # the Twilio number SMS goes out from (E.164)
     "TWILIO_WHATSAPP_FROM": None,  # the WhatsApp sender (E.164)
     "TWILIO_WHATSAPP_TEMPLATE_SID": None,  # approved template for WhatsApp outside 24 hours
@@ -161,6 +165,9 @@ class Runtime:
     # The outbox (webhooks, CSM notices, SMS and WhatsApp): run by the scheduler, never in a
     # request.
     dispatcher: OutboxDispatcher | None = None
+    # Sandbox mode only: the secrets it generates once per instance folder, shared by every
+    # process (web/sandbox_secrets.py); read through web.http.secret.
+    sandbox_secrets: SandboxSecrets | None = None
     # Makes the database usable before a CLI command uses it (`prepare_database`): the instance
     # folder of the default SQLite file and, with schema=True, AUTO_MIGRATE's migration.
     prepare_database: Callable[..., None] = field(default=lambda *, schema=True: None)
@@ -253,10 +260,11 @@ def _twilio(values: dict[str, Any]) -> None:
                                   f"the auth token at the public URL)")
         values["SANDBOX"] = False
         return
-    # Sandbox: the sandbox page signs its requests with this process's own token.
+    # Sandbox: the sandbox page signs its requests with a token of its own, and /demo the
+    # widget's identity with a web chat secret of its own, unless configured: both are generated
+    # once per instance folder, on first use (create_app makes nothing), so every process
+    # agrees (web/sandbox_secrets.py).
     values["SANDBOX"] = True
-    values["TWILIO_AUTH_TOKEN"] = values["TWILIO_AUTH_TOKEN"] or secrets.token_hex(16)
-    values["WEB_CHAT_SECRET"] = values["WEB_CHAT_SECRET"] or secrets.token_hex(16)
     values["PUBLIC_BASE_URL"] = values["PUBLIC_BASE_URL"] or f"http://127.0.0.1:{values['PORT']}"
 
 
@@ -312,6 +320,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     runtime.settings = _settings(app, runtime.health_bounds)
     runtime.config_fingerprint = config_fingerprint(app.config)
     runtime.prepare_database = partial(prepare_database, app)
+    if app.config["SANDBOX"]:
+        runtime.sandbox_secrets = SandboxSecrets(Path(app.instance_path) / SANDBOX_SECRETS_FILE)
     app.extensions["upgrade_chat"] = runtime
 
     senders: dict[str, Any] = {}
@@ -365,11 +375,15 @@ def start(app: Flask, *, demo: bool) -> tuple[str, int]:
     """The explicit start step (scripts/serve, `flask --app app init`); safe to run again.
 
     Creates the instance folder and the API key file (SQLite without API_KEY: generated once,
-    then read), makes the database usable (`prepare_database`: AUTO_MIGRATE's migration) and, with
-    `demo`, loads the demo accounts that are missing. Returns the API key and how many demo
-    accounts it loaded. Raises ApiKeyUnavailable for an empty key file."""
+    then read), in sandbox mode the sandbox's secrets (generated once, then read: the local
+    pages' token is printed), makes the database usable (`prepare_database`: AUTO_MIGRATE's
+    migration) and, with `demo`, loads the demo accounts that are missing. Returns the API key
+    and how many demo accounts it loaded. Raises ApiKeyUnavailable for an empty key file and
+    SandboxSecretsUnavailable for a secrets file that cannot be made or read."""
     rt: Runtime = app.extensions["upgrade_chat"]
     key = rt.api_key.create()
+    if rt.sandbox_secrets is not None:
+        rt.sandbox_secrets.load()
     prepare_database(app)
     loaded = 0
     if demo:
@@ -379,6 +393,19 @@ def start(app: Flask, *, demo: bool) -> tuple[str, int]:
         if loaded:
             log.info("demo data: loaded %d accounts", loaded)
     return key, loaded
+
+
+def sandbox_links(app: Flask, base: str) -> list[tuple[str, str]]:
+    """The local pages as scripts/serve and `flask --app app init` print them: (label, URL)
+    with the instance's local token, so that opening one signs this browser in (a cookie) and
+    lands on the page (devtools/local.py). Empty outside sandbox mode."""
+    rt: Runtime = app.extensions["upgrade_chat"]
+    if rt.sandbox_secrets is None:
+        return []
+    token = rt.sandbox_secrets.get("LOCAL_TOKEN")
+    pages = [("Phone", "/sandbox/phone"), ("CSM lane", "/sandbox/csm"), ("Web chat", "/demo")]
+    return [(label, base + local.sign_in_link(path, token)) for label, path in pages
+            if any(rule.rule == path for rule in app.url_map.iter_rules())]
 
 
 def prepare_database(app: Flask, *, schema: bool = True) -> None:
@@ -419,7 +446,7 @@ def init_command(demo: bool | None) -> None:
     load_demo = bool(app.config["DEMO"]) if demo is None else demo
     try:
         key, loaded = start(app, demo=load_demo)
-    except ApiKeyUnavailable as exc:
+    except (ApiKeyUnavailable, SandboxSecretsUnavailable) as exc:
         raise click.ClickException(str(exc)) from None
     revision = migrate.current_revision(rt.engine)
     state = "up to date" if revision == migrate.head_revision() else \
@@ -432,6 +459,12 @@ def init_command(demo: bool | None) -> None:
     if load_demo:
         click.echo(f"demo    : {loaded} accounts loaded" if loaded else
                    "demo    : the demo accounts are there already")
+    links = sandbox_links(app, f"http://127.0.0.1:{app.config['PORT']}")
+    if links:
+        click.echo("sandbox : open on this machine (each link signs this browser in; the pages "
+                   "answer 404 without it):")
+        for label, url in links:
+            click.echo(f"  {label:<9}: {url}")
 
 
 def _settings(app: Flask, health: HealthBounds) -> Settings:
@@ -492,22 +525,27 @@ def main() -> None:
         demo = app.config["DEMO"]
         key, loaded = start(app, demo=is_sqlite(app.config["DATABASE_URL"]) if demo is None
                             else demo)
-    except (CatalogError, ConfigError, ApiKeyUnavailable) as exc:
+    except (CatalogError, ConfigError, ApiKeyUnavailable, SandboxSecretsUnavailable) as exc:
         click.echo(f"upgrade-chat: cannot start: {exc}", err=True)
         sys.exit(2)
     with app.app_context():  # the start step changed data (the demo accounts): on the record
         record_command("service.start", "service", "-", Outcome.OK, demo_accounts=loaded)
     host, port = "127.0.0.1", app.config["PORT"]
     base = f"http://{host}:{port}"
+    what = {"Phone": "the buyers' phones: SMS and WhatsApp, stored not sent",
+            "CSM lane": "escalations, without Slack",
+            "Web chat": "a demo product page with the widget, as Dana"}
+    links = "".join(f"  {label:<9}: {url}\n             ({what[label]})\n"
+                    for label, url in sandbox_links(app, base))
+    if links:  # the local pages answer 404 to a browser that has not opened one of these
+        links += ("             (open them on this machine: the link signs your browser in, "
+                  "then the page\n              opens without the token; without it: 404)\n")
     click.echo(f"""
 Upgrade Chat is running (embedded mode).
   Database : {app.config['DATABASE_URL']}
   API      : {base}/api/v1   (OpenAPI: {base}/api/v1/openapi.json)
   API key  : {key}
-  Phone    : {base}/sandbox/phone   (the buyers' phones: SMS and WhatsApp, stored not sent)
-  CSM lane : {base}/sandbox/csm     (escalations, without Slack)
-  Web chat : {base}/demo            (a demo product page with the widget, as Dana)
-  Try      : curl -H 'Authorization: Bearer {key}' {base}/api/v1/accounts/acme-clinic/case
+{links}  Try      : curl -H 'Authorization: Bearer {key}' {base}/api/v1/accounts/acme-clinic/case
 """)
     _start_background_jobs(app)
     app.run(host=host, port=port, threaded=True)

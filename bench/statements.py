@@ -37,6 +37,7 @@ QUESTIONS = ("how much would it cost?", "what does growth add?", "what would I p
 def build(folder: Path, accounts: int):
     app = app_module.create_app({
         "DATABASE_URL": f"sqlite:///{folder / 'bench.sqlite3'}", "API_KEY": "bench-key",
+        "TWILIO_AUTH_TOKEN": "bench-token",
         "INSTANCE_PATH": str(folder / "instance"), "DEMO": False, "AUTO_MIGRATE": True,
         "CLOCK": lambda: NOW})
     if hasattr(app_module, "start"):  # the explicit start step, where there is one

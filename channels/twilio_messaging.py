@@ -39,7 +39,7 @@ from core.channels import Capabilities, Delivery, Input
 from core.delivery import MessageSender
 from core.errors import DomainError
 from web.spool import SENDER, ReplayStats, Spool, storage_unavailable
-from web.http import runtime
+from web.http import runtime, secret
 from web.audit import not_audited
 
 log = logging.getLogger(__name__)
@@ -140,7 +140,7 @@ class TwilioMessagingChannel:
     @classmethod
     def from_app(cls) -> TwilioMessagingChannel:
         config = current_app.config
-        return cls(config.get("TWILIO_AUTH_TOKEN"), config.get("PUBLIC_BASE_URL"),
+        return cls(secret("TWILIO_AUTH_TOKEN"), config.get("PUBLIC_BASE_URL"),
                    runtime().phone_region,
                    config.get("TWILIO_WEBHOOK_SHARED_KEY_SECRET"))
 

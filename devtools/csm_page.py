@@ -59,7 +59,7 @@ bp.after_request(local.no_framing)
 @bp.before_request
 def local_only():
     """Every escalation with buyer messages and no login: this machine only (devtools/local.py)."""
-    return local.refusal(request)
+    return local.guard(request)
 
 
 def _sandbox_lane() -> CsmLane:

@@ -11,11 +11,20 @@ from flask import Blueprint, Response, current_app, request
 from channels.webchat import user_hash
 from core.money import count
 from devtools import demo, local
-from web.http import runtime
+from web.http import runtime, secret
 from web.audit import audited
 
 bp = Blueprint("demo_page", __name__)
 DEMO_ACCOUNT = "acme-clinic"  # /demo signs in as its web contact (Dana) unless ?account=
+
+
+bp.after_request(local.no_framing)
+
+
+@bp.before_request
+def local_only():
+    """It signs in as a demo buyer with no login: this machine only (devtools/local.py)."""
+    return local.guard(request)
 
 
 DEMO_PAGE = """<!doctype html>
@@ -60,10 +69,10 @@ def _demo_accounts() -> dict[str, tuple[Any, Any, dict[str, int]]]:
 def demo_page():
     """A fake product page signed in as a demo buyer (?account=<demo account>, by default the
     demo clinic's Dana): the sandbox, this machine only."""
-    if not current_app.config.get("SANDBOX") or local.refusal(request):
-        return Response("not found", status=404, mimetype="text/plain")
-    secret = current_app.config.get("WEB_CHAT_SECRET")
-    if not secret:
+    if not current_app.config.get("SANDBOX"):
+        return Response("Not Found", status=404, mimetype="text/plain")
+    key = secret("WEB_CHAT_SECRET")
+    if not key:
         return Response("web chat is not configured: set UPGRADE_CHAT_WEB_CHAT_SECRET",
                         status=503, mimetype="text/plain")
     accounts = _demo_accounts()
@@ -85,8 +94,8 @@ def demo_page():
         integrations=e(v.integrations[:1].upper() + v.integrations[1:]),
         integrations_used=count(usage.get("integrations", 0)), plan=e(plan.name.capitalize()),
         others=others, user=e(contact.web_user_id), account=e(account.external_id),
-        hash=user_hash(str(secret), contact.web_user_id))
-    return local.no_framing(Response(page, mimetype="text/html"))
+        hash=user_hash(key, contact.web_user_id))
+    return Response(page, mimetype="text/html")
 
 
 def host_snippet(secret: str, user_id: str, account: str, **attrs: str) -> str:

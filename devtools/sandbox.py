@@ -20,7 +20,7 @@ from werkzeug.test import Client
 from channels import twilio_messaging
 from devtools import local
 from storage.sandbox import phones
-from web.http import runtime
+from web.http import runtime, secret
 from core.audit import pseudonym
 from web.audit import audited, note
 
@@ -93,10 +93,10 @@ bp.after_request(local.no_framing)
 
 @bp.before_request
 def local_only():
-    """The page shows every buyer's messages and has no login: it answers only on this machine
-    (a deployment without Twilio must not publish it); see devtools/local.py."""
-    return local.refusal(request)
-
+    """The page shows every buyer's messages and has no login: it answers only on this machine,
+    to a browser signed in with the instance's local token (a deployment without Twilio must
+    not publish it); see devtools/local.py."""
+    return local.guard(request)
 
 
 @bp.get("/phone")
@@ -129,7 +129,9 @@ def send():
     }
     path = "/twilio/messaging"
     url = current_app.config["PUBLIC_BASE_URL"].rstrip("/") + path
-    token = current_app.config["TWILIO_AUTH_TOKEN"]
+    token = secret("TWILIO_AUTH_TOKEN")  # the sandbox's own, the one /twilio/messaging checks
+    if not token:
+        return "The sandbox's Twilio token is not available (see the log)", 503
     signature = RequestValidator(token).compute_signature(url, params)
     response = Client(current_app).post(path, data=params,
                                         headers={"X-Twilio-Signature": signature})

@@ -20,6 +20,21 @@ API_KEY = "test-key-0123456789"
 NOW = datetime(2026, 11, 26, 15, 0, tzinfo=timezone.utc)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _instance_folder_outside_the_checkout(tmp_path_factory):
+    """Tests that build an app without INSTANCE_PATH get one in a temp folder: the start step
+    and the sandbox's first request write there (the sandbox's secrets), never into the
+    checkout's instance/, which is the developer's own."""
+    folder = tmp_path_factory.mktemp("default-instance")
+    saved = os.environ.get("UPGRADE_CHAT_INSTANCE_PATH")
+    os.environ["UPGRADE_CHAT_INSTANCE_PATH"] = str(folder)
+    yield folder
+    if saved is None:
+        os.environ.pop("UPGRADE_CHAT_INSTANCE_PATH", None)
+    else:
+        os.environ["UPGRADE_CHAT_INSTANCE_PATH"] = saved
+
+
 @pytest.fixture(scope="session")
 def catalog():
     return load_catalog(None)
@@ -125,8 +140,11 @@ def make_app(db_url, clock, tmp_path):
     apps = []
 
     def build(**config):
+        # The instance folder in the test's temp folder: the sandbox's generated secrets go
+        # there on first use, never into the checkout's instance/.
         settings = {"DATABASE_URL": db_url, "API_KEY": API_KEY, "CLOCK": clock,
-                    "AUTO_MIGRATE": False, "SPOOL_DIR": str(tmp_path / "spool")}
+                    "AUTO_MIGRATE": False, "SPOOL_DIR": str(tmp_path / "spool"),
+                    "INSTANCE_PATH": str(tmp_path / "instance")}
         settings.update(config)
         app = create_app(settings)
         apps.append(app)

@@ -1,11 +1,13 @@
 """create_app configuration, start-up errors, the explicit start step, demo data and the CLI."""
 
+import json
 import os
 import re
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from datetime import timedelta
 from pathlib import Path
@@ -235,17 +237,77 @@ def test_start_steps_running_at_once_share_one_whole_key(tmp_path, clock):
     start(first, demo=False)  # the database, migrated once
     first.extensions["upgrade_chat"].engine.dispose()
 
-    def worker(_) -> str:
+    def worker(_) -> tuple[str, str]:
         app = create_app({"DATABASE_URL": url, "INSTANCE_PATH": str(tmp_path / "inst"),
                           "CLOCK": clock})
         try:
-            return start(app, demo=False)[0]
+            key = start(app, demo=False)[0]
+            return key, json.dumps(sandbox_secrets_of(app), sort_keys=True)
         finally:
             app.extensions["upgrade_chat"].engine.dispose()
 
-    keys = at_once(8, lambda: None, worker)
+    keys = [key for key, _ in at_once(8, lambda: None, worker)]
     assert len(set(keys)) == 1 and len(keys[0]) >= 24
-    assert [p.name for p in (tmp_path / "inst").iterdir()] == ["api_key"]  # no temp file left
+    # no temp file left; the sandbox's secrets (tested below) made once beside the key
+    assert sorted(p.name for p in (tmp_path / "inst").iterdir()) == ["api_key", "sandbox_secrets"]
+
+
+# --- the sandbox's generated secrets: one set per instance folder (web/sandbox_secrets.py) -------
+
+def sandbox_secrets_of(app) -> dict[str, str]:
+    """The secrets the app's requests use (web.http.secret), as a request sees them."""
+    from web.http import secret
+
+    with app.app_context():
+        return {name: secret(name) for name in ("TWILIO_AUTH_TOKEN", "WEB_CHAT_SECRET",
+                                                "LOCAL_TOKEN")}
+
+
+def sandbox_app(instance: Path, **config):
+    return create_app({"DATABASE_URL": f"sqlite:///{instance.parent / 'db.sqlite3'}",
+                       "INSTANCE_PATH": str(instance), "API_KEY": "k", **config})
+
+
+def test_the_sandboxs_generated_secrets_are_one_set_per_instance_folder(tmp_path):
+    """Two workers of one instance sign and check with the same secrets (each process drew its
+    own before: a widget signed by one gunicorn worker got 403 from the other); another
+    instance has others; the file is private to the service's user."""
+    first, second = sandbox_app(tmp_path / "inst"), sandbox_app(tmp_path / "inst")
+    assert not (tmp_path / "inst").exists()  # create_app makes nothing: made on first use
+    mine = sandbox_secrets_of(first)
+    assert all(len(value) >= 32 for value in mine.values())
+    assert len(set(mine.values())) == 3
+    assert sandbox_secrets_of(second) == mine
+    assert sandbox_secrets_of(sandbox_app(tmp_path / "inst")) == mine  # a restart: the same
+    assert (tmp_path / "inst" / "sandbox_secrets").stat().st_mode & 0o777 == 0o600
+    other = sandbox_secrets_of(sandbox_app(tmp_path / "other"))
+    assert not set(other.values()) & set(mine.values())
+    # A configured secret is used as configured; the file still gives the others.
+    configured = sandbox_secrets_of(sandbox_app(tmp_path / "inst", WEB_CHAT_SECRET="set"))
+    assert configured == dict(mine, WEB_CHAT_SECRET="set")
+
+
+def test_workers_drawing_the_sandbox_secrets_at_once_get_one_set(tmp_path):
+    def worker(_) -> str:
+        return json.dumps(sandbox_secrets_of(sandbox_app(tmp_path / "inst")), sort_keys=True)
+
+    drawn = at_once(8, lambda: None, worker)
+    assert len(set(drawn)) == 1
+    assert json.loads((tmp_path / "inst" / "sandbox_secrets").read_text()) == json.loads(drawn[0])
+
+
+def test_a_sandbox_secrets_file_that_is_not_ours_is_refused_saying_what_to_do(tmp_path, caplog):
+    (tmp_path / "inst").mkdir()
+    (tmp_path / "inst" / "sandbox_secrets").write_text("not json\n")
+    app = sandbox_app(tmp_path / "inst")
+    from web.sandbox_secrets import SandboxSecretsUnavailable
+
+    with pytest.raises(SandboxSecretsUnavailable, match="delete the file"):
+        start(app, demo=False)
+    assert sandbox_secrets_of(app) == dict.fromkeys(("TWILIO_AUTH_TOKEN", "WEB_CHAT_SECRET",
+                                                     "LOCAL_TOKEN"))  # fail closed
+    assert "delete the file" in caplog.text
+    assert (tmp_path / "inst" / "sandbox_secrets").read_text() == "not json\n"
 
 
 def test_an_empty_key_file_refuses_to_start_and_a_blank_setting_is_not_set(tmp_path, clock):
@@ -293,7 +355,9 @@ def test_init_sets_up_an_embedded_service_once_and_prints_its_key(tmp_path, cloc
     assert f"API key : {key}" in first.output and "demo    : 6 accounts loaded" in first.output
     assert "up to date" in first.output
     assert sorted(p.name for p in (tmp_path / "inst").iterdir() if not p.name.endswith(
-        ("-wal", "-shm"))) == ["api_key", "upgrade_chat.sqlite3"]
+        ("-wal", "-shm"))) == ["api_key", "sandbox_secrets", "upgrade_chat.sqlite3"]
+    token = sandbox_secrets_of(app)["LOCAL_TOKEN"]
+    assert f"Phone    : http://127.0.0.1:5000/sandbox/phone?token={token}" in first.output
     again = runner.invoke(args=["init", "--demo"])
     assert again.exit_code == 0 and f"API key : {key}" in again.output
     assert "the demo accounts are there already" in again.output
@@ -308,7 +372,7 @@ def test_init_prints_no_configured_key_and_loads_no_demo_unless_asked(db_url):
     result = app.test_cli_runner().invoke(args=["init"])
     assert result.exit_code == 0, result.output
     assert "API key : from UPGRADE_CHAT_API_KEY" in result.output
-    assert "secret-from-env" not in result.output and "demo" not in result.output
+    assert "secret-from-env" not in result.output and "demo    :" not in result.output
     h = {"Authorization": "Bearer secret-from-env"}
     assert app.test_client().get("/api/v1/accounts/acme-clinic", headers=h).status_code == 404
     app.extensions["upgrade_chat"].engine.dispose()
@@ -351,7 +415,8 @@ def _free_port() -> int:
 
 def test_the_embedded_service_starts_from_nothing_and_answers_with_the_key_it_printed(tmp_path):
     """What scripts/serve runs (app.py's main) in a fresh folder: the start step makes the
-    instance folder, the key, the database and the demo, prints the key, and serves with it."""
+    instance folder, the key, the database and the demo, prints the key, and serves with it;
+    the local pages' links it prints open them (and the bare URLs do not)."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("UPGRADE_CHAT_")}
     env.update(UPGRADE_CHAT_INSTANCE_PATH=str(tmp_path / "instance"),
@@ -361,14 +426,16 @@ def test_the_embedded_service_starts_from_nothing_and_answers_with_the_key_it_pr
     try:
         key, seen = None, []
         deadline = time.monotonic() + 90
-        while key is None and time.monotonic() < deadline:
+        while not any(line.startswith("  Try") for line in seen) and time.monotonic() < deadline:
             line = proc.stdout.readline()
             if not line:
                 break
             seen.append(line)
             match = re.match(r"\s+API key\s+: (\S+)", line)
-            key = match.group(1) if match else None
+            key = match.group(1) if match else key
         assert key, "".join(seen)
+        links = dict(re.findall(r"^  (Phone|CSM lane|Web chat) *: (\S+)$", "".join(seen), re.M))
+        assert set(links) == {"Phone", "CSM lane", "Web chat"}, "".join(seen)
         assert (tmp_path / "instance" / "api_key").read_text().strip() == key
         base = f"http://127.0.0.1:{port}"
         request = urllib.request.Request(f"{base}/api/v1/accounts/acme-clinic/case",
@@ -383,6 +450,17 @@ def test_the_embedded_service_starts_from_nothing_and_answers_with_the_key_it_pr
         else:
             pytest.fail("the embedded service did not answer")
         assert '"target_plan":"growth"' in case
+        for label, link in links.items():  # what a click on a printed link does
+            browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
+            with browser.open(link, timeout=10) as r:
+                assert r.status == 200 and "token" not in r.url, (label, r.url)
+            bare = link.split("?", 1)[0]
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(bare, timeout=10)  # another browser, not signed in
+            assert refused.value.code == 404, label
+            refused.value.close()
+            with browser.open(bare, timeout=10) as r:  # the signed-in one, later
+                assert r.status == 200, label
     finally:
         proc.terminate()
         proc.wait(timeout=30)

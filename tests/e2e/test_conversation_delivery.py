@@ -18,6 +18,7 @@ from storage.outbox import DispatchStats as DeliveryStats
 from storage.models import MessageRow
 from tests.conftest import Api
 from tests.e2e.helpers import account, ago, batch, contact, error_of, event
+from tests.support.local_pages import signed_in
 
 SECRET = "web-secret"
 ACME, DANA, USER = "acme", "acme-dana", "u-dana"
@@ -115,7 +116,7 @@ def test_the_sandbox_phone_marks_a_relayed_reply_as_not_sent(app, api):
     setup_account(api)
     cross_and_send_the_opening(api, app)
     say(api, QUESTION, "in-1")
-    page = app.test_client().get("/sandbox/phone").get_data(as_text=True)
+    page = signed_in(app).get("/sandbox/phone").get_data(as_text=True)
     assert page.count('data-status="relayed"') == 1
     assert "relayed: returned to the API caller, not sent" in " ".join(page.split())
 

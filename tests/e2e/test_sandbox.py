@@ -35,9 +35,16 @@ def jobs(app):
     return result.output
 
 
+def local(app, **kw):
+    """A test client signed in to the local pages by the link scripts/serve prints."""
+    from tests.support.local_pages import signed_in
+
+    return signed_in(app, **kw)
+
+
 def test_the_opening_appears_on_the_sandbox_phone_once_the_jobs_run(app):
     setup(app)
-    client = app.test_client()
+    client = local(app)
     waiting = client.get("/sandbox/phone").get_data(as_text=True)
     assert 'data-status="queued"' in waiting  # in the outbox, shown as waiting
     assert "outbox: 1 sent" in jobs(app)
@@ -53,7 +60,7 @@ def test_the_sandbox_phone_shows_the_twilio_media_only(app):
         "name": "Acme", "plan": "starter", "timezone": "America/Chicago", "billing_day": 5,
         "contacts": [contact(DANA, name="Dana", role="billing", phone="+13125550142",
                              whatsapp="+13125550142")]})
-    page = app.test_client().get("/sandbox/phone").get_data(as_text=True)
+    page = local(app).get("/sandbox/phone").get_data(as_text=True)
     assert "Dana · SMS" in page and "Dana · WHATSAPP" in page
     assert "VOICE" not in page.upper().replace("INVOICE", "")
 
@@ -61,7 +68,7 @@ def test_the_sandbox_phone_shows_the_twilio_media_only(app):
 def test_a_reply_typed_on_the_sandbox_phone_advances_the_thread(app):
     api = setup(app)
     jobs(app)
-    client = app.test_client()
+    client = local(app)
     r = client.post("/sandbox/phone/send", data={"medium": "sms", "number": "+13125550142",
                                                  "body": "how much would I be charged today?"})
     assert r.status_code == 302
@@ -93,7 +100,7 @@ def test_a_twilio_account_without_its_token_number_or_url_refuses_to_start(db_ur
 
 
 def test_the_sandbox_page_answers_only_on_this_machine(app):
-    client = app.test_client()
+    client = local(app)
     assert client.get("/sandbox/phone").status_code == 200
     remote = client.get("/sandbox/phone", environ_base={"REMOTE_ADDR": "203.0.113.9"})
     assert remote.status_code == 404
@@ -123,7 +130,7 @@ PAGES = [("get", "/sandbox/phone", {}), ("get", "/sandbox/csm", {}), ("get", "/d
     {"Host": "evil.example:5000"},
 ], ids=["x-forwarded-for", "forwarded", "x-real-ip", "rebound-host", "rebound-host-port"])
 def test_local_pages_refuse_proxied_and_rebound_requests(app, method, path, form, headers):
-    client = app.test_client()
+    client = local(app)  # signed in: the headers alone must refuse it
     r = getattr(client, method)(path, data=form or None, headers=headers)
     assert r.status_code == 404, r.get_data(as_text=True)
     assert sent_bodies(app) == []
@@ -138,7 +145,7 @@ def test_local_pages_refuse_proxied_and_rebound_requests(app, method, path, form
     {"Origin": "null"},
 ], ids=["fetch-cross-site", "fetch-same-site", "foreign-origin", "null-origin"])
 def test_local_pages_refuse_a_cross_site_post(app, method, path, form, headers):
-    r = app.test_client().post(path, data=form, headers=headers)
+    r = local(app).post(path, data=form, headers=headers)
     assert r.status_code == 403 and "cross-site" in r.get_data(as_text=True)
     assert sent_bodies(app) == []
 
@@ -148,13 +155,14 @@ def test_local_pages_refuse_a_cross_site_post(app, method, path, form, headers):
     {"Host": "localhost:5000", "Origin": "http://localhost:5000"}, {"Host": "[::1]:5000"},
 ], ids=["no-browser-headers", "same-origin", "localhost", "ipv6"])
 def test_local_pages_serve_their_own_posts(app, headers):
-    r = app.test_client().post("/sandbox/phone/send", headers=headers,
+    host = {"Host": headers["Host"]} if "Host" in headers else {}
+    r = local(app, headers=host).post("/sandbox/phone/send", headers=headers,
                                data={"medium": "sms", "number": "+13125550142", "body": "hi"})
     assert r.status_code == 302
 
 
 def test_local_pages_may_not_be_framed_by_another_site(app):
-    client = app.test_client()
+    client = local(app)
     for path in ("/sandbox/phone", "/sandbox/csm"):
         r = client.get(path)
         assert r.status_code == 200
@@ -163,15 +171,120 @@ def test_local_pages_may_not_be_framed_by_another_site(app):
 
 
 def test_a_dual_stack_loopback_peer_is_local(app):
-    r = app.test_client().get("/sandbox/phone", environ_base={"REMOTE_ADDR": "::ffff:127.0.0.1"})
+    r = local(app).get("/sandbox/phone", environ_base={"REMOTE_ADDR": "::ffff:127.0.0.1"})
     assert r.status_code == 200
 
 
 @pytest.mark.parametrize("anchor", ["x\r\nSet-Cookie: a=b", "dana-sms\n", "ok-anchor"])
 def test_the_phones_anchor_never_breaks_the_redirect(app, anchor):
     setup(app)
-    r = app.test_client().post("/sandbox/phone/send", data={
+    r = local(app).post("/sandbox/phone/send", data={
         "medium": "sms", "number": "+13125550142", "body": "hi", "anchor": anchor})
     assert r.status_code == 302
     location = r.headers["Location"]
     assert "\r" not in location and "\n" not in location and "Set-Cookie" not in r.headers
+
+
+# --- the local token: what decides "this machine" (devtools/local.py) ----------------------------
+
+LOCAL_PAGES = ("/sandbox/phone", "/sandbox/csm", "/demo")
+# What nginx's `proxy_pass http://127.0.0.1:5000;` with `proxy_set_header Host 127.0.0.1:5000;`
+# and no X-Forwarded-* passes on for a remote visitor: exactly what a local browser sends.
+PROXIED = {"headers": {"Host": "127.0.0.1:5000"}, "environ_base": {"REMOTE_ADDR": "127.0.0.1"}}
+
+
+@pytest.mark.parametrize("path", LOCAL_PAGES)
+def test_a_request_through_a_reverse_proxy_on_this_host_without_the_cookie_is_not_found(app, path):
+    r = app.test_client().get(path, **PROXIED)
+    assert r.status_code == 404, r.get_data(as_text=True)[:200]
+    assert "Set-Cookie" not in r.headers
+
+
+def test_a_post_without_the_cookie_stores_nothing(app):
+    setup(app)
+    before = sent_bodies(app)
+    r = app.test_client().post("/sandbox/phone/send", data={
+        "medium": "sms", "number": "+13125550142", "body": "yes"}, **PROXIED)
+    assert r.status_code == 404
+    assert sent_bodies(app) == before
+
+
+@pytest.mark.parametrize("path", LOCAL_PAGES)
+def test_the_printed_link_sets_the_cookie_and_redirects_to_the_clean_url(app, path):
+    from devtools.local import cookie_name
+    from tests.support.local_pages import printed_link
+
+    link = printed_link(app, path)
+    token = link.split("token=", 1)[1]
+    client = app.test_client()
+    r = client.get(link, **PROXIED)
+    assert r.status_code == 303
+    assert r.headers["Location"] == path  # the token leaves the address bar
+    cookie = r.headers["Set-Cookie"]
+    assert cookie.startswith(f"{cookie_name(token)}={token};")
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
+    page = client.get(path, **PROXIED)  # the browser follows, sending the cookie
+    assert page.status_code == 200, page.get_data(as_text=True)[:200]
+
+
+def test_the_link_keeps_the_rest_of_the_query(app):
+    from tests.support.local_pages import printed_link
+
+    link = printed_link(app, "/demo").replace("?", "?account=harbor-realty&")
+    r = app.test_client().get(link)
+    assert (r.status_code, r.headers["Location"]) == (303, "/demo?account=harbor-realty")
+
+
+@pytest.mark.parametrize("token", ["wrong", "", "x" * 500])
+def test_a_wrong_token_is_not_found_and_sets_no_cookie(app, token):
+    client = app.test_client()
+    for path in LOCAL_PAGES:
+        r = client.get(f"{path}?token={token}", **PROXIED)
+        assert r.status_code == 404 and "Set-Cookie" not in r.headers, path
+        assert client.get(path, **PROXIED).status_code == 404, path
+
+
+def test_a_wrong_cookie_is_not_found(app):
+    from devtools.local import cookie_name
+    from tests.support.local_pages import printed_link
+
+    token = printed_link(app).split("token=", 1)[1]
+    client = app.test_client()
+    client.set_cookie(cookie_name(token), token[:-1] + ("a" if token[-1] != "a" else "b"))
+    assert client.get("/sandbox/phone").status_code == 404
+    client.set_cookie(cookie_name(token), token)
+    assert client.get("/sandbox/phone").status_code == 200
+
+
+def test_the_token_is_no_way_around_the_other_checks(app):
+    from tests.support.local_pages import printed_link
+
+    link = printed_link(app)
+    for kw in ({"environ_base": {"REMOTE_ADDR": "203.0.113.9"}},
+               {"headers": {"X-Forwarded-For": "203.0.113.9"}},
+               {"headers": {"Host": "evil.example"}}):
+        r = app.test_client().get(link, **kw)
+        assert r.status_code == 404 and "Set-Cookie" not in r.headers, kw
+    post = app.test_client().post(link.replace("/phone?", "/phone/send?"), data={
+        "medium": "sms", "number": "+13125550142", "body": "yes"})  # only a GET signs in
+    assert post.status_code == 404 and "Set-Cookie" not in post.headers
+    assert sent_bodies(app) == []
+
+
+def test_the_token_is_the_instances_own_shared_by_its_processes_and_private(make_app, tmp_path):
+    from tests.support.local_pages import printed_link
+
+    first, second = make_app(), make_app()  # two workers of one instance
+    assert printed_link(first) == printed_link(second)
+    assert (tmp_path / "instance" / "sandbox_secrets").stat().st_mode & 0o777 == 0o600
+    client = local(first)
+    assert second.test_client().get("/sandbox/phone").status_code == 404
+    cookie = client.get_cookie(next(iter(c.key for c in client._cookies.values())))
+    other = second.test_client()
+    other.set_cookie(cookie.key, cookie.value)
+    assert other.get("/sandbox/phone").status_code == 200
+    elsewhere = make_app(INSTANCE_PATH=str(tmp_path / "another"))  # another instance
+    assert printed_link(elsewhere) != printed_link(first)
+    stranger = elsewhere.test_client()
+    stranger.set_cookie(cookie.key, cookie.value)
+    assert stranger.get("/sandbox/phone").status_code == 404

@@ -18,6 +18,7 @@ import pytest
 from tests.conftest import API_KEY, Api
 from tests.e2e.helpers import ago, batch, contact, event
 from tests.support.browser import chromium, serving
+from tests.support.local_pages import printed_link
 
 pytestmark = pytest.mark.browser
 
@@ -73,7 +74,10 @@ def test_a_buyer_upgrades_by_typing_on_the_sandbox_phone_in_a_browser(make_app, 
 
         page = browser.new_page(viewport={"width": 420, "height": 720})
         page.set_default_timeout(TIMEOUT_MS)
-        page.goto(f"{base_url}/sandbox/phone")
+        # What a new user does: click the link scripts/serve printed; it signs this browser in
+        # and lands on the page, the token gone from the address bar.
+        page.goto(printed_link(app, "/sandbox/phone", base_url))
+        assert page.url == f"{base_url}/sandbox/phone"
         phone = page.locator(f"#{DANA}-sms")
         expect(phone.locator(".top")).to_contain_text("Dana · SMS")
         expect(phone.locator(".top")).to_contain_text(PHONE)

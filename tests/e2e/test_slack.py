@@ -19,6 +19,7 @@ from core.jobs import OutboxJob
 from tests.conftest import Api
 from tests.e2e.helpers import NOW, account, ago, batch, contact, event
 from tests.support import fake_slack
+from tests.support.local_pages import signed_in
 
 ACME, DANA = "acme", "acme-dana"
 SECRET = "slack-signing-secret"
@@ -298,7 +299,7 @@ def sandbox_app(make_app):
 
 
 def test_without_slack_the_sandbox_page_lists_the_escalation_and_claims_it(sandbox_app):
-    api = Api(sandbox_app.test_client())
+    api = Api(signed_in(sandbox_app))  # /sandbox/csm: opened by the link scripts/serve prints
     escalate(api)
     assert "slack" not in sandbox_app.blueprints
     assert sandbox_app.extensions["upgrade_chat"].dispatcher.dispatch_due().sent == 1  # logged

@@ -195,8 +195,13 @@ def test_a_request_without_a_signature_is_refused(twilio, app):
     assert count_messages(app) == 0
 
 
-def test_without_an_auth_token_every_request_is_refused(twilio, app):
+def test_without_an_auth_token_every_request_is_refused(make_app):
+    # Reached only by changing the config of a running app: with an account start-up refuses to
+    # run without the token, and the sandbox generates its own. The channel still fails closed.
+    app = make_app(TWILIO_ACCOUNT_SID="AC" + "1" * 32, TWILIO_AUTH_TOKEN=TOKEN,
+                   TWILIO_SMS_FROM="+15005550006", PUBLIC_BASE_URL=BASE)
     app.config["TWILIO_AUTH_TOKEN"] = None
+    twilio = Twilio(app.test_client())
     assert twilio.post("/twilio/messaging", payload("sms_inbound"), token="").status_code == 403
     assert twilio.post("/twilio/messaging", payload("sms_inbound")).status_code == 403
 

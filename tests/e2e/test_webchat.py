@@ -14,6 +14,7 @@ from core import handlers
 from storage.models import ContactRow, EscalationRow, PlanChangeRow
 from tests.conftest import Api
 from tests.e2e.helpers import account, ago, batch, contact, error_of, event
+from tests.support.local_pages import signed_in
 
 SECRET = "s3cret"
 ACME, DANA, USER = "acme-clinic", "acme-dana", "u-dana"
@@ -136,8 +137,11 @@ def test_an_identity_in_the_query_string_is_refused_where_access_logs_would_keep
 
 
 def test_without_a_configured_secret_every_request_is_refused(make_app):
-    app = make_app(CONTROL_SHARE="0")
-    app.config["WEB_CHAT_SECRET"] = None
+    # With a Twilio account (not the sandbox, which generates a secret of its own) and no
+    # WEB_CHAT_SECRET: web chat is off.
+    app = make_app(CONTROL_SHARE="0", TWILIO_ACCOUNT_SID="AC" + "1" * 32, TWILIO_AUTH_TOKEN="t",
+                   TWILIO_SMS_FROM="+15005550006", PUBLIC_BASE_URL="https://chat.example.com")
+    assert not app.config["WEB_CHAT_SECRET"]
     r = Widget(app.test_client()).poll()
     assert r.status_code == 403
     assert error_of(r)["code"] == "forbidden"
@@ -438,6 +442,7 @@ def test_embed_js_is_served_with_cors_and_the_demo_page_signs_dana(app):
     assert pre.headers["Access-Control-Allow-Origin"] == "*"
     assert "X-User-Hash" in pre.headers["Access-Control-Allow-Headers"]
 
+    signed_in(app, client)  # /demo is a local page: opened by the link scripts/serve prints
     page = client.get("/demo")
     assert page.status_code == 200  # tests run in the sandbox (no Twilio account)
     html = page.get_data(as_text=True)

@@ -24,6 +24,7 @@ from storage.models import PlanChangeRow
 from tests.conftest import Api
 from tests.e2e.helpers import account, ago, batch, contact, event
 from tests.support.browser import chromium, serving
+from tests.support.local_pages import printed_link
 
 pytestmark = pytest.mark.browser
 
@@ -423,9 +424,11 @@ def test_the_demo_page_shows_the_demo_clinic_its_whatsapp_thread_and_the_case_ca
         result = app.test_cli_runner().invoke(args=["jobs", "run"])
         assert result.exit_code == 0, result.output
 
-        page = browser.new_page(viewport={"width": 1100, "height": 860})
+        context = browser.new_context(viewport={"width": 1100, "height": 860})
+        page = context.new_page()
         page.set_default_timeout(TIMEOUT_MS)
-        page.goto(f"{base_url}/demo")
+        page.goto(printed_link(app, "/demo", base_url))  # the link scripts/serve prints
+        assert page.url == f"{base_url}/demo"
         expect(page.locator("header")).to_contain_text("Dana Reyes")
         widget = page.locator("#upgrade-chat-widget")
         expect(widget).to_have_attribute("data-state", "offered")
@@ -446,7 +449,8 @@ def test_the_demo_page_shows_the_demo_clinic_its_whatsapp_thread_and_the_case_ca
         page.close()
 
         # The down-tier demo account: its opening went by SMS (sent by the jobs run above).
-        page = browser.new_page(viewport={"width": 1100, "height": 860})
+        # A new page of the same browser: signed in already.
+        page = context.new_page()
         page.set_default_timeout(TIMEOUT_MS)
         page.goto(f"{base_url}/demo?account=harbor-realty")
         expect(page.locator("header")).to_contain_text("Sam Ortiz")
