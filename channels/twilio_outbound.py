@@ -37,8 +37,10 @@ from __future__ import annotations
 
 import json
 import uuid
+from urllib.parse import urlsplit, urlunsplit
 
 from twilio.base.exceptions import TwilioRestException, TwilioServiceException
+from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
 from core.delivery import OutboundMessage
@@ -63,7 +65,7 @@ class TwilioMessagingSender:
     WhatsApp inside the contact's 24-hour window goes as free text; outside it (business-
     initiated) as the approved template, the message as its one variable. The client should be
     built with a short timeout, e.g.
-    `Client(sid, token, http_client=TwilioHttpClient(timeout=10))`.
+    `Client(sid, token, http_client=TwilioApiHttpClient(timeout=10))`.
     """
 
     def __init__(self, client: Client, *, sms_from: str, whatsapp_from: str | None,
@@ -118,6 +120,24 @@ def twilio_error(code: int | None, status: int) -> JobError:
     if code in PERMANENT_CODES or (400 <= status < 500 and status not in RETRYABLE_STATUSES):
         return PermanentFailure(text, code)
     return RetryLater(text, code)
+
+
+class TwilioApiHttpClient(TwilioHttpClient):
+    """twilio's HTTP client with a timeout (never the library's default of none) and, when
+    `base_url` is given (TWILIO_API_URL: a fake Twilio in tests and benchmarks), every request's
+    scheme and host rewritten to it (https://api.twilio.com/2010-04-01/... ->
+    <base_url>/2010-04-01/...)."""
+
+    def __init__(self, timeout: float = 5, base_url: str | None = None, **kwargs) -> None:
+        super().__init__(timeout=timeout, **kwargs)
+        target = urlsplit(base_url) if base_url else None
+        self._target = (target.scheme, target.netloc) if target else None
+
+    def request(self, method, url, *args, **kwargs):
+        if self._target is not None:
+            parts = urlsplit(url)
+            url = urlunsplit((*self._target, parts.path, parts.query, parts.fragment))
+        return super().request(method, url, *args, **kwargs)
 
 
 class SandboxSender:

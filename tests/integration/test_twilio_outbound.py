@@ -363,6 +363,29 @@ def test_a_message_to_a_contact_without_a_number_for_its_channel_fails_unsent(
     assert dispatcher().dispatch_due() == DispatchStats() and fake.count() == 0
 
 
+def test_an_app_with_twilio_api_url_sends_through_that_server(engine, make_app, clock, fake):
+    """TWILIO_API_URL points the service's own Twilio client elsewhere (a fake Twilio, for the
+    tests and bench/faults.py): the scheduler's pass sends the queued opening there."""
+    from cli import run_jobs
+
+    app = make_app(CONTROL_SHARE="0", TWILIO_ACCOUNT_SID=fake.account_sid,
+                   TWILIO_AUTH_TOKEN=AUTH_TOKEN, TWILIO_SMS_FROM=SMS_FROM,
+                   PUBLIC_BASE_URL="https://chat.example.com", TWILIO_API_URL=fake.base_url)
+    api = Api(app.test_client())
+    body = account(plan="starter", timezone="America/Chicago", billing_day=5,
+                   contacts=[contact("acme-dana", name="Dana", role="billing", phone=PHONE)])
+    assert api.put("/accounts/acme", json=body).status_code == 201
+    events = [usage_event(f"m{i}", "acme", "messages", 600, ago(clock.now, days=7 - i))
+              for i in range(8)]
+    assert api.post("/usage", json=batch(*events)).status_code == 200
+    with app.app_context():
+        assert "outbox: 1 sent" in run_jobs(app.extensions["upgrade_chat"])
+    [sent] = fake.requests
+    assert sent.authorized and (sent.to, sent.from_) == (PHONE, SMS_FROM)
+    assert sent.status_callback == CALLBACK
+    assert opening_row(engine).provider_id.startswith("SM")
+
+
 def test_the_sandbox_sender_marks_messages_sent_without_any_request(engine, fake, dispatcher):
     contact_id, thread_id = seed(engine, state="open")
     msg_id = queue(engine, contact_id, thread_id, "The case.")

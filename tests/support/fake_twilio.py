@@ -6,7 +6,8 @@ answers from a script — a created message resource (201, the default), a Twili
 its HTTP status, a plain 5xx, or HANG (no answer until well past the client's timeout).
 
 `FakeTwilioHttpClient` is twilio's own HTTP client with every request's scheme and host rewritten
-to the fake's (https://api.twilio.com -> http://127.0.0.1:<port>) and a short timeout, so
+to the fake's (https://api.twilio.com -> http://127.0.0.1:<port>) and a short timeout (the
+service's client with TWILIO_API_URL set: an app configured with it talks to the fake too), so
 
     client = twilio.rest.Client(fake.account_sid, fake.auth_token,
                                 http_client=FakeTwilioHttpClient(fake.base_url, timeout=0.5))
@@ -27,9 +28,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit
 
-from twilio.http.http_client import TwilioHttpClient
+from channels.twilio_outbound import TwilioApiHttpClient
 
 ACCOUNT_SID = "AC" + "0" * 32
 AUTH_TOKEN = "token"
@@ -196,18 +197,12 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
-class FakeTwilioHttpClient(TwilioHttpClient):
-    """twilio's HTTP client, sending every request to `base_url` instead of Twilio's hosts."""
+class FakeTwilioHttpClient(TwilioApiHttpClient):
+    """twilio's HTTP client, sending every request to `base_url` instead of Twilio's hosts (the
+    service's own client with TWILIO_API_URL set)."""
 
     def __init__(self, base_url: str, timeout: float = 0.5, **kwargs) -> None:
-        super().__init__(timeout=timeout, **kwargs)
-        target = urlsplit(base_url)
-        self._scheme, self._netloc = target.scheme, target.netloc
-
-    def request(self, method, url, *args, **kwargs):
-        parts = urlsplit(url)
-        url = urlunsplit((self._scheme, self._netloc, parts.path, parts.query, parts.fragment))
-        return super().request(method, url, *args, **kwargs)
+        super().__init__(timeout=timeout, base_url=base_url, **kwargs)
 
 
 @contextmanager
