@@ -311,7 +311,7 @@ def post_signed(port: int, base_url: str, params: dict[str, str], *,
 def smoke(port: int, base_url: str, sender: str, expect: str) -> None:
     """One signed message answered with TwiML containing `expect`; a forged one refused."""
     params = json.loads(PAYLOAD.read_text(encoding="utf-8"))
-    sid = f"SMsmoke{uuid.uuid4().hex[:27]}"
+    sid = f"SM{uuid.uuid4().hex}"  # Twilio's shape: SM and 32 hex
     params.update(From=sender, Body="how much would I be charged today?", MessageSid=sid,
                   SmsSid=sid, SmsMessageSid=sid)
     status, body = post_signed(port, base_url, params)
@@ -331,7 +331,7 @@ def prime(port: int, base_url: str, buyers: list[Buyer]) -> None:
     template = json.loads(PAYLOAD.read_text(encoding="utf-8"))
 
     def one(buyer: Buyer) -> int:
-        sid = f"SMprime{uuid.uuid4().hex[:27]}"
+        sid = f"SM{uuid.uuid4().hex}"
         params = dict(template, From=buyer.phone, Body="hi", MessageSid=sid, SmsSid=sid,
                       SmsMessageSid=sid)
         return post_signed(port, base_url, params)[0]
