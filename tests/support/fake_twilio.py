@@ -3,7 +3,9 @@
 It implements `POST /2010-04-01/Accounts/{AccountSid}/Messages.json` as far as twilio's `Client`
 needs: HTTP Basic auth with the account SID, the form body parsed, every request recorded, and
 answers from a script — a created message resource (201, the default), a Twilio error JSON with
-its HTTP status, a plain 5xx, or HANG (no answer until well past the client's timeout).
+its HTTP status (and a Retry-After header if the error has one), a plain 5xx, or HANG (no answer
+until well past the client's timeout) — or from a `responder` function (an outage that lasts a
+while). Each recorded request keeps when it arrived and what it was answered.
 
 `FakeTwilioHttpClient` is twilio's own HTTP client with every request's scheme and host rewritten
 to the fake's (https://api.twilio.com -> http://127.0.0.1:<port>) and a short timeout (the
@@ -20,11 +22,12 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -40,15 +43,18 @@ HANG_SECONDS = 3.0  # far past any test client's timeout; the server's stop ends
 
 @dataclass(frozen=True)
 class TwilioError:
-    """A scripted Twilio error: its code, HTTP status and message."""
+    """A scripted Twilio error: its code, HTTP status and message, and a Retry-After header
+    (seconds) when `retry_after` is set."""
 
     code: int
     status: int = 400
     message: str = "error"
+    retry_after: int | None = None
 
 
-def twilio_error(code: int, status: int = 400, message: str | None = None) -> TwilioError:
-    return TwilioError(code, status, message or f"Twilio error {code}")
+def twilio_error(code: int, status: int = 400, message: str | None = None, *,
+                 retry_after: int | None = None) -> TwilioError:
+    return TwilioError(code, status, message or f"Twilio error {code}", retry_after)
 
 
 @dataclass(frozen=True)
@@ -64,10 +70,16 @@ class SentRequest:
     status_callback: str | None
     form: dict[str, str]
     authorized: bool
+    at: float = 0.0  # time.time() when it arrived
+    answer: int | TwilioError | str | None = None  # what the fake answered (set by take)
+
+
+Answer = int | TwilioError | str
 
 
 class FakeTwilio:
-    """Records every Messages request and answers from a script (then 201 Created)."""
+    """Records every Messages request and answers from a script, then from `responder` if one
+    is set (called with each request, under the fake's lock), else 201 Created."""
 
     def __init__(self, account_sid: str = ACCOUNT_SID, auth_token: str = AUTH_TOKEN) -> None:
         self.account_sid = account_sid
@@ -75,19 +87,31 @@ class FakeTwilio:
         self.base_url = ""
         self.requests: list[SentRequest] = []
         self.stopping = threading.Event()
-        self._script: list[int | TwilioError | str] = []
+        self.responder: Callable[[SentRequest], Answer] | None = None
+        self._script: list[Answer] = []
         self._lock = threading.Lock()
 
-    def answer(self, *responses: int | TwilioError | str) -> None:
+    def answer(self, *responses: Answer) -> None:
         """Queue answers for the next requests: an HTTP status (201 creates, others are a
         Twilio-shaped error of that status), a TwilioError, or HANG."""
         with self._lock:
             self._script.extend(responses)
 
-    def take(self, request: SentRequest) -> int | TwilioError | str:
+    def take(self, request: SentRequest) -> Answer:
         with self._lock:
-            self.requests.append(request)
-            return self._script.pop(0) if self._script else 201
+            if self._script:
+                answer = self._script.pop(0)
+            elif self.responder is not None:
+                answer = self.responder(request)
+            else:
+                answer = 201
+            self.requests.append(replace(request, at=time.time(), answer=answer))
+            return answer
+
+    def log(self) -> list[SentRequest]:
+        """Every request so far, each with when it arrived and what it was answered."""
+        with self._lock:
+            return list(self.requests)
 
     def bodies(self) -> Counter:
         """How many requests carried each body (template sends count under their variables)."""
@@ -170,8 +194,11 @@ class _Handler(BaseHTTPRequestHandler):
             fake.stopping.wait(HANG_SECONDS)
             response = 201  # Twilio did create it; the client stopped waiting long ago
         if isinstance(response, TwilioError):
+            headers = {} if response.retry_after is None else {
+                "Retry-After": str(response.retry_after)}
             return self._reply(response.status,
-                               _error_body(response.code, response.status, response.message))
+                               _error_body(response.code, response.status, response.message),
+                               headers)
         if response == 201:
             return self._reply(201, _message_resource(account_sid, form))
         return self._reply(response, _error_body(20500 if response >= 500 else response, response,
@@ -182,10 +209,12 @@ class _Handler(BaseHTTPRequestHandler):
         return (account_sid == fake.account_sid
                 and self.headers.get("Authorization", "") == f"Basic {expected}")
 
-    def _reply(self, status: int, payload: dict) -> None:
+    def _reply(self, status: int, payload: dict, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(payload).encode("utf-8")
         try:
             self.send_response(status)
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.send_header("Content-Type", "application/json; charset=utf-8")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
