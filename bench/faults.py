@@ -1,0 +1,615 @@
+"""Load and faults: what the service keeps, loses and repeats under overload and under faults.
+
+Three runs, each printing the date and the machine with its table (README, "Load and faults"),
+each exiting 1 when a message was lost, an upgrade was made twice, or a stated bound was broken:
+
+    .venv/bin/python bench/faults.py load     # signed inbound SMS at twice the peak for 10 min;
+                                              #   PostgreSQL restarted at 1/3, a worker killed at 2/3
+    .venv/bin/python bench/faults.py outage   # Twilio answers 503/429 with Retry-After for 10 min
+    .venv/bin/python bench/faults.py kill     # `jobs run` killed -9 at a random moment, 1,000 times
+    .venv/bin/python bench/faults.py all --quick    # the three with tiny durations (the smoke test)
+
+Every duration is an option (`--help` on each); the defaults are the published runs'. Needs the
+`prod` extra (gunicorn) and, for `load` to measure the peak, Debian's wrk (or give `--peak`).
+Each run starts a throwaway PostgreSQL cluster (tests/support/postgres.py) and the fakes it needs
+(tests/support/fake_twilio.py, tests/support/receiver.py). Progress on stderr, tables on stdout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import os
+import random
+import resource
+import select
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import click  # noqa: E402
+from sqlalchemy import Engine, text  # noqa: E402
+
+from bench.report import format_table, machine  # noqa: E402
+from bench.webhook import (API_KEY, PATH, Buyer, Server, ServerConfig, Signer,  # noqa: E402
+                           bench_target, free_port, message_sid, messages, new_tag, prime,
+                           say, service_env, setup_accounts, smoke)
+from tests.support import postgres  # noqa: E402
+
+SMS_FROM = "+15005550006"  # Twilio's magic test number: the fakes' sending number
+PUBLIC_BASE_URL = "https://chat.example.com"  # nothing calls it: no status callbacks here
+FALLBACK_WORDS = "something went wrong on our side"  # channels.twilio_messaging._fallback_reply
+ACKNOWLEDGED = ("reply", "spooled", "apology")
+
+
+class Failed(Exception):
+    """A run that could not be carried out (not a finding: a finding is a table row)."""
+
+
+# --- what every run shares --------------------------------------------------------------------
+
+@dataclass
+class Database:
+    """The PostgreSQL server a run uses: an admin URL and, for a throwaway one, its cluster."""
+
+    admin_url: str
+    cluster: postgres.Cluster | None
+
+    @property
+    def version(self) -> str:
+        return postgres.server_version(self.admin_url)
+
+
+@contextmanager
+def database_server(ctx: click.Context) -> Iterator[Database]:
+    """The server the caller handed over (`ctx.obj`: (admin URL, Cluster), as the test suite
+    does with its session cluster), else a throwaway cluster for this run."""
+    if ctx.obj:
+        admin_url, cluster = ctx.obj
+        yield Database(admin_url, cluster)
+        return
+    say("starting a throwaway PostgreSQL cluster ...")
+    try:
+        admin_url, cluster = postgres.start_server()
+    except postgres.Unavailable as exc:
+        raise click.ClickException(f"PostgreSQL unavailable: {exc}") from None
+    try:
+        yield Database(admin_url, cluster)
+    finally:
+        if cluster is not None:
+            cluster.destroy()
+
+
+@contextmanager
+def work_folder(keep: bool) -> Iterator[Path]:
+    work = Path(tempfile.mkdtemp(prefix="upgrade-chat-bench-faults-"))
+    try:
+        yield work
+    finally:
+        if keep:
+            say(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def fresh_database(db: Database, name: str) -> str:
+    from storage.db import make_engine
+    from storage.migrate import upgrade
+
+    url = postgres.create_database(db.admin_url, name)
+    engine = make_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    return url
+
+
+def flask_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "flask", "--app", "app", *args]
+
+
+def report(title: str, pg_version: str, tables: list[str], notes: list[str],
+           problems: list[str]) -> bool:
+    """Print a run's header, machine, tables and notes; True when nothing went wrong."""
+    print()
+    print(title)
+    print(machine(pg_version))
+    for t in tables:
+        print()
+        print(t)
+    if notes:
+        print()
+    for n in notes:
+        print(n)
+    for p in problems:
+        print(f"PROBLEM: {p}")
+    print("result: " + ("FAILED" if problems else "ok"))
+    return not problems
+
+
+def pct(values: list[float], q: float) -> float:
+    """The q-th percentile (nearest rank) of `values`; infinity counts as larger than all."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
+
+
+def ms(seconds: float, timeout: float) -> str:
+    if math.isnan(seconds):
+        return "-"
+    if math.isinf(seconds):
+        return f">{timeout:g} s"
+    return f"{seconds * 1000:,.0f}"
+
+
+def n(x: int) -> str:
+    return f"{x:,}"
+
+
+# --- 1. load with faults ----------------------------------------------------------------------
+
+@dataclass
+class Sent:
+    """One request of the open-loop generator."""
+
+    i: int
+    due: float  # seconds after the start when it was due
+    late: float  # seconds the generator sent it after `due`
+    latency: float  # seconds from the send to the whole answer; inf: no answer
+    outcome: str  # reply | spooled | apology | HTTP <status> | timeout | refused | closed | ...
+
+
+@dataclass
+class Fault:
+    name: str
+    at: float  # seconds after the start it began
+    took: float = 0.0  # seconds the action itself took
+    detail: str = ""
+
+
+def classify(data: bytes) -> str:
+    """What an answer was: the buyer's reply in TwiML, the spool's empty TwiML ("we got it": the
+    message is on disk, its reply comes later from the outbox), the apology TwiML of a failure
+    (channels.twilio_messaging: 200, but the message was not handled), or another status."""
+    if not data:
+        return "closed"  # the connection ended without an answer (a killed worker)
+    head, _, body = data.partition(b"\r\n\r\n")
+    try:
+        status = int(head.split(b" ", 2)[1])
+    except (IndexError, ValueError):
+        return "garbled"
+    if status != 200:
+        return f"HTTP {status}"
+    text_body = body.decode("utf-8", "replace")
+    if "<Response" not in text_body:
+        return "HTTP 200 without TwiML"
+    if FALLBACK_WORDS in text_body:
+        return "apology"
+    return "reply" if "<Message" in text_body else "spooled"
+
+
+class OpenLoop:
+    """Signed Twilio webhooks at a fixed arrival rate, whatever the answers (open loop: a slow
+    answer never delays the next request, as Twilio does not wait either). One connection per
+    request (gunicorn's sync workers close it after each answer), Twilio's 15 s timeout, no
+    retries (Twilio retries only a refused connection, and then only with its own MessageSid
+    again: here a refused request counts as not acknowledged)."""
+
+    def __init__(self, port: int, signer: Signer, msgs: list[tuple[str, str]], tag: str,
+                 rate: float, timeout: float, max_open: int) -> None:
+        self.port, self.signer, self.msgs, self.tag = port, signer, msgs, tag
+        self.rate, self.timeout, self.max_open = rate, timeout, max_open
+        self.results: list[Sent] = []
+        self.open = 0
+        self.most_open = 0
+
+    def request(self, i: int) -> bytes:
+        sender, body = self.msgs[i]
+        signature, form = self.signer.sign(sender, body, message_sid(self.tag, i))
+        return (f"POST {PATH} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
+                f"Content-Type: application/x-www-form-urlencoded\r\n"
+                f"X-Twilio-Signature: {signature}\r\nUser-Agent: TwilioProxy/1.1\r\n"
+                f"Accept: */*\r\nConnection: close\r\nContent-Length: {len(form)}\r\n\r\n"
+                f"{form}").encode("ascii")
+
+    async def one(self, i: int, due: float, start: float) -> None:
+        loop = asyncio.get_running_loop()
+        sent = loop.time()
+        self.open += 1
+        self.most_open = max(self.most_open, self.open)
+        writer = None
+        latency = math.inf
+        try:
+            async with asyncio.timeout(self.timeout):
+                reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                writer.write(self.request(i))
+                data = await reader.read()  # to the end: the server closes after its answer
+            outcome = classify(data)
+            if outcome != "closed":
+                latency = loop.time() - sent
+        except TimeoutError:
+            outcome = "timeout"
+        except ConnectionRefusedError:
+            outcome = "refused"
+        except (ConnectionResetError, BrokenPipeError):
+            outcome = "reset"
+        except OSError as exc:
+            outcome = f"error {exc.errno}"
+        finally:
+            self.open -= 1
+            if writer is not None:
+                writer.close()
+        self.results.append(Sent(i, due, sent - start - due, latency, outcome))
+
+    async def run(self, count: int, faults: list[tuple[float, str, Callable[[], str]]]
+                  ) -> list[Fault]:
+        """Send `count` requests at the rate; run each fault's action (in a thread) when its
+        moment comes. Returns the faults as they happened."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        tasks: set[asyncio.Task] = set()
+        happened: list[Fault] = []
+
+        async def fault(at: float, name: str, action: Callable[[], str]) -> None:
+            await asyncio.sleep(max(0.0, start + at - loop.time()))
+            began = loop.time()
+            detail = await asyncio.to_thread(action)
+            happened.append(Fault(name, began - start, loop.time() - began, detail))
+
+        fault_tasks = [asyncio.create_task(fault(*f)) for f in faults]
+        i = 0
+        while i < count:
+            now = loop.time()
+            due_now = min(count, int((now - start) * self.rate) + 1)
+            while i < due_now:
+                due = i / self.rate
+                if self.open >= self.max_open:
+                    self.results.append(Sent(i, due, now - start - due, math.inf,
+                                             "not sent (generator's connection limit)"))
+                else:
+                    task = asyncio.create_task(self.one(i, due, start))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                i += 1
+            await asyncio.sleep(max(0.0, start + i / self.rate - loop.time()))
+        say(f"load: all {count:,} sent; waiting for the last answers (up to {self.timeout:g} s)")
+        await asyncio.gather(*tasks, *fault_tasks)
+        return sorted(happened, key=lambda f: f.at)
+
+
+def raise_open_files() -> int:
+    """Raise this process's open-file limit to its hard limit; the limit now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = 1_048_576 if hard == resource.RLIM_INFINITY else hard
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
+def kill_a_worker(server: Server, workers: int, rng: random.Random) -> str:
+    """SIGKILL one of gunicorn's workers (its arbiter starts another); says which and when the
+    replacement was up."""
+    pids = server.worker_pids()
+    if not pids:
+        raise Failed("gunicorn has no workers to kill")
+    victim = rng.choice(pids)
+    began = time.monotonic()
+    os.kill(victim, signal.SIGKILL)
+    while time.monotonic() - began < 60:
+        now = server.worker_pids()
+        if victim not in now and len(now) >= workers:
+            return (f"worker {victim} killed -9; gunicorn had a new one after "
+                    f"{time.monotonic() - began:.1f} s")
+        time.sleep(0.05)
+    return f"worker {victim} killed -9; no new worker within 60 s"
+
+
+def restart_postgresql(cluster: postgres.Cluster, pause: float) -> str:
+    began = time.monotonic()
+    cluster.restart(pause)
+    return (f"PostgreSQL restarted (pg_ctl stop -m fast; "
+            + (f"{pause:g} s down; " if pause else "") + f"start): "
+            f"{time.monotonic() - began:.1f} s")
+
+
+def drain_spool(env: dict[str, str], spool: Path, engine: Engine, log: Path,
+                max_passes: int = 500) -> tuple[int, list[str]]:
+    """`flask --app app jobs run` until the spool is empty and no message is due in the outbox
+    (the replayed messages' replies go out by the sandbox sender); (passes, their summaries)."""
+    from web.spool import Spool
+
+    summaries = []
+    for passes in range(1, max_passes + 1):
+        with log.open("a") as out:
+            done = subprocess.run(flask_command("jobs", "run"), env=env, cwd=ROOT,
+                                  stdout=subprocess.PIPE, stderr=out, text=True, timeout=1800)
+        summaries.append(done.stdout.strip())
+        if done.returncode != 0:
+            raise Failed(f"jobs run failed ({done.returncode}): {done.stdout[-500:]}; see {log}")
+        with engine.connect() as conn:
+            due = conn.scalar(text("SELECT count(*) FROM outbox WHERE status = 'pending' "
+                                   "AND next_attempt_at <= now()"))
+        if not Spool(spool).pending() and not due:
+            return passes, summaries
+    raise Failed(f"the spool or the outbox still had work after {max_passes} passes")
+
+
+@dataclass
+class Stored:
+    """What the database holds for the run's MessageSids after the drain."""
+
+    inbound: Counter  # MessageSid -> rows
+    inline: Counter  # MessageSid -> replies answered in the webhook's TwiML (no outbox job)
+    queued: Counter  # MessageSid -> replies sent by the outbox (a replay's)
+    queued_unsent: Counter  # MessageSid -> replies of a replay still not sent
+
+
+def read_stored(engine: Engine, tag: str) -> Stored:
+    pattern = f"SM{tag}%"
+    with engine.connect() as conn:
+        inbound = Counter(dict(conn.execute(text(
+            "SELECT provider_id, count(*) FROM messages WHERE direction = 'in' "
+            "AND provider_id LIKE :p GROUP BY provider_id"), {"p": pattern}).all()))
+        rows = conn.execute(text(
+            "SELECT i.provider_id, o.id IS NOT NULL AS queued, r.status "
+            "FROM messages i JOIN messages r ON r.in_reply_to = i.id AND r.direction = 'out' "
+            "LEFT JOIN outbox o ON o.key = 'message:' || r.id "
+            "WHERE i.direction = 'in' AND i.provider_id LIKE :p"), {"p": pattern}).all()
+    stored = Stored(inbound, Counter(), Counter(), Counter())
+    for sid, queued, status in rows:
+        if not queued:
+            stored.inline[sid] += 1
+        elif status == "sent":
+            stored.queued[sid] += 1
+        else:
+            stored.queued_unsent[sid] += 1
+    return stored
+
+
+WINDOWS = ("before", "during: PostgreSQL restart", "between", "during: worker killed", "after")
+
+
+def window_of(due: float, faults: list[Fault], span: float, duration: float) -> str:
+    restart, kill = faults[0].at, faults[1].at
+    if due < restart:
+        return WINDOWS[0]
+    if due < restart + faults[0].took + span:
+        return WINDOWS[1]
+    if due < kill:
+        return WINDOWS[2]
+    if due < kill + faults[1].took + span:
+        return WINDOWS[3]
+    return WINDOWS[4]
+
+
+def load_tables(results: list[Sent], stored: Stored, faults: list[Fault], span: float,
+                duration: float, timeout: float, tag: str) -> tuple[list[str], dict[str, int]]:
+    sids = {r.i: message_sid(tag, r.i) for r in results}
+    outcomes = Counter(r.outcome for r in results)
+    sent = [r for r in results if not r.outcome.startswith("not sent")]
+    acked = [r for r in sent if r.outcome in ACKNOWLEDGED]
+    acked_sids = {sids[r.i] for r in acked}
+    lost = sorted(s for s in acked_sids if s not in stored.inbound)
+    twice_stored = sorted(s for s, k in stored.inbound.items() if k > 1)
+    inline_seen = {sids[r.i] for r in sent if r.outcome == "reply"}
+    answered_twice = sorted(s for s in inline_seen if stored.queued[s] or stored.queued_unsent[s])
+    unanswered = sorted(s for s in acked_sids if s in stored.inbound and s not in inline_seen
+                        and not stored.queued[s])
+    late_stored = sum(1 for r in sent if r.outcome not in ACKNOWLEDGED
+                      and sids[r.i] in stored.inbound)
+    errors = Counter(r.outcome for r in sent if r.outcome not in ACKNOWLEDGED)
+    errored = "; ".join(f"{k} {v:,}" for k, v in errors.most_common()) or "0"
+    counts = format_table(
+        ("sent", "acknowledged", "reply at once", "spool ack", "apology", "not acknowledged",
+         "stored", "lost", "duplicated"),
+        [(n(len(sent)), n(len(acked)), n(outcomes["reply"]), n(outcomes["spooled"]),
+          n(outcomes["apology"]), errored, n(len(stored.inbound)), n(len(lost)),
+          n(len(twice_stored) + len(answered_twice)))])
+    rows = []
+    for name in WINDOWS:
+        mine = [r for r in sent if window_of(r.due, faults, span, duration) == name]
+        if not mine:
+            rows.append((name, "-", "0", "0", "-", "-", "-", "0"))
+            continue
+        first, last = min(r.due for r in mine), max(r.due for r in mine)
+        ok = [r for r in mine if r.outcome in ACKNOWLEDGED]
+        lat = [r.latency for r in mine]
+        rows.append((name, f"{first:,.0f}-{last:,.0f}", n(len(mine)), n(len(ok)),
+                     f"{sum(r.outcome == 'spooled' for r in mine):,}",
+                     ms(pct(lat, 50), timeout), ms(pct(lat, 99), timeout),
+                     n(len(mine) - len(ok))))
+    windows = format_table(("window", "due at s", "sent", "acknowledged", "spool ack",
+                            "p50 ms", "p99 ms", "not acknowledged"), rows)
+    figures = {"lost": len(lost), "stored twice": len(twice_stored),
+               "answered twice": len(answered_twice), "unanswered": len(unanswered),
+               "late stored": late_stored, "not sent": len(results) - len(sent)}
+    return [counts, windows], figures
+
+
+@click.group(help=__doc__.splitlines()[0])
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # A polite kill unwinds like Ctrl+C, so servers, fakes and the cluster are cleaned up.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+
+
+def _require_gunicorn() -> None:
+    try:
+        import gunicorn  # noqa: F401
+    except ImportError:
+        raise click.ClickException("gunicorn not installed: .venv/bin/pip install "
+                                   "'gunicorn>=22,<24' (the prod extra)") from None
+
+
+LOAD_QUICK = dict(duration=6.0, peak=10.0, accounts=20, span=1.0, timeout=5.0)
+
+
+@main.command("load")
+@click.option("--duration", default=600.0, show_default=True, type=click.FloatRange(3),
+              help="Seconds of load at the fixed rate; PostgreSQL restarts at a third of it, a "
+                   "worker is killed at two thirds.")
+@click.option("--peak", type=click.FloatRange(0.1), default=None,
+              help="The service's peak in messages/s; default: measured first (wrk, closed "
+                   "loop, --peak-duration seconds at 50 connections).")
+@click.option("--peak-duration", default=15.0, show_default=True, type=click.FloatRange(1),
+              help="Seconds of the closed-loop run that measures the peak.")
+@click.option("--factor", default=2.0, show_default=True, type=click.FloatRange(0.01),
+              help="The arrival rate as a multiple of the peak.")
+@click.option("--accounts", default=2000, show_default=True, type=click.IntRange(1, 10_000),
+              help="Accounts, one buyer (billing contact on SMS) each; most with an offer.")
+@click.option("--workers", default=4, show_default=True, type=click.IntRange(2),
+              help="gunicorn sync workers (as bench/webhook.py and the README's production "
+                   "command).")
+@click.option("--timeout", default=15.0, show_default=True, type=click.FloatRange(0.5),
+              help="Seconds a request may take: Twilio gives up on a webhook after 15.")
+@click.option("--span", default=30.0, show_default=True, type=click.FloatRange(0),
+              help="Seconds after a fault whose arrivals count as 'during' it.")
+@click.option("--pg-down", default=0.0, show_default=True, type=click.FloatRange(0),
+              help="Seconds PostgreSQL stays stopped before it starts again.")
+@click.option("--seed", default=1, show_default=True)
+@click.option("--quick", is_flag=True, help="Tiny run for the smoke test: " + ", ".join(
+    f"--{k.replace('_', '-')} {v:g}" for k, v in LOAD_QUICK.items()) + ".")
+@click.option("--keep", is_flag=True, help="Keep the work folder (logs, spool).")
+@click.pass_context
+def load_command(ctx: click.Context, quick: bool, **opts: Any) -> None:
+    """Signed inbound SMS from many buyers at twice the service's peak, with PostgreSQL
+    restarted at a third and a gunicorn worker killed -9 at two thirds; then the spool drained
+    by `flask --app app jobs run`. Lost (acknowledged, never stored) and duplicated (stored
+    twice, answered twice) must be 0."""
+    if quick:
+        opts.update(LOAD_QUICK)
+    _require_gunicorn()
+    if not run_load(ctx, **opts):
+        ctx.exit(1)
+
+
+def run_load(ctx: click.Context, *, duration: float, peak: float | None, peak_duration: float,
+             factor: float, accounts: int, workers: int, timeout: float, span: float,
+             pg_down: float, seed: int, keep: bool) -> bool:
+    from storage.db import make_engine
+
+    if peak is None and shutil.which("wrk") is None:
+        raise click.ClickException("wrk not found to measure the peak: apt-get install -y wrk, "
+                                   "or give --peak")
+    rng = random.Random(seed)
+    limit = raise_open_files()
+    with database_server(ctx) as db, work_folder(keep) as work:
+        if db.cluster is None:
+            raise click.ClickException("load restarts PostgreSQL: it needs a throwaway cluster, "
+                                       "not UPGRADE_CHAT_TEST_PG_URL")
+        pg_version = db.version
+        url = postgres.create_database(db.admin_url, "bench_faults_load")
+        say(f"load: creating {accounts} accounts with their crossings ...")
+        buyers = setup_accounts(url, accounts, seed)
+        spool = work / "spool"
+        env = service_env(url, SPOOL_DIR=str(spool))
+        config = ServerConfig(workers, 1)
+        how = f"--peak {peak:g} (given)"
+        if peak is None:
+            say(f"load: measuring the peak ({peak_duration:g} s closed loop, wrk -c50) ...")
+            measured, _, _ = bench_target(
+                "peak", "app:create_app()", env, config, work, buyers,
+                lambda count: messages(buyers, count, rng), peak_duration, 3.0, 50, 1,
+                "<Message>", sized_for=1_500)
+            peak = measured.rate
+            how = f"measured: {measured.requests:,} in {measured.seconds:.1f} s, wrk -c50"
+        rate = factor * peak
+        count = max(1, int(rate * duration))
+        tag = new_tag()
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        log = work / "load-gunicorn.log"
+        server = Server("app:create_app()", port, config,
+                        dict(env, UPGRADE_CHAT_PUBLIC_BASE_URL=base), log)
+        try:
+            server.wait_ready()
+            smoke(port, base, next(b for b in buyers if b.thread).phone, "<Message>")
+            say(f"load: one message from each of {len(buyers)} buyers (unmeasured) ...")
+            prime(port, base, buyers)
+            say(f"load: {rate:,.1f} requests/s for {duration:g} s ({count:,} requests) ...")
+            generator = OpenLoop(port, Signer(base), messages(buyers, count, rng), tag, rate,
+                                 timeout, max(100, limit - 500))
+            faults = [(duration / 3, "restart", lambda: restart_postgresql(db.cluster, pg_down)),
+                      (2 * duration / 3, "kill", lambda: kill_a_worker(server, workers, rng))]
+            happened = asyncio.run(generator.run(count, faults))
+        finally:
+            server.stop()
+        for f in happened:
+            say(f"load: at {f.at:.1f} s: {f.detail}")
+        say("load: draining the spool with `flask --app app jobs run` ...")
+        engine = make_engine(url)
+        try:
+            passes, summaries = drain_spool(service_env(url, SPOOL_DIR=str(spool)), spool,
+                                            engine, work / "jobs.log")
+            stored = read_stored(engine, tag)
+        finally:
+            engine.dispose()
+        rejected = list((spool / "rejected").glob("*")) if (spool / "rejected").is_dir() else []
+        logged = log.read_text(errors="replace")
+        results = sorted(generator.results, key=lambda r: r.i)
+
+    tables, figures = load_tables(results, stored, happened, span, duration, timeout, tag)
+    lateness = [r.late for r in results]
+    sends = [r for r in results if not r.outcome.startswith("not sent")]
+    achieved = len(sends) / max(1e-9, max(r.due + r.late for r in results))
+    kept_up = pct(lateness, 99) < 0.1 and not figures["not sent"] and achieved >= 0.95 * rate
+    replayed = sum(int(s.split("spool: ")[1].split(" ")[0]) for s in summaries
+                   if s.startswith("spool: "))
+    notes = [
+        f"generator: {'kept' if kept_up else 'could NOT keep'} the rate: {achieved:,.1f} "
+        f"requests/s sent against {rate:,.1f} asked; sent late by p50 "
+        f"{pct(lateness, 50) * 1000:,.1f} ms, p99 {pct(lateness, 99) * 1000:,.1f} ms, max "
+        f"{max(lateness) * 1000:,.0f} ms; at most {generator.most_open:,} connections open"
+        + (f"; {figures['not sent']:,} not sent (its connection limit)"
+           if figures["not sent"] else ""),
+        f"spool: {replayed:,} messages replayed by {passes} passes of `flask --app app jobs "
+        f"run`; {len(rejected)} set aside; gunicorn logged "
+        f"{logged.count('twilio inbound message failed'):,} failures (apology answers)",
+        f"stored but never acknowledged (answered after the client gave up, or the worker was "
+        f"killed after the commit): {figures['late stored']:,}",
+        f"acknowledged and stored, but no reply reached the buyer: {figures['unanswered']:,}",
+        "lost = acknowledged (HTTP 200 with TwiML) but not stored after the drain; duplicated = "
+        f"a MessageSid stored twice ({figures['stored twice']}) or a buyer answered both in the "
+        f"TwiML and from the outbox ({figures['answered twice']})",
+    ]
+    problems = []
+    if figures["lost"]:
+        problems.append(f"{figures['lost']:,} acknowledged messages were never stored")
+    if figures["stored twice"] or figures["answered twice"]:
+        problems.append(f"{figures['stored twice']:,} MessageSids stored twice, "
+                        f"{figures['answered twice']:,} answered twice")
+    if rejected:
+        problems.append(f"{len(rejected)} spool entries set aside (spool/rejected)")
+    if len(happened) != 2 or not happened[1].detail.startswith("worker"):
+        problems.append("the faults did not all happen")
+    title = (f"load with faults: {rate:,.1f} requests/s ({factor:g} x the peak {peak:,.1f}/s, "
+             f"{how}) for {duration:g} s from {accounts:,} buyers, unique MessageSids, "
+             f"timeout {timeout:g} s; {config.describe()}; "
+             + "; ".join(f"at {f.at:,.0f} s: {f.detail}" for f in happened)
+             + f"; 'during' = {span:g} s from each fault")
+    return report(title, pg_version, tables, notes, problems)
+
+
+if __name__ == "__main__":
+    main()
