@@ -390,17 +390,17 @@ def read_stored(engine: Engine, tag: str) -> Stored:
 WINDOWS = ("before", "during: PostgreSQL restart", "between", "during: worker killed", "after")
 
 
-def window_of(due: float, faults: list[Fault], span: float, duration: float) -> str:
-    restart, kill = faults[0].at, faults[1].at
-    if due < restart:
+def window_of(due: float, faults: list[Fault], span: float) -> str:
+    """Which window an arrival due at `due` falls in: a fault's window runs from its start to
+    `span` seconds after its action ended (the restart's ends at the kill, if that is sooner)."""
+    restart, kill = faults[0], faults[1]
+    if due < restart.at:
         return WINDOWS[0]
-    if due < restart + faults[0].took + span:
-        return WINDOWS[1]
-    if due < kill:
-        return WINDOWS[2]
-    if due < kill + faults[1].took + span:
+    if due >= kill.at + kill.took + span:
+        return WINDOWS[4]
+    if due >= kill.at:
         return WINDOWS[3]
-    return WINDOWS[4]
+    return WINDOWS[1] if due < restart.at + restart.took + span else WINDOWS[2]
 
 
 def load_tables(results: list[Sent], stored: Stored, faults: list[Fault], span: float,
@@ -428,7 +428,7 @@ def load_tables(results: list[Sent], stored: Stored, faults: list[Fault], span: 
           n(len(twice_stored) + len(answered_twice)))])
     rows = []
     for name in WINDOWS:
-        mine = [r for r in sent if window_of(r.due, faults, span, duration) == name]
+        mine = [r for r in sent if window_of(r.due, faults, span) == name]
         if not mine:
             rows.append((name, "-", "0", "0", "-", "-", "-", "0"))
             continue
@@ -525,7 +525,7 @@ def run_load(ctx: click.Context, *, duration: float, peak: float | None, peak_du
         spool = work / "spool"
         env = service_env(url, SPOOL_DIR=str(spool))
         config = ServerConfig(workers, 1)
-        how = f"--peak {peak:g} (given)"
+        how = "given: --peak"
         if peak is None:
             say(f"load: measuring the peak ({peak_duration:g} s closed loop, wrk -c50) ...")
             measured, _, _ = bench_target(
@@ -609,6 +609,191 @@ def run_load(ctx: click.Context, *, duration: float, peak: float | None, peak_du
              + "; ".join(f"at {f.at:,.0f} s: {f.detail}" for f in happened)
              + f"; 'during' = {span:g} s from each fault")
     return report(title, pg_version, tables, notes, problems)
+
+
+# --- 2. provider outage -----------------------------------------------------------------------
+
+OUTAGE_QUICK = dict(outage=8.0, retry_after=2, messages=40, waves=2, every=1,
+                    recovery_timeout=120.0)
+# Where the docs state how often a message may be sent (quoted with the outage's table).
+SEND_BOUND = ("storage/outbox.py: \"Delivery is at least once, never exactly once: a sender can "
+              "succeed and the process die before the outcome is written ... The job is then "
+              "sent again\"; channels/twilio_outbound.py: a send is repeated only when \"its "
+              "HTTP request succeeded but [its] outcome was never recorded — the process died, "
+              "the database was unreachable, or the read timed out after Twilio had accepted "
+              "the message\". None of these happens here (every refused request created "
+              "nothing): the bound for this run is 0.")
+
+
+def outage_answers(up_at: float, retry_after: int) -> Callable[[Any], Any]:
+    """The fake Twilio's answers until `up_at` (time.time()): 503 and 429 in turn, each with
+    Retry-After; then 201 Created."""
+    from tests.support.fake_twilio import twilio_error
+
+    turn = [0]
+
+    def answer(request: Any) -> Any:
+        if time.time() >= up_at:
+            return 201
+        turn[0] += 1
+        if turn[0] % 2:
+            return twilio_error(20503, status=503, message="Service Unavailable",
+                                retry_after=retry_after)
+        return twilio_error(20429, status=429, message="Too Many Requests",
+                            retry_after=retry_after)
+
+    return answer
+
+
+def retry_after_kept(log: list[Any], slack: float = 0.01) -> tuple[int, int]:
+    """(requests made before a Retry-After Twilio had given ran out, of them the ones for a
+    message that had itself been told to wait). Every request is checked against the latest
+    deadline any earlier answer set: Retry-After is about the account, not one message."""
+    deadline, per_message = -math.inf, {}
+    early = early_same = 0
+    for r in sorted(log, key=lambda r: r.at):
+        key = (r.to, r.body)
+        if r.at < deadline - slack:
+            early += 1
+        if r.at < per_message.get(key, -math.inf) - slack:
+            early_same += 1
+        retry_after = getattr(r.answer, "retry_after", None)
+        if retry_after is not None:
+            deadline = max(deadline, r.at + retry_after)
+            per_message[key] = r.at + retry_after
+    return early, early_same
+
+
+@main.command("outage")
+@click.option("--outage", default=600.0, show_default=True, type=click.FloatRange(1),
+              help="Seconds the fake Twilio answers 503 and 429 (in turn, with Retry-After).")
+@click.option("--retry-after", default=30, show_default=True, type=click.IntRange(1),
+              help="Seconds in each refusal's Retry-After header.")
+@click.option("--messages", default=1000, show_default=True, type=click.IntRange(2, 19_998),
+              help="SMS queued (an opening and a reply per account), in --waves waves across "
+                   "the outage: at its start, then evenly.")
+@click.option("--waves", default=3, show_default=True, type=click.IntRange(1))
+@click.option("--every", default=10, show_default=True, type=click.IntRange(1),
+              help="The scheduler's period: `flask --app app scheduler --every`.")
+@click.option("--recovery-timeout", default=1800.0, show_default=True,
+              type=click.FloatRange(1),
+              help="Seconds to wait after the outage for every message to be settled.")
+@click.option("--quick", is_flag=True, help="Tiny run for the smoke test: " + ", ".join(
+    f"--{k.replace('_', '-')} {v:g}" for k, v in OUTAGE_QUICK.items()) + ".")
+@click.option("--keep", is_flag=True, help="Keep the work folder (the scheduler's log).")
+@click.pass_context
+def outage_command(ctx: click.Context, quick: bool, **opts: Any) -> None:
+    """SMS queued while the Twilio API (a local fake) answers 503 and 429 with Retry-After, then
+    recovers; `flask --app app scheduler` runs throughout. Lost must be 0, sent more than once
+    within the documented bound, and no request may come before a Retry-After ran out."""
+    if quick:
+        opts.update(OUTAGE_QUICK)
+    if not run_outage(ctx, **opts):
+        ctx.exit(1)
+
+
+def run_outage(ctx: click.Context, *, outage: float, retry_after: int, messages: int,
+               waves: int, every: int, recovery_timeout: float, keep: bool) -> bool:
+    from bench.outbox import seed
+    from storage.db import make_engine
+    from tests.support.fake_twilio import serving
+
+    accounts = messages // 2
+    per_wave = [accounts // waves + (1 if w < accounts % waves else 0) for w in range(waves)]
+    with database_server(ctx) as db, work_folder(keep) as work, serving() as fake:
+        pg_version = db.version
+        url = fresh_database(db, "bench_faults_outage")
+        engine = make_engine(url)
+        log = work / "scheduler.log"
+        env = service_env(url, TWILIO_ACCOUNT_SID=fake.account_sid,
+                          TWILIO_AUTH_TOKEN=fake.auth_token, TWILIO_SMS_FROM=SMS_FROM,
+                          PUBLIC_BASE_URL=PUBLIC_BASE_URL, TWILIO_API_URL=fake.base_url,
+                          SPOOL_DIR=str(work / "spool"))
+        began = time.time()
+        up_at = began + outage
+        fake.responder = outage_answers(up_at, retry_after)
+        with log.open("w") as out:
+            scheduler = subprocess.Popen(flask_command("scheduler", "--every", str(every)),
+                                         env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            first = 0
+            for w, count in enumerate(per_wave):
+                time.sleep(max(0.0, began + w * outage / waves - time.time()))
+                seed(engine, count, datetime.now(timezone.utc), first=first, plain_jobs=False)
+                first += count
+                say(f"outage: wave {w + 1}: {2 * count} SMS queued at "
+                    f"{time.time() - began:.0f} s")
+            time.sleep(max(0.0, up_at - time.time()))
+            say(f"outage: Twilio is back at {time.time() - began:.0f} s; waiting for the "
+                f"outbox ...")
+            while time.time() < up_at + recovery_timeout:
+                if scheduler.poll() is not None:
+                    raise Failed(f"the scheduler exited ({scheduler.returncode}); see {log}")
+                with engine.connect() as conn:
+                    pending = conn.scalar(text("SELECT count(*) FROM outbox WHERE kind = "
+                                               "'message' AND status = 'pending'"))
+                if not pending:
+                    break
+                time.sleep(0.5)
+            settled_at = time.time()
+        finally:
+            scheduler.send_signal(signal.SIGTERM)
+            try:
+                scheduler.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                scheduler.kill()
+                scheduler.wait()
+        requests = fake.log()
+        with engine.connect() as conn:
+            statuses = Counter(dict(conn.execute(text(
+                "SELECT status, count(*) FROM messages WHERE direction = 'out' "
+                "GROUP BY status")).all()))
+            most_attempts = conn.scalar(text(
+                "SELECT max(attempts) FROM outbox WHERE kind = 'message'")) or 0
+            errors = Counter(dict(conn.execute(text(
+                "SELECT last_error, count(*) FROM messages WHERE direction = 'out' "
+                "AND status <> 'sent' GROUP BY last_error")).all()))
+        engine.dispose()
+        logged = log.read_text(errors="replace")
+
+    queued = sum(per_wave) * 2
+    created = Counter((r.to, r.body) for r in requests if r.answer == 201)
+    during = [r for r in requests if r.at < up_at]
+    once = sum(1 for k in created.values() if k == 1)
+    twice = sum(1 for k in created.values() if k > 1)
+    lost = queued - len(created)
+    early, early_same = retry_after_kept(requests)
+    last_sent = max((r.at for r in requests if r.answer == 201), default=math.nan)
+    table = format_table(
+        ("queued", "sent once", "sent more than once", "lost", "attempts during the outage",
+         "before Retry-After", "most attempts per message"),
+        [(n(queued), n(once), n(twice), n(lost), n(len(during)),
+          f"{early:,} ({early_same:,} for the same message)", n(most_attempts))])
+    notes = [
+        f"messages at the end: " + ", ".join(f"{k} {v:,}" for k, v in statuses.most_common())
+        + ("; not sent: " + "; ".join(f"{v:,} '{k}'" for k, v in errors.most_common())
+           if errors else ""),
+        f"attempts: {len(during):,} during the {outage:g} s outage "
+        f"({len(during) / max(outage, 1e-9) * 60:,.1f} a minute), "
+        f"{len(requests) - len(during):,} after; the last message went out "
+        f"{last_sent - up_at:,.1f} s after Twilio recovered"
+        + ("" if settled_at - up_at < recovery_timeout else
+           f" (NOT all settled within --recovery-timeout {recovery_timeout:g} s)"),
+        f"the scheduler logged {logged.count('ERROR'):,} errors, "
+        f"{logged.count('held, not failed'):,} holds",
+        f"the bound on sends: {SEND_BOUND}",
+    ]
+    problems = []
+    if lost:
+        problems.append(f"{lost:,} queued messages were never sent")
+    if twice:
+        problems.append(f"{twice:,} messages were sent more than once (bound: 0)")
+    if early:
+        problems.append(f"{early:,} requests came before a Retry-After had run out")
+    title = (f"provider outage: the fake Twilio answers 503 and 429 (in turn, Retry-After "
+             f"{retry_after} s) for {outage:g} s, then 201; {queued:,} SMS queued in {waves} "
+             f"waves across it; `flask --app app scheduler --every {every}` throughout")
+    return report(title, pg_version, [table], notes, problems)
 
 
 if __name__ == "__main__":
