@@ -449,9 +449,7 @@ def load_tables(results: list[Sent], stored: Stored, faults: list[Fault], span: 
 
 @click.group(help=__doc__.splitlines()[0])
 def main() -> None:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    # A polite kill unwinds like Ctrl+C, so servers, fakes and the cluster are cleaned up.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    pass
 
 
 def _require_gunicorn() -> None:
@@ -462,7 +460,7 @@ def _require_gunicorn() -> None:
                                    "'gunicorn>=22,<24' (the prod extra)") from None
 
 
-LOAD_QUICK = dict(duration=6.0, peak=10.0, accounts=20, span=1.0, timeout=5.0)
+LOAD_QUICK = dict(duration=3.0, peak=10.0, accounts=10, workers=2, span=1.0, timeout=5.0)
 
 
 @main.command("load")
@@ -613,8 +611,8 @@ def run_load(ctx: click.Context, *, duration: float, peak: float | None, peak_du
 
 # --- 2. provider outage -----------------------------------------------------------------------
 
-OUTAGE_QUICK = dict(outage=8.0, retry_after=2, messages=40, waves=2, every=1,
-                    recovery_timeout=120.0)
+OUTAGE_QUICK = dict(outage=3.0, retry_after=1, messages=20, waves=2, every=1,
+                    recovery_timeout=60.0)
 # Where the docs state how often a message may be sent (quoted with the outage's table).
 SEND_BOUND = ("storage/outbox.py: \"Delivery is at least once, never exactly once: a sender can "
               "succeed and the process die before the outcome is written ... The job is then "
@@ -796,5 +794,499 @@ def run_outage(ctx: click.Context, *, outage: float, retry_after: int, messages:
     return report(title, pg_version, [table], notes, problems)
 
 
+# --- 3. the scheduler killed mid-send -------------------------------------------------------
+
+KILL_QUICK = dict(trials=6, upgrades=2, confirms=2, sms=4, calibrate=1)
+KILL_BOUND = ("a send is repeated only when its outcome was not recorded (storage/outbox.py, "
+              "channels/twilio_outbound.py: Twilio has no idempotency key; the billing "
+              "webhook's receivers dedupe on its idempotency_key, web/webhooks.py). The "
+              "dispatcher sends one job at a time and records each before the next, so one "
+              "death can leave at most one send unrecorded: at most 1 repeated send (SMS or "
+              "webhook) per kill, and never a second upgrade.")
+
+
+class Forker:
+    """A process forked before any thread starts, which imports the app and reads the reply
+    model once, then for each trial forks a fresh process that builds the app and runs
+    `flask --app app jobs run` (the same click command, through Flask's CLI runner): a few
+    milliseconds instead of the 2-3 s of starting Python and importing. It kills that process
+    with SIGKILL `kill_after` seconds after the app is built (the work begins), unless it ended
+    first, and says which happened."""
+
+    def __init__(self, log: Path) -> None:
+        cmd_r, cmd_w = os.pipe()
+        res_r, res_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the forker
+            os.close(cmd_w)
+            os.close(res_r)
+            out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            os.dup2(out, 1)
+            os.dup2(out, 2)
+            code = 0
+            try:
+                _forker_loop(cmd_r, res_w)
+            except BaseException:  # noqa: BLE001 - reported in the log, the parent sees EOF
+                logging.exception("the forker failed")
+                code = 1
+            os._exit(code)
+        os.close(cmd_r)
+        os.close(res_w)
+        self.pid = pid
+        self._orders = os.fdopen(cmd_w, "w", buffering=1)
+        self._results = os.fdopen(res_r)
+
+    def run(self, config: dict[str, Any], kill_after: float | None) -> tuple[bool, float, int]:
+        """(killed, seconds from the start of the work to the end, exit code or -signal)."""
+        self._orders.write(json.dumps({"config": config, "kill_after": kill_after}) + "\n")
+        line = self._results.readline()
+        if not line:
+            raise Failed("the forker died (see its log)")
+        r = json.loads(line)
+        return r["killed"], r["seconds"], r["status"]
+
+    def close(self) -> None:
+        self._orders.close()
+        self._results.close()
+        os.waitpid(self.pid, 0)
+
+
+def _forker_loop(orders_fd: int, results_fd: int) -> None:
+    import app as app_module
+
+    logging.basicConfig(level=logging.WARNING, force=True,
+                        format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
+    app_module.load_intent_model()  # read once here: every child has it
+    with os.fdopen(orders_fd) as orders, os.fdopen(results_fd, "w", buffering=1) as results:
+        for line in orders:
+            order = json.loads(line)
+            ready_r, ready_w = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                os.close(ready_r)
+                code = 70
+                try:
+                    code = _jobs_run(order["config"], ready_w)
+                except BaseException:  # noqa: BLE001 - in the log; the exit code says it
+                    logging.exception("jobs run failed")
+                os._exit(code)
+            os.close(ready_w)
+            os.read(ready_r, 1)  # the app is built (or the child died)
+            os.close(ready_r)
+            began = time.monotonic()
+            killed = False
+            pidfd = os.pidfd_open(pid)
+            try:
+                kill_after = order["kill_after"]
+                if kill_after is not None and not select.select([pidfd], [], [], kill_after)[0]:
+                    os.kill(pid, signal.SIGKILL)
+            finally:
+                os.close(pidfd)
+            _, status = os.waitpid(pid, 0)
+            seconds = time.monotonic() - began
+            if os.WIFSIGNALED(status):
+                killed = os.WTERMSIG(status) == signal.SIGKILL
+                code = -os.WTERMSIG(status)
+            else:
+                code = os.WEXITSTATUS(status)
+            results.write(json.dumps({"killed": killed, "seconds": seconds,
+                                      "status": code}) + "\n")
+
+
+def _jobs_run(config: dict[str, Any], ready_w: int) -> int:
+    """In a fresh child: build the app and run `jobs run` through the CLI; its exit code."""
+    from app import create_app
+
+    app = create_app(config)
+    runner = app.test_cli_runner()
+    os.write(ready_w, b"r")
+    os.close(ready_w)
+    result = runner.invoke(args=["jobs", "run"])
+    if result.exit_code:
+        logging.error("jobs run exited %s: %s", result.exit_code, result.output[-2000:])
+    return result.exit_code
+
+
+@dataclass
+class KillSetup:
+    """The database's state at the start of every trial, and what each trial must end with."""
+
+    upgraded: dict[int, str]  # account id -> the billing webhook's key, confirmed before
+    confirming: dict[int, tuple[str, str]]  # account id -> (phone, key), CONFIRM in the spool
+    spool_sids: dict[str, str]  # phone -> the MessageSid of its CONFIRM
+
+
+def seed_kill(url: str, upgrades: int, confirms: int, sms: int) -> KillSetup:
+    """Accounts whose buyers confirmed an upgrade (the billing webhook and the replies queued in
+    the outbox, delivered by SMS) and accounts whose buyers are at the confirmation step (their
+    CONFIRM is put in the spool at each trial: the upgrade itself happens in the killed run),
+    plus `sms` more queued SMS; everything else already settled."""
+    from app import create_app
+    from channels.twilio_messaging import SMS
+    from core.delivery import queue_message
+    from storage.uow import SqlUnitOfWork
+
+    app = create_app({"DATABASE_URL": url, "API_KEY": API_KEY, "CONTROL_SHARE": "0",
+                      "DEMO": False, "AUTO_MIGRATE": False,
+                      "BILLING_WEBHOOK_URL": "http://127.0.0.1:9/unused",
+                      "BILLING_WEBHOOK_SECRET": "bench-faults-secret"})
+    rt = app.extensions["upgrade_chat"]
+    client = app.test_client()
+    auth = {"Authorization": f"Bearer {API_KEY}"}
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+
+    def post(path: str, body: dict[str, Any]) -> dict[str, Any]:
+        r = client.post(f"/api/v1{path}", json=body, headers=auth)
+        if r.status_code not in (200, 201):
+            raise Failed(f"POST {path}: {r.status_code} {r.get_data(as_text=True)[:300]}")
+        return r.get_json()
+
+    contacts = []
+    for i in range(upgrades + confirms):
+        ext, phone = f"kill-{i:04d}", f"+1312555{i:04d}"
+        r = client.put(f"/api/v1/accounts/{ext}", headers=auth, json={
+            "name": f"Kill Trial {i}", "plan": "starter", "vertical": "generic",
+            "timezone": "America/Chicago", "billing_day": 1 + i % 28,
+            "plan_since": (now - timedelta(days=120)).isoformat(),
+            "contacts": [{"external_id": f"{ext}-billing", "name": f"Billing {i}",
+                          "role": "billing", "phone": phone}]})
+        if r.status_code not in (200, 201):
+            raise Failed(f"PUT account {ext}: {r.status_code}")
+        post("/usage", {"events": [
+            {"id": f"{ext}-m{d}", "account": ext, "metric": "messages", "quantity": 160,
+             "at": (now - timedelta(days=29 - d, hours=1)).isoformat()} for d in range(30)]})
+        # The buyer says yes (relayed: the opening and the step come back in the answer, the
+        # queued opening is cancelled); the confirmation step is next.
+        if post(f"/conversations/{ext}-billing/messages",
+                {"channel": "sms", "text": "yes", "id": f"{ext}-yes"})["state"] \
+                != "awaiting_confirmation":
+            raise Failed(f"{ext}: not at the confirmation step after yes")
+        contacts.append((ext, phone))
+    while rt.dispatcher.dispatch_due(limit=200).claimed:  # the cancelled openings settle
+        pass
+    for ext, _ in contacts[:upgrades]:
+        if post(f"/conversations/{ext}-billing/messages",
+                {"channel": "sms", "text": "confirm", "id": f"{ext}-confirm",
+                 "deliver": True})["state"] != "upgraded":
+            raise Failed(f"{ext}: not upgraded after confirm")
+    engine = rt.engine
+    with engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT a.external_id, a.id, c.id, t.id FROM accounts a "
+            "JOIN contacts c ON c.account_id = a.id JOIN threads t ON t.account_id = a.id")).all()
+    ids = {ext: (account, contact, thread) for ext, account, contact, thread in rows}
+    with SqlUnitOfWork(engine) as uow:
+        for k in range(sms):
+            ext = contacts[k % upgrades][0] if upgrades else contacts[k % len(contacts)][0]
+            _, contact, thread = ids[ext]
+            queue_message(uow, thread_id=thread, contact_id=contact, channel=SMS, kind="reply",
+                          body=f"Bench SMS {k}", now=now)
+        uow.commit()
+    engine.dispose()
+    upgraded = {ids[ext][0]: f"thread:{ids[ext][2]}:growth" for ext, _ in contacts[:upgrades]}
+    confirming = {ids[ext][0]: (phone, f"thread:{ids[ext][2]}:growth")
+                  for ext, phone in contacts[upgrades:]}
+    return KillSetup(upgraded, confirming,
+                     {phone: f"SM{i:032x}" for i, (_, phone) in enumerate(contacts)})
+
+
+class Snapshot:
+    """Every table's rows, copied aside once (bench_snap_<table>) and put back before each
+    trial: one database, reset in a few milliseconds."""
+
+    def __init__(self, engine: Engine) -> None:
+        from storage.models import Base
+
+        self.engine = engine
+        self.tables = [t.name for t in Base.metadata.sorted_tables]
+        with engine.begin() as conn:
+            for t in self.tables:
+                conn.execute(text(f'DROP TABLE IF EXISTS "bench_snap_{t}"'))
+                conn.execute(text(f'CREATE TABLE "bench_snap_{t}" AS SELECT * FROM "{t}"'))
+
+    def restore(self) -> None:
+        with self.engine.begin() as conn:  # DELETE: faster than TRUNCATE on tables this small
+            for t in reversed(self.tables):
+                conn.execute(text(f'DELETE FROM "{t}"'))
+            for t in self.tables:
+                conn.execute(text(f'INSERT INTO "{t}" SELECT * FROM "bench_snap_{t}"'))
+
+
+@dataclass
+class Trial:
+    killed: bool
+    seconds: float
+    status: int
+    clean_passes: int
+    phase: str = ""  # where the kill found the work: replaying the spool, sending, done
+    lost_upgrades: int = 0  # a confirmation with no plan change, or whose webhook never arrived
+    duplicate_upgrades: int = 0  # a second plan change, or a webhook under a second key
+    lost_sms: int = 0
+    repeated_sms: int = 0  # SMS sent more than once (an extra send each)
+    repeated_webhooks: int = 0  # the same webhook delivered again (receivers dedupe by its key)
+    notes: list[str] = field(default_factory=list)
+
+
+def check_trial(engine: Engine, setup: KillSetup, twilio_log: list[Any],
+                webhooks: list[Any]) -> Trial:
+    """What one trial left: plan changes and webhooks per confirmation, SMS per message."""
+    trial = Trial(False, 0.0, 0, 0)
+    with engine.connect() as conn:
+        changes = Counter(dict(conn.execute(text(
+            "SELECT account_id, count(*) FROM plan_changes GROUP BY account_id")).all()))
+        unsent = conn.scalar(text("SELECT count(*) FROM outbox WHERE status <> 'sent' AND "
+                                  "(kind = 'billing_webhook' OR (kind = 'message' AND status "
+                                  "<> 'cancelled'))"))
+        sms = conn.execute(text(
+            "SELECT c.phone, m.body FROM messages m JOIN contacts c ON c.id = m.contact_id "
+            "JOIN outbox o ON o.key = 'message:' || m.id WHERE o.status = 'sent'")).all()
+    expected_keys = set(setup.upgraded.values()) | {k for _, k in setup.confirming.values()}
+    for account in [*setup.upgraded, *setup.confirming]:
+        if changes[account] == 0:
+            trial.lost_upgrades += 1
+        trial.duplicate_upgrades += max(0, changes[account] - 1)
+    trial.duplicate_upgrades += sum(changes[a] for a in changes
+                                    if a not in setup.upgraded and a not in setup.confirming)
+    deliveries: Counter = Counter()
+    for w in webhooks:
+        try:
+            deliveries[json.loads(w.body)["idempotency_key"]] += 1
+        except (ValueError, KeyError, TypeError):
+            trial.notes.append("an incomplete webhook request")  # cut off by the kill
+    trial.lost_upgrades += len(expected_keys - set(deliveries))
+    trial.duplicate_upgrades += len(set(deliveries) - expected_keys)
+    trial.repeated_webhooks = sum(k - 1 for k in deliveries.values())
+    created = Counter((r.to, r.body) for r in twilio_log if r.answer == 201)
+    wanted = Counter((phone, body) for phone, body in sms)
+    trial.lost_sms = sum(1 for m in wanted if m not in created) + unsent
+    trial.repeated_sms = sum(k - 1 for k in created.values())
+    if set(created) - set(wanted):
+        trial.notes.append(f"{len(set(created) - set(wanted))} SMS sent that the database does "
+                           f"not hold as sent")
+        trial.lost_sms += len(set(created) - set(wanted))
+    return trial
+
+
+def where_it_stopped(engine: Engine, spool: Path) -> str:
+    """Where a run stopped: still replaying the spool, still sending, or done."""
+    from web.spool import Spool
+
+    if Spool(spool).pending():
+        return "replaying the spool"
+    with engine.connect() as conn:
+        pending = conn.scalar(text("SELECT count(*) FROM outbox WHERE status = 'pending'"))
+    return "sending" if pending else "done"
+
+
+def finish(app: Any, engine: Engine, spool: Path, max_passes: int = 20) -> int:
+    """The clean run after a kill: the dead run's leases are made to have run out (as 5 minutes
+    later), then `jobs run` passes until the spool is empty and nothing is due; the passes."""
+    from cli import run_jobs
+    from web.spool import Spool
+
+    for passes in range(1, max_passes + 1):
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE outbox SET next_attempt_at = now() "
+                              "WHERE status = 'pending' AND next_attempt_at > now()"))
+        with app.app_context():
+            run_jobs(app.extensions["upgrade_chat"])
+        with engine.connect() as conn:
+            pending = conn.scalar(text("SELECT count(*) FROM outbox WHERE status = 'pending'"))
+        if not pending and not Spool(spool).pending():
+            return passes
+    raise Failed(f"work left after {max_passes} clean passes")
+
+
+@main.command("kill")
+@click.option("--trials", default=1000, show_default=True, type=click.IntRange(1),
+              help="Runs of `jobs run` killed -9 at a random moment, each then finished clean.")
+@click.option("--upgrades", default=4, show_default=True, type=click.IntRange(0),
+              help="Confirmed upgrades whose billing webhook and SMS replies are in the outbox "
+                   "at each trial's start.")
+@click.option("--confirms", default=4, show_default=True, type=click.IntRange(0),
+              help="Buyers' CONFIRM messages in the spool at each trial's start: the killed "
+                   "run makes the upgrade, queues its webhook and reply, and sends them.")
+@click.option("--sms", default=12, show_default=True, type=click.IntRange(0),
+              help="More queued SMS (replies) at each trial's start.")
+@click.option("--calibrate", default=3, show_default=True, type=click.IntRange(1),
+              help="Unkilled runs first, to time the work: kills fall uniformly within it.")
+@click.option("--exec", "use_exec", is_flag=True,
+              help="Start each run as the command line `flask --app app jobs run` (2-3 s of "
+                   "start-up each) instead of forking a process that has imported the app.")
+@click.option("--seed", default=1, show_default=True)
+@click.option("--quick", is_flag=True, help="Tiny run for the smoke test: " + ", ".join(
+    f"--{k} {v:g}" for k, v in KILL_QUICK.items()) + ".")
+@click.option("--keep", is_flag=True, help="Keep the work folder (the runs' log).")
+@click.pass_context
+def kill_command(ctx: click.Context, quick: bool, **opts: Any) -> None:
+    """Confirmed upgrades and SMS in the outbox, CONFIRMs in the spool; `flask --app app jobs
+    run` against a fake Twilio and a local billing webhook receiver, killed -9 at a random
+    moment; then a clean run. Lost and duplicated upgrades must be 0, repeated sends within the
+    documented bound (at most one per kill)."""
+    if quick:
+        opts.update(KILL_QUICK)
+    if opts["upgrades"] + opts["confirms"] == 0:
+        raise click.BadParameter("nothing to kill mid-send", param_hint="--upgrades/--confirms")
+    if not run_kill(ctx, **opts):
+        ctx.exit(1)
+
+
+def run_kill(ctx: click.Context, *, trials: int, upgrades: int, confirms: int, sms: int,
+             calibrate: int, use_exec: bool, seed: int, keep: bool) -> bool:
+    from app import create_app
+    from channels.twilio_messaging import InboundMessage, spool_entry
+    from storage.db import make_engine
+    from tests.support import fake_twilio, receiver as webhook_receiver
+    from web.spool import Spool
+
+    rng = random.Random(seed)
+    with database_server(ctx) as db, work_folder(keep) as work:
+        pg_version = db.version
+        url = fresh_database(db, "bench_faults_kill")
+        say(f"kill: {upgrades} confirmed upgrades, {confirms} confirmations to spool, {sms} "
+            f"more SMS ...")
+        setup = seed_kill(url, upgrades, confirms, sms)
+        engine = make_engine(url)
+        snapshot = Snapshot(engine)
+        engine.dispose()  # nothing of ours is open when the forker is forked
+        log = work / "runs.log"
+        forker = None if use_exec else Forker(log)  # before any thread starts (the fakes)
+        spool = work / "spool"
+        try:
+            with fake_twilio.serving() as fake, webhook_receiver.serving() as receiver:
+                config = {"DATABASE_URL": url, "API_KEY": API_KEY, "CONTROL_SHARE": "0",
+                          "DEMO": False, "AUTO_MIGRATE": False, "SPOOL_DIR": str(spool),
+                          "TWILIO_ACCOUNT_SID": fake.account_sid,
+                          "TWILIO_AUTH_TOKEN": fake.auth_token, "TWILIO_SMS_FROM": SMS_FROM,
+                          "PUBLIC_BASE_URL": PUBLIC_BASE_URL, "TWILIO_API_URL": fake.base_url,
+                          "BILLING_WEBHOOK_URL": receiver.url,
+                          "BILLING_WEBHOOK_SECRET": "bench-faults-secret"}
+                env = service_env(url, **{k: str(v) for k, v in config.items()
+                                          if k not in ("DATABASE_URL", "API_KEY", "DEMO",
+                                                       "AUTO_MIGRATE", "CONTROL_SHARE")})
+                clean = create_app(config)
+                engine = clean.extensions["upgrade_chat"].engine
+
+                def run(kill_after: float | None) -> tuple[bool, float, int]:
+                    if forker is not None:
+                        return forker.run(config, kill_after)
+                    with log.open("a") as out:
+                        began = time.monotonic()
+                        proc = subprocess.Popen(flask_command("jobs", "run"), env=env, cwd=ROOT,
+                                                stdout=out, stderr=subprocess.STDOUT)
+                        try:
+                            proc.wait(timeout=kill_after)
+                        except subprocess.TimeoutExpired:
+                            proc.kill()
+                            proc.wait()
+                        return (proc.returncode == -signal.SIGKILL,
+                                time.monotonic() - began, proc.returncode)
+
+                def trial(kill_after: float | None) -> Trial:
+                    snapshot.restore()
+                    for phone, sid in setup.spool_sids.items():
+                        if any(phone == p for p, _ in setup.confirming.values()):
+                            Spool(spool).write(spool_entry(
+                                InboundMessage("sms", phone, "confirm", sid),
+                                datetime.now(timezone.utc)))
+                    t0, w0 = fake.count(), len(receiver.requests)
+                    killed, seconds, status = run(kill_after)
+                    phase = where_it_stopped(engine, spool)
+                    passes = finish(clean, engine, spool)
+                    result = check_trial(engine, setup, fake.log()[t0:],
+                                         list(receiver.requests[w0:]))
+                    result.killed, result.seconds, result.status = killed, seconds, status
+                    result.clean_passes, result.phase = passes, phase
+                    if status not in (0, -signal.SIGKILL):
+                        result.notes.append(f"the run exited {status}")
+                    return result
+
+                say(f"kill: {calibrate} unkilled runs to time the work ...")
+                timed = [trial(None) for _ in range(calibrate)]
+                span = statistics.median(t.seconds for t in timed)
+                say(f"kill: the work takes {span * 1000:,.0f} ms (median of {calibrate}); "
+                    f"{trials:,} trials killed uniformly within it ...")
+                results = []
+                began = time.monotonic()
+                for k in range(trials):
+                    results.append(trial(rng.uniform(0, span)))
+                    if (k + 1) % 100 == 0:
+                        say(f"kill: {k + 1:,} trials in {time.monotonic() - began:,.0f} s")
+                took = time.monotonic() - began
+                clean.extensions["upgrade_chat"].engine.dispose()
+        finally:
+            if forker is not None:
+                forker.close()
+        logged = log.read_text(errors="replace") if log.exists() else ""
+
+    def total(name: str, rows: list[Trial]) -> int:
+        return sum(getattr(t, name) for t in rows)
+
+    killed = [t for t in results if t.killed]
+    beyond = [t for t in results if t.repeated_sms + t.repeated_webhooks > (1 if t.killed else 0)]
+    rows = []
+    for name, rs in (("calibration (not killed)", timed), ("killed mid-run", killed),
+                     ("finished before the kill", [t for t in results if not t.killed])):
+        rows.append((name, n(len(rs)), n(total("duplicate_upgrades", rs)),
+                     n(total("lost_upgrades", rs)), n(total("repeated_sms", rs)),
+                     n(total("repeated_webhooks", rs)), n(total("lost_sms", rs)),
+                     n(sum(1 for t in rs if t.repeated_sms + t.repeated_webhooks > (
+                         1 if t.killed else 0)))))
+    table = format_table(("trials", "runs", "duplicate upgrades", "lost upgrades",
+                          "SMS sent twice", "webhooks delivered twice", "lost SMS",
+                          "beyond the bound"), rows)
+    notes_seen = Counter(note for t in results for note in t.notes)
+    phases = Counter(t.phase for t in killed)
+    notes = [
+        f"per trial: {upgrades} confirmed upgrades (their webhook and SMS reply queued), "
+        f"{confirms} CONFIRMs in the spool, {sms} more SMS: {2 * (upgrades + confirms) + sms} "
+        f"jobs for the run; killed uniformly within the {span * 1000:,.0f} ms the work takes "
+        f"(median of {calibrate} unkilled runs); {trials:,} trials in {took:,.0f} s "
+        f"({took / trials * 1000:,.0f} ms each)"
+        + ("; runs started as `flask --app app jobs run`" if use_exec else
+           "; runs forked from a process that imported the app, each building it and running "
+           "the `jobs run` command"),
+        "the kills found the run " + ", ".join(
+            f"{k} {v:,} times" for k, v in phases.most_common()) + "; the clean run after "
+        f"each: {statistics.mean(t.clean_passes for t in results):.1f} "
+        f"passes on average; the runs logged {logged.count('ERROR'):,} errors",
+        f"the bound: {KILL_BOUND}",
+    ] + [f"{v:,} trials: {k}" for k, v in notes_seen.most_common()]
+    problems = []
+    if total("duplicate_upgrades", results + timed):
+        problems.append(f"{total('duplicate_upgrades', results + timed):,} duplicate upgrades")
+    if total("lost_upgrades", results + timed) or total("lost_sms", results + timed):
+        problems.append(f"{total('lost_upgrades', results + timed):,} upgrades and "
+                        f"{total('lost_sms', results + timed):,} SMS lost")
+    if beyond:
+        problems.append(f"{len(beyond):,} trials repeated more sends than the bound allows")
+    title = (f"scheduler killed mid-send: {trials:,} runs of `flask --app app jobs run` against "
+             f"a fake Twilio and a local billing webhook receiver, each killed -9 at a random "
+             f"moment, then finished by a clean run (the dead run's leases taken as run out)")
+    return report(title, pg_version, [table], notes, problems)
+
+
+@main.command("all")
+@click.option("--quick", is_flag=True, help="Each run's --quick: about a minute in all.")
+@click.option("--keep", is_flag=True, help="Keep the work folders.")
+@click.pass_context
+def all_command(ctx: click.Context, quick: bool, keep: bool) -> None:
+    """load, outage and kill, one after the other, with their defaults (or --quick)."""
+    _require_gunicorn()
+    ok = True
+    for command, run, fast in ((load_command, run_load, LOAD_QUICK),
+                               (outage_command, run_outage, OUTAGE_QUICK),
+                               (kill_command, run_kill, KILL_QUICK)):
+        opts = {p.name: p.default for p in command.params if p.name not in ("quick", "keep")}
+        if quick:
+            opts.update(fast)
+        ok = run(ctx, keep=keep, **opts) and ok
+    if not ok:
+        ctx.exit(1)
+
+
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # A polite kill unwinds like Ctrl+C, so servers, fakes and the cluster are cleaned up.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     main()
