@@ -333,6 +333,29 @@ def restart_postgresql(cluster: postgres.Cluster, pause: float) -> str:
             f"{time.monotonic() - began:.1f} s")
 
 
+def settle(url: str, tag: str, quiet: float = 3.0, limit: float = 120.0) -> None:
+    """Wait until the run's inbound messages stop arriving in the database (gunicorn serves the
+    requests still in its backlog, whose clients gave up long ago, as a live service would)."""
+    from sqlalchemy import create_engine
+
+    engine = create_engine(url)
+    try:
+        began = last_change = time.monotonic()
+        last = -1
+        while time.monotonic() - began < limit and time.monotonic() - last_change < quiet:
+            try:
+                with engine.connect() as conn:
+                    now = conn.scalar(text("SELECT count(*) FROM messages WHERE direction = "
+                                           "'in' AND provider_id LIKE :p"), {"p": f"SM{tag}%"})
+            except Exception:  # noqa: BLE001 - not up again yet: keep waiting
+                now = last
+            if now != last:
+                last, last_change = now, time.monotonic()
+            time.sleep(0.5)
+    finally:
+        engine.dispose()
+
+
 def drain_spool(env: dict[str, str], spool: Path, engine: Engine, log: Path,
                 max_passes: int = 500) -> tuple[int, list[str]]:
     """`flask --app app jobs run` until the spool is empty and no message is due in the outbox
@@ -551,6 +574,7 @@ def run_load(ctx: click.Context, *, duration: float, peak: float | None, peak_du
             faults = [(duration / 3, "restart", lambda: restart_postgresql(db.cluster, pg_down)),
                       (2 * duration / 3, "kill", lambda: kill_a_worker(server, workers, rng))]
             happened = asyncio.run(generator.run(count, faults))
+            settle(url, tag)  # what gunicorn's backlog still holds is served, late
         finally:
             server.stop()
         for f in happened:
@@ -587,6 +611,9 @@ def run_load(ctx: click.Context, *, duration: float, peak: float | None, peak_du
         f"stored but never acknowledged (answered after the client gave up, or the worker was "
         f"killed after the commit): {figures['late stored']:,}",
         f"acknowledged and stored, but no reply reached the buyer: {figures['unanswered']:,}",
+        f"never stored: {len(sends) - len(stored.inbound):,} ({figures['lost']:,} of them "
+        f"acknowledged, i.e. lost; Twilio gave up on the others, which it does not send again: "
+        f"dropped from gunicorn's full backlog, or in a worker when it was killed)",
         "lost = acknowledged (HTTP 200 with TwiML) but not stored after the drain; duplicated = "
         f"a MessageSid stored twice ({figures['stored twice']}) or a buyer answered both in the "
         f"TwiML and from the outbox ({figures['answered twice']})",
