@@ -773,8 +773,6 @@ def run_outage(ctx: click.Context, *, outage: float, retry_after: int, messages:
             statuses = Counter(dict(conn.execute(text(
                 "SELECT status, count(*) FROM messages WHERE direction = 'out' "
                 "GROUP BY status")).all()))
-            most_attempts = conn.scalar(text(
-                "SELECT max(attempts) FROM outbox WHERE kind = 'message'")) or 0
             errors = Counter(dict(conn.execute(text(
                 "SELECT last_error, count(*) FROM messages WHERE direction = 'out' "
                 "AND status <> 'sent' GROUP BY last_error")).all()))
@@ -788,12 +786,13 @@ def run_outage(ctx: click.Context, *, outage: float, retry_after: int, messages:
     twice = sum(1 for k in created.values() if k > 1)
     lost = queued - len(created)
     early, early_same = retry_after_kept(requests)
+    most_requests = max(Counter((r.to, r.body) for r in requests).values(), default=0)
     last_sent = max((r.at for r in requests if r.answer == 201), default=math.nan)
     table = format_table(
         ("queued", "sent once", "sent more than once", "lost", "attempts during the outage",
-         "before Retry-After", "most attempts per message"),
+         "before Retry-After", "most requests for one message"),
         [(n(queued), n(once), n(twice), n(lost), n(len(during)),
-          f"{early:,} ({early_same:,} for the same message)", n(most_attempts))])
+          f"{early:,} ({early_same:,} for the same message)", n(most_requests))])
     notes = [
         f"messages at the end: " + ", ".join(f"{k} {v:,}" for k, v in statuses.most_common())
         + ("; not sent: " + "; ".join(f"{v:,} '{k}'" for k, v in errors.most_common())
