@@ -1078,7 +1078,8 @@ def check_trial(engine: Engine, setup: KillSetup, twilio_log: list[Any],
         try:
             deliveries[json.loads(w.body)["idempotency_key"]] += 1
         except (ValueError, KeyError, TypeError):
-            trial.notes.append("an incomplete webhook request")  # cut off by the kill
+            trial.notes.append("a webhook without an idempotency key")
+            trial.lost_upgrades += 1
     trial.lost_upgrades += len(expected_keys - set(deliveries))
     trial.duplicate_upgrades += len(set(deliveries) - expected_keys)
     trial.repeated_webhooks = sum(k - 1 for k in deliveries.values())
@@ -1086,10 +1087,20 @@ def check_trial(engine: Engine, setup: KillSetup, twilio_log: list[Any],
     wanted = Counter((phone, body) for phone, body in sms)
     trial.lost_sms = sum(1 for m in wanted if m not in created) + unsent
     trial.repeated_sms = sum(k - 1 for k in created.values())
-    if set(created) - set(wanted):
-        trial.notes.append(f"{len(set(created) - set(wanted))} SMS sent that the database does "
-                           f"not hold as sent")
-        trial.lost_sms += len(set(created) - set(wanted))
+    for phone, body in set(created) - set(wanted):
+        with engine.connect() as conn:
+            found = conn.execute(text(
+                "SELECT m.id, m.kind, m.status, o.status FROM messages m "
+                "JOIN contacts c ON c.id = m.contact_id "
+                "LEFT JOIN outbox o ON o.key = 'message:' || m.id "
+                "WHERE c.phone = :phone AND m.body = :body"),
+                {"phone": phone, "body": body}).all()
+        trial.notes.append("an SMS went out that the database does not hold as sent: "
+                           + ("; ".join(f"message {i} ({kind}) is {status}, its job {job}"
+                                        for i, kind, status, job in found)
+                              or f"no such message (to {'a' if phone else 'no'} number, "
+                                 f"{len(body or '')} characters)"))
+        trial.lost_sms += 1
     return trial
 
 

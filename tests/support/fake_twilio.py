@@ -178,7 +178,11 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         fake: FakeTwilio = self.server.fake
         length = int(self.headers.get("Content-Length", "0"))
-        raw = self.rfile.read(length).decode("utf-8")
+        data = self.rfile.read(length)
+        if len(data) < length:  # the client died mid-request: no server acts on half a request
+            self.close_connection = True
+            return
+        raw = data.decode("utf-8")
         parts = urlsplit(self.path).path.split("/")  # '', 2010-04-01, Accounts, sid, Messages.json
         if len(parts) != 5 or parts[1:3] != ["2010-04-01", "Accounts"] \
                 or parts[4] != "Messages.json":
