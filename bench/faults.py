@@ -48,9 +48,9 @@ import click  # noqa: E402
 from sqlalchemy import Engine, text  # noqa: E402
 
 from bench.report import format_table, machine  # noqa: E402
-from bench.webhook import (API_KEY, PATH, Buyer, Server, ServerConfig, Signer,  # noqa: E402
-                           bench_target, free_port, message_sid, messages, new_tag, prime,
-                           say, service_env, setup_accounts, smoke)
+from bench.webhook import (API_KEY, PATH, Server, ServerConfig, Signer,  # noqa: E402
+                           bench_target, free_port, message_sid, messages, new_tag, prime, say,
+                           service_env, setup_accounts, smoke)
 from tests.support import postgres  # noqa: E402
 
 SMS_FROM = "+15005550006"  # Twilio's magic test number: the fakes' sending number
@@ -427,7 +427,7 @@ def window_of(due: float, faults: list[Fault], span: float) -> str:
 
 
 def load_tables(results: list[Sent], stored: Stored, faults: list[Fault], span: float,
-                duration: float, timeout: float, tag: str) -> tuple[list[str], dict[str, int]]:
+                timeout: float, tag: str) -> tuple[list[str], dict[str, int]]:
     sids = {r.i: message_sid(tag, r.i) for r in results}
     outcomes = Counter(r.outcome for r in results)
     sent = [r for r in results if not r.outcome.startswith("not sent")]
@@ -473,6 +473,15 @@ def load_tables(results: list[Sent], stored: Stored, faults: list[Fault], span: 
 @click.group(help=__doc__.splitlines()[0])
 def main() -> None:
     pass
+
+
+def _carried_out(run: Callable[..., bool], ctx: click.Context, opts: dict[str, Any]) -> bool:
+    """Run one of the sub-commands' bodies; a run that could not be carried out is an error
+    message, not a traceback."""
+    try:
+        return run(ctx, **opts)
+    except Failed as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _require_gunicorn() -> None:
@@ -521,7 +530,7 @@ def load_command(ctx: click.Context, quick: bool, **opts: Any) -> None:
     if quick:
         opts.update(LOAD_QUICK)
     _require_gunicorn()
-    if not run_load(ctx, **opts):
+    if not _carried_out(run_load, ctx, opts):
         ctx.exit(1)
 
 
@@ -591,7 +600,7 @@ def run_load(ctx: click.Context, *, duration: float, peak: float | None, peak_du
         logged = log.read_text(errors="replace")
         results = sorted(generator.results, key=lambda r: r.i)
 
-    tables, figures = load_tables(results, stored, happened, span, duration, timeout, tag)
+    tables, figures = load_tables(results, stored, happened, span, timeout, tag)
     lateness = [r.late for r in results]
     sends = [r for r in results if not r.outcome.startswith("not sent")]
     achieved = len(sends) / max(1e-9, max(r.due + r.late for r in results))
@@ -608,8 +617,9 @@ def run_load(ctx: click.Context, *, duration: float, peak: float | None, peak_du
         f"spool: {replayed:,} messages replayed by {passes} passes of `flask --app app jobs "
         f"run`; {len(rejected)} set aside; gunicorn logged "
         f"{logged.count('twilio inbound message failed'):,} failures (apology answers)",
-        f"stored but never acknowledged (answered after the client gave up, or the worker was "
-        f"killed after the commit): {figures['late stored']:,}",
+        f"stored but never acknowledged (served after the client gave up, or the worker killed "
+        f"after its commit): {figures['late stored']:,}; their replies are recorded as sent in "
+        f"TwiML nobody received",
         f"acknowledged and stored, but no reply reached the buyer: {figures['unanswered']:,}",
         f"never stored: {len(sends) - len(stored.inbound):,} ({figures['lost']:,} of them "
         f"acknowledged, i.e. lost; Twilio gave up on the others, which it does not send again: "
@@ -713,7 +723,7 @@ def outage_command(ctx: click.Context, quick: bool, **opts: Any) -> None:
     within the documented bound, and no request may come before a Retry-After ran out."""
     if quick:
         opts.update(OUTAGE_QUICK)
-    if not run_outage(ctx, **opts):
+    if not _carried_out(run_outage, ctx, opts):
         ctx.exit(1)
 
 
@@ -1164,7 +1174,7 @@ def kill_command(ctx: click.Context, quick: bool, **opts: Any) -> None:
         opts.update(KILL_QUICK)
     if opts["upgrades"] + opts["confirms"] == 0:
         raise click.BadParameter("nothing to kill mid-send", param_hint="--upgrades/--confirms")
-    if not run_kill(ctx, **opts):
+    if not _carried_out(run_kill, ctx, opts):
         ctx.exit(1)
 
 
@@ -1260,7 +1270,8 @@ def run_kill(ctx: click.Context, *, trials: int, upgrades: int, confirms: int, s
         return sum(getattr(t, name) for t in rows)
 
     killed = [t for t in results if t.killed]
-    beyond = [t for t in results if t.repeated_sms + t.repeated_webhooks > (1 if t.killed else 0)]
+    beyond = [t for t in results + timed
+              if t.repeated_sms + t.repeated_webhooks > (1 if t.killed else 0)]
     rows = []
     for name, rs in (("calibration (not killed)", timed), ("killed mid-run", killed),
                      ("finished before the kill", [t for t in results if not t.killed])):
@@ -1317,7 +1328,7 @@ def all_command(ctx: click.Context, quick: bool, keep: bool) -> None:
         opts = {p.name: p.default for p in command.params if p.name not in ("quick", "keep")}
         if quick:
             opts.update(fast)
-        ok = run(ctx, keep=keep, **opts) and ok
+        ok = _carried_out(run, ctx, dict(opts, keep=keep)) and ok
     if not ok:
         ctx.exit(1)
 
