@@ -509,8 +509,10 @@ LOAD_QUICK = dict(duration=3.0, peak=10.0, accounts=10, workers=2, span=1.0, tim
 @click.option("--accounts", default=2000, show_default=True, type=click.IntRange(1, 10_000),
               help="Accounts, one buyer (billing contact on SMS) each; most with an offer.")
 @click.option("--workers", default=4, show_default=True, type=click.IntRange(2),
-              help="gunicorn sync workers (as bench/webhook.py and the README's production "
-                   "command).")
+              help="gunicorn workers (as bench/webhook.py).")
+@click.option("--threads", default=1, show_default=True, type=click.IntRange(1),
+              help="Threads per worker: 1 runs sync workers (as bench/webhook.py), more runs "
+                   "gthread workers (deploy/gunicorn.conf.py: --workers 2 --threads 16 here).")
 @click.option("--timeout", default=15.0, show_default=True, type=click.FloatRange(0.5),
               help="Seconds a request may take: Twilio gives up on a webhook after 15.")
 @click.option("--span", default=30.0, show_default=True, type=click.FloatRange(0),
@@ -535,8 +537,8 @@ def load_command(ctx: click.Context, quick: bool, **opts: Any) -> None:
 
 
 def run_load(ctx: click.Context, *, duration: float, peak: float | None, peak_duration: float,
-             factor: float, accounts: int, workers: int, timeout: float, span: float,
-             pg_down: float, seed: int, keep: bool) -> bool:
+             factor: float, accounts: int, workers: int, threads: int, timeout: float,
+             span: float, pg_down: float, seed: int, keep: bool) -> bool:
     from storage.db import make_engine
 
     if peak is None and shutil.which("wrk") is None:
@@ -554,7 +556,7 @@ def run_load(ctx: click.Context, *, duration: float, peak: float | None, peak_du
         buyers = setup_accounts(url, accounts, seed)
         spool = work / "spool"
         env = service_env(url, SPOOL_DIR=str(spool))
-        config = ServerConfig(workers, 1)
+        config = ServerConfig(workers, threads)
         how = "given: --peak"
         if peak is None:
             say(f"load: measuring the peak ({peak_duration:g} s closed loop, wrk -c50) ...")
@@ -1028,13 +1030,16 @@ def seed_kill(url: str, upgrades: int, confirms: int, sms: int) -> KillSetup:
 
 class Snapshot:
     """Every table's rows, copied aside once (bench_snap_<table>) and put back before each
-    trial: one database, reset in a few milliseconds."""
+    trial: one database, reset in a few milliseconds. The audit trail is append-only (its
+    triggers refuse a DELETE): it is left to grow, trial after trial."""
+
+    KEPT = frozenset({"audit_events"})
 
     def __init__(self, engine: Engine) -> None:
         from storage.models import Base
 
         self.engine = engine
-        self.tables = [t.name for t in Base.metadata.sorted_tables]
+        self.tables = [t.name for t in Base.metadata.sorted_tables if t.name not in self.KEPT]
         with engine.begin() as conn:
             for t in self.tables:
                 conn.execute(text(f'DROP TABLE IF EXISTS "bench_snap_{t}"'))
