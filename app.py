@@ -100,6 +100,7 @@ DEFAULTS: dict[str, Any] = {
     "TWILIO_WHATSAPP_TEMPLATE_SID": None,  # approved template for WhatsApp outside 24 hours
     "PUBLIC_BASE_URL": None,  # the URL Twilio calls us at (signatures are over it)
     "TWILIO_WEBHOOK_SHARED_KEY_SECRET": None,  # Twilio's SharedKey webhook signing, if used
+    "TWILIO_API_URL": None,  # tests and benchmarks only: a fake Twilio's base URL
     "SLACK_BOT_TOKEN": None,  # none: escalations are logged and shown at /sandbox/csm
     "SLACK_SIGNING_SECRET": None,  # required with the token: every Slack request is verified
     "SLACK_CHANNEL": None,  # the channel id escalations are posted to

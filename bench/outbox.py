@@ -63,12 +63,15 @@ class Round:
         return (self.messages + self.jobs) / self.seconds
 
 
-def seed(engine: Engine, accounts: int, now: datetime) -> None:
+def seed(engine: Engine, accounts: int, now: datetime, *, first: int = 0,
+         plain_jobs: bool = True) -> None:
     """N accounts, each with a contact on SMS, an open thread, a queued opening and reply (each
-    with its outbox job, as the use cases queue them), and a job of the bench kind."""
+    with its outbox job, as the use cases queue them), and (`plain_jobs`) a job of the bench
+    kind. Account i (from `first`) is acct-<i>, its contact's phone +1312555<i>, and its messages
+    say "Bench opening <i>" and "Bench reply <i>"."""
     threads = []
     with Session(engine) as s, s.begin():
-        for i in range(accounts):
+        for i in range(first, first + accounts):
             acct = AccountRow(external_id=f"acct-{i:05d}", name=f"Bench {i}", plan="starter",
                               vertical="generic", timezone="UTC", billing_day=1,
                               plan_since=now - timedelta(days=90), open_escalations=0,
@@ -81,16 +84,17 @@ def seed(engine: Engine, accounts: int, now: datetime) -> None:
             s.flush()
             thread = ThreadRow(account_id=acct.id, contact_id=person.id, current_plan="starter",
                                target_plan="growth", direction="up", state="open",
-                               last_channel=SMS, opened_at=now, updated_at=now)
+                               last_channel=SMS.name, opened_at=now, updated_at=now)
             s.add(thread)
             s.flush()
             threads.append((thread.id, person.id))
     with SqlUnitOfWork(engine) as uow:
-        for i, (thread_id, contact_id) in enumerate(threads):
+        for i, (thread_id, contact_id) in enumerate(threads, start=first):
             for kind in ("opening", "reply"):
                 queue_message(uow, thread_id=thread_id, contact_id=contact_id, channel=SMS,
                               kind=kind, body=f"Bench {kind} {i}", now=now)
-            uow.jobs.enqueue(KIND, f"bench:{i}", {"n": i}, now)
+            if plain_jobs:
+                uow.jobs.enqueue(KIND, f"bench:{i}", {"n": i}, now)
         uow.commit()
 
 

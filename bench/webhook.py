@@ -195,18 +195,35 @@ def messages(buyers: list[Buyer], count: int, rng: random.Random) -> list[tuple[
     return out[:count]
 
 
+class Signer:
+    """Signs inbound messages as Twilio does (the auth token, the URL it calls, the form's
+    parameters), on the recorded form of tests/payloads/twilio/sms_inbound.json."""
+
+    def __init__(self, base_url: str, token: str = TOKEN) -> None:
+        self.template = json.loads(PAYLOAD.read_text(encoding="utf-8"))
+        self.validator = RequestValidator(token)
+        self.url = base_url + PATH
+
+    def sign(self, sender: str, body: str, sid: str) -> tuple[str, str]:
+        """(X-Twilio-Signature, urlencoded form) of one message with MessageSid `sid`."""
+        params = dict(self.template, From=sender, Body=body, MessageSid=sid, SmsSid=sid,
+                      SmsMessageSid=sid)
+        return self.validator.compute_signature(self.url, params), urlencode(params)
+
+
+def message_sid(tag: str, i: int) -> str:
+    """The i-th MessageSid of a run tagged `tag` (8 hex): SM and 32 hex, as Twilio's."""
+    return f"SM{tag}{i:024x}"
+
+
 def write_requests(path: Path, base_url: str, msgs: list[tuple[str, str]], tag: str) -> None:
     """One "signature<TAB>form body" line per message, signed like Twilio does (the auth token,
     the URL it calls, the form's parameters), each with its own MessageSid."""
-    template = json.loads(PAYLOAD.read_text(encoding="utf-8"))
-    validator = RequestValidator(TOKEN)
-    url = base_url + PATH
+    signer = Signer(base_url)
     with path.open("w", encoding="ascii") as f:
         for i, (sender, body) in enumerate(msgs):
-            sid = f"SM{tag}{i:024x}"
-            params = dict(template, From=sender, Body=body, MessageSid=sid, SmsSid=sid,
-                          SmsMessageSid=sid)
-            f.write(f"{validator.compute_signature(url, params)}\t{urlencode(params)}\n")
+            signature, form = signer.sign(sender, body, message_sid(tag, i))
+            f.write(f"{signature}\t{form}\n")
 
 
 def new_tag() -> str:
@@ -285,6 +302,14 @@ class Server:
             time.sleep(0.2)
         raise RuntimeError(f"gunicorn not ready after {timeout:.0f} s")
 
+    def worker_pids(self) -> list[int]:
+        """The arbiter's worker processes now (its children, from /proc)."""
+        try:
+            with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as f:
+                return [int(p) for p in f.read().split()]
+        except OSError:
+            return []
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)  # graceful: the arbiter stops its workers
@@ -311,7 +336,7 @@ def post_signed(port: int, base_url: str, params: dict[str, str], *,
 def smoke(port: int, base_url: str, sender: str, expect: str) -> None:
     """One signed message answered with TwiML containing `expect`; a forged one refused."""
     params = json.loads(PAYLOAD.read_text(encoding="utf-8"))
-    sid = f"SMsmoke{uuid.uuid4().hex[:27]}"
+    sid = f"SM{uuid.uuid4().hex}"  # Twilio's shape: SM and 32 hex
     params.update(From=sender, Body="how much would I be charged today?", MessageSid=sid,
                   SmsSid=sid, SmsMessageSid=sid)
     status, body = post_signed(port, base_url, params)
@@ -331,7 +356,7 @@ def prime(port: int, base_url: str, buyers: list[Buyer]) -> None:
     template = json.loads(PAYLOAD.read_text(encoding="utf-8"))
 
     def one(buyer: Buyer) -> int:
-        sid = f"SMprime{uuid.uuid4().hex[:27]}"
+        sid = f"SM{uuid.uuid4().hex}"
         params = dict(template, From=buyer.phone, Body="hi", MessageSid=sid, SmsSid=sid,
                       SmsMessageSid=sid)
         return post_signed(port, base_url, params)[0]
@@ -413,6 +438,24 @@ def check_service(url: str, tag: str, result: Result, log: Path, offered: int) -
     say(f"service check: {inbound:,} inbound messages stored and {replied:,} answered "
         f"for {result.requests:,} completed requests; {failures} logged failures")
     return problems
+
+
+def base_env() -> dict[str, str]:
+    """This process's environment without any UPGRADE_CHAT_ setting, plus the Twilio token the
+    requests are signed with."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UPGRADE_CHAT_")}
+    env.update(UPGRADE_CHAT_TWILIO_AUTH_TOKEN=TOKEN, PYTHONDONTWRITEBYTECODE="1")
+    return env
+
+
+def service_env(url: str, **settings: str) -> dict[str, str]:
+    """The service's environment on database `url` (sandbox Twilio: nothing is sent), with
+    further UPGRADE_CHAT_<key> settings."""
+    env = dict(base_env(), UPGRADE_CHAT_DATABASE_URL=url, UPGRADE_CHAT_API_KEY=API_KEY,
+               UPGRADE_CHAT_DEMO="false", UPGRADE_CHAT_AUTO_MIGRATE="false",
+               UPGRADE_CHAT_CONTROL_SHARE="0")
+    env.update({f"UPGRADE_CHAT_{k}": v for k, v in settings.items()})
+    return env
 
 
 # --- one target -------------------------------------------------------------------------------
@@ -511,11 +554,8 @@ def main(duration: float, connections: int, accounts: int, workers: int, threads
         def msgs_for(count: int) -> list[tuple[str, str]]:
             return messages(buyers, count, rng)
 
-        env = {k: v for k, v in os.environ.items() if not k.startswith("UPGRADE_CHAT_")}
-        env.update(UPGRADE_CHAT_TWILIO_AUTH_TOKEN=TOKEN, PYTHONDONTWRITEBYTECODE="1")
-        service_env = dict(env, UPGRADE_CHAT_DATABASE_URL=url, UPGRADE_CHAT_API_KEY=API_KEY,
-                           UPGRADE_CHAT_DEMO="false", UPGRADE_CHAT_AUTO_MIGRATE="false",
-                           UPGRADE_CHAT_CONTROL_SHARE="0")
+        env = base_env()
+        service = service_env(url)
 
         # The echo first: it cannot run out of requests (it stores nothing, a repeat is fine),
         # and its rate sizes the service's file so that no MessageSid is sent twice.
@@ -523,7 +563,7 @@ def main(duration: float, connections: int, accounts: int, workers: int, threads
                                   buyers, msgs_for, duration, warmup, connections, wrk_threads,
                                   "<Message>ok</Message>", sized_for=2_000)
         service, tag, log = bench_target(
-            "service", "app:create_app()", service_env, config, work, buyers, msgs_for,
+            "service", "app:create_app()", service, config, work, buyers, msgs_for,
             duration, warmup, connections, wrk_threads, "<Message>",
             sized_for=max(1_000, echo.rate * 1.5))
         problems = check_service(url, tag, service, log, sum(b.thread for b in buyers))

@@ -26,12 +26,12 @@ from urllib.parse import urlsplit
 from flask import Blueprint, Flask, Response, current_app, request
 from twilio.request_validator import (SIGNATURE_HEADER, SIGNATURE_SETTINGS_HEADER,
                                       RequestValidator, get_signature_algorithm)
-from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 from twilio.twiml.messaging_response import MessagingResponse
 
 from channels import Channel, Installed
-from channels.twilio_outbound import UNSUBSCRIBED, SandboxSender, TwilioMessagingSender
+from channels.twilio_outbound import (UNSUBSCRIBED, SandboxSender, TwilioApiHttpClient,
+                                      TwilioMessagingSender)
 from core import handlers
 from core.handlers import DeliveryReport
 from core.accounts import normalize_phone
@@ -383,7 +383,8 @@ def install(app: Flask, runtime: Any) -> Installed:
         sender: MessageSender = SandboxSender()
     else:
         client = Client(config["TWILIO_ACCOUNT_SID"], config["TWILIO_AUTH_TOKEN"],
-                        http_client=TwilioHttpClient(timeout=5))  # never the library's no-timeout
+                        http_client=TwilioApiHttpClient(timeout=5,
+                                                        base_url=config.get("TWILIO_API_URL")))
         sender = TwilioMessagingSender(
             client, sms_from=config["TWILIO_SMS_FROM"],
             whatsapp_from=config["TWILIO_WHATSAPP_FROM"],

@@ -214,7 +214,8 @@ def run_jobs(rt) -> str:
         if rt.message_retention else None
     outbox = (f"{stats.sent} sent, {stats.retried} to retry, {stats.failed} failed, "
               f"{stats.cancelled} cancelled"
-              + (f", {stats.held} held (the provider refused the account)" if stats.held else "")
+              + (f", {stats.held} held (the provider refused the account or asked us to "
+                 f"wait)" if stats.held else "")
               ) if stats else "off"
     spooled = f"spool: {spool.replayed} replayed" + (
         f", {spool.failed_left} waiting" if spool.failed_left else "") + (

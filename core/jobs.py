@@ -9,6 +9,9 @@ A sender returns normally on success. It raises:
   `RecipientOptedOut`, a kind of it, when the provider has the recipient unsubscribed;
 - `AccountRefused` when the provider refused our account rather than this job (credentials):
   the job, and the batch's other jobs of its kind, are held without counting the attempt;
+- `ProviderBusy` when the provider asked us to wait (HTTP 429 or 503, with or without a
+  Retry-After): held the same way, until the wait is over, and no job of the kind is tried
+  before then;
 - `RetryLater`, or any other exception, for a failure that may pass: tried again after the
   backoff (`Backoff`), failed once the job has had `max_attempts` sends.
 The text of our own exceptions (`JobError`) is recorded as it is, so it must carry no personal
@@ -65,6 +68,26 @@ class RetryLater(JobError):
 class AccountRefused(JobError):
     """The provider refused our account, not this job (a wrong or rotated token): nothing is
     failed; the job and the batch's other jobs of its kind are given back untried."""
+
+
+class ProviderBusy(JobError):
+    """The provider asked us to wait (HTTP 429 Too Many Requests, 503 Service Unavailable): its
+    state or our account's rate, not this job. Nothing is failed and the attempt is not
+    counted, so an outage of any length loses nothing: the job and the batch's other jobs of its
+    kind are given back until `retry_after` has passed (the kind's first backoff delay when the
+    provider named no wait; at most its longest), and the dispatcher tries no job of the kind
+    before then."""
+
+    def __init__(self, message: str, code: int | None = None, *,
+                 retry_after: timedelta | None = None) -> None:
+        super().__init__(message, code)
+        self.retry_after = retry_after
+
+    def wait(self, policy: Backoff) -> timedelta:
+        """How long the kind waits: the provider's Retry-After within the policy's bounds."""
+        if self.retry_after is None or self.retry_after <= timedelta(0):
+            return policy.base_delay
+        return min(self.retry_after, policy.max_delay)
 
 
 def describe(error: BaseException) -> str:

@@ -36,7 +36,12 @@ How a job moves:
   still current (pending, `next_attempt_at` still our lease): if the lease ran out and another
   dispatcher took the job, its outcome wins. `AccountRefused` (the provider refused our
   credentials) fails nothing: the job and the batch's other jobs of its kind are given back,
-  due again after `hold_for`, their attempt not counted.
+  due again after `hold_for`, their attempt not counted. `ProviderBusy` (the provider asked us
+  to wait: 429, 503) is held the same way, for its Retry-After (core.jobs.ProviderBusy.wait).
+  Either way the dispatcher then claims no job of that kind until the hold ends, so a provider
+  that asked for a pause is not asked again before it (within this dispatcher, which the
+  scheduler keeps from pass to pass; a separate `jobs run` process only finds the held jobs not
+  yet due).
 
 `attempts` counts sends started, so a job whose dispatcher dies every time (a poison job) still
 fails after max_attempts instead of coming back forever.
@@ -60,7 +65,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from core.jobs import (CANCELLED, FAILED, HELD, RETRY, SENT, AccountRefused, Backoff, JobHandler,
-                       JobResult, OutboxJob, PermanentFailure, Sender, Settle, describe)
+                       JobResult, OutboxJob, PermanentFailure, ProviderBusy, Sender, Settle,
+                       describe)
 from core.ports import UnitOfWork
 from storage.models import OutboxRow
 from storage.uow import SqlUnitOfWork
@@ -76,7 +82,8 @@ PENDING = "pending"  # then sent, failed or cancelled
 # statement tree per job cost SQLAlchemy more than the database's work; bench/outbox.py).
 _JOBS = OutboxRow.__table__
 _CLAIM = (select(_JOBS.c.id, _JOBS.c.kind, _JOBS.c.key, _JOBS.c.payload, _JOBS.c.attempts)
-          .where(_JOBS.c.status == PENDING, _JOBS.c.next_attempt_at <= bindparam("now"))
+          .where(_JOBS.c.status == PENDING, _JOBS.c.next_attempt_at <= bindparam("now"),
+                 _JOBS.c.kind.not_in(bindparam("paused", expanding=True)))
           .order_by(_JOBS.c.next_attempt_at, _JOBS.c.id)
           .limit(bindparam("limit"))
           .with_for_update(skip_locked=True))  # rendered on PostgreSQL, omitted on SQLite
@@ -202,6 +209,8 @@ class OutboxDispatcher:
         self._backoffs = dict(backoffs or {})
         self._lease = lease
         self._hold_for = hold_for
+        # Kinds whose provider refused our account or asked us to wait: not claimed until then.
+        self._paused: dict[str, datetime] = {}
 
     def dispatch_due(self, limit: int = 50) -> DispatchStats:
         """Claim up to `limit` due jobs and send each; one job's error never stops the others
@@ -222,7 +231,7 @@ class OutboxDispatcher:
                 break
             result, error = self._send(c)
             try:
-                if isinstance(error, AccountRefused):
+                if isinstance(error, (AccountRefused, ProviderBusy)):
                     held_kinds.add(c.job.kind)
                     self._hold([x for x in claimed[n:] if x.job.kind == c.job.kind], error,
                                stats)
@@ -245,9 +254,10 @@ class OutboxDispatcher:
         lease_until = now + self._lease
         ended: list[tuple[OutboxJob, str, str]] = []  # (job, status, reason), logged after commit
         leased: list[_Claimed] = []
+        paused = [kind for kind, until in list(self._paused.items()) if until > now]
         with SqlUnitOfWork(self._engine) as uow:
             conn = uow.session.connection()
-            rows = conn.execute(_CLAIM, {"now": now, "limit": limit}).all()
+            rows = conn.execute(_CLAIM, {"now": now, "limit": limit, "paused": paused}).all()
             stats.claimed = len(rows)
             jobs = [OutboxJob(id=r.id, kind=r.kind, key=r.key, payload=r.payload,
                               attempts=r.attempts) for r in rows]
@@ -335,10 +345,17 @@ class OutboxDispatcher:
             log.warning("outbox job %s (%s) attempt %s failed, next try at %s: %s",
                         job.key, job.kind, job.attempts, next_at.isoformat(), text)
 
-    def _hold(self, rest: list[_Claimed], error: AccountRefused, stats: DispatchStats) -> None:
-        """The provider refused our account: give this job and the rest of its kind back."""
+    def _hold(self, rest: list[_Claimed], error: AccountRefused | ProviderBusy,
+              stats: DispatchStats) -> None:
+        """The provider refused our account, or asked us to wait: give this job and the rest of
+        its kind back, untried, and claim none of the kind until the hold ends."""
         now = self._clock()
-        next_at = now + self._hold_for
+        kind = rest[0].job.kind
+        if isinstance(error, ProviderBusy):
+            next_at = now + error.wait(self._policy(kind))
+        else:
+            next_at = now + self._hold_for
+        self._paused[kind] = max(next_at, self._paused.get(kind, next_at))
         text = describe(error)
         held = 0
         with SqlUnitOfWork(self._engine) as uow:
@@ -352,5 +369,6 @@ class OutboxDispatcher:
                                                         cause=error), now)
             uow.commit()
         stats.held += held
-        log.error("%s; %d %s jobs held, not failed, until %s", text, held, rest[0].job.kind,
-                  next_at.isoformat())
+        log.log(logging.WARNING if isinstance(error, ProviderBusy) else logging.ERROR,
+                "%s; %d %s jobs held, not failed, until %s", text, held, kind,
+                next_at.isoformat())

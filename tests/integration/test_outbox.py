@@ -12,7 +12,7 @@ from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from web.webhooks import SignedWebhookSender, WebhookError, verify_signature
-from core.jobs import AccountRefused, Backoff, Settle
+from core.jobs import AccountRefused, Backoff, ProviderBusy, Settle
 from storage.models import OutboxRow
 from storage.outbox import DispatchStats, OutboxDispatcher, enqueue
 from tests.conftest import NOW
@@ -359,6 +359,44 @@ def test_a_refused_account_holds_its_kind_untried_and_lets_the_other_kinds_go_ou
     clock.now += timedelta(minutes=5)
     assert dispatcher({"csm.notice": lambda job: None}, max_attempts=1).dispatch_due() == \
         DispatchStats(sent=3)
+
+
+def test_a_provider_asking_to_wait_holds_its_kind_for_the_retry_after_and_counts_no_attempt(
+        engine, dispatcher, webhook, receiver, clock):
+    calls = []
+    busy = [True]
+
+    def provider(job):
+        calls.append(job.key)
+        if busy[0]:
+            raise ProviderBusy("HTTP 503: asked to wait", 20503,
+                               retry_after=timedelta(seconds=40))
+
+    for n in range(2):
+        _enqueue(engine, f"notice:{n}", kind="csm.notice")
+    _enqueue(engine, "plan-change:1")
+    outbox = dispatcher({"csm.notice": provider, KIND: webhook}, max_attempts=1)
+    assert outbox.dispatch_due() == DispatchStats(sent=1, held=2)
+    assert calls == ["notice:0"]
+    for n in range(2):
+        row = _row(engine, f"notice:{n}")
+        assert (row.status, row.attempts, row.next_attempt_at) == (
+            "pending", 0, NOW + timedelta(seconds=40))
+
+    # A job of the kind that is due meanwhile waits too: the provider is not asked before then.
+    _enqueue(engine, "notice:late", kind="csm.notice", now=NOW + timedelta(seconds=10))
+    for seconds in (10, 20, 39):
+        clock.now = NOW + timedelta(seconds=seconds)
+        assert outbox.dispatch_due() == DispatchStats()
+    assert calls == ["notice:0"]
+
+    clock.now = NOW + timedelta(seconds=40)  # asked again (the job due first), still busy:
+    assert outbox.dispatch_due() == DispatchStats(held=3)  # held again, not failed
+    assert calls == ["notice:0", "notice:late"]
+    busy[0] = False
+    clock.now += timedelta(seconds=40)
+    assert outbox.dispatch_due() == DispatchStats(sent=3)
+    assert calls[2:] == ["notice:0", "notice:1", "notice:late"]
 
 
 def test_a_kind_with_its_own_backoff_is_retried_on_its_own_schedule(

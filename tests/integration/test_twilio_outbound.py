@@ -8,6 +8,7 @@ import json
 import logging
 import threading
 import time
+from collections import Counter
 from datetime import timedelta
 
 import pytest
@@ -200,7 +201,7 @@ def test_two_server_errors_then_success_send_once_and_the_retries_wait_their_bac
         engine, clock, fake, dispatcher):
     contact_id, thread_id = seed(engine)
     msg_id = queue(engine, contact_id, thread_id, "Growth would save you $30.00.")
-    fake.answer(500, 503)
+    fake.answer(500, 502)
     d = dispatcher()
 
     assert d.dispatch_due() == DispatchStats(retried=1)
@@ -233,11 +234,11 @@ def test_a_message_that_keeps_failing_fails_for_good_after_max_attempts(
         engine, clock, fake, dispatcher):
     contact_id, thread_id = seed(engine)
     msg_id = queue(engine, contact_id, thread_id, "Hello")
-    fake.answer(500, 429, 500)
+    fake.answer(500, 502, 500)
     d = dispatcher(max_attempts=3)
     assert d.dispatch_due() == DispatchStats(retried=1)
     clock.now += timedelta(minutes=1)
-    assert d.dispatch_due() == DispatchStats(retried=1)  # 429: too many requests, try later
+    assert d.dispatch_due() == DispatchStats(retried=1)
     clock.now += timedelta(minutes=1)
     assert d.dispatch_due() == DispatchStats(failed=1)
     assert (message(engine, msg_id).status, fake.count()) == ("failed", 3)
@@ -282,10 +283,11 @@ def test_an_unsubscribed_recipient_fails_at_once_and_the_contact_is_opted_out(
     (twilio_error(21211, message="The 'To' number is not a valid phone number."),
      DispatchStats(failed=1)),
     (twilio_error(21602, message="Message body is required."), DispatchStats(failed=1)),
-    (twilio_error(20429, status=429, message="Too Many Requests"), DispatchStats(retried=1)),
+    (twilio_error(20429, status=429, message="Too Many Requests"), DispatchStats(held=1)),
+    (503, DispatchStats(held=1)),
     (502, DispatchStats(retried=1)),
-], ids=["invalid-number", "other-4xx", "429", "502"])
-def test_client_errors_fail_without_a_retry_and_server_errors_are_retried(
+], ids=["invalid-number", "other-4xx", "429", "503", "502"])
+def test_client_errors_fail_without_a_retry_server_errors_are_retried_and_a_wait_holds(
         engine, clock, fake, dispatcher, answer, stats):
     contact_id, thread_id = seed(engine)
     msg_id = queue(engine, contact_id, thread_id, "Hello")
@@ -296,6 +298,56 @@ def test_client_errors_fail_without_a_retry_and_server_errors_are_retried(
     d.dispatch_due()
     expected = ("failed", 1) if stats.failed else ("sent", 2)
     assert (message(engine, msg_id).status, fake.count()) == expected
+    # A wait Twilio asked for is not an attempt of the message: it counts only the one sent.
+    assert message(engine, msg_id).attempts == (1 if stats.held else expected[1])
+
+
+def test_a_ten_minute_outage_answering_503_and_429_loses_no_message(
+        engine, clock, fake, dispatcher):
+    """Twilio down for 10 minutes (503 and 429 in turn, Retry-After 30 s) while the scheduler
+    passes every 10 s: nothing fails, and every message goes out once it is back (bench/faults.py
+    outage found the messages failed for good after 6 attempts, about 8 minutes in)."""
+    contact_id, thread_id = seed(engine)
+    ids = [queue(engine, contact_id, thread_id, f"Message {i}", kind="reply") for i in range(3)]
+    up = NOW + timedelta(minutes=10)
+    turn = [0]
+
+    def outage(request):
+        if clock.now >= up:
+            return 201
+        turn[0] += 1
+        status, code = (503, 20503) if turn[0] % 2 else (429, 20429)
+        return twilio_error(code, status=status, retry_after=30)
+
+    fake.responder = outage
+    d = dispatcher()
+    while clock.now < up + timedelta(minutes=2):
+        d.dispatch_due()
+        clock.now += timedelta(seconds=10)
+    assert [message(engine, i).status for i in ids] == ["sent"] * 3
+    created = Counter(r.body for r in fake.log() if r.answer == 201)
+    assert created == {f"Message {i}": 1 for i in range(3)}  # each sent once
+
+
+def test_no_request_goes_to_twilio_before_its_retry_after_ran_out(engine, clock, fake,
+                                                                  dispatcher):
+    """A 429 or 503 with Retry-After is about the account: no message of the batch, nor any
+    other, is tried again before it runs out."""
+    contact_id, thread_id = seed(engine)
+    queue(engine, contact_id, thread_id, "First", kind="reply")
+    fake.answer(twilio_error(20429, status=429, message="Too Many Requests", retry_after=60))
+    d = dispatcher()
+    d.dispatch_due()
+    assert fake.count() == 1
+    later = queue(engine, contact_id, thread_id, "Queued after the refusal", kind="reply")
+    for _ in range(5):  # the scheduler's passes within the minute
+        clock.now += timedelta(seconds=10)
+        d.dispatch_due()
+    assert fake.count() == 1
+    clock.now = NOW + timedelta(seconds=60)
+    d.dispatch_due()
+    assert sorted(fake.bodies()) == ["First", "Queued after the refusal"]
+    assert message(engine, later).status == "sent"
 
 
 @pytest.mark.parametrize("refusal, code", [
@@ -361,6 +413,29 @@ def test_a_message_to_a_contact_without_a_number_for_its_channel_fails_unsent(
     assert (job(engine, msg_id).status, job(engine, msg_id).attempts) == ("failed", 0)
     clock.now += timedelta(hours=1)
     assert dispatcher().dispatch_due() == DispatchStats() and fake.count() == 0
+
+
+def test_an_app_with_twilio_api_url_sends_through_that_server(engine, make_app, clock, fake):
+    """TWILIO_API_URL points the service's own Twilio client elsewhere (a fake Twilio, for the
+    tests and bench/faults.py): the scheduler's pass sends the queued opening there."""
+    from cli import run_jobs
+
+    app = make_app(CONTROL_SHARE="0", TWILIO_ACCOUNT_SID=fake.account_sid,
+                   TWILIO_AUTH_TOKEN=AUTH_TOKEN, TWILIO_SMS_FROM=SMS_FROM,
+                   PUBLIC_BASE_URL="https://chat.example.com", TWILIO_API_URL=fake.base_url)
+    api = Api(app.test_client())
+    body = account(plan="starter", timezone="America/Chicago", billing_day=5,
+                   contacts=[contact("acme-dana", name="Dana", role="billing", phone=PHONE)])
+    assert api.put("/accounts/acme", json=body).status_code == 201
+    events = [usage_event(f"m{i}", "acme", "messages", 600, ago(clock.now, days=7 - i))
+              for i in range(8)]
+    assert api.post("/usage", json=batch(*events)).status_code == 200
+    with app.app_context():
+        assert "outbox: 1 sent" in run_jobs(app.extensions["upgrade_chat"])
+    [sent] = fake.requests
+    assert sent.authorized and (sent.to, sent.from_) == (PHONE, SMS_FROM)
+    assert sent.status_callback == CALLBACK
+    assert opening_row(engine).provider_id.startswith("SM")
 
 
 def test_the_sandbox_sender_marks_messages_sent_without_any_request(engine, fake, dispatcher):

@@ -3,10 +3,13 @@
 It implements `POST /2010-04-01/Accounts/{AccountSid}/Messages.json` as far as twilio's `Client`
 needs: HTTP Basic auth with the account SID, the form body parsed, every request recorded, and
 answers from a script — a created message resource (201, the default), a Twilio error JSON with
-its HTTP status, a plain 5xx, or HANG (no answer until well past the client's timeout).
+its HTTP status (and a Retry-After header if the error has one), a plain 5xx, or HANG (no answer
+until well past the client's timeout) — or from a `responder` function (an outage that lasts a
+while). Each recorded request keeps when it arrived and what it was answered.
 
 `FakeTwilioHttpClient` is twilio's own HTTP client with every request's scheme and host rewritten
-to the fake's (https://api.twilio.com -> http://127.0.0.1:<port>) and a short timeout, so
+to the fake's (https://api.twilio.com -> http://127.0.0.1:<port>) and a short timeout (the
+service's client with TWILIO_API_URL set: an app configured with it talks to the fake too), so
 
     client = twilio.rest.Client(fake.account_sid, fake.auth_token,
                                 http_client=FakeTwilioHttpClient(fake.base_url, timeout=0.5))
@@ -19,17 +22,18 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit
 
-from twilio.http.http_client import TwilioHttpClient
+from channels.twilio_outbound import TwilioApiHttpClient
 
 ACCOUNT_SID = "AC" + "0" * 32
 AUTH_TOKEN = "token"
@@ -39,15 +43,18 @@ HANG_SECONDS = 3.0  # far past any test client's timeout; the server's stop ends
 
 @dataclass(frozen=True)
 class TwilioError:
-    """A scripted Twilio error: its code, HTTP status and message."""
+    """A scripted Twilio error: its code, HTTP status and message, and a Retry-After header
+    (seconds) when `retry_after` is set."""
 
     code: int
     status: int = 400
     message: str = "error"
+    retry_after: int | None = None
 
 
-def twilio_error(code: int, status: int = 400, message: str | None = None) -> TwilioError:
-    return TwilioError(code, status, message or f"Twilio error {code}")
+def twilio_error(code: int, status: int = 400, message: str | None = None, *,
+                 retry_after: int | None = None) -> TwilioError:
+    return TwilioError(code, status, message or f"Twilio error {code}", retry_after)
 
 
 @dataclass(frozen=True)
@@ -63,10 +70,16 @@ class SentRequest:
     status_callback: str | None
     form: dict[str, str]
     authorized: bool
+    at: float = 0.0  # time.time() when it arrived
+    answer: int | TwilioError | str | None = None  # what the fake answered (set by take)
+
+
+Answer = int | TwilioError | str
 
 
 class FakeTwilio:
-    """Records every Messages request and answers from a script (then 201 Created)."""
+    """Records every Messages request and answers from a script, then from `responder` if one
+    is set (called with each request, under the fake's lock), else 201 Created."""
 
     def __init__(self, account_sid: str = ACCOUNT_SID, auth_token: str = AUTH_TOKEN) -> None:
         self.account_sid = account_sid
@@ -74,19 +87,31 @@ class FakeTwilio:
         self.base_url = ""
         self.requests: list[SentRequest] = []
         self.stopping = threading.Event()
-        self._script: list[int | TwilioError | str] = []
+        self.responder: Callable[[SentRequest], Answer] | None = None
+        self._script: list[Answer] = []
         self._lock = threading.Lock()
 
-    def answer(self, *responses: int | TwilioError | str) -> None:
+    def answer(self, *responses: Answer) -> None:
         """Queue answers for the next requests: an HTTP status (201 creates, others are a
         Twilio-shaped error of that status), a TwilioError, or HANG."""
         with self._lock:
             self._script.extend(responses)
 
-    def take(self, request: SentRequest) -> int | TwilioError | str:
+    def take(self, request: SentRequest) -> Answer:
         with self._lock:
-            self.requests.append(request)
-            return self._script.pop(0) if self._script else 201
+            if self._script:
+                answer = self._script.pop(0)
+            elif self.responder is not None:
+                answer = self.responder(request)
+            else:
+                answer = 201
+            self.requests.append(replace(request, at=time.time(), answer=answer))
+            return answer
+
+    def log(self) -> list[SentRequest]:
+        """Every request so far, each with when it arrived and what it was answered."""
+        with self._lock:
+            return list(self.requests)
 
     def bodies(self) -> Counter:
         """How many requests carried each body (template sends count under their variables)."""
@@ -146,11 +171,18 @@ def _error_body(code: int, status: int, message: str) -> dict:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as Twilio's API does
+    # Headers and body leave in separate writes: without TCP_NODELAY the body waits for the
+    # client's delayed ACK (40 ms a request on Linux).
+    disable_nagle_algorithm = True
 
     def do_POST(self) -> None:
         fake: FakeTwilio = self.server.fake
         length = int(self.headers.get("Content-Length", "0"))
-        raw = self.rfile.read(length).decode("utf-8")
+        data = self.rfile.read(length)
+        if len(data) < length:  # the client died mid-request: no server acts on half a request
+            self.close_connection = True
+            return
+        raw = data.decode("utf-8")
         parts = urlsplit(self.path).path.split("/")  # '', 2010-04-01, Accounts, sid, Messages.json
         if len(parts) != 5 or parts[1:3] != ["2010-04-01", "Accounts"] \
                 or parts[4] != "Messages.json":
@@ -169,8 +201,11 @@ class _Handler(BaseHTTPRequestHandler):
             fake.stopping.wait(HANG_SECONDS)
             response = 201  # Twilio did create it; the client stopped waiting long ago
         if isinstance(response, TwilioError):
+            headers = {} if response.retry_after is None else {
+                "Retry-After": str(response.retry_after)}
             return self._reply(response.status,
-                               _error_body(response.code, response.status, response.message))
+                               _error_body(response.code, response.status, response.message),
+                               headers)
         if response == 201:
             return self._reply(201, _message_resource(account_sid, form))
         return self._reply(response, _error_body(20500 if response >= 500 else response, response,
@@ -181,10 +216,12 @@ class _Handler(BaseHTTPRequestHandler):
         return (account_sid == fake.account_sid
                 and self.headers.get("Authorization", "") == f"Basic {expected}")
 
-    def _reply(self, status: int, payload: dict) -> None:
+    def _reply(self, status: int, payload: dict, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(payload).encode("utf-8")
         try:
             self.send_response(status)
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.send_header("Content-Type", "application/json; charset=utf-8")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
@@ -196,18 +233,12 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
-class FakeTwilioHttpClient(TwilioHttpClient):
-    """twilio's HTTP client, sending every request to `base_url` instead of Twilio's hosts."""
+class FakeTwilioHttpClient(TwilioApiHttpClient):
+    """twilio's HTTP client, sending every request to `base_url` instead of Twilio's hosts (the
+    service's own client with TWILIO_API_URL set)."""
 
     def __init__(self, base_url: str, timeout: float = 0.5, **kwargs) -> None:
-        super().__init__(timeout=timeout, **kwargs)
-        target = urlsplit(base_url)
-        self._scheme, self._netloc = target.scheme, target.netloc
-
-    def request(self, method, url, *args, **kwargs):
-        parts = urlsplit(url)
-        url = urlunsplit((self._scheme, self._netloc, parts.path, parts.query, parts.fragment))
-        return super().request(method, url, *args, **kwargs)
+        super().__init__(timeout=timeout, base_url=base_url, **kwargs)
 
 
 @contextmanager

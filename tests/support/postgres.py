@@ -16,6 +16,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 from sqlalchemy import create_engine, text
@@ -82,6 +83,14 @@ class Cluster:
     def stop(self) -> None:
         self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
 
+    def restart(self, pause: float = 0.0) -> None:
+        """Stop (fast: open transactions are rolled back, clients disconnected), wait `pause`
+        seconds, start again on the same data folder and port: every URL stays valid."""
+        self.stop()
+        if pause > 0:
+            time.sleep(pause)
+        self.start()
+
     def destroy(self) -> None:
         try:
             self.stop()
@@ -102,6 +111,17 @@ def create_database(admin_url: str, name: str) -> str:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     engine.dispose()
     return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+
+
+def server_version(url: str) -> str:
+    """The server's version, e.g. "15.14" (SHOW server_version, without the distribution's
+    suffix)."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return str(conn.scalar(text("SHOW server_version"))).split()[0]
+    finally:
+        engine.dispose()
 
 
 def start_server() -> tuple[str, Cluster | None]:

@@ -10,8 +10,8 @@ from channels.twilio_messaging import SMS as SMS_CHANNEL, WHATSAPP as WHATSAPP_C
 from channels.webchat import WEB
 from core.channels import Channels, Delivery
 from core.delivery import Send, in_window, verdict
-from core.jobs import (AccountRefused, Backoff, PermanentFailure, RecipientOptedOut, RetryLater,
-                       Settle, describe)
+from core.jobs import (AccountRefused, Backoff, PermanentFailure, ProviderBusy, RecipientOptedOut,
+                       RetryLater, Settle, describe)
 from core.ports import MessageFacts
 
 NOW = datetime(2026, 11, 26, 15, 0, tzinfo=timezone.utc)
@@ -100,3 +100,29 @@ def test_our_errors_are_recorded_as_written_others_by_their_type_alone():
     assert describe(RetryLater("x" * 900)) == "x" * 500
     assert isinstance(RecipientOptedOut("21610", 21610), PermanentFailure)
     assert not isinstance(AccountRefused("401"), PermanentFailure)
+
+
+def test_twilio_asking_to_wait_is_a_hold_for_its_retry_after_within_the_backoffs_bounds():
+    from channels.twilio_outbound import parse_retry_after, twilio_error
+
+    policy = Backoff(max_attempts=6, base_delay=timedelta(seconds=15),
+                     max_delay=timedelta(minutes=30))
+    for status in (429, 503):
+        busy = twilio_error(20000 + status, status, timedelta(seconds=40))
+        assert isinstance(busy, ProviderBusy) and not isinstance(busy, PermanentFailure)
+        assert busy.wait(policy) == timedelta(seconds=40)
+        assert str(busy) == (f"twilio error {20000 + status} (HTTP {status}): Twilio asked us "
+                             f"to wait, Retry-After 40 s")
+        assert twilio_error(20000 + status, status).wait(policy) == timedelta(seconds=15)
+        assert twilio_error(20000 + status, status, timedelta(hours=5)).wait(policy) == \
+            timedelta(minutes=30)
+    assert isinstance(twilio_error(20500, 500), RetryLater)
+    assert not isinstance(twilio_error(20500, 500), ProviderBusy)
+    assert isinstance(twilio_error(20003, 401), AccountRefused)
+
+    assert parse_retry_after("120") == timedelta(seconds=120)
+    assert parse_retry_after(" 0 ") == timedelta(0)
+    assert parse_retry_after("Thu, 26 Nov 2026 15:01:30 GMT", NOW) == timedelta(seconds=90)
+    assert parse_retry_after("Thu, 26 Nov 2026 14:00:00 GMT", NOW) == timedelta(0)
+    for unreadable in (None, "", "soon", "-5", "1.5"):
+        assert parse_retry_after(unreadable) is None
