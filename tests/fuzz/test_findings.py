@@ -1,0 +1,112 @@
+"""What the fuzzers found, each kept as the minimal example that failed before its fix.
+
+The document and the code disagreed about what a request may hold (schemathesis: schema-valid
+input refused, schema-violating input accepted); each row below is one such request, checked
+against channels/openapi.json and sent to the app, on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+
+import pytest
+from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+
+from tests.conftest import API_KEY
+from tests.fuzz.conftest import SPEC, identity_headers
+from web.inputs import NOT_BLANK, NUMERIC_STRING
+
+DOCUMENT = json.loads(SPEC.read_text(encoding="utf-8"))
+REGISTRY = Registry().with_resource("urn:spec", Resource.from_contents(
+    DOCUMENT, default_specification=DRAFT202012))
+
+
+def documented(schema: str, instance) -> bool:
+    """Whether `instance` is valid for the document's components.schemas[schema]."""
+    validator = Draft202012Validator({"$ref": f"urn:spec#/components/schemas/{schema}"},
+                                     registry=REGISTRY,
+                                     format_checker=Draft202012Validator.FORMAT_CHECKER)
+    return validator.is_valid(instance)
+
+
+@pytest.fixture
+def app(seeded):
+    return seeded()
+
+
+ACCOUNT = {"name": "Fuzz Co", "plan": "starter", "timezone": "America/New_York", "billing_day": 1}
+
+# (what, schema, path, body, valid per the document, the app's status)
+ROWS = [
+    # The document said nothing of blank strings; the code refuses them (400). Now it says so.
+    ("a blank event account", "UsageBatch", "/api/v1/usage",
+     {"events": [{"account": "\t", "at": "2000-01-01T00:00:00Z", "id": 0, "metric": "0",
+                  "quantity": 0}]}, False, 400),
+    ("a blank relayed text", "InboundMessage", "/api/v1/conversations/acme-dana/messages",
+     {"channel": "web", "text": "", "id": 0}, False, 400),
+    ("a widget id of \\x1c: blank to str.strip(), not to JSON Schema's \\s",
+     "WebInboundMessage", "/webchat/v1/messages", {"text": "hi", "id": "\x1c"}, False, 400),
+    # A numeric string had any shape in the document; the code took Decimal's (also "1_0").
+    ("an empty sentiment", "HealthInput", "/api/v1/accounts/acme-clinic/health",
+     {"sentiment": ""}, False, 400),
+    ("a sentiment with an underscore", "HealthInput", "/api/v1/accounts/acme-clinic/health",
+     {"sentiment": "0_1"}, False, 400),
+    ("a sentiment in other digits", "HealthInput", "/api/v1/accounts/acme-clinic/health",
+     {"csat": "\u0664"}, False, 400),
+    # A number beyond Decimal's exponent was "expected a number" (400): it is one, out of range.
+    ("a sentiment too small to hold", "HealthInput", "/api/v1/accounts/acme-clinic/health",
+     {"sentiment": "\x0b+0778196E-9193584421135052577"}, True, 422),
+    # null is "absent" for every optional field (web.inputs.require); the document now says so.
+    ("a null widget id", "WebInboundMessage", "/webchat/v1/messages",
+     {"id": None, "text": "0"}, True, 200),
+    ("a null relayed id and deliver", "InboundMessage", "/api/v1/conversations/acme-dana/messages",
+     {"channel": "sms", "text": "hi", "id": None, "deliver": None}, True, 200),
+    # Unknown fields are ignored everywhere; the widget's body said additionalProperties: false.
+    ("an unknown field in a widget message", "WebInboundMessage", "/webchat/v1/messages",
+     {"text": "0", "x-unknown": 42}, True, 200),
+    # JSON has one number type, and JSON Schema's integer is any whole number: 8.0 is 8.
+    ("a billing day written 8.0", "AccountInput", "/api/v1/accounts/fuzz-co",
+     {**ACCOUNT, "billing_day": 8.0}, True, 201),
+    # An empty plan_since was taken for an omitted one, silently.
+    ("an empty plan_since", "AccountInput", "/api/v1/accounts/fuzz-co",
+     {**ACCOUNT, "plan_since": ""}, False, 422),
+]
+
+
+@pytest.mark.parametrize("what, schema, path, body, valid, status", ROWS,
+                         ids=[row[0] for row in ROWS])
+def test_the_document_and_the_app_agree_on_what_a_request_may_hold(app, what, schema, path, body,
+                                                                   valid, status):
+    assert documented(schema, body) is valid
+    if path.startswith("/webchat/"):
+        headers = identity_headers("acme-clinic", "u-dana")
+    else:
+        headers = {"Authorization": f"Bearer {API_KEY}"}
+    method = "PUT" if path.startswith("/api/v1/accounts/") and schema == "AccountInput" else "POST"
+    response = app.test_client().open(path, method=method, json=body, headers=headers)
+    assert response.status_code == status, response.get_json()
+    if status >= 400:
+        assert response.get_json()["error"]["code"]
+
+
+def test_the_documents_not_blank_is_what_str_strip_leaves_something_of():
+    not_blank = re.compile(NOT_BLANK)
+    assert [c for c in range(sys.maxunicode + 1)
+            if bool(not_blank.fullmatch(chr(c))) == chr(c).isspace()] == []
+
+
+def test_the_document_uses_the_codes_patterns():
+    schemas = DOCUMENT["components"]["schemas"]
+    for field in ("csat", "sentiment"):
+        assert schemas["HealthInput"]["properties"][field]["pattern"] == NUMERIC_STRING.pattern
+    for schema, field in [("AccountInput", "name"), ("AccountInput", "timezone"),
+                          ("ContactInput", "external_id"), ("UsageEvent", "id"),
+                          ("UsageEvent", "account"), ("UsageEvent", "metric"),
+                          ("InboundMessage", "text"), ("InboundMessage", "id"),
+                          ("WebInboundMessage", "text"), ("WebInboundMessage", "id")]:
+        assert schemas[schema]["properties"][field]["pattern"] == NOT_BLANK
+    assert schemas["PlanName"]["pattern"] == NOT_BLANK
