@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +26,10 @@ from hypothesis import HealthCheck, settings
 
 from channels.webchat import user_hash
 from devtools import demo
+from storage import migrate
+from storage.db import make_engine
+from tests.conftest import API_KEY, Clock
+from tests.support import postgres
 
 MODES = {"": "fuzz", "ci": "fuzz-ci"}
 MODE = os.environ.get("UPGRADE_CHAT_FUZZ", "").strip().lower()
@@ -72,18 +77,46 @@ PHONES = sorted({n for c in CONTACTS for n in (c.phone, c.whatsapp) if n})
 WEB_USERS = [(a.external_id, a.contacts[0].web_user_id) for a, _, _ in demo.ACCOUNTS]
 
 
-@pytest.fixture
-def seeded(make_app):
-    """The app on this test's database (SQLite, then PostgreSQL) with the six demo accounts, their
-    usage, signals and openings, and every channel's secrets, so that generated requests reach
-    real accounts, contacts, threads and messages some of the time."""
+@pytest.fixture(scope="module",
+                params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def fuzz_db(request, tmp_path_factory, sqlite_template) -> str:
+    """A migrated database per test module, SQLite then PostgreSQL: a module's examples all write
+    to it (a fresh one per test would cost more than the examples)."""
+    if request.param == "sqlite":
+        path = tmp_path_factory.mktemp("fuzz") / "fuzz.sqlite3"
+        shutil.copy(sqlite_template, path)
+        return f"sqlite:///{path}"
+    url = postgres.create_database(request.getfixturevalue("pg_admin_url"), "upgrade_chat_fuzz")
+    engine = make_engine(url)
+    migrate.upgrade(engine)
+    engine.dispose()
+    return url
+
+
+@pytest.fixture(scope="module")
+def seeded(fuzz_db, tmp_path_factory):
+    """Builds the app on the module's database with the six demo accounts, their usage, signals
+    and openings (sent), and every channel's secrets, so that generated requests reach real
+    accounts, contacts, threads and messages some of the time. Keywords override config."""
+    from app import create_app, start
+
+    apps = []
+
     def build(**config):
-        app = make_app(DEMO=True, TWILIO_AUTH_TOKEN=TWILIO_TOKEN, PUBLIC_BASE_URL=BASE,
-                       WEB_CHAT_SECRET=WEB_SECRET, BUSINESS_NAME="Beacon",
-                       SUPPORT_CONTACT="support@beacon.example", **config)
-        app.extensions["upgrade_chat"].dispatcher.dispatch_due()  # the openings go out
+        settings = {"DATABASE_URL": fuzz_db, "API_KEY": API_KEY, "CLOCK": Clock(),
+                    "AUTO_MIGRATE": False, "SPOOL_DIR": str(tmp_path_factory.mktemp("spool")),
+                    "TWILIO_AUTH_TOKEN": TWILIO_TOKEN, "PUBLIC_BASE_URL": BASE,
+                    "WEB_CHAT_SECRET": WEB_SECRET, "BUSINESS_NAME": "Beacon",
+                    "SUPPORT_CONTACT": "support@beacon.example", **config}
+        app = create_app(settings)
+        apps.append(app)
+        start(app, demo=True)  # the demo accounts that are missing
+        app.extensions["upgrade_chat"].dispatcher.dispatch_due()  # their openings go out
         return app
-    return build
+
+    yield build
+    for app in apps:
+        app.extensions["upgrade_chat"].engine.dispose()
 
 
 def identity_headers(account: str, user: str) -> dict[str, str]:

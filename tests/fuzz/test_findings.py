@@ -33,7 +33,7 @@ def documented(schema: str, instance) -> bool:
     return validator.is_valid(instance)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def app(seeded):
     return seeded()
 
