@@ -16,8 +16,12 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
+from sqlalchemy import select
+
+from storage.models import MessageRow
 from tests.conftest import API_KEY
-from tests.fuzz.conftest import SPEC, identity_headers
+from tests.fuzz.conftest import SPEC, identity_headers, no_logged_traceback
+from tests.fuzz.test_twilio_fuzz import encode, forget_delivery, payload, post_signed, sent_sids
 from web.inputs import NOT_BLANK, NUMERIC_STRING
 
 DOCUMENT = json.loads(SPEC.read_text(encoding="utf-8"))
@@ -110,3 +114,28 @@ def test_the_document_uses_the_codes_patterns():
                           ("WebInboundMessage", "text"), ("WebInboundMessage", "id")]:
         assert schemas[schema]["properties"][field]["pattern"] == NOT_BLANK
     assert schemas["PlanName"]["pattern"] == NOT_BLANK
+
+
+# --- Twilio -------------------------------------------------------------------------------------
+
+def test_a_delivery_report_whose_error_code_holds_a_nul_is_refused_not_a_500(app, caplog):
+    """/twilio/status stored the report's ErrorCode as it came: a NUL in it was a 500 on
+    PostgreSQL (which cannot store one) and a NUL stored on SQLite. Twilio's codes are numbers;
+    a report with another is not Twilio's (403) and changes nothing."""
+    [sid, *_] = sent_sids(app)
+    forget_delivery(app, sid)
+    report = {**payload("status_delivered"), "MessageSid": sid, "SmsSid": sid,
+              "MessageStatus": "queued", "ErrorCode": "\x00"}
+    with no_logged_traceback(caplog):
+        response = post_signed(app.test_client(), "/twilio/status", encode(list(report.items())))
+    assert (response.status_code, response.get_data()) == (403, b"not a Twilio request")
+    assert delivery(app, sid) == (None, None)
+    report["ErrorCode"] = "30003"
+    response = post_signed(app.test_client(), "/twilio/status", encode(list(report.items())))
+    assert response.status_code == 204 and delivery(app, sid) == ("queued", "30003")
+
+
+def delivery(app, sid: str) -> tuple[str | None, str | None]:
+    with app.extensions["upgrade_chat"].engine.connect() as conn:
+        return conn.execute(select(MessageRow.delivery_status, MessageRow.last_error).where(
+            MessageRow.provider_id == sid)).one()._tuple()
