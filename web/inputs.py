@@ -81,7 +81,15 @@ def json_body(req) -> Any:
         raise Malformed("request body is nested too deeply") from None
     # Strict JSON refuses raw NUL bytes, so a NUL or a surrogate can only come as an escape or
     # as a surrogate's bytes: most bodies need no walk at all.
-    pending = [data] if _SUSPECT.search(req.get_data(cache=True)) else []
+    if _SUSPECT.search(req.get_data(cache=True)):
+        check_storable(data)
+    return data
+
+
+def check_storable(data: Any) -> None:
+    """Malformed (400) for decoded JSON holding, in any key or string, a NUL character or an
+    unpaired UTF-16 surrogate: PostgreSQL text cannot hold either, a surrogate is no character."""
+    pending = [data]
     while pending:  # iterative: as deep as the parser went, without recursion
         item = pending.pop()
         if isinstance(item, dict):
@@ -94,7 +102,6 @@ def json_body(req) -> Any:
         elif isinstance(item, str) and _SURROGATE.search(item):
             raise Malformed("request body must be valid Unicode: it has an unpaired surrogate "
                             "(\\ud800-\\udfff)")
-    return data
 
 
 def refuse_nul(*values: str | None) -> None:

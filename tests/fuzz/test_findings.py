@@ -16,12 +16,17 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
+from urllib.parse import quote_plus
+
 from sqlalchemy import select
 
 from storage.models import MessageRow
 from tests.conftest import API_KEY
 from tests.fuzz.conftest import SPEC, identity_headers, no_logged_traceback
+from tests.fuzz.test_slack_fuzz import (URLENCODED, form, slack,  # noqa: F401 (a fixture)
+                                       slack_lane_app, slack_post)
 from tests.fuzz.test_twilio_fuzz import encode, forget_delivery, payload, post_signed, sent_sids
+from tests.support import fake_slack
 from web.inputs import NOT_BLANK, NUMERIC_STRING
 
 DOCUMENT = json.loads(SPEC.read_text(encoding="utf-8"))
@@ -139,3 +144,77 @@ def delivery(app, sid: str) -> tuple[str | None, str | None]:
     with app.extensions["upgrade_chat"].engine.connect() as conn:
         return conn.execute(select(MessageRow.delivery_status, MessageRow.last_error).where(
             MessageRow.provider_id == sid)).one()._tuple()
+
+
+# --- Slack --------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def slack_app(seeded, slack):
+    return slack_lane_app(seeded, slack)
+
+
+def click_body(value="1", **changes) -> str:
+    payload = {"type": "block_actions", "team": {"id": fake_slack.TEAM_ID},
+               "user": {"id": "U0CSM", "name": "dana.kim"},
+               "actions": [{"action_id": "schedule_call", "block_id": "escalation-1",
+                            "value": value, "type": "button"}], **changes}
+    return "payload=" + quote_plus(json.dumps(payload))
+
+
+UNSIGNED = [  # bolt read the body before the signature, and the timestamp with int()
+    ("a body that is no JSON", "{", URLENCODED, {}),
+    ("a JSON body that is no object", "[1]", "application/json", {}),
+    ("a payload that is no JSON", "payload=%7B", URLENCODED, {}),
+    ("a timestamp that is a word", "command=/x", URLENCODED,
+     {"X-Slack-Request-Timestamp": "abc", "X-Slack-Signature": "v0=1"}),
+]
+
+
+@pytest.mark.parametrize("what, body, content_type, headers", UNSIGNED,
+                         ids=[row[0] for row in UNSIGNED])
+def test_an_unsigned_slack_request_is_a_401_not_a_500(slack_app, caplog, what, body,
+                                                      content_type, headers):
+    with no_logged_traceback(caplog):
+        response = slack_app.test_client().post(
+            "/slack/events", data=body, headers={"Content-Type": content_type, **headers})
+    assert (response.status_code, response.get_json()) == (401, {"error": "invalid request"})
+
+
+SIGNED_BUT_NOT_SLACKS = [  # bolt's middleware took Slack's shapes for granted
+    ("an event that is a string", json.dumps({"type": "event_callback", "event": ""}),
+     "application/json"),
+    ("a container that is a string", click_body(container="x"), URLENCODED),
+    ("a user that is a list", click_body(user=[1]), URLENCODED),
+    ("a click without actions", click_body(actions=[]), URLENCODED),
+    ("a click whose action has no action_id", click_body(actions=[{"value": "1"}]), URLENCODED),
+    ("a NUL in a slash command", form([("command", "/upgrade-chat"), ("text", "a\x00b")]),
+     URLENCODED),
+]
+
+
+@pytest.mark.parametrize("what, body, content_type", SIGNED_BUT_NOT_SLACKS,
+                         ids=[row[0] for row in SIGNED_BUT_NOT_SLACKS])
+def test_a_signed_request_without_slacks_shapes_is_a_400_not_a_500(slack_app, caplog, what, body,
+                                                                   content_type):
+    with no_logged_traceback(caplog):
+        response = slack_post(slack_app.test_client(), body, content_type)
+    assert response.status_code == 400 and response.get_json()["error"] == "malformed"
+
+
+LISTENER_INPUT = [  # our listeners read Slack's values without checking them
+    ("an escalation id past any integer column", click_body(value="9" * 30), URLENCODED),
+    ("a user that is a bare id", click_body(user="U0CSM"), URLENCODED),
+    ("a slash command whose text is a number",
+     json.dumps({"command": "/upgrade-chat", "text": 5, "user_id": ["U0CSM"]}),
+     "application/json"),
+]
+
+
+@pytest.mark.parametrize("what, body, content_type", LISTENER_INPUT,
+                         ids=[row[0] for row in LISTENER_INPUT])
+def test_slacks_values_of_another_type_are_answered_not_a_500(slack_app, caplog, what, body,
+                                                              content_type):
+    with no_logged_traceback(caplog):
+        response = slack_post(slack_app.test_client(), body, content_type)
+    assert response.status_code == 200, response.get_data()
+
