@@ -20,7 +20,8 @@ from urllib.parse import quote_plus
 
 from sqlalchemy import select
 
-from storage.models import MessageRow
+from core.audit import pseudonym
+from storage.models import AuditEventRow, MessageRow
 from tests.conftest import API_KEY
 from tests.fuzz.conftest import SPEC, identity_headers, no_logged_traceback
 from tests.fuzz.test_slack_fuzz import (URLENCODED, form, slack,  # noqa: F401 (a fixture)
@@ -218,3 +219,27 @@ def test_slacks_values_of_another_type_are_answered_not_a_500(slack_app, caplog,
         response = slack_post(slack_app.test_client(), body, content_type)
     assert response.status_code == 200, response.get_data()
 
+
+# --- the audit trail ----------------------------------------------------------------------------
+
+def test_a_request_naming_an_id_the_trail_cannot_keep_is_on_the_record_by_its_pseudonym(
+        app, slack_app, caplog):
+    """An account id over 300 characters (the trail's column), or with a NUL, was logged as
+    'audit event not written' on PostgreSQL and left off the record: now it is recorded under
+    its pseudonym, as a contact's id is."""
+    long_id = "a" * 400
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    with no_logged_traceback(caplog):
+        assert app.test_client().get(f"/api/v1/accounts/{long_id}",
+                                     headers=headers).status_code == 404
+        assert app.test_client().get("/api/v1/accounts/a%00b", headers=headers).status_code == 400
+        command = form([("command", "/upgrade-chat"), ("text", "\u00bd" * 301),
+                        ("user_id", "U" * 250)])
+        assert slack_post(slack_app.test_client(), command, URLENCODED).status_code == 200
+    recorded = audit_object_ids(app)
+    assert {pseudonym(long_id), pseudonym("a\x00b"), pseudonym("\u00bd" * 301)} <= recorded
+
+
+def audit_object_ids(app) -> set[str]:
+    with app.extensions["upgrade_chat"].engine.connect() as conn:
+        return set(conn.scalars(select(AuditEventRow.object_id)))
