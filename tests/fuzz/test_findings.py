@@ -18,16 +18,19 @@ from referencing.jsonschema import DRAFT202012
 
 from urllib.parse import quote_plus
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
 
 from core.audit import pseudonym
-from storage.models import AuditEventRow, MessageRow
-from tests.conftest import API_KEY
+from storage import migrate
+from storage.db import make_engine
+from storage.models import AccountRow, AuditEventRow, MessageRow, ThreadRow
+from tests.conftest import API_KEY, NOW
 from tests.fuzz.conftest import SPEC, identity_headers, no_logged_traceback
 from tests.fuzz.test_slack_fuzz import (URLENCODED, form, slack,  # noqa: F401 (a fixture)
                                        slack_lane_app, slack_post)
 from tests.fuzz.test_twilio_fuzz import encode, forget_delivery, payload, post_signed, sent_sids
-from tests.support import fake_slack
+from tests.support import fake_slack, postgres
 from web.inputs import NOT_BLANK, NUMERIC_STRING
 
 DOCUMENT = json.loads(SPEC.read_text(encoding="utf-8"))
@@ -243,3 +246,78 @@ def test_a_request_naming_an_id_the_trail_cannot_keep_is_on_the_record_by_its_ps
 def audit_object_ids(app) -> set[str]:
     with app.extensions["upgrade_chat"].engine.connect() as conn:
         return set(conn.scalars(select(AuditEventRow.object_id)))
+
+
+# --- contacts replaced --------------------------------------------------------------------------
+
+def test_contacts_who_sent_the_same_message_id_can_be_replaced(app):
+    """Two contacts of an account relayed messages with the same id on one channel (their ids
+    are their own: the widget's and an integrator's ids repeat across people). A PUT that
+    dropped both was a 409 'retry it' for ever: their messages, left with no contact, collided
+    in the unique index kept for senders who never were contacts. Now the PUT goes through and
+    the messages stay."""
+    client = app.test_client()
+    people = [{"external_id": f"dup-{n}", "name": f"P{n}", "role": "billing"} for n in (1, 2)]
+    body = {"name": "Dup Co", "plan": "starter", "timezone": "UTC", "billing_day": 1,
+            "contacts": people}
+    assert client.put("/api/v1/accounts/dup-co", json=body, headers=AUTH_HEADERS).status_code == 201
+    for person in people:
+        r = client.post(f"/api/v1/conversations/{person['external_id']}/messages",
+                        json={"channel": "web", "text": "hello", "id": "w-1"}, headers=AUTH_HEADERS)
+        assert r.status_code == 200, r.get_json()
+    before = message_count(app)
+    r = client.put("/api/v1/accounts/dup-co", json={**body, "contacts": []}, headers=AUTH_HEADERS)
+    assert r.status_code == 200, r.get_json()
+    assert message_count(app) == before
+    again = {**body, "contacts": people[:1]}  # a contact listed again is a new contact
+    assert client.put("/api/v1/accounts/dup-co", json=again, headers=AUTH_HEADERS).status_code == 200
+    r = client.post("/api/v1/conversations/dup-1/messages",
+                    json={"channel": "web", "text": "hello", "id": "w-1"}, headers=AUTH_HEADERS)
+    assert r.status_code == 200 and not r.get_json()["duplicate"]
+
+
+AUTH_HEADERS = {"Authorization": f"Bearer {API_KEY}"}
+
+
+def message_count(app) -> int:
+    with app.extensions["upgrade_chat"].engine.connect() as conn:
+        return len(conn.execute(select(MessageRow.id)).all())
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def empty_db_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'empty.sqlite3'}"
+    return postgres.create_database(request.getfixturevalue("pg_admin_url"),
+                                    "upgrade_chat_fuzz_migrate")
+
+
+def test_0010_keeps_strangers_messages_unique_and_leaves_removed_contacts_messages_out(
+        empty_db_url):
+    engine = make_engine(empty_db_url)
+    try:
+        migrate.upgrade(engine, "0009")
+        row = {"channel": "sms", "direction": "in", "kind": "inbound", "body": "hello?",
+               "status": "received", "at": NOW, "attempts": 0, "provider_id": "SM1"}
+        with engine.begin() as conn:
+            account = conn.execute(insert(AccountRow).returning(AccountRow.id), {
+                "external_id": "a", "name": "A", "plan": "starter", "vertical": "generic",
+                "timezone": "UTC", "billing_day": 1, "created_at": NOW, "updated_at": NOW,
+                "plan_since": NOW, "open_escalations": 0}).scalar_one()
+            thread = conn.execute(insert(ThreadRow).returning(ThreadRow.id), {
+                "account_id": account, "current_plan": "starter", "target_plan": "growth",
+                "direction": "up", "state": "offered", "opened_at": NOW,
+                "updated_at": NOW}).scalar_one()
+            conn.execute(insert(MessageRow), row)  # a stranger's, as 0004..0009 kept it
+            conn.execute(insert(MessageRow), {**row, "thread_id": thread, "provider_id": "SM2"})
+        migrate.upgrade(engine)
+        with engine.connect() as conn:
+            kinds = conn.execute(select(MessageRow.provider_id, MessageRow.kind)
+                                 .order_by(MessageRow.id)).all()
+        assert [tuple(k) for k in kinds] == [("SM1", "unmatched"), ("SM2", "inbound")]
+        with engine.begin() as conn:  # a removed contact's message with the same id: kept
+            conn.execute(insert(MessageRow), {**row, "thread_id": thread})
+        with pytest.raises(IntegrityError), engine.begin() as conn:  # a stranger's again: not
+            conn.execute(insert(MessageRow), {**row, "kind": "unmatched"})
+    finally:
+        engine.dispose()
