@@ -39,6 +39,15 @@ def text(max_size: int = 40):
                      st.text(max_size=max_size), huge())
 
 
+# Ordinary text (no control characters, no lone surrogates): what gets past the edge to the core.
+PLAIN = st.text(st.characters(exclude_categories=("Cs", "Cc")), min_size=1, max_size=40)
+
+
+def words():
+    """Mostly ordinary text, sometimes text of every shape."""
+    return mostly(PLAIN, text(), tenths=7)
+
+
 INTEGERS = st.one_of(st.integers(-10, 10), st.integers(-2**70, 2**70),
                      st.sampled_from([2**31, 2**63 - 1, 2**63, -2**63 - 1, 10**12, 10**12 + 1]))
 NUMBERS = st.one_of(INTEGERS, st.floats(allow_nan=False, allow_infinity=False),
@@ -55,17 +64,33 @@ def json_values(max_leaves: int = 12):
 
 def mostly(usual, *unusual, tenths: int = 8):
     """`usual` about `tenths` times in ten, else one of `unusual`."""
-    return st.integers(0, 9).flatmap(lambda i: usual if i < tenths else st.one_of(*unusual))
+    # (sampled_from draws its items evenly; integers(0, 9) would favour its ends)
+    return st.sampled_from([True] * tenths + [False] * (10 - tenths)).flatmap(
+        lambda take: usual if take else st.one_of(*unusual))
 
 
 def maybe(strategy, *alternatives):
-    """Mostly `strategy`, sometimes any JSON value or one of `alternatives`, sometimes absent
-    (the returned ABSENT is dropped by `drop_absent`)."""
-    return st.one_of(strategy, strategy, strategy, json_values(4), st.just(ABSENT),
-                     *(st.just(a) for a in alternatives))
+    """Mostly `strategy`, sometimes any JSON value or one of `alternatives` (values or
+    strategies), sometimes absent (the returned ABSENT is dropped by `drop_absent`)."""
+    others = [a if isinstance(a, st.SearchStrategy) else st.just(a) for a in alternatives]
+    return mostly(strategy, json_values(4), st.just(ABSENT), *others, tenths=9)
 
 
 ABSENT = object()
+
+
+def objects(fields: dict, tenths: int = 8):
+    """A dict of `fields` (name: strategy); about `tenths` times in ten as drawn, otherwise with
+    one field dropped, set to any JSON value, or joined by an unknown one."""
+    @st.composite
+    def build(draw):
+        obj = {name: draw(strategy) for name, strategy in fields.items()}
+        if draw(st.sampled_from([True] * tenths + [False] * (10 - tenths))):
+            return drop_absent(obj)
+        key = draw(st.sampled_from(sorted(fields)) | text(12))
+        obj[key] = draw(st.one_of(st.just(ABSENT), json_values(4)))
+        return drop_absent(obj)
+    return build()
 
 
 def drop_absent(obj: dict) -> dict:
