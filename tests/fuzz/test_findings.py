@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from datetime import datetime, timezone
 
 import pytest
 from jsonschema import Draft202012Validator
@@ -24,7 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from core.audit import pseudonym
 from storage import migrate
 from storage.db import make_engine
-from storage.models import AccountRow, AuditEventRow, MessageRow, ThreadRow
+from storage.models import AccountRow, AuditEventRow, MessageRow, ThreadRow, UsageEventRow
 from tests.conftest import API_KEY, NOW
 from tests.fuzz.conftest import SPEC, identity_headers, no_logged_traceback
 from tests.fuzz.test_slack_fuzz import (URLENCODED, form, slack,  # noqa: F401 (a fixture)
@@ -321,3 +322,17 @@ def test_0010_keeps_strangers_messages_unique_and_leaves_removed_contacts_messag
             conn.execute(insert(MessageRow), {**row, "kind": "unmatched"})
     finally:
         engine.dispose()
+
+
+# --- usage --------------------------------------------------------------------------------------
+
+def test_an_event_time_with_an_offset_past_15_59_is_stored_in_utc_not_a_500(app):
+    """Python reads offsets up to ±23:59, PostgreSQL up to ±15:59: a batch's times went to
+    PostgreSQL with their own offset (the bulk insert's JSON) and "-21:41" was a 500 there."""
+    event = {"id": "offset-2141", "account": "acme-clinic", "metric": "messages", "quantity": 1,
+             "at": "2026-11-25T03:19:11-21:41"}
+    r = app.test_client().post("/api/v1/usage", json={"events": [event]}, headers=AUTH_HEADERS)
+    assert r.status_code == 200 and r.get_json()["accepted"] == 1, r.get_json()
+    with app.extensions["upgrade_chat"].engine.connect() as conn:
+        at = conn.scalar(select(UsageEventRow.at).where(UsageEventRow.event_id == "offset-2141"))
+    assert at == datetime(2026, 11, 26, 1, 0, 11, tzinfo=timezone.utc)
