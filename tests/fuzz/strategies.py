@@ -62,6 +62,11 @@ def json_values(max_leaves: int = 12):
         max_leaves=max_leaves)
 
 
+def either(*strategies):
+    """One of `strategies`, each as often as the others (st.one_of favours the first)."""
+    return st.sampled_from(strategies).flatmap(lambda strategy: strategy)
+
+
 def mostly(usual, *unusual, tenths: int = 8):
     """`usual` about `tenths` times in ten, else one of `unusual`."""
     # (sampled_from draws its items evenly; integers(0, 9) would favour its ends)
