@@ -412,9 +412,9 @@ def signed_text(verifier: SignatureVerifier, raw: bytes, headers: Mapping[str, s
     """The body, when Slack signed it (its timestamp within five minutes); else None."""
     timestamp = headers.get("X-Slack-Request-Timestamp", "")
     signature = headers.get("X-Slack-Signature", "")
-    if not (signature and timestamp.isascii() and timestamp.isdigit()
+    if not (signature and signature.isascii() and timestamp.isascii() and timestamp.isdigit()
             and len(timestamp) <= MAX_TIMESTAMP_DIGITS):
-        return None
+        return None  # (hmac.compare_digest refuses a str that is not ASCII with a TypeError)
     try:
         text = raw.decode("utf-8")  # Slack sends UTF-8; bolt signs the text
     except UnicodeDecodeError:
