@@ -277,7 +277,8 @@ def test_contacts_who_sent_the_same_message_id_can_be_replaced(app):
     assert r.status_code == 200, r.get_json()
     assert message_count(app) == before
     again = {**body, "contacts": people[:1]}  # a contact listed again is a new contact
-    assert client.put("/api/v1/accounts/dup-co", json=again, headers=AUTH_HEADERS).status_code == 200
+    r = client.put("/api/v1/accounts/dup-co", json=again, headers=AUTH_HEADERS)
+    assert r.status_code == 200
     r = client.post("/api/v1/conversations/dup-1/messages",
                     json={"channel": "web", "text": "hello", "id": "w-1"}, headers=AUTH_HEADERS)
     assert r.status_code == 200 and not r.get_json()["duplicate"]

@@ -12,8 +12,9 @@ import schemathesis
 from hypothesis import strategies as st
 
 from tests.conftest import API_KEY
-from tests.fuzz.conftest import (ACCOUNTS, CONTACT_IDS, SPEC, WEB_USERS, assert_no_trace, budget,
-                                 identity_headers, no_logged_traceback)
+from tests.fuzz.conftest import (ACCOUNTS, CONTACT_IDS, MODE, POSTGRESQL, SPEC, SQLITE, WEB_USERS,
+                                 assert_no_trace, budget, fuzz_database, identity_headers,
+                                 no_logged_traceback)
 
 METRICS = ["messages", "seats", "integrations", "feature:workflows", "feature:api"]
 
@@ -100,6 +101,13 @@ def no_stack_trace(ctx, response, case):
 
 
 # --- the test -----------------------------------------------------------------------------------
+
+# schemathesis's examples cost the most (its coverage phase adds a hundred-odd per operation):
+# the suite runs them on SQLite, the CI pass on PostgreSQL too.
+@pytest.fixture(scope="module", params=[SQLITE] + ([POSTGRESQL] if MODE == "ci" else []))
+def fuzz_db(request, tmp_path_factory, sqlite_template) -> str:
+    return fuzz_database(request, tmp_path_factory, sqlite_template)
+
 
 @pytest.fixture(scope="module")
 def app(seeded):

@@ -6,6 +6,7 @@ a 5xx, nothing logged with a traceback, and a known buyer's message always store
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import xml.etree.ElementTree as ET
@@ -206,3 +207,31 @@ def test_a_signed_delivery_report_of_any_shape_is_recorded_or_refused_never_a_50
         assert not intact and response.get_data() == b"not a Twilio request"
     else:
         assert (response.status_code, response.get_data()) == (204, b"")
+
+
+@pytest.mark.parametrize("path", ["/twilio/messaging", "/twilio/status"])
+@given(body=st.one_of(st.binary(max_size=300), st.builds(
+           lambda pairs: encode(pairs), st.lists(st.tuples(KEY, VALUE), max_size=6))),
+       signature=st.one_of(st.none(), text(), st.just("0" * 28 + "="),
+                           st.binary(min_size=20, max_size=20).map(
+                               lambda b: base64.b64encode(b).decode())))
+@budget(0.5)
+def test_a_request_twilio_did_not_sign_is_a_403_that_touches_nothing(app, caplog, path, body,
+                                                                    signature):
+    before = stored_count(app)
+    headers = {} if signature is None else {"X-Twilio-Signature": signature}
+    headers = {k: v for k, v in headers.items() if not set(v) & set("\r\n")}
+    with no_logged_traceback(caplog):
+        response = app.test_client().post(path, data=body, headers=headers,
+                                          content_type="application/x-www-form-urlencoded")
+    if len(body) > MAX_FORM_BYTES:
+        assert response.status_code == 413
+    else:
+        assert response.status_code == 403, response.get_data()
+        assert response.get_data() in (b"invalid signature",)
+    assert stored_count(app) == before
+
+
+def stored_count(app) -> int:
+    with app.extensions["upgrade_chat"].engine.connect() as conn:
+        return len(conn.execute(select(MessageRow.id)).all())
