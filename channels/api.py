@@ -135,7 +135,7 @@ def put_account(external_id: str):
         timezone=require(data, "timezone", str, ""),
         billing_day=billing_day,
         contacts=_contacts(data.get("contacts")),
-        plan_since=parse_time(since, "plan_since") if since else None,
+        plan_since=parse_time(since, "plan_since") if since is not None else None,
     )
     account, matrix, created = services.upsert_account(rt.uow(), rt.catalog, account_input, now,
                                                        rt.phone_region)
@@ -176,8 +176,8 @@ def post_health(external_id: str):
     escalations = require(data, "open_escalations", int, "", required=False) or 0
     now = rt.now()
     account, matrix = services.record_health(
-        rt.uow(), external_id, parse_decimal(data.get("csat"), "csat"),
-        parse_decimal(data.get("sentiment"), "sentiment"), escalations, now)
+        rt.uow(), external_id, parse_decimal(data.get("csat"), "csat", "invalid_health"),
+        parse_decimal(data.get("sentiment"), "sentiment", "invalid_health"), escalations, now)
     return jsonify(account_json(account, matrix, rt.catalog, now, rt.health_bounds))
 
 

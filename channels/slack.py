@@ -30,18 +30,22 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import quote
 
-from flask import Blueprint, Flask, request
+from flask import Blueprint, Flask, jsonify, request
 from slack_bolt import App
 from slack_bolt.adapter.flask import SlackRequestHandler
+from slack_bolt.request.internals import (build_normalized_headers, extract_content_type,
+                                          parse_body)
 from web.audit import audited, note
+from web.inputs import check_storable
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
+from slack_sdk.signature import SignatureVerifier
 from channels import Channel, Installed
 from core import csm
 from core.catalog import Catalog
 from core.channels import Channels
 from core.csm import CLAIMED, OPEN, RESOLVED, Action, ActionResult
-from core.errors import NotFound
+from core.errors import Malformed, NotFound
 from core.money import dollars
 from core.ports import EscalationCard, UnitOfWork
 from core.jobs import OutboxJob, PermanentFailure
@@ -371,36 +375,117 @@ def create_slack(config: Mapping[str, Any], uows: Callable[..., UnitOfWork], cha
     bolt.command(COMMAND)(_command(lane))
 
     handler = SlackRequestHandler(bolt)
+    verifier = SignatureVerifier(str(config["SLACK_SIGNING_SECRET"]))
     bp = Blueprint("slack", __name__)
 
     @bp.post("/slack/events")
     @audited("slack.request", "slack", source="slack")  # each listener notes what it did
     def events():
+        text = signed_text(verifier, request.get_data(), request.headers)
+        if text is None:
+            return jsonify({"error": "invalid request"}), 401  # as bolt answers it
+        problem = not_slacks(text, request.headers)
+        if problem is not None:
+            log.warning("Slack request refused: signed, but %s", problem)
+            return jsonify({"error": "malformed", "message": problem}), 400
         return handler.handle(request)
 
     return bolt, bp
 
 
+# --- verify and read, before bolt ---------------------------------------------------------------
+# bolt reads the body before it checks the signature, reads the timestamp with int() and takes
+# Slack's shapes for granted: an unsigned body it could not parse, a timestamp that was a word,
+# or a signed payload whose "event" was a string or whose "actions" was empty were each a 500.
+# So the signature is checked here first, and then what bolt will read is read here, by bolt's
+# own parser, and must have the shapes Slack sends; only then does bolt see the request.
+
+MAX_TIMESTAMP_DIGITS = 12  # seconds since 1970 for the next 30,000 years
+# bolt takes these for an id or an object holding one, wherever they are (extract_user_id, ...)
+ID_OR_OBJECT = frozenset({"user", "team", "channel", "enterprise"})
+# ... and these for objects (payload.get("event", {}).get(...), ...)
+OBJECTS = frozenset({"event", "message", "previous_message", "item", "assistant_thread", "view",
+                     "function_data", "container"})
+
+
+def signed_text(verifier: SignatureVerifier, raw: bytes, headers: Mapping[str, str]) -> str | None:
+    """The body, when Slack signed it (its timestamp within five minutes); else None."""
+    timestamp = headers.get("X-Slack-Request-Timestamp", "")
+    signature = headers.get("X-Slack-Signature", "")
+    if not (signature and signature.isascii() and timestamp.isascii() and timestamp.isdigit()
+            and len(timestamp) <= MAX_TIMESTAMP_DIGITS):
+        return None  # (hmac.compare_digest refuses a str that is not ASCII with a TypeError)
+    try:
+        text = raw.decode("utf-8")  # Slack sends UTF-8; bolt signs the text
+    except UnicodeDecodeError:
+        return None
+    return text if verifier.is_valid(text, timestamp, signature) else None
+
+
+def not_slacks(text: str, headers: Mapping[str, str]) -> str | None:
+    """Why a signed body is not one Slack sends (None: it is): bolt's reading of it must be an
+    object, whose ids are strings or objects, whose events, messages and views are objects,
+    whose actions are objects (a click has some, each with its action_id), with no NUL or lone
+    surrogate anywhere."""
+    try:
+        body = parse_body(text, extract_content_type(build_normalized_headers(dict(headers))))
+    except (ValueError, RecursionError):
+        return "the body is neither a form nor JSON"
+    if not isinstance(body, dict):
+        return "the body is not an object"
+    if body.get("type") in ("block_actions", "interactive_message"):
+        actions = body.get("actions")
+        if not actions or not isinstance(actions, list):
+            return "a click without actions"
+        if body["type"] == "block_actions" and not all(
+                isinstance(a, dict) and isinstance(a.get("action_id"), str) for a in actions):
+            return "a click whose actions have no action_id"
+    pending: list[Any] = [body]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in ID_OR_OBJECT and not isinstance(value, (str, dict, type(None))):
+                    return f"{key} is neither an id nor an object"
+                if key in OBJECTS and not isinstance(value, dict) and (
+                        value is not None or key == "event"):
+                    return f"{key} is not an object"
+                if key in ("actions", "authorizations") and not (
+                        (value is None and key == "authorizations") or isinstance(value, list)
+                        and all(isinstance(item, dict) for item in value)):
+                    return f"{key} is not a list of objects"
+            pending.extend(node.keys())
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
+    try:
+        check_storable(body)
+    except Malformed as exc:
+        return exc.message
+    return None
+
+
 def _button(lane: CsmLane, action: str):
     def on_button(ack, body, client: WebClient) -> None:
         ack()
-        try:
-            escalation_id = int(body["actions"][0]["value"])
-        except (KeyError, IndexError, TypeError, ValueError):
+        actions = body.get("actions")  # a click's; a dialog's submission has none
+        escalation_id = _escalation_id(actions[0].get("value") if actions else None)
+        if escalation_id is None:
             log.warning("Slack %s button without an escalation id", action)
             return
-        user = body.get("user") or {}
+        user = _object(body.get("user"))
+        user_id = user.get("id") if isinstance(user.get("id"), str) else None
         note(action=f"escalation.{action}", object_type="escalation",
-             object_id=str(escalation_id), actor=f"slack:{user.get('id') or 'unknown'}")
-        outcome = lane.act(action, escalation_id, user.get("id"), _name(client, user))
+             object_id=str(escalation_id), actor=f"slack:{user_id or 'unknown'}")
+        outcome = lane.act(action, escalation_id, user_id, _name(client, user))
         note(changed=int(outcome.changed))
         if not outcome.changed or outcome.card is None:
             # A retry, a double click or a second CSM: the first one acted.
             log.info("escalation %s: %s changed nothing", escalation_id, action)
             return
-        container = body.get("container") or {}
-        channel = container.get("channel_id") or (outcome.card.slack or {}).get("channel")
-        ts = container.get("message_ts") or (outcome.card.slack or {}).get("ts")
+        container = _object(body.get("container"))
+        channel = _string(container.get("channel_id")) or (outcome.card.slack or {}).get("channel")
+        ts = _string(container.get("message_ts")) or (outcome.card.slack or {}).get("ts")
         if not (channel and ts):
             return
         v = lane.view(outcome.card)
@@ -416,11 +501,31 @@ def _button(lane: CsmLane, action: str):
     return on_button
 
 
+MAX_ID = 2**63 - 1  # the largest id either database holds
+
+
+def _escalation_id(value: Any) -> int | None:
+    """The escalation a button names: its value is the id we wrote (a string of digits)."""
+    if not (isinstance(value, str) and value.isascii() and value.isdigit()):
+        return None
+    number = int(value)
+    return number if 0 < number <= MAX_ID else None
+
+
+def _object(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _string(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
 def _name(client: WebClient, user: Mapping[str, Any]) -> str:
     """The CSM's first name as the buyer should read it; the payload's name when Slack cannot
     say (users:read not granted)."""
-    fallback = str(user.get("name") or user.get("username") or "Your account manager")
-    if not user.get("id"):
+    fallback = (_string(user.get("name")) or _string(user.get("username"))
+                or "Your account manager")
+    if not _string(user.get("id")):
         return fallback
     try:
         profile = client.users_info(user=user["id"])["user"].get("profile") or {}
@@ -432,9 +537,9 @@ def _name(client: WebClient, user: Mapping[str, Any]) -> str:
 
 def _command(lane: CsmLane):
     def on_command(ack, command) -> None:
-        account = (command.get("text") or "").strip().split(" ")[0]
+        account = (_string(command.get("text")) or "").strip().split(" ")[0]
         note(action="account.report", object_type="account", object_id=account or "-",
-             actor=f"slack:{command.get('user_id') or 'unknown'}")
+             actor=f"slack:{_string(command.get('user_id')) or 'unknown'}")
         if not account:
             ack(response_type="ephemeral", text=f"Usage: {COMMAND} <account id>")
             return

@@ -87,12 +87,14 @@ MESSAGE_SID = re.compile(r"(SM|MM|SB)[0-9a-f]{32}")
 ACCOUNT_SID = re.compile(r"AC[0-9a-f]{32}")
 ANY_SID = re.compile(r"[A-Z]{2}[0-9a-f]{32}")  # every Twilio id: two letters, 32 hex
 DIGITS = re.compile(r"[0-9]{1,3}")
+ERROR_CODE = re.compile(r"[0-9]{1,9}")  # Twilio's error codes are numbers (30003, 21610)
 
 
 def sent_by_twilio(form: Mapping[str, str], *, inbound: bool) -> bool:
     """Whether a signed form has the parameters Twilio sends, in their documented shapes: an
     AccountSid and a MessageSid (SmsSid and SmsMessageSid, when present, the same; every other
-    "...Sid" in Twilio's id shape), and on an inbound message a From and a NumMedia count."""
+    "...Sid" in Twilio's id shape), on an inbound message a From and a NumMedia count, and on a
+    delivery report an ErrorCode, when there is one, that is a number."""
     sid = form.get("MessageSid", "")
     if not MESSAGE_SID.fullmatch(sid) or not ACCOUNT_SID.fullmatch(form.get("AccountSid", "")):
         return False
@@ -102,7 +104,8 @@ def sent_by_twilio(form: Mapping[str, str], *, inbound: bool) -> bool:
            for key, value in form.items(multi=True) if value):
         return False
     if not inbound:
-        return True
+        code = form.get("ErrorCode")
+        return not code or bool(ERROR_CODE.fullmatch(code))
     return bool(form.get("From")) and bool(DIGITS.fullmatch(form.get("NumMedia", "")))
 
 

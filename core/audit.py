@@ -59,6 +59,28 @@ class AuditEvent:
     address: str | None = None
     detail: Mapping[str, str | int | None] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # The actor and the object come from requests (a Slack user id, a path's account id):
+        # one the trail cannot keep as it is is kept as its pseudonym (`recordable`).
+        object.__setattr__(self, "actor", recordable(self.actor, MAX_ACTOR))
+        object.__setattr__(self, "object_id", recordable(self.object_id, MAX_OBJECT_ID))
+        if self.address is not None:
+            object.__setattr__(self, "address", recordable(self.address, MAX_ADDRESS))
+
+
+# The longest actor, object id and address an event keeps (the trail's columns).
+MAX_ACTOR, MAX_OBJECT_ID, MAX_ADDRESS = 200, 300, 64
+
+
+def recordable(value: str, limit: int) -> str:
+    """`value`, or its pseudonym when it is longer than `limit` or holds what no text column can
+    (a NUL, a lone surrogate): a request with a hostile id is on the record all the same, under
+    a name that is the same every time."""
+    if len(value) <= limit and "\x00" not in value and not any(
+            "\ud800" <= c <= "\udfff" for c in value):
+        return value
+    return pseudonym(value)
+
 
 @dataclass(frozen=True)
 class StoredAuditEvent:
@@ -129,4 +151,4 @@ def pseudonym(value: str) -> str:
     """A stable stand-in for an identifier that may be personal (a contact id that is an email):
     the same value always gives the same pseudonym, so events about one contact can be found
     (`flask --app app audit export --contact <id>` computes it), yet the trail holds no email."""
-    return "sha256:" + hashlib.sha256(value.encode("utf-8")).hexdigest()[:16]
+    return "sha256:" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:16]

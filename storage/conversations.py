@@ -18,8 +18,8 @@ from sqlalchemy.sql.dml import ReturningInsert
 from core.ports import (UNSEEN_STATUSES, ContactView, ErasedMessages, ExpiredBody, SentMessage,
                         MessageView, PlanChangeView, RoutingFacts, ThreadView)
 from core.routing import UNROUTED, Candidate, LastWrite
-from storage.models import (LIVE_STATES, AccountRow, ConsentEventRow, ContactRow, MessageRow,
-                            PlanChangeRow, ThreadRow)
+from storage.models import (LIVE_STATES, UNMATCHED_KIND, AccountRow, ConsentEventRow, ContactRow,
+                            MessageRow, PlanChangeRow, ThreadRow)
 
 ROLE_ORDER = {"billing": 0, "admin": 1, "member": 2}
 
@@ -453,12 +453,12 @@ class SqlMessageRepository(_Repository):
         contact, no thread); None when this provider message id was kept already (a retry)."""
         if provider_id:
             seen = self.session.scalar(select(MessageRow.id).where(
-                MessageRow.contact_id.is_(None), MessageRow.channel == channel,
-                MessageRow.provider_id == provider_id, MessageRow.direction == "in").limit(1))
+                MessageRow.kind == UNMATCHED_KIND, MessageRow.channel == channel,
+                MessageRow.provider_id == provider_id).limit(1))
             if seen is not None:
                 return None
         return self.add_message(thread_id=None, contact_id=None, channel=channel, direction="in",
-                                kind="inbound", body=body, status="received", now=now,
+                                kind=UNMATCHED_KIND, body=body, status="received", now=now,
                                 provider_id=provider_id)
 
     def outbound_by_provider_id(self, provider_id: str, *,

@@ -218,7 +218,12 @@ class ThreadRow(Base):
                                               server_default="business")
 
 
-_UNMATCHED = "contact_id IS NULL AND direction = 'in' AND provider_id IS NOT NULL"
+# A message kept from a sender who is no contact (storage.conversations.add_unmatched_inbound).
+# Its own kind, not "no contact": a contact removed by a PUT leaves its messages with no contact
+# too, and those must not be taken for a stranger's (two such with one id made every later PUT
+# of the account a 409).
+UNMATCHED_KIND = "unmatched"
+_UNMATCHED = "kind = 'unmatched' AND provider_id IS NOT NULL"
 _UNREDACTED = "redacted_at IS NULL"
 
 
@@ -252,7 +257,8 @@ class MessageRow(Base):
                                                    index=True)
     channel: Mapped[str] = mapped_column(String(20))
     direction: Mapped[str] = mapped_column(String(3))  # in | out
-    kind: Mapped[str] = mapped_column(String(20))  # opening | reply | inbound
+    # opening | reply | inbound | unrouted (core.routing) | unmatched (UNMATCHED_KIND)
+    kind: Mapped[str] = mapped_column(String(20))
     body: Mapped[str] = mapped_column(Text)
     provider_id: Mapped[str | None] = mapped_column(String(200))
     in_reply_to: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="SET NULL"))

@@ -195,6 +195,10 @@ def _bulk_insert(pg: bool, model: type[Base], columns: list[str]) -> _BulkInsert
 
 
 def _json_value(value: object) -> str:
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        # In UTC, as UTCDateTime stores every time: PostgreSQL reads no offset beyond ±15:59,
+        # and Python's reach ±23:59 ("…T03:19:11-21:41" was a 500).
+        return value.astimezone(timezone.utc).isoformat()
     if isinstance(value, (datetime, date)):
         return value.isoformat()
     raise TypeError(f"cannot send {type(value).__name__} as JSON")

@@ -29,6 +29,8 @@ def require(obj: Any, key: str, kind: type | tuple[type, ...], path: str, *,
             raise Malformed(f"{where}: required", field=where, index=index)
         return None
     kinds = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, float) and int in kinds and value.is_integer():
+        value = int(value)  # JSON has one number type: 8.0 is the whole number 8 (JSON Schema too)
     if isinstance(value, bool) and bool not in kinds:
         value_ok = False
     else:
@@ -79,7 +81,15 @@ def json_body(req) -> Any:
         raise Malformed("request body is nested too deeply") from None
     # Strict JSON refuses raw NUL bytes, so a NUL or a surrogate can only come as an escape or
     # as a surrogate's bytes: most bodies need no walk at all.
-    pending = [data] if _SUSPECT.search(req.get_data(cache=True)) else []
+    if _SUSPECT.search(req.get_data(cache=True)):
+        check_storable(data)
+    return data
+
+
+def check_storable(data: Any) -> None:
+    """Malformed (400) for decoded JSON holding, in any key or string, a NUL character or an
+    unpaired UTF-16 surrogate: PostgreSQL text cannot hold either, a surrogate is no character."""
+    pending = [data]
     while pending:  # iterative: as deep as the parser went, without recursion
         item = pending.pop()
         if isinstance(item, dict):
@@ -92,7 +102,6 @@ def json_body(req) -> Any:
         elif isinstance(item, str) and _SURROGATE.search(item):
             raise Malformed("request body must be valid Unicode: it has an unpaired surrogate "
                             "(\\ud800-\\udfff)")
-    return data
 
 
 def refuse_nul(*values: str | None) -> None:
@@ -111,15 +120,31 @@ def check_id(value: str, where: str) -> str:
     return value
 
 
-def parse_decimal(value: Any, where: str) -> Decimal | None:
+# Blank, as str.strip() and str.isspace() read it (an id or a text of only these is empty),
+# spelled out because JSON Schema's \s is another set: channels/openapi.json says "not blank" with
+# NOT_BLANK and "a number written as a string" with NUMERIC_STRING, character for character.
+BLANK = r"\t-\r\u001c-\u0020\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+NOT_BLANK = f"[^{BLANK}]"
+# ASCII digits, an optional sign, fraction and exponent, blanks around them (Decimal alone would
+# also take "1_0", "Infinity" and other scripts' digits).
+NUMERIC_STRING = re.compile(
+    f"^[{BLANK}]*[+-]?([0-9]+(\\.[0-9]*)?|\\.[0-9]+)([eE][+-]?[0-9]+)?[{BLANK}]*$")
+
+
+def parse_decimal(value: Any, where: str, out_of_range: str) -> Decimal | None:
+    """A number, or a string written as one (NUMERIC_STRING); a number so far out of range that it
+    cannot be held (1E-9999999999999999999) is the 422 `out_of_range`."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise Malformed(f"{where}: expected a number", field=where)
+    if isinstance(value, str) and not NUMERIC_STRING.match(value):
+        raise Malformed(f"{where}: expected a number, got {value!r}", field=where)
     try:
         number = Decimal(str(value))
     except InvalidOperation:
-        raise Malformed(f"{where}: expected a number", field=where) from None
+        raise DomainError(f"{where}: {value!r} is out of range", code=out_of_range,
+                          field=where) from None
     if not number.is_finite():
         raise Malformed(f"{where}: expected a finite number", field=where)
     return number

@@ -389,7 +389,7 @@ def test_a_number_that_belongs_to_nobody_is_answered_politely_and_kept_for_the_o
     with db(app).connect() as conn:
         [kept] = conn.execute(select(MessageRow.__table__).where(MessageRow.provider_id == sid)).all()
     assert (kept.contact_id, kept.thread_id, kept.channel, kept.direction, kept.kind,
-            kept.status, kept.body) == (None, None, "sms", "in", "inbound", "received",
+            kept.status, kept.body) == (None, None, "sms", "in", "unmatched", "received",
                                         "hello, is this billing?")
     assert STRANGER not in caplog.text and "billing?" not in caplog.text
 

@@ -76,8 +76,8 @@ def test_0004_keeps_one_copy_of_a_message_an_unknown_sender_had_stored_twice(emp
         with engine.connect() as conn:
             kept = conn.execute(text("SELECT id, provider_id FROM messages ORDER BY id")).all()
         assert [tuple(r) for r in kept] == [(1, "SM1"), (4, "SM2"), (5, None), (6, None)]
-        with pytest.raises(IntegrityError), engine.begin() as conn:
-            conn.execute(insert(MessageRow), {**row, "provider_id": "SM2"})
+        with pytest.raises(IntegrityError), engine.begin() as conn:  # kept as a stranger's (0010)
+            conn.execute(insert(MessageRow), {**row, "kind": "unmatched", "provider_id": "SM2"})
     finally:
         engine.dispose()
 
