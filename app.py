@@ -60,6 +60,7 @@ from web.webhooks import SignedWebhookSender
 from storage import migrate
 from storage.db import is_sqlite, make_engine
 from storage.outbox import OutboxDispatcher
+from storage.scheduler_lock import SchedulerLock
 from storage.uow import SqlUnitOfWork
 
 log = logging.getLogger("upgrade_chat")
@@ -516,6 +517,9 @@ def _setup_logging(*, keep_exception_details: bool = False) -> None:
         logging.basicConfig(level=logging.INFO,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("twilio.http_client").setLevel(logging.WARNING)  # a line per request
+    # APScheduler says "Running job" and "executed successfully" at INFO on every tick: the
+    # scheduler logs a line only when a pass did something (cli._in_context).
+    logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
 
 
 def main() -> None:
@@ -557,11 +561,11 @@ def _start_background_jobs(app: Flask) -> None:
     `flask --app app scheduler` once instead)."""
     from apscheduler.schedulers.background import BackgroundScheduler
 
-    from cli import _in_context
+    from cli import schedule_jobs
 
     scheduler = BackgroundScheduler(timezone="UTC", daemon=True)
-    scheduler.add_job(lambda: _in_context(app), "interval", seconds=2, max_instances=1,
-                      coalesce=True, id="upgrade-chat-jobs")
+    # Every 2 s, while no other scheduler runs against this database (storage/scheduler_lock.py).
+    schedule_jobs(scheduler, app, 2, SchedulerLock(app.extensions["upgrade_chat"].engine))
     scheduler.start()
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import logging
 import re
+import time
 from pathlib import Path
 
 import click
@@ -24,6 +25,7 @@ from web.inputs import parse_events
 from web.spool import Spool
 from channels.twilio_messaging import replay_spool
 from storage import migrate
+from storage.scheduler_lock import SchedulerLock
 from web.http import runtime
 from cli.audit import audit_cli, audited_command
 from cli.audit import note as audit_note
@@ -233,11 +235,34 @@ def scheduler_cli(every: int) -> None:
 
     app = current_app._get_current_object()
     runtime().prepare_database()
+    lock = SchedulerLock(runtime().engine)
+    if not lock.try_acquire():
+        # Another scheduler runs against this database: wait for it to stop, never run twice.
+        click.echo("scheduler: another scheduler is running against this database; waiting "
+                   "for it to stop (checked every second)")
+        while not lock.try_acquire():
+            time.sleep(1)
     scheduler = BlockingScheduler(timezone="UTC")
-    scheduler.add_job(lambda: _in_context(app), "interval", seconds=every, max_instances=1,
-                      coalesce=True, id="upgrade-chat-jobs")
+    schedule_jobs(scheduler, app, every, lock)
     click.echo(f"scheduler: running background jobs every {every} s (Ctrl+C to stop)")
-    scheduler.start()
+    try:
+        scheduler.start()
+    finally:
+        lock.release()
+
+
+def schedule_jobs(scheduler, app, every: float, lock: SchedulerLock) -> None:
+    """The one periodic job (`run_jobs`), as both schedulers run it. A pass runs only while
+    this process holds the database's scheduler lock (the embedded service takes it when free,
+    so a separate scheduler and it never both run). A pass that could not start on time (a
+    stall, a deploy) runs late rather than never (misfire_grace_time=None), and passes missed
+    meanwhile are one pass (coalesce): each pass does all the work that is due."""
+    def tick() -> None:
+        if lock.try_acquire():
+            _in_context(app)
+
+    scheduler.add_job(tick, "interval", seconds=every, max_instances=1, coalesce=True,
+                      misfire_grace_time=None, id="upgrade-chat-jobs")
 
 
 def _in_context(app) -> None:

@@ -100,7 +100,9 @@ def test_the_purity_check_catches_a_clock_read():
 # dispatcher, and the schema migrations. Everything else gets a unit of work.
 # The audit trail too: an event is written in a transaction of its own, after the request's
 # (a denial or a failure is recorded though the request's own work rolled back).
-SESSION_HOMES = {"storage/uow.py", "storage/outbox.py", "storage/migrate.py", "storage/audit.py"}
+# And the scheduler's lock: a session-level lock on a connection of its own, held while it runs.
+SESSION_HOMES = {"storage/uow.py", "storage/outbox.py", "storage/migrate.py", "storage/audit.py",
+                 "storage/scheduler_lock.py"}
 SESSION_CALLS = {"Session", "sessionmaker", "begin", "connect", "begin_nested"}
 
 
