@@ -179,7 +179,15 @@ def test_the_access_log_names_no_query_string_and_no_identity(served):
                            headers={"User-Agent": "agent-007", "Referer": "https://r.example/x",
                                     "Authorization": "Bearer key-in-a-header"})
     assert status == 403  # identity in the query: refused, and logged all the same
-    lines = [line for line in served.log.read_text().splitlines() if "/webchat/v1/thread" in line]
+    # gunicorn writes the access line after the answer is sent: wait for it (a few seconds at
+    # most; a fresh-clone CI run read the log before it was there).
+    deadline = time.monotonic() + 5
+    while True:
+        lines = [line for line in served.log.read_text().splitlines()
+                 if "/webchat/v1/thread" in line]
+        if lines or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert lines and '"GET /webchat/v1/thread HTTP/1.1" 403' in lines[-1], lines[-1:]
     for secret in (user, account, user_hash, "agent-007", "r.example", "key-in-a-header",
                    "127.0.0.1"):
