@@ -1,6 +1,6 @@
 """The channels: one module per channel — the REST API (`api`), web chat (`webchat`), Twilio
-messaging, SMS and WhatsApp (`twilio_messaging`, sending in `twilio_outbound`), and the Slack CSM
-lane (`slack`). Each verifies, parses, renders and sends for its medium, calls the core's use
+messaging, SMS and WhatsApp (`twilio_messaging`, sending in `twilio_outbound`), Twilio voice
+calls (`twilio_voice`), and the Slack CSM lane (`slack`). Each verifies, parses, renders and sends for its medium, calls the core's use
 cases, declares what its media can do (core.channels.Capabilities) and exposes one `CHANNEL`
 that `create_app` registers in a loop (`modules()`). Channels import no storage and no app.
 """
@@ -38,9 +38,10 @@ class Channel:
 
 def modules() -> tuple[Channel, ...]:
     """Every channel, in the order the app registers them."""
-    from channels import api, slack, twilio_messaging, webchat
+    from channels import api, slack, twilio_messaging, twilio_voice, webchat
 
-    return (webchat.CHANNEL, twilio_messaging.CHANNEL, api.CHANNEL, slack.CHANNEL)
+    return (webchat.CHANNEL, twilio_messaging.CHANNEL, twilio_voice.CHANNEL, api.CHANNEL,
+            slack.CHANNEL)
 
 
 def registered() -> Channels:

@@ -24,7 +24,8 @@ from core.case import Case, build_case, current_case, local_today, terms
 from core.catalog import Catalog
 from core.channels import Capabilities, Channels, Delivery
 from core.conversation import (LIVE, Business, EXPIRES_AFTER, EscalationReason, ThreadEvent,
-                               ThreadState, Turn, figures_changed_message, help_message,
+                               ThreadState, Turn, confirmation_step, figures_changed_message,
+                               help_message,
                                is_expired, offer_withdrawn_message, period_taken_message, reply,
                                start_message, stop_message, transition)
 from core.copy import Wording, wording
@@ -232,6 +233,49 @@ def _current(uow: UnitOfWork, contact: ContactView) -> ContactView:
     if current is None or current.erased_at is not None:
         raise _Gone
     return current
+
+
+@dataclass(frozen=True)
+class Greeting:
+    """What a caller hears first. `text` None: the number is no single contact's, or they
+    have no live offer: the call is answered without any account's data. `confirming`: the text
+    is the confirmation step, so the next key 1 confirms it."""
+
+    text: str | None
+    confirming: bool = False
+
+
+def call_greeting(uow: UnitOfWork, catalog: Catalog, config: Settings, channel: str,
+                  address: str, now: datetime) -> Greeting:
+    """The first words of a call from `address`: the business's name, then the case of the
+    caller's live thread in the channel's words ("press 1 to upgrade"), or, when the thread
+    already waits for a confirmation, that step read in full (plan, new monthly price, today's
+    charge). Reads only."""
+    caps = config.channels.require(channel)
+    with uow:
+        contacts = uow.contacts.contacts_by_address(caps.address, address)
+        if len(contacts) != 1:  # a stranger, or a number several contacts share: say nothing
+            return Greeting(None)
+        contact = contacts[0]
+        thread = uow.threads.thread_for_contact(contact)
+        if thread is None or ThreadState(thread.state) not in LIVE \
+                or is_expired(ThreadState(thread.state), thread.updated_at, now):
+            return Greeting(None)
+        account = uow.accounts.get_by_id(contact.account_id)
+        case = _thread_case(uow, catalog, account, thread, now)
+    w = wording(caps)
+    if ThreadState(thread.state) == ThreadState.AWAITING_CONFIRMATION:
+        return Greeting(f"Hello, this is {config.business.name}. "
+                        f"{confirmation_step(case, catalog, w)}", confirming=True)
+    return Greeting(opening_message(case, catalog, config.business.name, w))
+
+
+def thread_state(uow: UnitOfWork, thread_id: int) -> str | None:
+    """A thread's state now (a call's retried turn is answered as the thread stands: after an
+    upgrade it hangs up again). Reads only."""
+    with uow:
+        thread = uow.threads.thread(thread_id)
+        return thread.state if thread else None
 
 
 def unknown_sender_reply(business: Business) -> str:
