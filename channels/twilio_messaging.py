@@ -90,6 +90,12 @@ DIGITS = re.compile(r"[0-9]{1,3}")
 ERROR_CODE = re.compile(r"[0-9]{1,9}")  # Twilio's error codes are numbers (30003, 21610)
 
 
+def sids_in_shape(form) -> bool:
+    """Every "...Sid" parameter of a form (messaging's and voice's) in Twilio's id shape."""
+    return not any(key.endswith("Sid") and not ANY_SID.fullmatch(value)
+                   for key, value in form.items(multi=True) if value)
+
+
 def sent_by_twilio(form: Mapping[str, str], *, inbound: bool) -> bool:
     """Whether a signed form has the parameters Twilio sends, in their documented shapes: an
     AccountSid and a MessageSid (SmsSid and SmsMessageSid, when present, the same; every other
@@ -100,8 +106,7 @@ def sent_by_twilio(form: Mapping[str, str], *, inbound: bool) -> bool:
         return False
     if any(form.get(alias, sid) != sid for alias in ("SmsSid", "SmsMessageSid")):
         return False
-    if any(key.endswith("Sid") and not ANY_SID.fullmatch(value)
-           for key, value in form.items(multi=True) if value):
+    if not sids_in_shape(form):
         return False
     if not inbound:
         code = form.get("ErrorCode")

@@ -27,8 +27,8 @@ from flask import Blueprint, Flask, Response, request
 from twilio.twiml.voice_response import Gather, VoiceResponse
 
 from channels import Channel, Installed
-from channels.twilio_messaging import (ACCOUNT_SID, ANY_SID, TwilioMessagingChannel,
-                                       UnreadableSender, refuse_before_reading)
+from channels.twilio_messaging import (ACCOUNT_SID, TwilioMessagingChannel, UnreadableSender,
+                                       refuse_before_reading, sids_in_shape)
 from core import handlers
 from core.accounts import normalize_phone
 from core.channels import Capabilities, Delivery, Input
@@ -60,23 +60,16 @@ def _call_form(form) -> bool:
     if not CALL_SID.fullmatch(form.get("CallSid", "")) or \
             not ACCOUNT_SID.fullmatch(form.get("AccountSid", "")):
         return False
-    if any(key.endswith("Sid") and not ANY_SID.fullmatch(value)
-           for key, value in form.items(multi=True) if value):
-        return False
-    return bool(form.get("From"))
+    return sids_in_shape(form) and bool(form.get("From"))
 
 
 def _twiml(response: VoiceResponse) -> Response:
     return Response(str(response), status=200, mimetype="application/xml")
 
 
-def _say(response: VoiceResponse | Gather, text: str) -> None:
-    response.say(text)
-
-
 def _goodbye(text: str) -> Response:
     response = VoiceResponse()
-    _say(response, text)
+    response.say(text)
     response.hangup()
     return _twiml(response)
 
@@ -103,7 +96,7 @@ def _ask(texts: list[str], turn: int, confirming: bool, silences: int = 0, *,
                     speech_timeout="auto", hints=HINTS, action=f"/twilio/voice/gather?{query}",
                     method="POST", action_on_empty_result=True)
     for text in texts:
-        _say(gather, text)
+        gather.say(text)
     response.append(gather)
     return _twiml(response)
 
