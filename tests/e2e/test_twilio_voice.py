@@ -70,6 +70,21 @@ class Call:
         return self.post(self.next)
 
 
+@pytest.fixture
+def offer(api):
+    """Dana with a Starter -> Growth offer (sent by SMS)."""
+    setup_account(api)
+    cross_messages(api)
+
+
+@pytest.fixture
+def call(app, offer) -> Call:
+    """Dana calling about her offer: answered, the greeting heard."""
+    c = Call(app)
+    c.greeting = c.answer()
+    return c
+
+
 def spoken(root: ET.Element) -> str:
     return " ".join(s.text or "" for s in root.iter("Say"))
 
@@ -131,11 +146,7 @@ def test_a_caller_who_already_has_the_step_hears_it_before_1_confirms(app, api):
     assert hung_up(call.press("1")) and plan_changes(app) == 1
 
 
-def test_3_declines_then_the_reason_is_asked_and_kept_then_goodbye(app, api):
-    setup_account(api)
-    cross_messages(api)
-    call = Call(app)
-    call.answer()
+def test_3_declines_then_the_reason_is_asked_and_kept_then_goodbye(app, api, call):
     declined = call.press("3")
     assert thread(api)["state"] == "declined" and plan_changes(app) == 0
     assert not hung_up(declined) and spoken(declined)  # the reason, asked
@@ -145,22 +156,14 @@ def test_3_declines_then_the_reason_is_asked_and_kept_then_goodbye(app, api):
         assert conn.scalar(text("SELECT decline_reason FROM threads")) == "price"
 
 
-def test_9_stops_calls_and_texts(app, api):
-    setup_account(api)
-    cross_messages(api)
-    call = Call(app)
-    call.answer()
+def test_9_stops_calls_and_texts(app, api, call):
     assert hung_up(call.press("9"))
     assert thread(api)["state"] == "opted_out"
     with db(app).connect() as conn:
         assert conn.scalar(text("SELECT opted_out_at FROM contacts")) is not None
 
 
-def test_a_spoken_yes_reads_the_step_and_a_spoken_stop_opts_out(app, api):
-    setup_account(api)
-    cross_messages(api)
-    call = Call(app)
-    call.answer()
+def test_a_spoken_yes_reads_the_step_and_a_spoken_stop_opts_out(app, api, call):
     step = call.say("yeah let's do it")
     assert "To confirm: Growth" in spoken(step)
     stopped = call.say("stop calling me")
@@ -170,11 +173,7 @@ def test_a_spoken_yes_reads_the_step_and_a_spoken_stop_opts_out(app, api):
         assert conn.scalar(text("SELECT opted_out_at FROM contacts")) is not None
 
 
-def test_pressing_2_asks_for_a_person(app, api):
-    setup_account(api)
-    cross_messages(api)
-    call = Call(app)
-    call.answer()
+def test_pressing_2_asks_for_a_person(app, api, call):
     person = call.press("2")
     assert spoken(person)
     assert thread(api)["state"] == "escalated"
@@ -182,11 +181,7 @@ def test_pressing_2_asks_for_a_person(app, api):
         assert conn.scalar(text("SELECT count(*) FROM escalations")) == 1
 
 
-def test_silence_is_asked_again_twice_then_a_goodbye_with_how_to_reach_a_person(app, api):
-    setup_account(api)
-    cross_messages(api)
-    call = Call(app)
-    call.answer()
+def test_silence_is_asked_again_twice_then_a_goodbye_with_how_to_reach_a_person(app, api, call):
     first, second = call.silence(), call.silence()
     assert "did not hear" in spoken(first) and "did not hear" in spoken(second)
     bye = call.silence()
