@@ -237,16 +237,20 @@ def test_start_steps_running_at_once_share_one_whole_key(tmp_path, clock):
     start(first, demo=False)  # the database, migrated once
     first.extensions["upgrade_chat"].engine.dispose()
 
-    def worker(_) -> tuple[str, str]:
-        app = create_app({"DATABASE_URL": url, "INSTANCE_PATH": str(tmp_path / "inst"),
-                          "CLOCK": clock})
+    # The apps are built one at a time (CPython 3.11 can fail compiling werkzeug's routes in
+    # several threads at once: "AST constructor recursion depth mismatch"); their start steps
+    # run together.
+    apps = [create_app({"DATABASE_URL": url, "INSTANCE_PATH": str(tmp_path / "inst"),
+                        "CLOCK": clock}) for _ in range(8)]
+
+    def worker(app) -> tuple[str, str]:
         try:
             key = start(app, demo=False)[0]
             return key, json.dumps(sandbox_secrets_of(app), sort_keys=True)
         finally:
             app.extensions["upgrade_chat"].engine.dispose()
 
-    keys = [key for key, _ in at_once(8, lambda: None, worker)]
+    keys = [key for key, _ in at_once(8, apps.pop, worker)]
     assert len(set(keys)) == 1 and len(keys[0]) >= 24
     # no temp file left; the sandbox's secrets (tested below) made once beside the key
     assert sorted(p.name for p in (tmp_path / "inst").iterdir()) == ["api_key", "sandbox_secrets"]
@@ -288,10 +292,12 @@ def test_the_sandboxs_generated_secrets_are_one_set_per_instance_folder(tmp_path
 
 
 def test_workers_drawing_the_sandbox_secrets_at_once_get_one_set(tmp_path):
-    def worker(_) -> str:
-        return json.dumps(sandbox_secrets_of(sandbox_app(tmp_path / "inst")), sort_keys=True)
+    apps = [sandbox_app(tmp_path / "inst") for _ in range(8)]  # built one at a time (above)
 
-    drawn = at_once(8, lambda: None, worker)
+    def worker(app) -> str:
+        return json.dumps(sandbox_secrets_of(app), sort_keys=True)
+
+    drawn = at_once(8, apps.pop, worker)
     assert len(set(drawn)) == 1
     assert json.loads((tmp_path / "inst" / "sandbox_secrets").read_text()) == json.loads(drawn[0])
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import traceback
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -30,5 +31,5 @@ def at_once(n: int, prepare: Callable[[], object], act: Callable[[object], T]) -
         thread.start()
     for thread in threads:
         thread.join()
-    assert not errors, errors
+    assert not errors, "\n".join("".join(traceback.format_exception(e)) for e in errors)
     return results
