@@ -37,6 +37,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from core.accounts import HealthBounds
 from core.catalog import Catalog, parse_catalog
 from core.conversation import Business
+from core.calls import CALL_KIND, RETRY as CALL_RETRY
 from core.delivery import MESSAGE_KIND, RETRY, MessageJobs
 from core.handlers import Settings
 from core.errors import CatalogError, DomainError
@@ -44,6 +45,7 @@ from core.guardrails import GuardrailPolicy
 from core.intent_model import IntentModel
 
 import channels
+from channels import when
 import cli
 import devtools
 from devtools import local
@@ -98,6 +100,7 @@ DEFAULTS: dict[str, Any] = {
     "TWILIO_AUTH_TOKEN": None,
     "TWILIO_SMS_FROM": None,  # the Twilio number SMS goes out from (E.164)
     "TWILIO_WHATSAPP_FROM": None,  # the WhatsApp sender (E.164)
+    "TWILIO_VOICE_FROM": None,  # the number calls are placed from (E.164); none: TWILIO_SMS_FROM
     "TWILIO_WHATSAPP_TEMPLATE_SID": None,  # approved template for WhatsApp outside 24 hours
     "PUBLIC_BASE_URL": None,  # the URL Twilio calls us at (signatures are over it)
     "TWILIO_WEBHOOK_SHARED_KEY_SECRET": None,  # Twilio's SharedKey webhook signing, if used
@@ -345,7 +348,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
             str(app.config["BILLING_WEBHOOK_URL"]), str(app.config["BILLING_WEBHOOK_SECRET"]),
             timeout=5.0, clock=runtime.now)
     runtime.dispatcher = OutboxDispatcher(engine, senders, runtime.now,
-                                          backoffs={MESSAGE_KIND: RETRY})
+                                          backoffs={MESSAGE_KIND: RETRY, CALL_KIND: CALL_RETRY})
     if app.config["SANDBOX"]:  # the sandbox phone, the demo page, the stand-in for Slack
         devtools.install(app)
     cli.register(app)
@@ -483,7 +486,7 @@ def _settings(app: Flask, health: HealthBounds) -> Settings:
                         business=Business(str(app.config["BUSINESS_NAME"]),
                                           str(app.config["SUPPORT_CONTACT"])),
                         billing_webhook=bool(url), model=load_intent_model(),
-                        channels=channels.registered())
+                        channels=channels.registered(), read_time=when.read_time)
 
 
 @lru_cache(maxsize=1)

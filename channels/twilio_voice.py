@@ -21,15 +21,20 @@ from __future__ import annotations
 
 import logging
 import re
+import uuid
 from typing import Any
 
-from flask import Blueprint, Flask, Response, request
+from flask import Blueprint, Flask, Response, current_app, request
+from twilio.base.exceptions import TwilioRestException, TwilioServiceException
+from twilio.rest import Client
 from twilio.twiml.voice_response import Gather, VoiceResponse
 
 from channels import Channel, Installed
 from channels.twilio_messaging import (ACCOUNT_SID, TwilioMessagingChannel, UnreadableSender,
                                        refuse_before_reading, sids_in_shape)
-from core import handlers
+from channels.twilio_outbound import TwilioApiHttpClient, twilio_error
+from core import calls, handlers
+from core.jobs import RetryLater
 from core.accounts import normalize_phone
 from core.channels import Capabilities, Delivery, Input
 from core.conversation import LIVE, ThreadState
@@ -43,8 +48,10 @@ bp = Blueprint("twilio_voice", __name__, url_prefix="/twilio/voice")
 bp.before_request(refuse_before_reading)  # the size and signature-header checks of /twilio
 
 # A call: the keypad or speech; replies are spoken in the call itself (nothing is queued for a
-# later call: no outbound calls yet). The phone number is the address, consent is the phone's.
-VOICE = Capabilities("voice", Input.KEYPAD, Delivery.NONE, address=("phone",), phone=True)
+# later call). The phone number is the address, consent is the phone's. It rings: the calls
+# buyers ask for are placed on it (core.calls, through the outbox's "call" jobs).
+VOICE = Capabilities("voice", Input.KEYPAD, Delivery.NONE, address=("phone",), phone=True,
+                     rings=True)
 
 CALL_SID = re.compile(r"CA[0-9a-f]{32}")
 KEYS = {"1": "yes", "2": "I would like to talk to a person", "3": "no, not now",
@@ -101,9 +108,15 @@ def _ask(texts: list[str], turn: int, confirming: bool, silences: int = 0, *,
     return _twiml(response)
 
 
+def _outbound() -> bool:
+    """A call we placed (Twilio's Direction "outbound-api"): the buyer is the `To`."""
+    return request.form.get("Direction", "").startswith("outbound")
+
+
 def _caller(channel: TwilioMessagingChannel) -> str:
+    field = "To" if _outbound() else "From"
     try:
-        return normalize_phone(request.form.get("From", ""), channel.phone_region, "From")
+        return normalize_phone(request.form.get(field, ""), channel.phone_region, field)
     except DomainError:  # an unreadable caller id (withheld: "anonymous", "+266696687")
         raise UnreadableSender("voice") from None
 
@@ -166,6 +179,8 @@ def _answer_turn(channel: TwilioMessagingChannel) -> Response:
     confirming = request.args.get("step") == "confirm"
     digits = (request.form.get("Digits") or "").strip()
     speech = (request.form.get("SpeechResult") or "").replace("\x00", "").strip()
+    if request.args.get("step") == "gate":  # a call we placed: is a person there?
+        return _past_the_gate(channel, bool(digits or speech), silences)
     if digits:
         text = "confirm" if digits == "1" and confirming else KEYS.get(digits[:1])
         if text is None:
@@ -202,9 +217,199 @@ def _answer_turn(channel: TwilioMessagingChannel) -> Response:
     return _ask(replies, turn + 1, state == ThreadState.AWAITING_CONFIRMATION)
 
 
+# --- the calls buyers asked for (placed by the outbox: core.calls) --------------------------------
+
+def _call_id() -> int | None:
+    value = request.args.get("call", "")
+    return int(value) if value.isdigit() and len(value) < 19 else None
+
+
+def _past_the_gate(channel: TwilioMessagingChannel, answered: bool, silences: int) -> Response:
+    """A call we placed, after its first words: someone pressed a key or spoke, so they hear
+    their case as a caller does; silence is asked again once, then a goodbye with no figures (a
+    machine that answered before its detection said so hears nothing of the account)."""
+    if not answered:
+        if silences >= 1:
+            return _goodbye(f"Sorry we missed you. To talk to a person, contact "
+                            f"{runtime().settings.business.support}. Goodbye.")
+        return _gate(_call_id(), silences + 1)
+    return _greet(channel)
+
+
+def _greet(channel: TwilioMessagingChannel) -> Response:
+    rt = runtime()
+    greeting = handlers.call_greeting(rt.uow(read_only=True), rt.catalog, rt.settings,
+                                      VOICE.name, _caller(channel), rt.now())
+    if greeting.text is None:
+        return _goodbye(_no_account_answer())
+    return _ask([greeting.text], 1, greeting.confirming)
+
+
+def _gate(call_id: int | None, silences: int = 0) -> Response:
+    response = VoiceResponse()
+    query = "turn=0&step=gate" + (f"&call={call_id}" if call_id is not None else "") + \
+        (f"&silences={silences}" if silences else "")
+    gather = Gather(input="dtmf speech", num_digits=1, timeout=GATHER_SECONDS,
+                    speech_timeout="auto", hints="yes, hello, go ahead",
+                    action=f"/twilio/voice/gather?{query}", method="POST",
+                    action_on_empty_result=True)
+    gather.say(calls.answer_gate(runtime().settings.business))
+    response.append(gather)
+    return _twiml(response)
+
+
+def _report(answered_by: str | None = None) -> calls.Progress:
+    """Record what Twilio reports about a call we placed (its status, or what answered)."""
+    call_id = _call_id()
+    if call_id is None:
+        return calls.Progress(None)
+    rt = runtime()
+    uow = rt.uow()
+    with uow:
+        progress = calls.call_progress(
+            uow, rt.catalog, rt.settings.channels, rt.settings.policy, rt.settings.business,
+            call_id, request.form["CallSid"], request.form.get("CallStatus"), answered_by,
+            rt.now())
+        uow.commit()
+    return progress
+
+
+@bp.post("/answered")
+@not_audited("a call the buyer asked for, answered: Twilio-signed")
+def answered():
+    """Twilio fetches this when a call we placed is answered: the first words say who calls and
+    why, and wait for a key or a word before anything about the account is said."""
+    checked = _verified()
+    if isinstance(checked, Response):
+        return checked
+    try:
+        _report()
+        return _gate(_call_id())
+    except Exception:  # noqa: BLE001 - Twilio always gets valid TwiML
+        log.exception("twilio voice: answering a placed call failed")
+        return _apology()
+
+
+@bp.post("/status")
+@not_audited("Twilio's report on a call we placed: Twilio-signed; recorded on the call")
+def status():
+    checked = _verified()
+    if isinstance(checked, Response):
+        return checked
+    try:
+        _report()
+    except Exception:  # noqa: BLE001 - Twilio retries nothing; the log has it
+        log.exception("twilio voice status callback failed")
+        return Response("error", status=500, mimetype="text/plain")
+    return Response(status=204)
+
+
+@bp.post("/amd")
+@not_audited("Twilio's answering-machine detection on a call we placed: Twilio-signed")
+def amd():
+    """What answered a call we placed. A machine: the call is recorded as such, the buyer is
+    texted where that is allowed (core.calls), and the live call is redirected to a short
+    neutral message with no figures (`machine`)."""
+    checked = _verified()
+    if isinstance(checked, Response):
+        return checked
+    try:
+        progress = _report(answered_by=request.form.get("AnsweredBy", "unknown"))
+        if progress.machine_now:
+            controls = current_app.extensions["twilio_voice_control"]
+            controls.redirect(request.form["CallSid"],
+                              f"/twilio/voice/machine?call={_call_id()}")
+    except Exception:  # noqa: BLE001
+        log.exception("twilio voice answering-machine callback failed")
+        return Response("error", status=500, mimetype="text/plain")
+    return Response(status=204)
+
+
+@bp.post("/machine")
+@not_audited("what a machine hears on a call we placed: Twilio-signed, no account data")
+def machine():
+    checked = _verified()
+    if isinstance(checked, Response):
+        return checked
+    rt = runtime()
+    hipaa = False
+    call_id = _call_id()
+    if call_id is not None:
+        with rt.uow(read_only=True) as uow:
+            facts = uow.calls.facts(call_id)
+            hipaa = facts is None or calls.hipaa(rt.catalog, facts)
+    response = VoiceResponse()
+    response.say(calls.machine_message(rt.settings.business, hipaa))
+    response.hangup()
+    return _twiml(response)
+
+
+class TwilioCalls:
+    """Calls through Twilio's Calls API: placed with a status callback and asynchronous
+    answering-machine detection (`place`), and redirected to new TwiML (`redirect`). Errors are
+    read as the messages' are (channels.twilio_outbound.twilio_error)."""
+
+    def __init__(self, client: Client, *, from_: str, base_url: str) -> None:
+        if not from_:
+            raise ValueError("the Twilio number calls are placed from is required")
+        self._client = client
+        self._from = from_
+        self._base = base_url.rstrip("/")
+
+    def place(self, call: calls.PlacedCall) -> str:
+        query = f"?call={call.id}"
+        try:
+            return self._client.calls.create(
+                to=call.to, from_=self._from, url=f"{self._base}/twilio/voice/answered{query}",
+                method="POST", status_callback=f"{self._base}/twilio/voice/status{query}",
+                status_callback_method="POST",
+                status_callback_event=["initiated", "ringing", "answered", "completed"],
+                machine_detection="DetectMessageEnd", async_amd="true",
+                async_amd_status_callback=f"{self._base}/twilio/voice/amd{query}",
+                async_amd_status_callback_method="POST", timeout=25).sid
+        except (TwilioRestException, TwilioServiceException) as exc:
+            http = self._client.http_client
+            wait = http.retry_after() if isinstance(http, TwilioApiHttpClient) else None
+            raise twilio_error(exc.code, exc.status, wait) from None
+        except Exception as exc:  # timeouts, connection errors: try again later
+            raise RetryLater(type(exc).__name__) from None
+
+    def redirect(self, call_sid: str, path: str) -> None:
+        self._client.calls(call_sid).update(url=f"{self._base}{path}", method="POST")
+
+
+class SandboxCalls:
+    """No Twilio account: a placed call rings on the sandbox phone page (devtools/sandbox.py),
+    which answers it with signed requests as Twilio would. A redirect is kept for the page to
+    follow (this process's memory: the sandbox runs in one)."""
+
+    def __init__(self) -> None:
+        self.redirects: dict[str, str] = {}
+
+    def place(self, call: calls.PlacedCall) -> str:
+        return "CA" + uuid.uuid4().hex
+
+    def redirect(self, call_sid: str, path: str) -> None:
+        self.redirects[call_sid] = path
+
+
 def install(app: Flask, runtime: Any) -> Installed:
+    """The webhooks, and the outbox's sender of "call" jobs: Twilio's Calls API when an account
+    is configured, else the sandbox phone."""
     app.register_blueprint(bp)
-    return Installed()
+    config = app.config
+    placer: TwilioCalls | SandboxCalls
+    if config["SANDBOX"]:
+        placer = SandboxCalls()
+    else:
+        client = Client(config["TWILIO_ACCOUNT_SID"], config["TWILIO_AUTH_TOKEN"],
+                        http_client=TwilioApiHttpClient(timeout=5,
+                                                        base_url=config.get("TWILIO_API_URL")))
+        placer = TwilioCalls(client, from_=config["TWILIO_VOICE_FROM"] or config["TWILIO_SMS_FROM"],
+                             base_url=config["PUBLIC_BASE_URL"])
+    app.extensions["twilio_voice_control"] = placer
+    return Installed(jobs={calls.CALL_KIND: calls.CallJobs(placer, runtime.catalog,
+                                                           runtime.settings.policy)})
 
 
 CHANNEL = Channel("twilio_voice", (VOICE,), install)

@@ -62,6 +62,7 @@ class Capabilities:
       revoked by keyword (STOP/START) and every opening names the business and how to stop.
     - `max_chars`: the longest message the medium takes (None: no limit we enforce).
     - `rank`: preference among pushed channels when choosing where to open (lower first).
+    - `rings`: the medium places the calls buyers ask for ("call me": core.calls).
     """
 
     name: str
@@ -74,6 +75,7 @@ class Capabilities:
     phone: bool = False
     max_chars: int | None = None
     rank: int = 100
+    rings: bool = False
 
     def address_of(self, contact: Any) -> str | None:
         """The contact's address on this channel, or None (no opt-in where one is needed)."""

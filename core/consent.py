@@ -25,5 +25,6 @@ def revoke_consent(uow: UnitOfWork, contact: ContactView, channel: str, source: 
         state = transition(ThreadState(thread.state), ThreadEvent.OPT_OUT)
         uow.threads.save_thread(replace(thread, state=str(state)), now)
     uow.contacts.record_consent(contact.id, "revoke", channel, source, now)
+    uow.calls.cancel_waiting(contact_id=contact.id, why=f"opted out ({source})", now=now)
     # By row id: an operator's contact id may be an email.
     log.info("opt-out (%s) recorded for contact #%s", source, contact.id)

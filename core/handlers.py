@@ -39,9 +39,10 @@ from core.intents import Intent, classify, understand
 from core import routing
 from core.money import money_str
 from core.consent import revoke_consent
+from core.calls import CALLABLE_THREADS, callback_reply, cancel_calls, schedule_call
 from core.csm import escalate, tell_csm
 from core.locking import lock_account, lock_accounts
-from core.ports import (ContactView, EscalationRecord, MessageView, PlanChangeView,
+from core.ports import (CallView, ContactView, EscalationRecord, MessageView, PlanChangeView,
                         SignalDecision, ThreadView, UnitOfWork, seen_by_buyer)
 from core.retry import retrying
 from core.thresholds import Crossing, met_thresholds
@@ -66,6 +67,9 @@ class Settings:
     billing_webhook: bool = False  # enqueue a signed webhook for every plan change
     model: IntentModel | None = None  # the reply model the application loaded (core.intent_model)
     channels: Channels = Channels()  # the registered channels' capabilities (core.channels)
+    # The time a buyer names in a message ("call me tomorrow after 3"), read in their zone, or
+    # None: an edge's parser (channels.when), since reading dates is a library's job.
+    read_time: Callable[[str, str, datetime], datetime | None] | None = None
 
 
 # --- opening ------------------------------------------------------------------------------------
@@ -503,6 +507,8 @@ def _answer(uow: UnitOfWork, catalog: Catalog, config: Settings, contact: Contac
     turn = reply(state, heard, text, case, catalog, config.business, charged=charged,
                  channel=caps, opted_out=opted_out)
     turn = _overtaken(uow, contact, thread, message, turn)
+    if turn.escalation == EscalationReason.CALLBACK and thread is not None:
+        turn = _callback(uow, config, account, contact, thread, turn, caps, text, now)
     inbound_id = _store_inbound(uow, contact.id, thread.id if thread else None, caps, message,
                                 "inbound", now)
     replies = turn.replies
@@ -513,11 +519,30 @@ def _answer(uow: UnitOfWork, catalog: Catalog, config: Settings, contact: Contac
         escalate(uow, account, None, turn.escalation, case, now)
     if turn.consent:
         uow.contacts.record_consent(contact.id, turn.consent, channel, "buyer", now)
+        if turn.consent == "revoke":
+            cancel_calls(uow, contact_id=contact.id, why="the buyer opted out", now=now)
     _note_activity(uow, contact, caps, now)
     for body in replies:
         _store_reply(uow, contact.id, thread.id if thread else None, caps, message, "reply", body,
                      inbound_id, now)
     return Answer(replies, thread.id if thread else None, thread.state if thread else None)
+
+
+def _callback(uow: UnitOfWork, config: Settings, account: StoredAccount, contact: ContactView,
+              thread: ThreadView, turn: Turn, caps: Capabilities, text: str,
+              now: datetime) -> Turn:
+    """The buyer asked for a call in their thread: one is booked at the time they named (read
+    in their zone) or the next allowed minute, and they are told when; the CSM lane is asked
+    only when no call can be placed (no channel places calls, or no phone). An opted-out buyer
+    is told we will not call."""
+    asked = config.read_time(text, account.timezone, now) if config.read_time else None
+    result = schedule_call(uow, config.channels, config.policy, account, contact, thread.id,
+                           asked, now)
+    said = callback_reply(result, account.timezone, config.business, config.policy,
+                          wording(caps))
+    if said is None:
+        return turn
+    return replace(turn, replies=turn.replies[:-1] + (said,), escalation=None)
 
 
 def _overtaken(uow: UnitOfWork, contact: ContactView, thread: ThreadView | None,
@@ -618,6 +643,8 @@ def _apply(uow: UnitOfWork, catalog: Catalog, config: Settings, account: StoredA
         uow.messages.cancel_queued_openings(thread.id)
     if turn.escalation is not None:
         escalate(uow, account, thread.id, turn.escalation, case, now)
+    if state not in CALLABLE_THREADS:  # upgraded, declined, opted out: no call is wanted now
+        cancel_calls(uow, thread_id=thread.id, why=f"the thread is {state}", now=now)
     if turn.notify_csm:  # the buyer went ahead at list price (or said no): the card is redrawn
         tell_csm(uow, account, thread.id, "went-ahead", now)
     confirm = (case.proration.period_start, case.prorated_charge_today) if step_shown \
@@ -889,6 +916,7 @@ class ThreadDetail:
     upgrade: PlanChangeView | None
     escalations: tuple[EscalationRecord, ...]
     contact: ContactView | None = None  # the thread's addressee (erased: by a pseudonym)
+    calls: tuple[CallView, ...] = ()  # the calls the buyer asked for in this thread
 
 
 def thread_detail(uow: UnitOfWork, external_id: str) -> ThreadDetail:
@@ -908,4 +936,5 @@ def thread_detail(uow: UnitOfWork, external_id: str) -> ThreadDetail:
             upgrade=uow.plan_changes.plan_change_for_thread(thread.id) if thread else None,
             escalations=tuple(uow.escalations.of_account(account.id)),
             contact=uow.contacts.contact_by_id(thread.contact_id)
-            if thread is not None and thread.contact_id is not None else None)
+            if thread is not None and thread.contact_id is not None else None,
+            calls=tuple(uow.calls.of_thread(thread.id)) if thread else ())

@@ -401,6 +401,54 @@ class OutboxRepository(Protocol):
     def note_attempt(self, message_id: int, error: str, attempts: int) -> bool: ...
 
 
+@dataclass(frozen=True)
+class CallView:
+    """A call the buyer asked for (core.calls), as stored. No number: it goes to the contact's."""
+
+    id: int
+    account_id: int
+    contact_id: int | None
+    thread_id: int | None
+    status: str
+    reason: str  # callback | retry
+    attempt: int
+    requested_at: datetime | None  # the time the buyer named, if they named one
+    scheduled_for: datetime
+    provider_id: str | None
+    note: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class CallFacts:
+    """What the check at claim time, and a provider's report, read about a call."""
+
+    call: CallView
+    contact: ContactView | None
+    thread_state: str | None
+    timezone: str  # the account's: the zone when the number names none
+    vertical: str  # the account's (a HIPAA vertical: no account details on a machine)
+    plan_changed: bool = False  # the account's plan is no longer the thread's (changed elsewhere)
+
+
+class CallRepository(Protocol):
+    """Calls (storage.calls): stored, read, and updated whole."""
+
+    def add(self, *, account_id: int, contact_id: int, thread_id: int | None, reason: str,
+            attempt: int, requested_at: datetime | None, scheduled_for: datetime,
+            now: datetime) -> int: ...
+    def get(self, call_id: int, *, lock: bool = False) -> CallView | None: ...
+    def facts(self, call_id: int) -> CallFacts | None: ...
+    def pending_for_contact(self, contact_id: int) -> CallView | None: ...
+    def waiting(self, *, contact_id: int | None = None,
+                thread_id: int | None = None) -> list[CallView]: ...
+    def cancel_waiting(self, *, contact_id: int | None = None, thread_id: int | None = None,
+                       why: str, now: datetime) -> int: ...
+    def of_thread(self, thread_id: int) -> list[CallView]: ...
+    def save(self, call: CallView, now: datetime) -> None: ...
+
+
 class AuditTrail(Protocol):
     """The audit trail (core/audit.py; storage.audit.SqlAuditTrail): `append` writes one event
     in a transaction of its own, numbered and chained; `events` reads them in order."""
@@ -431,6 +479,7 @@ class UnitOfWork(Protocol):
     escalations: EscalationRepository
     jobs: JobQueue
     outbox: OutboxRepository
+    calls: CallRepository
 
     def __enter__(self) -> UnitOfWork: ...
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

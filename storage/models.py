@@ -345,6 +345,31 @@ class EscalationRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class CallRow(Base):
+    """A phone call the buyer asked for (core.calls): scheduled, then placed through the outbox
+    (its job "call:<id>"), then followed by Twilio's status callbacks. No number is kept here:
+    the call goes to the contact's phone as it stands when it is placed."""
+
+    __tablename__ = "calls"
+    __table_args__ = (Index("ix_calls_contact_status", "contact_id", "status"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id", ondelete="SET NULL"))
+    thread_id: Mapped[int | None] = mapped_column(ForeignKey("threads.id", ondelete="SET NULL"),
+                                                  index=True)
+    # scheduled | ringing | in_progress | completed | no_answer | busy | machine | failed | cancelled
+    status: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str] = mapped_column(String(20))  # callback | retry
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # the time the buyer named
+    scheduled_for: Mapped[datetime] = mapped_column(UTCDateTime)
+    provider_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    note: Mapped[str | None] = mapped_column(String(200))  # why it ended so (no personal data)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class OutboxRow(Base):
     """Work to do after a commit, at least once, retried with backoff: webhooks, CSM notices,
     SMS and WhatsApp messages (storage.outbox). `key` makes a job unique, so a retried request

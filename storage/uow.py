@@ -14,6 +14,7 @@ from core.ports import Conflict, StorageBusy, StorageUnavailable, UnitOfWork
 from storage.db import database_unreachable
 from storage.conversations import (SqlContactRepository, SqlMessageRepository,
                                    SqlPlanChangeRepository, SqlThreadRepository)
+from storage.calls import SqlCallRepository
 from storage.escalations import SqlEscalationRepository
 from storage.delivery import SqlOutboxRepository
 from storage.repositories import (SqlAccountRepository, SqlSignalRepository,
@@ -95,6 +96,7 @@ class SqlUnitOfWork(UnitOfWork):
         self.escalations = SqlEscalationRepository(session)
         self.jobs = SqlJobQueue(session)
         self.outbox = SqlOutboxRepository(session)
+        self.calls = SqlCallRepository(session)
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

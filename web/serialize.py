@@ -192,6 +192,11 @@ def thread_json(detail) -> dict[str, Any]:
             "requested_at": iso(change.requested_at)},
         "escalations": [{"reason": e.reason, "status": e.status, "thread_id": e.thread_id,
                          "at": iso(e.created_at)} for e in detail.escalations],
+        "calls": [{"id": c.id, "status": c.status, "scheduled_for": iso(c.scheduled_for),
+                   "reason": c.reason, "attempt": c.attempt,
+                   "requested_for": iso(c.requested_at) if c.requested_at else None,
+                   "provider_id": c.provider_id, "note": c.note, "updated_at": iso(c.updated_at)}
+                  for c in detail.calls],
     }
 
 

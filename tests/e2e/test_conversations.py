@@ -195,7 +195,6 @@ def test_after_an_sms_stop_a_yes_in_the_product_still_works(api):
     ("can I talk to a real person?", "human", "escalated"),
     ("can I get a discount?", "discount", "escalated"),
     ("no, we're switching to a competitor", "leaving", "escalated"),
-    ("call me tomorrow", "callback", "offered"),
 ])
 def test_the_csm_lane_takes_what_the_bot_must_not(api, text, reason, state):
     setup_account(api)
@@ -205,6 +204,20 @@ def test_the_csm_lane_takes_what_the_bot_must_not(api, text, reason, state):
     assert "discount" not in answer["replies"][0].lower() or "cannot offer" in answer["replies"][0]
     [escalation] = thread(api)["escalations"]
     assert escalation["reason"] == reason
+
+
+def test_call_me_books_a_call_instead_of_a_csm_note(api):
+    """A buyer who asks for a call gets one booked (core.calls), and is told when; the thread
+    stays where it was and no CSM is pulled in for it."""
+    setup_account(api)
+    cross_messages(api)
+    answer = say(api, "call me tomorrow", "in-1")
+    assert answer["state"] == "offered"
+    assert "will ring you at" in answer["replies"][-1] or "only call between" in answer["replies"][-1]
+    t = thread(api)
+    assert t["escalations"] == []
+    [call] = t["calls"]
+    assert (call["status"], call["reason"], call["attempt"]) == ("scheduled", "callback", 1)
 
 
 def test_red_health_escalates_instead_of_prompting(api):
