@@ -46,6 +46,7 @@ from core.catalog import Catalog
 from core.channels import Channels
 from core.csm import CLAIMED, OPEN, RESOLVED, Action, ActionResult
 from core.errors import Malformed, NotFound
+from core.guardrails import GuardrailPolicy
 from core.money import dollars
 from core.ports import EscalationCard, UnitOfWork
 from core.jobs import OutboxJob, PermanentFailure
@@ -111,6 +112,7 @@ class EscalationView:
     messages: tuple[str, ...] = ()
     notes: tuple[tuple[str, dict], ...] = ()  # ("Claimed by", who), ...
     actions: tuple[tuple[str, str], ...] = ()  # (action_id, label)
+    call: str | None = None  # once a call is scheduled: who to call, on what number, from when
 
 
 def is_minimal(catalog: Catalog, vertical: str) -> bool:
@@ -138,7 +140,8 @@ def view(card: EscalationCard, catalog: Catalog, operator_url: str | None) -> Es
     base: dict[str, Any] = {
         "id": card.id, "account": card.account, "reason": REASONS.get(card.reason, card.reason),
         "status": card.status, "link": account_link(operator_url, card.account),
-        "minimal": minimal, "notes": notes, "actions": tuple(actions)}
+        "minimal": minimal, "notes": notes, "actions": tuple(actions),
+        "call": call_line(card.call_requested)}
     if minimal:
         return EscalationView(**base)
     vertical = catalog.verticals[card.vertical]
@@ -148,6 +151,29 @@ def view(card: EscalationCard, catalog: Catalog, operator_url: str | None) -> Es
                 ("Health", _health(card))),
         case_lines=_case_lines(card.case),
         messages=tuple(_clip(m) for m in card.last_messages))
+
+
+def call_line(requested: Mapping[str, Any] | None) -> str | None:
+    """The call a CSM scheduled, as the card says it: who, which number, the channel they last
+    wrote on, and the first allowed time (their time)."""
+    call = (requested or {}).get("call")
+    if not requested:
+        return None
+    if not call:
+        return "No contact to call on this account."
+    who = str(call.get("contact") or "the buyer")
+    if call.get("opted_out"):
+        return f"{who} opted out of calls and texts: do not call."
+    if not call.get("number"):
+        return f"{who} has no phone number on file."
+    last = f", last wrote by {CHANNEL_WORDS.get(call.get('last_channel'), call.get('last_channel'))}" \
+        if call.get("last_channel") else ""
+    when = f" from {call['local']} their time ({call['zone']})" if call.get("local") else ""
+    return f"Call {who} at {call['number']} (phone{last}){when}."
+
+
+CHANNEL_WORDS = {"sms": "SMS", "whatsapp": "WhatsApp", "web": "web chat", "voice": "phone",
+                 "api": "the API"}
 
 
 def _health(card: EscalationCard) -> str:
@@ -225,6 +251,9 @@ def blocks(v: EscalationView) -> list[dict[str, Any]]:
     if v.link:
         out.append({"type": "context", "block_id": "link", "elements": [
             {"type": "mrkdwn", "text": f"<{v.link}|Open {_esc(v.account)} in Upgrade Chat>"}]})
+    if v.call:
+        out.append({"type": "section", "block_id": "call", "text": {
+            "type": "mrkdwn", "text": f"*Call*\n{_esc(v.call)}"}})
     if v.notes:
         out.append({"type": "context", "block_id": "status", "elements": [
             {"type": "mrkdwn", "text": f"{label} {_who(who)}"} for label, who in v.notes]})
@@ -335,12 +364,13 @@ class CsmLane:
     clock: Callable[[], datetime]
     business: str
     operator_url: str | None = None
+    policy: GuardrailPolicy = GuardrailPolicy()  # quiet hours: when a CSM may call
     actions: frozenset[str] = field(default=frozenset(a.value for a in Action), init=False)
 
     def act(self, action: str, escalation_id: int, csm_id: str | None,
             csm_name: str) -> ActionResult:
         return csm.act(self.uows, self.channels, escalation_id, Action(action), csm_id, csm_name,
-                       self.business, self.clock())
+                       self.business, self.clock(), self.policy)
 
     def redraw_later(self, escalation_id: int, action: str) -> bool:
         """Queue an outbox job that redraws the escalation's Slack message (one per action: each
@@ -352,18 +382,20 @@ class CsmLane:
 
 
 def lane_from(config: Mapping[str, Any], uows: Callable[..., UnitOfWork], channels: Channels,
-              clock: Callable[[], datetime], catalog: Catalog) -> CsmLane:
+              clock: Callable[[], datetime], catalog: Catalog,
+              policy: GuardrailPolicy = GuardrailPolicy()) -> CsmLane:
     return CsmLane(uows, channels, catalog, clock, str(config.get("BUSINESS_NAME") or "Upgrade Chat"),
-                   config.get("OPERATOR_URL"))
+                   config.get("OPERATOR_URL"), policy)
 
 
 def create_slack(config: Mapping[str, Any], uows: Callable[..., UnitOfWork], channels: Channels,
-                 clock: Callable[[], datetime], catalog: Catalog) -> tuple[App, Blueprint]:
+                 clock: Callable[[], datetime], catalog: Catalog,
+                 policy: GuardrailPolicy = GuardrailPolicy()) -> tuple[App, Blueprint]:
     """The bolt app and a blueprint serving it at POST /slack/events (register it only when
     `configured(config)`). Every request is verified against SLACK_SIGNING_SECRET by bolt."""
     if not configured(config):
         raise SlackConfigError("Slack is not configured: set " + ", ".join(REQUIRED))
-    lane = lane_from(config, uows, channels, clock, catalog)
+    lane = lane_from(config, uows, channels, clock, catalog, policy)
     bolt = App(signing_secret=str(config["SLACK_SIGNING_SECRET"]), client=web_client(config),
                # the listener runs before the answer, so a button's effect is committed when
                # Slack sees the 200 (no work left in a background thread of a web worker)
@@ -592,7 +624,7 @@ def install(app: Flask, runtime: Any) -> Installed:
     if not configured(app.config):
         return Installed(jobs={POST_KIND: LoggingCsmNotifier()})
     _, blueprint = create_slack(app.config, runtime.uow, runtime.settings.channels,
-                                runtime.now, runtime.catalog)
+                                runtime.now, runtime.catalog, runtime.settings.policy)
     app.register_blueprint(blueprint)
     sender = SlackEscalationSender.from_config(app.config, runtime.uow, runtime.catalog)
     # UPDATE: a button's failed chat.update, redrawn later

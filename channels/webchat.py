@@ -24,7 +24,7 @@ from flask import Blueprint, Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from channels import Channel, Installed
-from core import handlers
+from core import calls, handlers
 from core.case import Case
 from core.catalog import Catalog
 from core.channels import Capabilities, Delivery, Input
@@ -108,12 +108,13 @@ def _message_json(m: MessageView) -> dict[str, Any]:
             "body": m.body, "at": iso(m.at)}
 
 
-def card_json(case: Case, catalog: Catalog, vertical: str) -> dict[str, Any]:
+def card_json(case: Case, catalog: Catalog, vertical: str, *, call: bool = False) -> dict[str, Any]:
     """The case card: the figures (cost now vs on the target, the difference, a saving only when
     the target costs less, the charge today, the thresholds crossed, what the target adds or
     lacks, as catalog ids and in the vertical's words), and the card's text built here, worded
     as the opening message words the same case (core.framing): as conditional ("would have
-    cost"), never "save", the crossings in the vertical's words, buttons that say what they do."""
+    cost"), never "save", the crossings in the vertical's words, buttons that say what they do
+    (with `call`, a Call me button: the buyer has a phone we may call)."""
     v = catalog.vertical(vertical)
     difference = case.monthly_difference
     current, target = case.current.name.capitalize(), case.target.name.capitalize()
@@ -141,7 +142,8 @@ def card_json(case: Case, catalog: Catalog, vertical: str) -> dict[str, Any]:
         "buttons": ({"offered": f"Move to {target}",
                      "awaiting_confirmation": f"Confirm move to {target}"} if down else
                     {"offered": f"Upgrade to {target}",
-                     "awaiting_confirmation": f"Confirm upgrade to {target}"}),
+                     "awaiting_confirmation": f"Confirm upgrade to {target}"})
+        | ({"call": "Call me"} if call else {}),  # "Please call me": a call is booked
     }
 
 
@@ -217,7 +219,9 @@ def get_thread():
         "messages": messages,
         "cursor": messages[-1]["id"] if messages else after,
         "more": len(messages) == MAX_MESSAGES,
-        "case": card_json(case, rt.catalog, view.account.vertical) if case is not None else None,
+        "case": card_json(case, rt.catalog, view.account.vertical, call=bool(
+            view.contact.phone and view.contact.opted_out_at is None
+            and calls.caller(rt.settings.channels))) if case is not None else None,
         "open": opens,
         "opening_id": view.unanswered_opening if opens else None,
         "opted_out": view.contact.opted_out_at is not None,

@@ -24,6 +24,8 @@ from core.channels import Channels, Delivery
 from core.conversation import EscalationReason, follow_up_message
 from core.delivery import queue_message
 from core.errors import NotFound
+from core.calls import spoken_time
+from core.guardrails import GuardrailPolicy, NoCommonWindow, next_allowed, recipient_zones
 from core.locking import lock_account
 from core.money import money_str
 from core.ports import EscalationCard, EscalationRecord, UnitOfWork
@@ -109,12 +111,15 @@ def _already_done(escalation: EscalationRecord, action: Action) -> bool:
 
 
 def act(uows: Callable[[], UnitOfWork], channels: Channels, escalation_id: int, action: Action,
-        csm_id: str | None, csm_name: str, business_name: str, now: datetime) -> ActionResult:
+        csm_id: str | None, csm_name: str, business_name: str, now: datetime,
+        policy: GuardrailPolicy = GuardrailPolicy()) -> ActionResult:
     """One CSM action, once (retried on a lost race).
 
     - claim: an open escalation becomes the CSM's; the buyer is told a named person will follow
       up (a reply queued on the thread's last channel, delivered as that channel delivers).
-    - schedule_call: the CSM wants a call scheduled (once); a resolved escalation stays as is.
+    - schedule_call: the CSM will call the buyer (once): the card shows who to call (name,
+      number, the channel they last wrote on) and the first time allowed to call them (never in
+      their quiet hours, in every zone of the number); a resolved escalation stays as is.
     - resolve: an open or claimed escalation is closed (once).
     """
     action = Action(action)
@@ -136,7 +141,8 @@ def act(uows: Callable[[], UnitOfWork], channels: Channels, escalation_id: int, 
                 uow.escalations.update(escalation_id, status=CLAIMED, claimed_by=who)
                 _follow_up(uow, channels, escalation, csm_name, business_name, now)
             elif action == Action.SCHEDULE_CALL:
-                uow.escalations.update(escalation_id, call_requested=who)
+                call = _call_to_make(uow, escalation, policy, now)
+                uow.escalations.update(escalation_id, call_requested={**who, "call": call})
             else:
                 uow.escalations.update(escalation_id, status=RESOLVED, resolved_by=who)
             card = uow.escalations.card(escalation_id)
@@ -145,6 +151,32 @@ def act(uows: Callable[[], UnitOfWork], channels: Channels, escalation_id: int, 
         return ActionResult(True, card)
 
     return retrying(attempt)
+
+
+def _call_to_make(uow: UnitOfWork, escalation: EscalationRecord, policy: GuardrailPolicy,
+                  now: datetime) -> dict[str, Any] | None:
+    """Who the CSM calls and from when: the thread's addressee (else the account's), their
+    number, the channel they last wrote on, and the first allowed minute in their zones. None
+    when there is no one to call; no number when they have none (or opted out: no call)."""
+    thread = (uow.threads.thread(escalation.thread_id)
+              if escalation.thread_id is not None else None)
+    contact = uow.contacts.contact_by_id(thread.contact_id) \
+        if thread is not None and thread.contact_id is not None \
+        else uow.contacts.addressee(escalation.account_id)
+    account = uow.accounts.get_by_id(escalation.account_id)
+    if contact is None or account is None:
+        return None
+    number = contact.phone if contact.opted_out_at is None else None
+    zones = recipient_zones(number, account.timezone)
+    try:
+        at = next_allowed(now, zones, policy.window_start, policy.window_end)
+    except NoCommonWindow:
+        at = None
+    return {"contact": contact.name or contact.external_id, "number": number,
+            "opted_out": contact.opted_out_at is not None,
+            "last_channel": thread.last_channel if thread is not None else None,
+            "at": at.isoformat() if at else None, "zone": zones[0],
+            "local": spoken_time(at, zones[0]) if at else None}
 
 
 def _follow_up(uow: UnitOfWork, channels: Channels, escalation: EscalationRecord,

@@ -51,6 +51,7 @@ class ContactView:
     whatsapp_opt_in_at: datetime | None = None
     whatsapp_inbound_at: datetime | None = None
     erased_at: datetime | None = None  # erased (core.erasure): no address, a pseudonym for an id
+    name: str | None = None  # as the operator gave it (for the CSM: who to call)
 
 
 @dataclass(frozen=True)

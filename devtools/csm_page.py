@@ -40,6 +40,7 @@ would get in Slack, and the buttons act the same way.</p>
   {% if v.messages %}<p><strong>Last buyer messages</strong></p>
    {% for m in v.messages %}<blockquote>{{ m }}</blockquote>{% endfor %}{% endif %}
   {% if v.link %}<p><a href="{{ v.link }}">Open {{ v.account }} in Upgrade Chat</a></p>{% endif %}
+  {% if v.call %}<p class="call"><strong>Call</strong><br>{{ v.call }}</p>{% endif %}
   {% if v.notes %}<div class="notes">{% for label, who in v.notes %}{{ label }} {{ who.name }}{% if not loop.last %} · {% endif %}{% endfor %}</div>{% endif %}
   {% if v.actions %}
   <form class="actions" method="post" action="{{ url_for('sandbox_csm.act', escalation_id=v.id) }}">
@@ -64,7 +65,8 @@ def local_only():
 
 def _sandbox_lane() -> CsmLane:
     rt = runtime()
-    return lane_from(current_app.config, rt.uow, rt.settings.channels, rt.now, rt.catalog)
+    return lane_from(current_app.config, rt.uow, rt.settings.channels, rt.now, rt.catalog,
+                     rt.settings.policy)
 
 
 @bp.get("")

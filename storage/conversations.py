@@ -31,7 +31,8 @@ def _contact(row: ContactRow | Row[Any]) -> ContactView:
                        role=row.role, phone=row.phone, whatsapp=row.whatsapp,
                        web_user_id=row.web_user_id, web_active_at=row.web_active_at,
                        opted_out_at=row.opted_out_at, whatsapp_opt_in_at=row.whatsapp_opt_in_at,
-                       whatsapp_inbound_at=row.whatsapp_inbound_at, erased_at=row.erased_at)
+                       whatsapp_inbound_at=row.whatsapp_inbound_at, erased_at=row.erased_at,
+                       name=getattr(row, "name", None))
 
 
 def _thread(row: ThreadRow | Row[Any]) -> ThreadView:

@@ -68,6 +68,7 @@
     ".actions:empty{display:none}",
     ".actions button{flex:1;border:0;border-radius:8px;padding:9px;font-size:14px;font-weight:600;cursor:pointer;background:#4f46e5;color:#fff}",
     ".actions button.confirm{background:#059669}",
+    ".actions button.call{flex:0 0 auto;background:#fff;color:#4f46e5;border:1px solid #4f46e5}",
     ".actions button[disabled]{opacity:.5;cursor:default}",
     "form{display:flex;gap:6px;padding:10px;border-top:1px solid #e5e7eb;background:#fff}",
     "input{flex:1;border:1px solid #d1d5db;border-radius:8px;padding:8px 10px;font-size:14px}",
@@ -276,6 +277,10 @@
     if (state === "offered") { button(labels.offered || "Yes", "upgrade", "yes"); }
     else if (state === "awaiting_confirmation") {
       button(labels.awaiting_confirmation || "Confirm", "confirm", "confirm");
+    }
+    // Rather talk it over: books a call back at the next allowed minute (the reply says when).
+    if (labels.call && (state === "offered" || state === "awaiting_confirmation")) {
+      button(labels.call, "call", "Please call me");
     }
   }
 

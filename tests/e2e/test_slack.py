@@ -204,8 +204,17 @@ def test_schedule_call_and_resolved_update_the_escalation_and_the_message(api, a
     row = escalation_row(app)
     ts = row.case["slack"]["ts"]
     assert click(api.client, "schedule_call", row.id, ts).status_code == 200
-    assert escalation_row(app).case["call_requested"]["id"] == CSM_ID
-    assert "Call requested by" in blocks_text(slack.calls_to("chat.update")[-1])
+    requested = escalation_row(app).case["call_requested"]
+    assert requested["id"] == CSM_ID
+    # Who to call, on what number and channel, and from when: 15:00 UTC is 9:00 AM in Chicago,
+    # the number's zone, the first minute of the allowed window.
+    assert requested["call"] == {
+        "contact": "Dana", "number": "+13125550142", "opted_out": False, "last_channel": "sms",
+        "at": NOW.isoformat(), "zone": "America/Chicago", "local": "9:00 AM on Thu Nov 26"}
+    text = blocks_text(slack.calls_to("chat.update")[-1])
+    assert "Call requested by" in text
+    assert "Call Dana at +13125550142 (phone, last wrote by SMS) from 9:00 AM on Thu Nov 26 " \
+           "their time (America/Chicago)." in text
     assert click(api.client, "resolved", row.id, ts).status_code == 200
     assert escalation_row(app).status == "resolved"
     last = slack.calls_to("chat.update")[-1]
@@ -213,6 +222,18 @@ def test_schedule_call_and_resolved_update_the_escalation_and_the_message(api, a
     assert click(api.client, "claim", row.id, ts).status_code == 200  # too late: nothing
     assert escalation_row(app).status == "resolved" and len(slack.calls_to("chat.update")) == 2
     assert queued_replies(app) == []
+
+
+def test_a_call_scheduled_at_night_is_offered_for_the_next_allowed_minute(api, app, slack,
+                                                                          clock):
+    escalate(api)
+    run_outbox(app)
+    row = escalation_row(app)
+    clock.now = NOW + timedelta(hours=12)  # 3:00 UTC: 9 PM in Chicago, quiet hours
+    assert click(api.client, "schedule_call", row.id, row.case["slack"]["ts"]).status_code == 200
+    call = escalation_row(app).case["call_requested"]["call"]
+    assert (call["at"], call["local"]) == ((NOW + timedelta(days=1)).isoformat(),
+                                           "9:00 AM on Fri Nov 27")
 
 
 def test_a_failed_message_update_after_a_click_is_redrawn_from_the_outbox(api, app, slack, clock):

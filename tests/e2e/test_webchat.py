@@ -498,3 +498,24 @@ def test_nul_characters_or_deep_nesting_are_a_400_not_a_500(app, api):
     nul_account = {**widget.headers, "X-Account": "acme-clinic\u0000"}
     r = widget.client.get("/webchat/v1/thread", headers=nul_account)
     assert r.status_code == 400 and error_of(r)["code"] == "malformed"
+
+
+def test_the_call_me_button_shows_for_a_buyer_with_a_phone_and_books_a_call(app, api):
+    """The card offers "Call me" only to a buyer we may call; its text books a call back at the
+    next allowed minute, and the reply says when (no CSM is pulled in for it)."""
+    setup_account(api)  # web only: no number to call
+    cross(api)
+    widget = Widget(app.test_client())
+    assert "call" not in widget.poll().get_json()["case"]["buttons"]
+
+    api.put(f"/accounts/{ACME}", json=account(contacts=[
+        {**contact(DANA, name="Dana", role="billing", web_user_id=USER), "phone": PHONE}],
+        vertical="healthcare"))
+    card = widget.poll().get_json()["case"]
+    assert card["buttons"]["call"] == "Call me"
+    answer = widget.say("Please call me", "w-call").get_json()
+    assert "will ring you at" in answer["replies"][-1]
+    t = thread_of(api)
+    [call] = t["calls"]
+    assert (call["status"], call["reason"]) == ("scheduled", "callback")
+    assert t["escalations"] == []
