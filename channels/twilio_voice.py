@@ -58,6 +58,11 @@ KEYS = {"1": "yes", "2": "I would like to talk to a person", "3": "no, not now",
         "9": "stop", "0": "help"}
 HINTS = "upgrade, yes, confirm, talk to a person, not now, no, stop, help, how much"
 MAX_SILENCES = 2  # asked again this many times, then goodbye
+# What to press, said after an answer that did not say it (a spoken question's answer).
+MENU = {ThreadState.OFFERED: "Press 1 to upgrade, 2 to talk to a person, 3 if not now, or 9 to "
+                             "stop our calls and texts. Or ask another question.",
+        ThreadState.AWAITING_CONFIRMATION: "Press 1 to confirm, 3 if not now, or ask another "
+                                           "question."}
 GATHER_SECONDS = 6
 
 
@@ -214,6 +219,8 @@ def _answer_turn(channel: TwilioMessagingChannel) -> Response:
         return _ask(replies, turn + 1, False, why=True)
     if state is not None and state not in LIVE or asking_why:
         return _goodbye(" ".join(replies) + " Goodbye.")
+    if not any("press" in r.lower() for r in replies):  # an answer alone: then what to press
+        replies.append(MENU[state] if state in MENU else MENU[ThreadState.OFFERED])
     return _ask(replies, turn + 1, state == ThreadState.AWAITING_CONFIRMATION)
 
 

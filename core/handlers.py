@@ -25,7 +25,7 @@ from core.catalog import Catalog
 from core.channels import Capabilities, Channels, Delivery
 from core.conversation import (LIVE, Business, EXPIRES_AFTER, EscalationReason, ThreadEvent,
                                ThreadState, Turn, confirmation_step, figures_changed_message,
-                               help_message,
+                               help_message, options,
                                is_expired, offer_withdrawn_message, period_taken_message, reply,
                                start_message, stop_message, transition)
 from core.copy import Wording, wording
@@ -268,10 +268,13 @@ def call_greeting(uow: UnitOfWork, catalog: Catalog, config: Settings, channel: 
         account = uow.accounts.get_by_id(contact.account_id)
         case = _thread_case(uow, catalog, account, thread, now)
     w = wording(caps)
+    hello = f"Hello, this is {config.business.name}, an automated assistant."
     if ThreadState(thread.state) == ThreadState.AWAITING_CONFIRMATION:
-        return Greeting(f"Hello, this is {config.business.name}. "
-                        f"{confirmation_step(case, catalog, w)}", confirming=True)
-    return Greeting(opening_message(case, catalog, config.business.name, w))
+        return Greeting(f"{hello} {confirmation_step(case, catalog, w)}", confirming=True)
+    # Spoken, not texted: no two-segment limit, and the whole menu after the case.
+    return Greeting(f"{hello} {opening_message(case, catalog, None, w)} "
+                    f"{options(ThreadState.OFFERED, case, config.business, w=w)} "
+                    f"{w.Do('STOP')} to stop our calls and texts.")
 
 
 def thread_state(uow: UnitOfWork, thread_id: int) -> str | None:
