@@ -40,6 +40,16 @@ def _hour_of_day(match: re.Match[str]) -> str:
     return f"{match.group(1)} {hour}:{minutes}{suffix}"
 
 
+def _utc(moment: datetime, zone: str) -> datetime:
+    """dateparser's moment as UTC. A time read in the buyer's zone comes back as its wall clock
+    with the UTC offset of the day it was read on (pytz, not normalised): across a DST change
+    ("tomorrow after 3" on the eve of one) that is an hour off, so the wall clock is placed in
+    the zone again. A zone the buyer named ("3pm EST") is kept."""
+    if getattr(moment.tzinfo, "zone", None) == zone:
+        moment = moment.replace(tzinfo=ZoneInfo(zone))
+    return moment.astimezone(timezone.utc)
+
+
 def read_time(text: str, zone: str, now: datetime) -> datetime | None:
     """The future moment `text` names, read in `zone`, as UTC; None when it names none."""
     for pattern, word in _SLANG:
@@ -52,14 +62,14 @@ def read_time(text: str, zone: str, now: datetime) -> datetime | None:
     # Relative words ("tomorrow at 3pm") are read against the buyer's own wall clock, in their
     # zone: their 3 PM, whatever zone the server is in.
     wall = now.astimezone(ZoneInfo(zone)).replace(tzinfo=None)
-    settings = {"TIMEZONE": zone, "TO_TIMEZONE": "UTC", "RETURN_AS_TIMEZONE_AWARE": True,
+    settings = {"TIMEZONE": zone, "RETURN_AS_TIMEZONE_AWARE": True,
                 "PREFER_DATES_FROM": "future", "RELATIVE_BASE": wall}
     with warnings.catch_warnings():  # dateparser's own deprecation noise
         warnings.simplefilter("ignore")
         found = search_dates(text, languages=["en"], settings=settings)
     if not found:
         return None
-    moments = [moment.astimezone(timezone.utc) for _, moment in found]
+    moments = [_utc(moment, zone) for _, moment in found]
     future = [m for m in moments if m > now]
     if future:
         return future[0]
