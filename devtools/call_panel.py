@@ -112,7 +112,8 @@ CSS = """
  .top .dial{float:right;border:0;border-radius:12px;background:#34c759;color:#fff;font:inherit;
             font-size:12px;padding:3px 9px;cursor:pointer}
  .call{position:absolute;inset:0;background:linear-gradient(#2c2c2e,#111);color:#fff;
-       display:flex;flex-direction:column;padding:12px;gap:8px;z-index:2}
+       display:flex;flex-direction:column;padding:12px;gap:8px;z-index:2;border-radius:inherit}
+ .call .line{text-align:center;color:#8e8e93;font-size:11px}
  .call[hidden]{display:none}
  .call .who{text-align:center} .call .who b{display:block;font-size:20px}
  .call .who span{color:#bbb;font-size:12px}
@@ -150,6 +151,7 @@ PHONE = """
    <div class="call{% if ringing %} incoming{% endif %}" {% if not ringing %}hidden{% endif %}
         data-number="{{ p.number }}"{% if ringing %} data-call-id="{{ ringing.id }}"
         data-call-sid="{{ ringing.call_sid }}"{% endif %}>
+    <div class="line">{{ p.contact_name or p.contact }} · {{ p.number }}</div>
     <div class="who"><b>{{ business }}</b><span class="state">{% if ringing %}is calling you
       back{% endif %}</span></div>
     <ol class="said" aria-live="polite"></ol>
