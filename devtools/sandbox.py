@@ -52,10 +52,10 @@ PAGE = """<!doctype html>
 </style></head><body>
 <h1>Sandbox phone</h1>
 <p class="note">No Twilio account is configured: messages are stored, not sent. Replies typed
-here are signed like Twilio's and posted to <code>/twilio/messaging</code>. Calls too: "Call
-the business" calls in; text <b>call me</b> and this phone rings when the call is due (only
-between {{ window }} the buyer's time), with each step signed and posted to
-<code>/twilio/voice</code>.</p>
+here are signed like Twilio's and posted to <code>/twilio/messaging</code>; calls, to
+<code>/twilio/voice</code>. <b>Call the business</b> calls in. For a call back, text
+<b>call me</b>: the reply says when (between {{ window }} the buyer's time), and this phone
+rings a few seconds after; answer, press 1, hear the case.</p>
 <div class="phones">
 {% for p in phones %}
  <div class="phone {{ p.medium }}" id="{{ p.contact }}-{{ p.medium }}" data-contact="{{ p.contact }}"
