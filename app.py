@@ -540,7 +540,8 @@ def main() -> None:
         record_command("service.start", "service", "-", Outcome.OK, demo_accounts=loaded)
     host, port = "127.0.0.1", app.config["PORT"]
     base = f"http://{host}:{port}"
-    what = {"Phone": "the buyers' phones: SMS and WhatsApp, stored not sent",
+    what = {"Phone": "the buyers' phones: SMS and WhatsApp, stored not sent; calls too:\n"
+                     "              text \"call me\" on Dana's phone and it rings",
             "CSM lane": "escalations, without Slack",
             "Web chat": "a demo product page with the widget, as Dana"}
     links = "".join(f"  {label:<9}: {url}\n             ({what[label]})\n"

@@ -36,7 +36,7 @@ DEMO_PAGE = """<!doctype html>
  main{{padding:24px;display:grid;grid-template-columns:repeat(auto-fit,minmax(220px,1fr));gap:16px}}
  .tile{{background:#fff;border-radius:10px;padding:16px;box-shadow:0 1px 3px #0002}}
  .tile b{{display:block;font-size:28px;margin-top:6px}}
- p,nav{{padding:0 24px;color:#6b7280;max-width:620px}} nav a{{color:#0f766e}}
+ p,nav{{padding:0 24px;color:#6b7280;max-width:620px}} p a,nav a{{color:#0f766e}}
  /* host CSS that would break a widget not living in a shadow root */
  button{{background:hotpink!important;font-size:30px!important}} div{{letter-spacing:.02em}}
 </style></head><body>
@@ -49,6 +49,9 @@ DEMO_PAGE = """<!doctype html>
 </main>
 <p>A demo host page: the chat bubble in the corner is the Upgrade Chat widget, included with
 {first}'s signed identity.</p>
+<p>Ask for a call back: type <b>call me</b> in the chat. The reply says when (between
+{window} {first}'s time); then {first}'s phone rings on the
+<a href="/sandbox/phone">sandbox phone</a> page: answer, press 1, and hear the case.</p>
 <nav>Sign in as another demo buyer: {others}</nav>
 <script src="/embed.js" data-user-id="{user}" data-account="{account}" data-user-hash="{hash}"></script>
 </body></html>"""
@@ -93,9 +96,14 @@ def demo_page():
         seats_included=count(plan.included_seats),
         integrations=e(v.integrations[:1].upper() + v.integrations[1:]),
         integrations_used=count(usage.get("integrations", 0)), plan=e(plan.name.capitalize()),
-        others=others, user=e(contact.web_user_id), account=e(account.external_id),
+        others=others, window=e(_window()), user=e(contact.web_user_id), account=e(account.external_id),
         hash=user_hash(key, contact.web_user_id))
     return Response(page, mimetype="text/html")
+
+
+def _window() -> str:
+    policy = runtime().settings.policy
+    return f"{policy.window_start:%H:%M} and {policy.window_end:%H:%M}"
 
 
 def host_snippet(secret: str, user_id: str, account: str, **attrs: str) -> str:

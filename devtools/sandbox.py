@@ -4,6 +4,7 @@ Outbound messages are stored instead of sent (channels.twilio_outbound.SandboxSe
 here per contact and medium. A reply typed on the page becomes a Twilio-shaped form, signed with
 the sandbox's auth token exactly as Twilio signs, and goes through the WSGI stack to the same
 `POST /twilio/messaging` that production uses — so the sandbox exercises the production code.
+Each SMS phone can also call the business and be called back (devtools/call_panel.py).
 The blueprint is registered only in sandbox mode (no TWILIO_ACCOUNT_SID), and answers only
 requests from this machine.
 """
@@ -18,8 +19,8 @@ from twilio.request_validator import RequestValidator
 from werkzeug.test import Client
 
 from channels import twilio_messaging
-from devtools import local
-from storage.sandbox import phones
+from devtools import call_panel, local
+from storage.sandbox import phones, ringing_calls
 from web.http import runtime, secret
 from core.audit import pseudonym
 from web.audit import audited, note
@@ -47,16 +48,22 @@ PAGE = """<!doctype html>
  .meta{font-size:11px;color:#777;align-self:flex-start}
  form{display:flex;border-top:1px solid #ddd} form input{flex:1;border:0;padding:10px}
  form button{border:0;background:#0b84ff;color:#fff;padding:0 14px}
+""" + call_panel.CSS + """
 </style></head><body>
 <h1>Sandbox phone</h1>
 <p class="note">No Twilio account is configured: messages are stored, not sent. Replies typed
-here are signed like Twilio's and posted to <code>/twilio/messaging</code>.</p>
+here are signed like Twilio's and posted to <code>/twilio/messaging</code>; calls, to
+<code>/twilio/voice</code>. <b>Call the business</b> calls in. For a call back, text
+<b>call me</b>: the reply says when (between {{ window }} the buyer's time), and this phone
+rings a few seconds after; answer, press 1, hear the case.</p>
 <div class="phones">
 {% for p in phones %}
  <div class="phone {{ p.medium }}" id="{{ p.contact }}-{{ p.medium }}" data-contact="{{ p.contact }}"
       data-medium="{{ p.medium }}">
   <div class="screen">
-   <div class="top">{{ p.contact_name or p.contact }} · {{ p.medium|upper }}
+   <div class="top">{% if p.medium == 'sms' %}<button type="button" class="dial"
+     title="Call {{ business }} from this number">Call the business</button>{% endif %}
+     {{ p.contact_name or p.contact }} · {{ p.medium|upper }}
      <small>{{ p.account_name }} · {{ p.number }}</small></div>
    <div class="msgs">
    {% for m in p.messages %}
@@ -75,13 +82,19 @@ here are signed like Twilio's and posted to <code>/twilio/messaging</code>.</p>
     <input name="body" placeholder="Reply as the buyer" autocomplete="off" required>
     <button type="submit">Send</button>
    </form>
+   {% if p.medium == 'sms' %}{% with ringing = calls_ringing.get(p.contact) %}""" + call_panel.PHONE + """
+   {% endwith %}{% endif %}
   </div>
  </div>
 {% else %}<p>No contacts with a phone number yet.</p>{% endfor %}
 </div>
 <script>
- // Refresh every few seconds to show new messages, unless the operator is typing.
- setInterval(function(){ if(!document.activeElement || document.activeElement.tagName!=='INPUT'
+ var SANDBOX_CALL_URL = {{ url_for('sandbox_call.call_step')|tojson }};
+""" + call_panel.SCRIPT + """
+ // Refresh every few seconds to show new messages (and calls ringing), unless the operator is
+ // typing or on a call.
+ setInterval(function(){ if (window.sandboxCallActive()) { return; }
+   if(!document.activeElement || document.activeElement.tagName!=='INPUT'
    || !document.activeElement.value){ location.reload(); } }, 4000);
  document.querySelectorAll('.msgs').forEach(function(m){ m.scrollTop = m.scrollHeight; });
 </script>
@@ -107,7 +120,11 @@ def phone():
     media = [(c.name, c.address[0]) for c in twilio_messaging.CHANNEL.media]
     with rt.uow(read_only=True) as uow:
         found = phones(uow.session, media)
-    return render_template_string(PAGE, phones=found)
+        ringing = ringing_calls(uow.session)
+    policy = rt.settings.policy
+    window = f"{policy.window_start:%H:%M} and {policy.window_end:%H:%M}"
+    return render_template_string(PAGE, phones=found, calls_ringing=ringing,
+                                  business=rt.settings.business.name, window=window)
 
 
 @bp.post("/phone/send")

@@ -1,4 +1,5 @@
-"""Reads for the sandbox phone page: each contact's phone conversations, per medium."""
+"""Reads for the sandbox phone page: each contact's phone conversations, per medium, and the
+calls ringing on their phones."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from datetime import datetime
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from storage.models import AccountRow, ContactRow, MessageRow
+from storage.models import AccountRow, CallRow, ContactRow, MessageRow
 
 
 @dataclass(frozen=True)
@@ -67,4 +68,28 @@ def phones(session: Session, media: Sequence[tuple[str, str]]) -> list[Phone]:
             if number:
                 out.append(Phone(account, account_name, ext, name, medium, number,
                                  tuple(by_key.get((cid, medium), ()))))
+    return out
+
+
+@dataclass(frozen=True)
+class RingingCall:
+    """A call the service placed that is ringing on a contact's phone: the page answers it with
+    the call's id (its webhooks' `?call=`) and the provider's call id (the CallSid)."""
+
+    id: int
+    contact: str  # the contact's external id, as `Phone.contact`
+    call_sid: str
+
+
+def ringing_calls(session: Session) -> dict[str, RingingCall]:
+    """The calls now ringing (placed, not yet answered or ended), by contact external id; the
+    oldest one when a contact has several. Read in the session of a read-only unit of work."""
+    rows = session.connection().execute(
+        select(CallRow.id, ContactRow.external_id, CallRow.provider_id)
+        .join(ContactRow, CallRow.contact_id == ContactRow.id)
+        .where(CallRow.status == "ringing", CallRow.provider_id.is_not(None))
+        .order_by(CallRow.id)).all()
+    out: dict[str, RingingCall] = {}
+    for call_id, contact, sid in rows:
+        out.setdefault(contact, RingingCall(call_id, contact, sid))
     return out

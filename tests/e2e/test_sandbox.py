@@ -62,7 +62,8 @@ def test_the_sandbox_phone_shows_the_twilio_media_only(app):
                              whatsapp="+13125550142")]})
     page = local(app).get("/sandbox/phone").get_data(as_text=True)
     assert "Dana · SMS" in page and "Dana · WHATSAPP" in page
-    assert "VOICE" not in page.upper().replace("INVOICE", "")
+    # No phone of its own for voice: calls ring on the SMS phone (devtools/call_panel.py).
+    assert 'data-medium="voice"' not in page and "· VOICE" not in page.upper()
 
 
 def test_a_reply_typed_on_the_sandbox_phone_advances_the_thread(app):
@@ -288,3 +289,62 @@ def test_the_token_is_the_instances_own_shared_by_its_processes_and_private(make
     stranger = elsewhere.test_client()
     stranger.set_cookie(cookie.key, cookie.value)
     assert stranger.get("/sandbox/phone").status_code == 404
+
+
+# --- the sandbox phone's calls (devtools/call_panel.py; in a browser: test_sandbox_call_browser)
+
+def call_step(client, path, number="+13125550142", **form):
+    r = client.post("/sandbox/phone/call", data={"path": path, "number": number, **form})
+    return r
+
+
+@pytest.mark.parametrize("path", [
+    "/twilio/messaging", "/api/v1/accounts", "/sandbox/phone/send", "/twilio/voicemail",
+    "/twilio/voice/../messaging", "https://evil.example/twilio/voice", "//evil.example/twilio/voice",
+    "/twilio/voice?x=1\r\nX-Evil: 1", "", "twilio/voice",
+])
+def test_the_call_panel_posts_to_the_voice_webhooks_only(app, path):
+    setup(app)
+    jobs(app)
+    r = call_step(local(app), path, direction="inbound")
+    assert r.status_code == 400, r.get_data(as_text=True)
+    assert sent_bodies(app) == [sent_bodies(app)[0]]  # the opening only: nothing reached a hook
+
+
+def test_the_call_panel_is_local_only_and_same_origin(app):
+    setup(app)
+    r = local(app).post("/sandbox/phone/call", data={"path": "/twilio/voice",
+                                                     "number": "+13125550142"},
+                        headers={"Sec-Fetch-Site": "cross-site"})
+    assert r.status_code == 403
+    r = app.test_client().post("/sandbox/phone/call", data={"path": "/twilio/voice",
+                                                            "number": "+13125550142"})
+    assert r.status_code == 404  # not signed in with the local token
+
+
+def test_the_demo_shows_a_callback_end_to_end(make_app):
+    """What a new user does with the demo data (scripts/serve): on Dana's SMS phone, text "call
+    me"; the reply says when; the scheduler places the call; the phone page shows it ringing;
+    answered, the gate asks for a key; 1, and the case is read."""
+    import re
+
+    app = make_app(DEMO=True, BUSINESS_NAME="Beacon")
+    jobs(app)  # the demo openings go out
+    client = local(app)
+    client.post("/sandbox/phone/send", data={"medium": "sms", "number": "+13125550142",
+                                             "body": "call me"})
+    page = client.get("/sandbox/phone").get_data(as_text=True)
+    assert "an automated call from Beacon will ring you at" in page
+    assert "data-call-id" not in page  # booked, not placed yet: nothing rings
+    jobs(app)  # the embedded scheduler's next pass: the call is placed
+    page = client.get("/sandbox/phone").get_data(as_text=True)
+    assert 'class="call incoming"' in page and "Beacon is calling you back" in page
+    call_id, sid = re.search(r'data-call-id="(\d+)"\s+data-call-sid="(CA[0-9a-f]{32})"',
+                             page).groups()
+    placed = {"direction": "outbound-api", "call_sid": sid}
+    gate = call_step(client, f"/twilio/voice/answered?call={call_id}", **placed).get_json()
+    assert gate["status"] == 200 and "Press 1 or say yes" in gate["twiml"]
+    action = re.search(r'action="([^"]+)"', gate["twiml"]).group(1).replace("&amp;", "&")
+    case = call_step(client, action, Digits="1", **placed).get_json()
+    assert "4,800 patient messages" in case["twiml"] and "$499.00" in case["twiml"]
+    assert "Press 1" in case["twiml"]
