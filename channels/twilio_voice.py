@@ -39,6 +39,7 @@ from core.accounts import normalize_phone
 from core.channels import Capabilities, Delivery, Input
 from core.conversation import LIVE, ThreadState
 from core.errors import DomainError
+from core.intents import Intent, classify
 from web.audit import not_audited
 from web.http import runtime
 
@@ -66,13 +67,14 @@ MENU = {ThreadState.OFFERED: "Press 1 to upgrade, 2 to talk to a person, 3 if no
 GATHER_SECONDS = 6
 
 
-def _call_form(form) -> bool:
+def _call_form(form, *, caller: bool = True) -> bool:
     """A signed form has what Twilio's voice webhook sends, in its shapes: an AccountSid and a
-    CallSid, a From, and every other "...Sid" in Twilio's id shape."""
+    CallSid, a From (`caller`: the answering-machine callback has none), and every other
+    "...Sid" in Twilio's id shape."""
     if not CALL_SID.fullmatch(form.get("CallSid", "")) or \
             not ACCOUNT_SID.fullmatch(form.get("AccountSid", "")):
         return False
-    return sids_in_shape(form) and bool(form.get("From"))
+    return sids_in_shape(form) and (bool(form.get("From")) or not caller)
 
 
 def _twiml(response: VoiceResponse) -> Response:
@@ -126,13 +128,13 @@ def _caller(channel: TwilioMessagingChannel) -> str:
         raise UnreadableSender("voice") from None
 
 
-def _verified() -> TwilioMessagingChannel | Response:
+def _verified(*, caller: bool = True) -> TwilioMessagingChannel | Response:
     channel = TwilioMessagingChannel.from_app()
     if not channel.verify(request):
         log.warning("twilio voice webhook refused: missing or invalid signature on %s",
                     request.path)
         return Response("invalid signature", status=403, mimetype="text/plain")
-    if not _call_form(request.form):
+    if not _call_form(request.form, caller=caller):
         log.warning("twilio voice webhook refused: signed, but not the parameters Twilio sends")
         return Response("not a Twilio request", status=403, mimetype="text/plain")
     return channel
@@ -185,7 +187,10 @@ def _answer_turn(channel: TwilioMessagingChannel) -> Response:
     digits = (request.form.get("Digits") or "").strip()
     speech = (request.form.get("SpeechResult") or "").replace("\x00", "").strip()
     if request.args.get("step") == "gate":  # a call we placed: is a person there?
-        return _past_the_gate(channel, bool(digits or speech), silences)
+        stop = digits[:1] == "9" or (bool(speech) and classify(speech) == Intent.STOP)
+        if not stop:
+            return _past_the_gate(channel, bool(digits or speech), silences)
+        digits, speech = "9", ""  # 9 at the gate stops calls and texts, as it does later
     if digits:
         text = "confirm" if digits == "1" and confirming else KEYS.get(digits[:1])
         if text is None:
@@ -317,7 +322,9 @@ def amd():
     """What answered a call we placed. A machine: the call is recorded as such, the buyer is
     texted where that is allowed (core.calls), and the live call is redirected to a short
     neutral message with no figures (`machine`)."""
-    checked = _verified()
+    # Twilio's answering-machine callback carries CallSid, AccountSid, AnsweredBy and
+    # MachineDetectionDuration: no From or To.
+    checked = _verified(caller=False)
     if isinstance(checked, Response):
         return checked
     try:

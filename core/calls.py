@@ -206,7 +206,7 @@ def _clock(t: time) -> str:
 
 
 def spoken_time(at: datetime, timezone: str) -> str:
-    """`at` as a person says it in `timezone`: "3:00 PM today", "9:00 AM on Tue Dec 8"."""
+    """`at` as a person says it in `timezone`: "9:00 AM on Tue Dec 8"."""
     local = at.astimezone(ZoneInfo(timezone))
     clock = local.strftime("%I:%M %p").lstrip("0")
     return f"{clock} on {local:%a %b} {local.day}"
