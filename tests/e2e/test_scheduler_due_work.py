@@ -3,6 +3,8 @@
 - Two `flask --app app scheduler` processes on one database (SQLite and PostgreSQL): a due
   billing webhook reaches the operator's receiver (a real local HTTP endpoint) exactly once, sent
   by the scheduler that holds the lock, while the other says it waits.
+- The scheduler lock on PostgreSQL across a server restart: its holder notices the lock went
+  with its connection, and takes it again or knows another scheduler has it.
 """
 
 from __future__ import annotations
@@ -13,16 +15,19 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pytest
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from storage.db import make_engine
 from storage.outbox import enqueue
 from storage.scheduler_lock import SchedulerLock
-from tests.conftest import API_KEY
+from tests.conftest import API_KEY, _truncate_all
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "whsec-test-0123456789abcdef"
@@ -100,6 +105,22 @@ def _lock_is_taken(db_url: str) -> bool:
         engine.dispose()
 
 
+@contextmanager
+def database_down(cluster):
+    """The session's shared cluster, stopped for the block and always started again (same data
+    folder and port, so every URL stays valid)."""
+    cluster.stop()
+    try:
+        yield
+    finally:
+        cluster.start()
+
+
+def _needs_the_throwaway_cluster(pg_cluster) -> None:
+    if pg_cluster is None:
+        pytest.skip("stops the server: needs the throwaway cluster, not UPGRADE_CHAT_TEST_PG_URL")
+
+
 # --- two schedulers: a due job runs once ---------------------------------------------------------
 
 def test_two_schedulers_send_a_due_webhook_exactly_once(db_url, tmp_path, receiver):
@@ -129,3 +150,40 @@ def test_two_schedulers_send_a_due_webhook_exactly_once(db_url, tmp_path, receiv
     assert all(f"outbox job {key} (billing_webhook) sent on attempt 1" in first_log
                for key in keys)
     assert "running background jobs" not in second_log and "outbox job" not in second_log
+
+
+# --- a database outage under a running scheduler ------------------------------------------------
+
+@pytest.fixture
+def pg_url(pg_test_url) -> str:
+    """PostgreSQL only: these tests stop and start the server under the scheduler."""
+    _truncate_all(pg_test_url)
+    return pg_test_url
+
+
+@pytest.mark.postgres
+def test_a_lock_lost_with_its_connection_is_taken_again_or_reported_taken(pg_url, pg_cluster):
+    """A session lock dies with its connection; the holder must notice, not go on believing."""
+    _needs_the_throwaway_cluster(pg_cluster)
+    engines = make_engine(pg_url), make_engine(pg_url)
+    one, two = SchedulerLock(engines[0]), SchedulerLock(engines[1])
+    try:
+        assert one.try_acquire()
+        pg_cluster.restart()  # the server forgot every session, and their locks
+        assert one.try_acquire()  # noticed, and took it again on a new connection
+        assert not two.try_acquire()
+        with database_down(pg_cluster):
+            with pytest.raises(sa_exc.OperationalError):
+                one.try_acquire()  # unreachable: said, not taken for "held"
+            assert not one.held
+        assert two.try_acquire()  # the other got in first after the outage...
+        assert not one.try_acquire() and not one.held  # ...so this one knows it is not the holder
+        pg_cluster.restart()
+        one.release()  # no lock, no connection: nothing to do
+        two.release()  # its connection died: releasing says nothing
+        assert one.try_acquire()
+    finally:
+        one.release()
+        two.release()
+        for engine in engines:
+            engine.dispose()
