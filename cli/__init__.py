@@ -21,12 +21,15 @@ from flask.cli import AppGroup
 
 from core import erasure, handlers, retention, services
 from core.errors import DomainError, NotFound
+from core.ports import StorageUnavailable
 from web.inputs import parse_events
 from web.spool import Spool
 from channels.twilio_messaging import replay_spool
 from storage import migrate
+from storage.db import database_unreachable
 from storage.scheduler_lock import SchedulerLock
 from web.http import runtime
+from web.logs import describe
 from cli.audit import audit_cli, audited_command
 from cli.audit import note as audit_note
 from core.audit import pseudonym
@@ -240,7 +243,7 @@ def scheduler_cli(every: int) -> None:
         # Another scheduler runs against this database: wait for it to stop, never run twice.
         click.echo("scheduler: another scheduler is running against this database; waiting "
                    "for it to stop (checked every second)")
-        while not lock.try_acquire():
+        while not _try_acquire_waiting(lock):
             time.sleep(1)
     scheduler = BlockingScheduler(timezone="UTC")
     schedule_jobs(scheduler, app, every, lock)
@@ -256,13 +259,52 @@ def schedule_jobs(scheduler, app, every: float, lock: SchedulerLock) -> None:
     this process holds the database's scheduler lock (the embedded service takes it when free,
     so a separate scheduler and it never both run). A pass that could not start on time (a
     stall, a deploy) runs late rather than never (misfire_grace_time=None), and passes missed
-    meanwhile are one pass (coalesce): each pass does all the work that is due."""
+    meanwhile are one pass (coalesce): each pass does all the work that is due.
+
+    While the database is unreachable (down, restarting, the network), a pass does nothing and
+    says so once, then once more when the database is back: no traceback per tick, and the due
+    work waits in the database, to go out on the first pass after. Each pass first checks the
+    lock is still ours (a PostgreSQL session lock dies with its connection, storage/
+    scheduler_lock.py): after an outage it is taken again, or left to the scheduler that took it
+    first."""
+    state = {"down": False, "holding": False}
+
     def tick() -> None:
-        if lock.try_acquire():
-            _in_context(app)
+        try:
+            holding = lock.try_acquire()
+            if state["down"]:
+                state["down"] = False
+                log.info("scheduler: the database is back; due work runs again")
+            if state["holding"] and not holding:
+                log.warning("scheduler: the scheduler lock went with its database connection "
+                            "and another scheduler holds it now; waiting for it to stop")
+            state["holding"] = holding
+            if holding:
+                _in_context(app)
+        except Exception as exc:
+            if not _unreachable(exc):
+                raise
+            if not state["down"]:
+                state["down"] = True
+                log.warning("scheduler: the database is unreachable (%s); due work waits in it "
+                            "and runs once it is back (tried every %s s)", describe(exc), every)
 
     scheduler.add_job(tick, "interval", seconds=every, max_instances=1, coalesce=True,
                       misfire_grace_time=None, id="upgrade-chat-jobs")
+
+
+def _unreachable(exc: BaseException) -> bool:
+    return isinstance(exc, StorageUnavailable) or database_unreachable(exc)
+
+
+def _try_acquire_waiting(lock: SchedulerLock) -> bool:
+    """A waiting scheduler's try: an unreachable database is one more "not yet", not a crash."""
+    try:
+        return lock.try_acquire()
+    except Exception as exc:
+        if not _unreachable(exc):
+            raise
+        return False
 
 
 def _in_context(app) -> None:

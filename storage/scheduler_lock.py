@@ -6,6 +6,11 @@ database's own, so it covers every host that shares it, and is released by the o
 or the server when its process dies, however it dies:
 - PostgreSQL: a session-level advisory lock, on a connection held for the life of the lock;
 - SQLite: an exclusive `flock` on a file beside the database file (one host: the file's).
+
+A PostgreSQL session lock lasts only as long as its connection: a server restart or a dropped
+connection releases it on the server, silently, and another scheduler may take it at once. So
+`try_acquire` (every tick) asks the held connection whether the lock is still its own, and when
+the connection is gone takes the lock again on a new one, or reports it taken by someone else.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, text
+from sqlalchemy import exc as sa_exc
 
 try:  # POSIX
     import fcntl
@@ -23,11 +29,18 @@ except ImportError:  # pragma: no cover - not POSIX
 
 # pg_advisory_lock's key for the scheduler: a constant no other lock of the service uses.
 SCHEDULER_LOCK = 0x73636864  # "schd"
+# Whether this session still holds it: a bigint key is pg_locks' classid (high 32 bits) and
+# objid (low 32 bits), objsubid 1.
+_STILL_HELD = text("SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' "
+                   "AND pid = pg_backend_pid() AND granted AND objsubid = 1 "
+                   "AND ((classid::bigint << 32) | objid::bigint) = :k)")
 
 
 class SchedulerLock:
     """`try_acquire()` takes the lock if it is free (True: held from now on, also when it was
-    already ours); `release()` gives it back. Not reentrant across threads: one per process."""
+    already ours and still is); `release()` gives it back. Not reentrant across threads: one per
+    process. On PostgreSQL `try_acquire` raises the driver's error when the server cannot be
+    reached (the caller decides how to wait)."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -39,8 +52,12 @@ class SchedulerLock:
         return self._conn is not None or self._fd is not None
 
     def try_acquire(self) -> bool:
-        if self.held:
-            return True
+        if self._fd is not None:
+            return True  # a flock lasts as long as the descriptor: ours
+        if self._conn is not None:
+            if self._still_ours(self._conn):
+                return True
+            self._forget()  # lost with its connection (a restart, a dropped link): take it anew
         if self.engine.dialect.name == "postgresql":
             conn = self.engine.connect()
             try:
@@ -70,12 +87,30 @@ class SchedulerLock:
             try:
                 self._conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": SCHEDULER_LOCK})
                 self._conn.commit()
+            except sa_exc.DBAPIError:
+                pass  # the connection is gone, and the session's lock with it
             finally:
-                self._conn.close()
-                self._conn = None
+                self._forget()
         if self._fd is not None:
             os.close(self._fd)  # closing the descriptor drops the flock
             self._fd = None
+
+    @staticmethod
+    def _still_ours(conn: Connection) -> bool:
+        try:
+            held = bool(conn.execute(_STILL_HELD, {"k": SCHEDULER_LOCK}).scalar())
+            conn.commit()
+        except sa_exc.DBAPIError:
+            return False  # the connection died: the server released the lock with the session
+        return held
+
+    def _forget(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except sa_exc.DBAPIError:
+                pass
 
     def _lock_file(self) -> Path:
         database: Any = self.engine.url.database
