@@ -151,8 +151,10 @@ class Leg(Call):
         return r
 
     def amd(self, answered_by: str):
+        # Twilio's asynchronous AMD callback carries only these: no From, To or CallStatus.
         r = self.twilio.post(f"/twilio/voice/amd?call={self.call_id}",
-                             self.params(AnsweredBy=answered_by, MachineDetectionDuration="2100"))
+                             {"AccountSid": ACCOUNT_SID, "CallSid": self.sid,
+                              "AnsweredBy": answered_by, "MachineDetectionDuration": "2100"})
         assert r.status_code == 204, r.get_data(as_text=True)
         return r
 
@@ -386,6 +388,16 @@ def test_silence_at_the_gate_is_asked_once_then_a_goodbye_with_no_figures(app, a
     assert "step=gate" in leg.next and "$" not in spoken(again)
     bye = leg.silence()
     assert hung_up(bye) and "$" not in spoken(bye) and "help@acme.example" in spoken(bye)
+
+
+def test_9_at_the_gate_stops_calls_and_texts_without_a_word_about_the_account(
+        app, api, fake, offer):
+    leg = ringing(app, api, fake)
+    leg.answer()
+    bye = leg.press("9")
+    assert hung_up(bye) and "$" not in spoken(bye)
+    assert api.get(f"/accounts/{ACME}/thread").get_json()["state"] == "opted_out"
+    assert "will not call" in sms(app, "call me")[-1]
 
 
 def test_a_twilio_retry_of_the_same_gather_turn_acts_once(app, api, fake, offer):
