@@ -5,7 +5,7 @@ keys and "speaks" by typing; each step is a Twilio-signed form to the production
 
 SQLite only, the clock fixed at 2026-11-26T15:00Z (09:00 in Chicago, inside the hours calls may
 be placed). With UPGRADE_CHAT_SCREENSHOTS=1 the call panel's screenshot for the docs is
-refreshed (docs/images/sandbox-call-panel.png); a plain run never changes the checkout.
+refreshed (docs/img/sandbox-call-panel.png); a plain run never changes the checkout.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.parametrize("db_url", ["sqlite"],
 
 ACME, DANA, PHONE, USER = "acme", "acme-dana", "+13125550142", "u-dana"
 WEB_SECRET = "web-s3cret"
-SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "images" / "sandbox-call-panel.png"
+SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "img" / "sandbox-call-panel.png"
 TIMEOUT_MS = 5_000
 
 
