@@ -267,7 +267,9 @@ def schedule_jobs(scheduler, app, every: float, lock: SchedulerLock) -> None:
     lock is still ours (a PostgreSQL session lock dies with its connection, storage/
     scheduler_lock.py): after an outage it is taken again, or left to the scheduler that took it
     first."""
-    state = {"down": False, "holding": False}
+    # Held from the start when the lock was taken before the first pass (the waiting loop):
+    # an outage before that pass must still end in "another holds it now" if it was lost.
+    state = {"down": False, "holding": lock.held}
 
     def tick() -> None:
         try:
