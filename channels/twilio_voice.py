@@ -77,13 +77,21 @@ def _call_form(form, *, caller: bool = True) -> bool:
     return sids_in_shape(form) and (bool(form.get("From")) or not caller)
 
 
+# What XML 1.0 cannot carry (control characters, lone surrogates, U+FFFE/FFFF): never spoken.
+_NOT_XML = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _speakable(text: str) -> str:
+    return _NOT_XML.sub(" ", text)
+
+
 def _twiml(response: VoiceResponse) -> Response:
     return Response(str(response), status=200, mimetype="application/xml")
 
 
 def _goodbye(text: str) -> Response:
     response = VoiceResponse()
-    response.say(text)
+    response.say(_speakable(text))
     response.hangup()
     return _twiml(response)
 
@@ -110,7 +118,7 @@ def _ask(texts: list[str], turn: int, confirming: bool, silences: int = 0, *,
                     speech_timeout="auto", hints=HINTS, action=f"/twilio/voice/gather?{query}",
                     method="POST", action_on_empty_result=True)
     for text in texts:
-        gather.say(text)
+        gather.say(_speakable(text))
     response.append(gather)
     return _twiml(response)
 
@@ -185,7 +193,7 @@ def _answer_turn(channel: TwilioMessagingChannel) -> Response:
     turn, silences = _number("turn", 1), _number("silences")
     confirming = request.args.get("step") == "confirm"
     digits = (request.form.get("Digits") or "").strip()
-    speech = (request.form.get("SpeechResult") or "").replace("\x00", "").strip()
+    speech = _speakable(request.form.get("SpeechResult") or "").strip()
     if request.args.get("step") == "gate":  # a call we placed: is a person there?
         stop = digits[:1] == "9" or (bool(speech) and classify(speech) == Intent.STOP)
         if not stop:
@@ -194,7 +202,8 @@ def _answer_turn(channel: TwilioMessagingChannel) -> Response:
     if digits:
         text = "confirm" if digits == "1" and confirming else KEYS.get(digits[:1])
         if text is None:
-            return _ask([f"Sorry, {digits[:1]} is not an option. Press 1 to go ahead, 2 to talk "
+            key = digits[:1] if digits[:1] in "0123456789*#" else "that"
+            return _ask([f"Sorry, {key} is not an option. Press 1 to go ahead, 2 to talk "
                          f"to a person, 3 if not now, or 9 to stop these calls and texts."],
                         turn, confirming)
     elif speech:
@@ -276,14 +285,9 @@ def _report(answered_by: str | None = None) -> calls.Progress:
     if call_id is None:
         return calls.Progress(None)
     rt = runtime()
-    uow = rt.uow()
-    with uow:
-        progress = calls.call_progress(
-            uow, rt.catalog, rt.settings.channels, rt.settings.policy, rt.settings.business,
-            call_id, request.form["CallSid"], request.form.get("CallStatus"), answered_by,
-            rt.now())
-        uow.commit()
-    return progress
+    return calls.call_progress(
+        rt.uow, rt.catalog, rt.settings.channels, rt.settings.policy, rt.settings.business,
+        call_id, request.form["CallSid"], request.form.get("CallStatus"), answered_by, rt.now())
 
 
 @bp.post("/answered")

@@ -28,6 +28,7 @@ import enum
 import logging
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
+from collections.abc import Callable
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
@@ -40,6 +41,7 @@ from core.delivery import queue_message
 from core.guardrails import GuardrailPolicy, NoCommonWindow, next_allowed, recipient_zones
 from core.jobs import CANCELLED, FAILED, SENT, Backoff, JobResult, OutboxJob, Settle
 from core.locking import lock_account
+from core.retry import retrying
 from core.ports import CallFacts, CallView, ContactView, UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -329,15 +331,33 @@ class Progress:
     hipaa: bool = False
 
 
-def call_progress(uow: UnitOfWork, catalog: Catalog, channels: Channels,
-                  policy: GuardrailPolicy, business: Business, call_id: int, provider_id: str, status: str | None,
-                  answered_by: str | None, now: datetime) -> Progress:
+def call_progress(uows: Callable[[], UnitOfWork], catalog: Catalog, channels: Channels,
+                  policy: GuardrailPolicy, business: Business, call_id: int, provider_id: str,
+                  status: str | None, answered_by: str | None, now: datetime) -> Progress:
     """Record one report of the provider about call `call_id` (its status callback, or its
-    answering-machine detection), once: a report for another call id, or one that would move an
-    ended call back, changes nothing. Inside the caller's unit of work (committed by it)."""
+    answering-machine detection), once, in a unit of work of its own (retried on a lost race).
+    A report with another call's provider id, or one that would move an ended call back,
+    changes nothing. A call not recorded as placed yet takes the report's id (Twilio may report
+    before our record of the send commits) unless another call has that id."""
+    def attempt() -> Progress:
+        uow = uows()
+        with uow:
+            progress = _progress(uow, catalog, channels, policy, business, call_id,
+                                 provider_id, status, answered_by, now)
+            uow.commit()
+        return progress
+
+    return retrying(attempt)
+
+
+def _progress(uow: UnitOfWork, catalog: Catalog, channels: Channels, policy: GuardrailPolicy,
+              business: Business, call_id: int, provider_id: str, status: str | None,
+              answered_by: str | None, now: datetime) -> Progress:
     found = uow.calls.facts(call_id)
     if found is None or found.call.provider_id not in (None, provider_id):
         return Progress(None)
+    if found.call.provider_id is None and uow.calls.by_provider_id(provider_id) is not None:
+        return Progress(None)  # another call's id
     lock_account(uow, found.call.account_id)
     current: CallView | None = uow.calls.get(call_id, lock=True)
     if current is None:

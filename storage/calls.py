@@ -54,6 +54,11 @@ class SqlCallRepository:
                          account.vertical,
                          plan_changed=thread is not None and thread.current_plan != account.plan)
 
+    def by_provider_id(self, provider_id: str) -> CallView | None:
+        row = self.session.scalars(select(CallRow).where(CallRow.provider_id == provider_id)
+                                   .limit(1)).first()
+        return _view(row) if row else None
+
     def pending_for_contact(self, contact_id: int) -> CallView | None:
         row = self.session.scalars(select(CallRow).where(
             CallRow.contact_id == contact_id, CallRow.status.in_(PENDING))
