@@ -161,6 +161,8 @@ def call_line(requested: Mapping[str, Any] | None) -> str | None:
         return None
     if not call:
         return "No contact to call on this account."
+    if call.get("erased"):
+        return "The contact was erased: nothing on file to call."
     who = str(call.get("contact") or "the buyer")
     if call.get("opted_out"):
         return f"{who} opted out of calls and texts: do not call."

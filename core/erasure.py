@@ -137,6 +137,7 @@ def _erase(uow: UnitOfWork, spool: InboundSpool | None, external_id: str,
                      erased_at=now)
     live = sum(1 for t in threads if ThreadState(t.state) in LIVE)
     revoke_consent(uow, erased, CONSENT_CHANNEL, CONSENT_SOURCE, now)
+    _forget_calls_to_make(uow, contact, name, messages.thread_ids)
     redrawn = _redraw_cards(uow, contact, messages.thread_ids, now)
     numbers = {n for n in (contact.phone, contact.whatsapp) if n}
     spooled = spool.forget(numbers) if spool is not None and numbers else 0
@@ -144,6 +145,19 @@ def _erase(uow: UnitOfWork, spool: InboundSpool | None, external_id: str,
                          addresses_removed=addresses, jobs_cancelled=messages.cancelled,
                          threads_closed=live, escalations_redrawn=redrawn,
                          spool_entries_removed=spooled)
+
+
+def _forget_calls_to_make(uow: UnitOfWork, contact: ContactView, name: str,
+                          thread_ids: frozenset[int]) -> None:
+    """A CSM's scheduled call kept who to call (name, number) on the escalation: of this
+    contact, only the pseudonym stays (the card is redrawn with the rest)."""
+    for escalation in uow.escalations.of_account(contact.account_id):
+        requested = escalation.lane.get("call_requested") or {}
+        call = requested.get("call") or {}
+        if call and (escalation.thread_id in thread_ids
+                     or call.get("number") in {contact.phone, contact.whatsapp} - {None}):
+            uow.escalations.update(escalation.id, call_requested={
+                **requested, "call": {"contact": name, "number": None, "erased": True}})
 
 
 def _redraw_cards(uow: UnitOfWork, contact: ContactView, thread_ids: frozenset[int],

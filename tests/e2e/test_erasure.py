@@ -370,3 +370,31 @@ def test_a_number_shared_with_another_account_is_theirs_alone_once_she_is_erased
                             .where(MessageRow.direction == "in")
                             .order_by(MessageRow.id.desc()).limit(1)).one()
     assert tuple(last) == (sam, "what plan am I on?")
+
+
+def test_an_erasure_cancels_her_waiting_call_and_forgets_who_the_csm_was_to_call(api, twilio,
+                                                                                   app):
+    """A call Dana booked waits no longer, and the CSM's scheduled call kept her name and
+    number on the escalation: only her pseudonym stays."""
+    from core import csm
+
+    converse(api, twilio, app)  # her thread is escalated (she asked for a person)
+    rt = app.extensions["upgrade_chat"]
+    with db(app).connect() as conn:
+        [escalation] = conn.scalars(select(EscalationRow.id)).all()
+    done = csm.act(rt.uow, rt.settings.channels, escalation, csm.Action.SCHEDULE_CALL, "U1",
+                   "Sam", BUSINESS.name, rt.now(), rt.settings.policy)
+    assert done.changed and done.card.call_requested["call"]["number"] == DANA_PHONE
+    assert replies(twilio.text("call me tomorrow at 10am"))
+    [call] = api.get(f"/accounts/{ACME}/thread").get_json()["calls"]
+    assert call["status"] == "scheduled"
+
+    r = api.post(f"/contacts/{DANA}/erase").get_json()
+
+    assert traces(app) == []
+    [call] = api.get(f"/accounts/{ACME}/thread").get_json()["calls"]
+    assert call["status"] == "cancelled"
+    with db(app).connect() as conn:
+        [case] = conn.scalars(select(EscalationRow.case)).all()
+    assert case["call_requested"]["call"] == {"contact": r["contact"], "number": None,
+                                              "erased": True}
