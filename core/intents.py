@@ -247,11 +247,30 @@ _HELP_TOPIC_PHRASES = (  # about the messages themselves, anywhere in the text
 _CALLBACK_PHRASES = (
     "llamame|llamenme|llamarme|llamenos|llamanos|appelez|appelezmoi|ligue|liguem|anrufen",
     "call|phone|ring me|us", "call me|us back", "call my cell|phone|mobile|number",
-    "give me|us a call|ring", "a call", "phone call",
+    "give me|us a call|ring|buzz|bell|shout", "buzz|bell me|us",
+    # "a call" only as something asked for: not a call that happened or one they are on
+    ("do|hop|jump|get|have|set|book|schedule|arrange|want|need|like|prefer|request|quick|"
+     "rather * a call|callback"),
+    ("do|hop|jump|get|have|set|book|schedule|arrange|want|need|like|prefer|request|rather * a "
+     "quick|short|brief call"),
+    ("do|hop|jump|get|have|set|book|schedule|arrange|want|need|like|prefer|request|quick|"
+     "rather * a phone call"), "phone call please|pls|plz",
+    # an order standing alone: "pls call monday morning", "call in 30 min"
+    *(f"^ {please}call|ring|phone at|in|on|around|after|tomorrow|today|tonight|monday|tuesday|"
+      "wednesday|thursday|friday|saturday|sunday|mon|tue|tues|wed|thu|thurs|fri|sat|sun|this|"
+      "next|back" for please in ("", "please|pls|plz ")),
     ("call|phone|ring the|our|my * office|desk|line|landline|cell|mobile|number|clinic|store|shop|"
      "salon|practice|reception|receptionist|assistant"), "over|on|by the phone", "by phone",
     "can|could|will|would you|someone|somebody|anyone * call", "callback", "call back",
 )
+
+# "call" that asks for no call: figures of speech ("call me crazy", "call it a day", "a tough
+# call"), taken out before the callback phrases are looked for.
+_CALL_IDIOMS = re.compile(
+    r"\bcall (?:me|us) (?:crazy|old fashioned|old-fashioned|skeptical|sceptical|paranoid|picky|"
+    r"cautious|cheap|whatever you like|when pigs fly)\b|\bcall (?:it|them) (?:a day|quits|even)\b|"
+    r"\bwhat (?:do|would) you call\b|\b(?:tough|close|good|bad|hard|judgment|judgement|your|my) "
+    r"call\b")
 
 _DISCOUNT_PHRASES = (
     "discount|discounts|discounted|promo|promos|promotion|coupon|coupons|voucher",
@@ -867,8 +886,8 @@ def _rules_intent(reading: _Reading) -> Intent:
             or _any(_HELP_TOPIC_PHRASES, reading.text)):
         return Intent.HELP
     # "no, call me instead" is a callback, so a bare "no" does not negate a request here.
-    if _any(_CALLBACK_PHRASES, reading.text) and not _negated(words, {"call", "phone", "ring"},
-                                                              _REQUEST_NEGATORS, window=4):
+    if _any(_CALLBACK_PHRASES, _CALL_IDIOMS.sub(" ", reading.text)) and not _negated(
+            words, {"call", "phone", "ring"}, _REQUEST_NEGATORS, window=4):
         return Intent.CALLBACK
     if _any(_DISCOUNT_PHRASES, reading.text):
         return Intent.DISCOUNT

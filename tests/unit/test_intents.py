@@ -118,6 +118,15 @@ TRICKY = [
     ("is this a real person?", Intent.HUMAN),
     ("ring me", Intent.CALLBACK),
     ("can we do a call tmrw", Intent.CALLBACK),
+    ("could we set up a quick call", Intent.CALLBACK),
+    ("buzz me after lunch", Intent.CALLBACK),
+    ("call around 4 pls", Intent.CALLBACK),
+    # "call" that asks for none: now that a callback books a real call, these must not
+    ("had a call with your rep monday, thinking it over", Intent.UNKNOWN),
+    ("call me old fashioned but I like paper invoices", Intent.UNKNOWN),
+    ("sorry, on a phone call, will text back", Intent.UNKNOWN),
+    ("what do you call the middle plan?", Intent.UNKNOWN),
+    ("tough call, let me think", Intent.UNKNOWN),
     # declines with reasons
     ("we're closing our account next month", Intent.DECLINE),
     ("Not now, maybe in Q1", Intent.DECLINE),
