@@ -58,6 +58,8 @@ _IN = re.compile(
     r"(an|a|one|half an|half a|a couple(?: of)?|couple(?: of)?|a few|few|two|three|four|five|"
     r"ten|fifteen|twenty|thirty|forty five|forty-five|\d{1,3})\s*"
     r"(minutes|minute|mins|min|m|hours|hour|hrs|hr|h)\b", re.IGNORECASE)
+_IN_BARE = re.compile(r"\bin\s+(?:like\s+|about\s+)?(\d{1,2})(?=\s*(?:$|[.,!?;]|pls\b|please\b|"
+                      r"plz\b|or so\b|thanks\b|thx\b))", re.IGNORECASE)
 _AMOUNTS = {"an": 1, "a": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "ten": 10,
             "fifteen": 15, "twenty": 20, "thirty": 30, "forty five": 45, "forty-five": 45,
             "a couple": 2, "a couple of": 2, "couple": 2, "couple of": 2, "a few": 3, "few": 3}
@@ -86,20 +88,28 @@ _BARE = re.compile(r"\b(at|@|after|around|about|by|from|say|ish|til|till|until|b
 _SPOKEN_BARE = re.compile(rf"\b(at|after|around|about|by|from|til|till|until|before)\s+"
                           rf"({_NUMBER})\b(?!\s*(?:minute|hour|day|week|month|user|seat|plan|"
                           rf"people|person|of\b))", re.IGNORECASE)
+_PREFERRED = re.compile(r"(?<![\w.])(\d{1,2})(?::(\d{2}))?(am|pm)?\s+(?:(?:is|would be|'s)\s+"
+                        r"(?:better|best|good|fine|ok|okay|great|perfect)|works|would work|"
+                        r"suits)\b", re.IGNORECASE)
 _PARTS = re.compile(r"(?<!good )\b(morning|noon|midday|lunchtime|lunch|afternoon|evening|"
                     r"after work|end of (?:the )?day|eod|cob|tonight)\b", re.IGNORECASE)
 _PART_TIMES = {"morning": time(9), "noon": time(12), "midday": time(12), "lunch": time(12),
                "lunchtime": time(12), "afternoon": time(14), "evening": time(17),
                "after work": time(17), "end of day": time(17), "end of the day": time(17),
                "eod": time(17), "cob": time(17), "tonight": time(19)}
-_LIMITS = {"before", "til", "till", "until"}  # "call after 2, not before 1": a limit
-_ASKING = re.compile(r"\b(?:call|ring|phone|buzz|callback|reach)", re.IGNORECASE)
+# "call after 2, not before 1", "not at 3 tho": a limit or a time refused, not the call's time
+_EVENING = re.compile(r"\b(?:tonight|this evening|in the evening)\b", re.IGNORECASE)
+_MERIDIEM = re.compile(r"\d\s*am\b|\bmorning\b", re.IGNORECASE)
+_LIMITS = {"before", "til", "till", "until", "not", "except"}
+_ASKING = re.compile(r"\b(?:call|ring|phone|telephone|buzz|callback|reach|try me)\b",
+                     re.IGNORECASE)
 
 
 @dataclass(frozen=True)
 class _Found:
     at: int  # where in the text
     value: object
+    vague: bool = False  # a part of the day: a clock time said too wins over it
 
 
 def _business_hour(hour: int, minute: int) -> time | None:
@@ -131,15 +141,16 @@ def _times(text: str) -> list[_Found]:
     found: list[_Found] = []
     taken: list[tuple[int, int]] = []
 
-    def add(match: re.Match[str], value: time | None, start: int | None = None) -> None:
+    def add(match: re.Match[str], value: time | None, start: int | None = None,
+            vague: bool = False) -> None:
         span = (match.start() if start is None else start, match.end())
         if value is None or any(a < span[1] and span[0] < b for a, b in taken):
             return
-        word_before = text[:span[0]].split()[-1:] or [""]
-        if word_before[0].lower() in _LIMITS:
+        words_before = [w.lower().strip(",.") for w in text[:span[0]].split()[-2:]]
+        if _LIMITS & set(words_before):
             return
         taken.append(span)
-        found.append(_Found(span[0], value))
+        found.append(_Found(span[0], value, vague))
 
     for m in _CLOCK.finditer(text):
         if m.group(1):
@@ -160,8 +171,10 @@ def _times(text: str) -> list[_Found]:
             taken.append((m.start(), m.end()))
             continue
         add(m, _business_hour(_WORD_NUMBERS[m.group(2).lower()], 0), m.start(2))
+    for m in _PREFERRED.finditer(text):
+        add(m, _clock(int(m.group(1)), _minutes(m.group(2)), m.group(3)))
     for m in _PARTS.finditer(text):
-        add(m, _PART_TIMES[re.sub(r"\s+", " ", m.group(1).lower())])
+        add(m, _PART_TIMES[re.sub(r"\s+", " ", m.group(1).lower())], vague=True)
     return sorted(found, key=lambda f: f.at)
 
 
@@ -222,14 +235,14 @@ def _calendar_day(phrase: str, today: date) -> date | None:
 
 
 def _chosen(found: list[_Found], asking_at: int | None) -> _Found | None:
-    """The call's: the first after the words asking for it, else the last one said."""
+    """The call's: the first after the (last) words asking for it, else the last one said."""
     if not found:
         return None
     if asking_at is not None:
         after = [f for f in found if f.at > asking_at]
         if after:
-            return after[0]
-    return found[-1]
+            return next((f for f in after if not f.vague), after[0])
+    return next((f for f in reversed(found) if not f.vague), found[-1])
 
 
 def read_time(text: str, zone: str, now: datetime) -> datetime | None:
@@ -250,14 +263,20 @@ def read_time(text: str, zone: str, now: datetime) -> datetime | None:
             delta = timedelta(minutes=count)
         if delta > timedelta(0):
             return (local_now + delta).replace(second=0, microsecond=0).astimezone(timezone.utc)
-    asking = _ASKING.search(text)
-    asking_at = asking.start() if asking else None
+    bare = _IN_BARE.search(text)
+    if bare and 0 < int(bare.group(1)) <= 90:  # "call me in 20": minutes
+        return (local_now + timedelta(minutes=int(bare.group(1)))).replace(
+            second=0, microsecond=0).astimezone(timezone.utc)
+    asking = list(_ASKING.finditer(text))  # "I called at 2 ... call me at 5:30": the last ask
+    asking_at = asking[-1].start() if asking else None
     day_found = _chosen(_days(text, local_now.date()), asking_at)
     time_found = _chosen(_times(text), asking_at)
     if day_found is None and time_found is None:
         return None
     clock = time_found.value if time_found is not None else time(9)
     assert isinstance(clock, time)
+    if clock.hour < 12 and _EVENING.search(text) and not _MERIDIEM.search(text):
+        clock = clock.replace(hour=clock.hour + 12)  # "at nine tonight": 21:00
     if day_found is not None:
         day = day_found.value
         assert isinstance(day, date)

@@ -256,11 +256,16 @@ _CALLBACK_PHRASES = (
     ("do|hop|jump|get|have|set|book|schedule|arrange|want|need|like|prefer|request|quick|"
      "rather * a phone call"), "phone call please|pls|plz",
     # an order standing alone: "pls call monday morning", "call in 30 min"
-    *(f"^ {please}call|ring|phone at|in|on|around|after|tomorrow|today|tonight|monday|tuesday|"
+    *(f"{start}call|ring|phone at|in|on|around|after|tomorrow|today|tonight|monday|tuesday|"
       "wednesday|thursday|friday|saturday|sunday|mon|tue|tues|wed|thu|thurs|fri|sat|sun|this|"
-      "next|back" for please in ("", "please|pls|plz ")),
+      "next|back" for start in ("^ ", "please|pls|plz ")),
     ("call|phone|ring the|our|my * office|desk|line|landline|cell|mobile|number|clinic|store|shop|"
-     "salon|practice|reception|receptionist|assistant"), "over|on|by the phone", "by phone",
+     "salon|practice|reception|receptionist|assistant"),
+    # on the phone as a way to talk now, not a call that happened ("we spoke on the phone")
+    "talk|discuss|chat|speak|go|run|walk|sort * over|on|by the? phone",
+    "prefer|rather|easier|better * over|on|by the? phone",
+    "telephone|tel me|us", "gimme a call|ring|buzz|bell|shout", "try me|us again|later|back",
+    "please|pls|plz|just call|ring|phone $",
     "can|could|will|would you|someone|somebody|anyone * call", "callback", "call back",
 )
 

@@ -121,6 +121,12 @@ TRICKY = [
     ("could we set up a quick call", Intent.CALLBACK),
     ("buzz me after lunch", Intent.CALLBACK),
     ("call around 4 pls", Intent.CALLBACK),
+    ("gimme a ring", Intent.CALLBACK),
+    ("would you telephone me", Intent.CALLBACK),
+    ("no texts please, just call", Intent.CALLBACK),
+    ("easier by phone tbh", Intent.CALLBACK),
+    ("driving now, try me later", Intent.CALLBACK),
+    ("we talked by phone yesterday", Intent.UNKNOWN),
     # "call" that asks for none: now that a callback books a real call, these must not
     ("had a call with your rep monday, thinking it over", Intent.UNKNOWN),
     ("call me old fashioned but I like paper invoices", Intent.UNKNOWN),

@@ -54,6 +54,12 @@ NOW = datetime(2026, 12, 8, 10, 5, tzinfo=NY)  # a Tuesday, mid-morning
     ("busy till 1, call me at 2", "Tue 12-08 14:00"),
     ("dont call before 11, call at 11:30", "Tue 12-08 11:30"),
     ("good morning! call me at 3", "Tue 12-08 15:00"),
+    ("I rang at 9 and got nobody, call me back at 1", "Tue 12-08 13:00"),
+    ("ring me tonight at 8", "Tue 12-08 20:00"),
+    ("call me at eight tonight", "Tue 12-08 20:00"),
+    ("call me tmrw, 10 works", "Wed 12-09 10:00"),
+    ("can u call tomorrow, not at 2 though, 3 is better", "Wed 12-09 15:00"),
+    ("call me in 15", "Tue 12-08 10:20"),
 ])
 def test_a_named_time_is_read_in_the_buyers_zone(text, expected):
     got = read_time(text, "America/New_York", NOW)
