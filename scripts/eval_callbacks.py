@@ -30,6 +30,7 @@ def main() -> int:
     parser.add_argument("--zone", default="America/Chicago")
     parser.add_argument("--sent", default="2026-12-07T11:20",
                         help="when every message was sent, local wall time")
+    parser.add_argument("--figures-only", action="store_true", help="no list of the misses")
     args = parser.parse_args()
     zone = ZoneInfo(args.zone)
     sent = datetime.fromisoformat(args.sent).replace(tzinfo=zone)
@@ -67,7 +68,7 @@ def main() -> int:
     print(f"  wrongly heard as one:   {false_asks}/{len(rows) - asking}")
     print(f"  time named, read right: {timed_right}/{timed} ({timed_right / max(timed, 1):.1%})")
     print(f"  no time, none read:     {untimed_right}/{untimed}")
-    for miss in misses:
+    for miss in [] if args.figures_only else misses:
         print("  -", miss)
     return 0
 
