@@ -102,6 +102,13 @@ def _no_account_answer() -> str:
             f"number. To talk to a person, contact {business.support}. Goodbye.")
 
 
+def _shared_number_answer() -> str:
+    business = runtime().settings.business
+    return (f"Thank you for calling {business.name}. This number is linked to more than one "
+            f"account, so we cannot discuss an account on this call. Please answer our text "
+            f"message, which names the business, or contact {business.support}. Goodbye.")
+
+
 def _apology() -> Response:
     business = runtime().settings.business
     return _goodbye(f"Sorry, something went wrong on our side. Please try again later, or "
@@ -159,7 +166,7 @@ def call():
         greeting = handlers.call_greeting(rt.uow(read_only=True), rt.catalog, rt.settings,
                                           VOICE.name, _caller(checked), rt.now())
         if greeting.text is None:
-            return _goodbye(_no_account_answer())
+            return _goodbye(_shared_number_answer() if greeting.shared else _no_account_answer())
         log.info("voice call answered with the caller's offer")
         return _ask([greeting.text], 1, greeting.confirming)
     except UnreadableSender:
@@ -262,7 +269,7 @@ def _greet(channel: TwilioMessagingChannel) -> Response:
     greeting = handlers.call_greeting(rt.uow(read_only=True), rt.catalog, rt.settings,
                                       VOICE.name, _caller(channel), rt.now())
     if greeting.text is None:
-        return _goodbye(_no_account_answer())
+        return _goodbye(_shared_number_answer() if greeting.shared else _no_account_answer())
     return _ask([greeting.text], 1, greeting.confirming)
 
 

@@ -247,6 +247,7 @@ class Greeting:
 
     text: str | None
     confirming: bool = False
+    shared: bool = False  # the number is several contacts': no account is named on the call
 
 
 def call_greeting(uow: UnitOfWork, catalog: Catalog, config: Settings, channel: str,
@@ -259,7 +260,7 @@ def call_greeting(uow: UnitOfWork, catalog: Catalog, config: Settings, channel: 
     with uow:
         contacts = uow.contacts.contacts_by_address(caps.address, address)
         if len(contacts) != 1:  # a stranger, or a number several contacts share: say nothing
-            return Greeting(None)
+            return Greeting(None, shared=len(contacts) > 1)
         contact = contacts[0]
         thread = uow.threads.thread_for_contact(contact)
         if thread is None or ThreadState(thread.state) not in LIVE \

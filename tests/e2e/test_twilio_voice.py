@@ -198,6 +198,22 @@ def test_a_stranger_or_a_caller_with_no_offer_hears_no_account_data(app, api):
     assert hung_up(root) and "$" not in spoken(root) and "Starter" not in spoken(root)
 
 
+def test_a_number_two_accounts_contacts_share_hears_no_account_named(app, api):
+    """Dana's number is also the bookkeeper's of another account with an offer: the call cannot
+    tell whose conversation it is, so it names no account and no figure, and says why."""
+    from tests.e2e.helpers import account, contact
+    setup_account(api)
+    cross_messages(api)
+    body = account(plan="starter", timezone="America/Chicago", billing_day=5, name="Other Co",
+                   contacts=[contact("other-books", name="Books", role="billing",
+                                     phone=DANA_PHONE)])
+    assert api.put("/accounts/other", json=body).status_code in (200, 201)
+    root = Call(app).answer()
+    said = spoken(root)
+    assert hung_up(root) and "more than one account" in said
+    assert "$" not in said and "Other Co" not in said and "Growth" not in said
+
+
 def test_a_withheld_number_is_answered_politely(app, api):
     setup_account(api)
     cross_messages(api)
