@@ -120,10 +120,12 @@ DEFAULTS: dict[str, Any] = {
     # Message bodies older than this many days are purged by the scheduler (core.retention);
     # 0 or empty: kept forever.
     "MESSAGE_RETENTION_DAYS": 365,
+    # Metrics: days after a crossing within which a move up counts as its conversion (§8)
+    "METRICS_CONVERSION_DAYS": 30,
     "CLOCK": None,  # tests only: a callable returning an aware datetime
 }
 BOOL_KEYS = ("DEMO", "AUTO_MIGRATE", "LOG_EXCEPTION_DETAILS")
-INT_KEYS = ("HEALTH_ESCALATIONS_RED_ABOVE", "PORT", "MAX_CONTENT_LENGTH")
+INT_KEYS = ("METRICS_CONVERSION_DAYS", "HEALTH_ESCALATIONS_RED_ABOVE", "PORT", "MAX_CONTENT_LENGTH")
 TRUE, FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 MAX_RETENTION_DAYS = 36_500  # a hundred years; more would overflow the dates it is taken from
 
@@ -231,6 +233,9 @@ def settings(environ: Mapping[str, str], test_config: Mapping[str, Any] | None) 
             raise ConfigError(f"{ENV_PREFIX}{key}: expected a whole number, "
                               f"got {values[key]!r}") from None
     values["MESSAGE_RETENTION_DAYS"] = _retention_days(values["MESSAGE_RETENTION_DAYS"])
+    if not 1 <= values["METRICS_CONVERSION_DAYS"] <= 365:
+        raise ConfigError(f"{ENV_PREFIX}METRICS_CONVERSION_DAYS: expected days from 1 to 365, "
+                          f"got {values['METRICS_CONVERSION_DAYS']!r}")
     region = str(values["DEFAULT_PHONE_REGION"]).upper()
     if region not in phonenumbers.SUPPORTED_REGIONS:
         raise ConfigError(f"{ENV_PREFIX}DEFAULT_PHONE_REGION: expected a two-letter region such "

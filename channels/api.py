@@ -313,3 +313,6 @@ def install(app: Flask, runtime: Any) -> Installed:
 
 
 CHANNEL = Channel("api", (), install)  # its relays name a channel of another module
+
+
+import channels.api_metrics  # noqa: E402,F401  (its routes are this blueprint's: /metrics)

@@ -451,6 +451,43 @@ class CallRepository(Protocol):
     def save(self, call: CallView, now: datetime) -> None: ...
 
 
+@dataclass(frozen=True)
+class PlanMove:
+    """One entry of an account's plan history."""
+
+    at: datetime
+    from_plan: str | None
+    to_plan: str
+
+
+@dataclass(frozen=True)
+class OpportunityFacts:
+    """An account's first up-tier crossing in the window, as stored, with what followed: its
+    thread (if the crossing opened one), the thread's opening (when and on what channel it was
+    first sent) and the account's plan history from the crossing on."""
+
+    account: str
+    vertical: str
+    metric: str
+    from_plan: str
+    to_plan: str
+    crossed_at: datetime
+    detected_at: datetime
+    outcome: str | None
+    reason: str | None
+    thread_state: str | None = None
+    decline_reason: str | None = None
+    opening_channel: str | None = None
+    opening_sent_at: datetime | None = None
+    plan_moves: tuple[PlanMove, ...] = ()
+
+
+class MetricsRepository(Protocol):
+    """What the program's figures are computed from (storage.metrics; core.metrics)."""
+
+    def opportunity_facts(self, start: datetime, end: datetime) -> list[OpportunityFacts]: ...
+
+
 class AuditTrail(Protocol):
     """The audit trail (core/audit.py; storage.audit.SqlAuditTrail): `append` writes one event
     in a transaction of its own, numbered and chained; `events` reads them in order."""
@@ -482,6 +519,7 @@ class UnitOfWork(Protocol):
     jobs: JobQueue
     outbox: OutboxRepository
     calls: CallRepository
+    metrics: MetricsRepository
 
     def __enter__(self) -> UnitOfWork: ...
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

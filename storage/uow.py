@@ -15,6 +15,7 @@ from storage.db import database_unreachable
 from storage.conversations import (SqlContactRepository, SqlMessageRepository,
                                    SqlPlanChangeRepository, SqlThreadRepository)
 from storage.calls import SqlCallRepository
+from storage.metrics import SqlMetricsRepository
 from storage.escalations import SqlEscalationRepository
 from storage.delivery import SqlOutboxRepository
 from storage.repositories import (SqlAccountRepository, SqlSignalRepository,
@@ -97,6 +98,7 @@ class SqlUnitOfWork(UnitOfWork):
         self.jobs = SqlJobQueue(session)
         self.outbox = SqlOutboxRepository(session)
         self.calls = SqlCallRepository(session)
+        self.metrics = SqlMetricsRepository(session)
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

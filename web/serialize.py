@@ -9,7 +9,9 @@ from core.accounts import Account, HealthBounds
 from core.case import Case
 from core.catalog import Catalog, Plan
 from core.conversation import LIVE
+from core.experiment import Lift
 from core.framing import opening_message
+from core.metrics import Figures, Opportunity, Report
 from core.money import money_str
 from core.pricing import Cost
 from core.thresholds import Crossing
@@ -213,3 +215,93 @@ def erasure_json(result) -> dict[str, Any]:
         "escalations_redrawn": result.escalations_redrawn,
         "spool_entries_removed": result.spool_entries_removed,
     }
+
+
+# --- the program's figures (core.metrics) -------------------------------------------------------
+
+def _lift_json(lift: Lift) -> dict[str, Any]:
+    return {"absolute": lift.absolute, "ci95": list(lift.ci95) if lift.ci95 else None,
+            "relative": lift.relative, "p_value": lift.p_value, "note": lift.note}
+
+
+def report_json(r: Report) -> dict[str, Any]:
+    t = r.time_to_prompt
+    return {
+        "opportunities": dict(r.opportunities),
+        "converted": dict(r.converted),
+        "cross_to_upgrade_rate": {**r.cross_to_upgrade_rate, "target": r.target_rate},
+        "time_to_prompt_seconds": {"count": t.count, "p50": t.p50, "p90": t.p90, "p99": t.p99,
+                                   "share_under_1h": t.share_under_1h},
+        "prompt_to_conversion_rate": r.prompt_to_conversion_rate,
+        "prompted_threads": r.prompted_threads,
+        "mean_arr_uplift": money_str(r.mean_arr_uplift) if r.mean_arr_uplift is not None
+        else None,
+        "decline_reasons": dict(r.decline_reasons),
+        "nrr_90d": r.nrr_90d,
+        "nrr_upgrades": r.nrr_upgrades,
+        "lift": {**_lift_json(r.lift), "arr": _lift_json(r.arr_lift)},
+        "srm": {"p_value": r.srm.p_value, "flag": r.srm.flag,
+                "expected_control_share": r.srm.expected_control_share},
+    }
+
+
+def figures_json(f: Figures) -> dict[str, Any]:
+    r = f.report
+    return {"from": r.start.date().isoformat(), "to": r.end.date().isoformat(),
+            "conversion_days": r.conversion_days, "by": f.by, **report_json(r),
+            "groups": {name: report_json(g) for name, g in f.groups.items()} if f.by else None}
+
+
+OPPORTUNITY_COLUMNS = ("account", "arm", "vertical", "channel", "metric", "step", "crossed_at",
+                       "detected_at", "outcome", "reason", "opening_sent_at",
+                       "seconds_to_prompt", "thread_state", "decline_reason", "converted",
+                       "converted_at", "converted_to", "arr_uplift")
+
+
+def opportunity_row(o: Opportunity) -> list[str]:
+    f = o.facts
+    wait = (f.opening_sent_at - f.crossed_at).total_seconds() if f.opening_sent_at else None
+    return [f.account, o.arm, f.vertical, f.opening_channel or "", f.metric,
+            f"{f.from_plan}->{f.to_plan}", iso(f.crossed_at) or "", iso(f.detected_at) or "",
+            f.outcome or "", f.reason or "", iso(f.opening_sent_at) or "",
+            "" if wait is None else f"{max(0.0, wait):.0f}", f.thread_state or "",
+            f.decline_reason or "", "yes" if o.converted else "no",
+            iso(o.conversion.at) if o.conversion else "",
+            o.conversion.to_plan if o.conversion else "", money_str(o.arr)]
+
+
+def figure_rows(f: Figures) -> list[list[str]]:
+    """The figures as long rows: group, figure, treatment, control, value."""
+    def rows(group: str, r: Report) -> list[list[str]]:
+        def num(x: float | None) -> str:
+            return "" if x is None else f"{x:.6g}"
+        t = r.time_to_prompt
+        out = [
+            [group, "opportunities", str(r.opportunities["treatment"]),
+             str(r.opportunities["control"]), ""],
+            [group, "converted", str(r.converted["treatment"]), str(r.converted["control"]), ""],
+            [group, "cross_to_upgrade_rate", num(r.cross_to_upgrade_rate["treatment"]),
+             num(r.cross_to_upgrade_rate["control"]), ""],
+            [group, "time_to_prompt_p50_seconds", "", "", num(t.p50)],
+            [group, "time_to_prompt_p90_seconds", "", "", num(t.p90)],
+            [group, "time_to_prompt_p99_seconds", "", "", num(t.p99)],
+            [group, "time_to_prompt_share_under_1h", "", "", num(t.share_under_1h)],
+            [group, "prompt_to_conversion_rate", "", "", num(r.prompt_to_conversion_rate)],
+            [group, "mean_arr_uplift", "", "",
+             money_str(r.mean_arr_uplift) if r.mean_arr_uplift is not None else ""],
+            [group, "nrr_90d", "", "", num(r.nrr_90d)],
+            [group, "lift_absolute", "", "", num(r.lift.absolute)],
+            [group, "lift_ci95_low", "", "", num(r.lift.ci95[0] if r.lift.ci95 else None)],
+            [group, "lift_ci95_high", "", "", num(r.lift.ci95[1] if r.lift.ci95 else None)],
+            [group, "lift_relative", "", "", num(r.lift.relative)],
+            [group, "lift_p_value", "", "", num(r.lift.p_value)],
+            [group, "arr_lift_absolute", "", "", num(r.arr_lift.absolute)],
+            [group, "srm_p_value", "", "", num(r.srm.p_value)],
+        ]
+        out += [[group, f"declined_{reason}", "", "", str(n)]
+                for reason, n in r.decline_reasons.items()]
+        return out
+    result = rows("all", f.report)
+    for name, g in f.groups.items():
+        result += rows(name, g)
+    return result
