@@ -45,10 +45,15 @@ _REWRITES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"\b(\d{1,2}(?::\d{2})?)\s*([ap])\.?\s?m\.?(?=\W|$)", r"\1\2m"),
         (r"\b(\d{1,2}(?::\d{2})?)\s*([ap])\b(?!\.?\s?m)", r"\1\2m"),
         (r"\b(?:at|@|around|about|after|by)\s+([01]\d|2[0-3])([0-5]\d)\b", r"at \1:\2"),
+        (r"\b(?:arvo|avo)\b", "afternoon"),
         (rf"\bhalf past ({_NUMBER}|\d{{1,2}})\b", r"\1:30"),
+        (rf"\bhalf ({_NUMBER}|\d{{1,2}})\b(?!\s*(?:an?|hour|hours|hr|hrs|min|mins|day))",
+         r"\1:30"),  # British: "half 9" is 9:30
         (rf"\bquarter past ({_NUMBER}|\d{{1,2}})\b", r"\1:15"),
         (rf"\b(?:a )?quarter (?:to|til|till) ({_NUMBER}|\d{{1,2}})\b", r"\1:-15"),
         (rf"\b({_NUMBER})[ -]({_MINUTES})\b", r"\1:\2"),
+        (r"\b(\d{1,2}(?::\d{2})?)\s+(?:in the morning|a\.?m\.?)(?=\W|$)", r"\1am"),
+        (r"\b(\d{1,2}(?::\d{2})?)\s+(?:in the (?:afternoon|evening)|at night)\b", r"\1pm"),
         (rf"\b({_NUMBER})\s+o'?\s?clock\b", r"\1"),
         (r"\b(\d{1,2})\s+o'?\s?clock\b", r"\1"),
     ))

@@ -249,9 +249,9 @@ _CALLBACK_PHRASES = (
     "call|phone|ring me|us", "call me|us back", "call my cell|phone|mobile|number",
     "give me|us a call|ring|buzz|bell|shout", "buzz|bell me|us",
     # "a call" only as something asked for: not a call that happened or one they are on
-    ("do|hop|jump|get|have|set|book|schedule|arrange|want|need|like|prefer|request|quick|"
+    ("do|hop|jump|get|have|set|book|schedule|arrange|want|need|like|love|prefer|request|quick|"
      "rather * a call|callback"),
-    ("do|hop|jump|get|have|set|book|schedule|arrange|want|need|like|prefer|request|rather * a "
+    ("do|hop|jump|get|have|set|book|schedule|arrange|want|need|like|love|prefer|request|rather * a "
      "quick|short|brief call"),
     ("do|hop|jump|get|have|set|book|schedule|arrange|want|need|like|prefer|request|quick|"
      "rather * a phone call"), "phone call please|pls|plz",
@@ -265,13 +265,18 @@ _CALLBACK_PHRASES = (
     "talk|discuss|chat|speak|go|run|walk|sort * over|on|by the? phone",
     "prefer|rather|easier|better * over|on|by the? phone",
     "telephone|tel me|us", "gimme a call|ring|buzz|bell|shout", "try me|us again|later|back",
-    "please|pls|plz|just call|ring|phone $",
+    "please|pls|plz|just call|ring|phone $", "^ please|pls|plz call|ring|phone",
+    "call|ring|phone me? then|anytime|whenever",
     "can|could|will|would you|someone|somebody|anyone * call", "callback", "call back",
 )
 
 # "call" that asks for no call: figures of speech ("call me crazy", "call it a day", "a tough
 # call"), taken out before the callback phrases are looked for.
 _CALL_IDIOMS = re.compile(
+    # the buyer will call someone: "I'll give you a call", "we'll ring you", "let me phone them"
+    r"\b(?:ill|i will|we will|let me|im going to|i am going to|we are going to) (?:[^\s,]+ ){0,2}"
+    r"(?:call|phone|ring|give (?:you|u|them|him|her) a (?:call|ring|buzz))\b(?: \S+)?|"
+    r"\bwell (?:call|phone|ring) (?:you|u)\b|"  # "we'll call you" (read without its apostrophe)
     r"\bcall (?:me|us) (?:crazy|old fashioned|old-fashioned|skeptical|sceptical|paranoid|picky|"
     r"cautious|cheap|whatever you like|when pigs fly)\b|\bcall (?:it|them) (?:a day|quits|even)\b|"
     r"\bwhat (?:do|would) you call\b|\b(?:tough|close|good|bad|hard|judgment|judgement|your|my) "

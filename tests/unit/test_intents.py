@@ -127,6 +127,12 @@ TRICKY = [
     ("easier by phone tbh", Intent.CALLBACK),
     ("driving now, try me later", Intent.CALLBACK),
     ("we talked by phone yesterday", Intent.UNKNOWN),
+    # the buyer will call: no call of ours is wanted
+    ("I'll ring your team on monday", Intent.UNKNOWN),
+    ("let me call my partner first", Intent.UNKNOWN),
+    ("I'd love a quick call", Intent.CALLBACK),
+    ("pls ring, easier than typing", Intent.CALLBACK),
+    ("free after lunch, call then", Intent.CALLBACK),
     # "call" that asks for none: now that a callback books a real call, these must not
     ("had a call with your rep monday, thinking it over", Intent.UNKNOWN),
     ("call me old fashioned but I like paper invoices", Intent.UNKNOWN),

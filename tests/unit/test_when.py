@@ -60,6 +60,10 @@ NOW = datetime(2026, 12, 8, 10, 5, tzinfo=NY)  # a Tuesday, mid-morning
     ("call me tmrw, 10 works", "Wed 12-09 10:00"),
     ("can u call tomorrow, not at 2 though, 3 is better", "Wed 12-09 15:00"),
     ("call me in 15", "Tue 12-08 10:20"),
+    ("give us a bell tomorrow arvo", "Wed 12-09 14:00"),
+    ("ring me thursday at half 11", "Thu 12-10 11:30"),
+    ("call me at 8 in the morning on friday", "Fri 12-11 08:00"),
+    ("I'm around after 4:15, call then", "Tue 12-08 16:15"),
 ])
 def test_a_named_time_is_read_in_the_buyers_zone(text, expected):
     got = read_time(text, "America/New_York", NOW)
