@@ -35,7 +35,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from core.accounts import HealthBounds
-from core.catalog import Catalog, parse_catalog
+from core.catalog import Catalog
 from core.conversation import Business
 from core.calls import CALL_KIND, RETRY as CALL_RETRY
 from core.delivery import MESSAGE_KIND, RETRY, MessageJobs
@@ -54,6 +54,7 @@ from storage.audit import SqlAuditTrail
 from cli.audit import audited_command, record as record_command
 from core.audit import Outcome
 from web import audit, logs
+from web.catalog_file import DEFAULT_CATALOG, load_catalog
 from web.audit import not_audited
 from web.api_key import ApiKey, ApiKeyUnavailable
 from web.sandbox_secrets import FILE_NAME as SANDBOX_SECRETS_FILE
@@ -66,8 +67,6 @@ from storage.scheduler_lock import SchedulerLock
 from storage.uow import SqlUnitOfWork
 
 log = logging.getLogger("upgrade_chat")
-
-DEFAULT_CATALOG = Path(__file__).resolve().parent / "core" / "catalog.toml"
 
 ENV_PREFIX = "UPGRADE_CHAT_"
 
@@ -196,16 +195,6 @@ def config_fingerprint(config: Mapping[str, Any]) -> str:
         catalog = b""
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode() + b"\0" + catalog)
     return digest.hexdigest()[:12]
-
-
-def load_catalog(path: str | Path | None) -> Catalog:
-    """Read and validate the catalog file; a bad one raises CatalogError naming file and key."""
-    source = Path(path) if path else DEFAULT_CATALOG
-    try:
-        text = source.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise CatalogError(str(source), "CATALOG_PATH", "a readable TOML file", exc.strerror) from None
-    return parse_catalog(text, str(source))
 
 
 def settings(environ: Mapping[str, str], test_config: Mapping[str, Any] | None) -> dict[str, Any]:

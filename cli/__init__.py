@@ -1,5 +1,5 @@
 """Operator commands under `flask --app app ...`: migrations, demo data, CSV usage import, a
-contact's erasure, the background jobs.
+contact's erasure, the background jobs, a catalog's thresholds tried on past usage.
 
 create_app touches no database, so a command that uses one first makes it usable
 (`Runtime.prepare_database`: the instance folder of the default SQLite file, and the migration
@@ -12,22 +12,25 @@ from __future__ import annotations
 import csv
 import logging
 import re
+import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
 
-from core import erasure, handlers, retention, services
-from core.errors import DomainError, NotFound
+from core import dryrun, erasure, handlers, retention, services
+from core.errors import CatalogError, DomainError, NotFound
 from core.ports import StorageUnavailable
 from web.inputs import parse_events
 from web.spool import Spool
 from channels.twilio_messaging import replay_spool
 from storage import migrate
-from storage.db import database_unreachable
+from storage.db import database_unreachable, is_sqlite
 from storage.scheduler_lock import SchedulerLock
+from web.catalog_file import load_catalog
 from web.http import runtime
 from web.logs import describe
 from cli.audit import audit_cli, audited_command
@@ -46,6 +49,7 @@ def register(app: Flask) -> None:
     app.cli.add_command(jobs_cli)
     app.cli.add_command(scheduler_cli)
     app.cli.add_command(audit_cli)
+    app.cli.add_command(thresholds_cli)
 
 
 
@@ -88,6 +92,43 @@ def demo_load() -> None:
     runtime().prepare_database()
     n = demo.load(runtime())
     click.echo(f"loaded {n} demo accounts")
+
+
+@demo_cli.command("reset", help="Replay the demo from scratch: remove the demo accounts and "
+                                "everything of theirs (usage, signals, threads, messages, "
+                                "escalations, calls, plan history, their outbox jobs), then load "
+                                "them again as of now, so their openings arrive anew. Other "
+                                "accounts are never touched; the audit trail is kept. Runs only "
+                                "in sandbox mode on the embedded SQLite database, unless --yes.")
+@click.option("--yes", is_flag=True,
+              help="Run it on another database too (PostgreSQL, or with Twilio configured): the "
+                   "accounts with the demo's ids there are deleted, with all their data.")
+@audited_command("demo.reset", "accounts")
+def demo_reset(yes: bool) -> None:
+    from devtools import demo
+
+    app = current_app
+    embedded = bool(app.config["SANDBOX"]) and is_sqlite(app.config["DATABASE_URL"])
+    if not embedded:
+        where = ("not in sandbox mode (Twilio is configured)" if not app.config["SANDBOX"]
+                 else "not on the embedded SQLite database")
+        warning = (f"demo reset deletes the accounts {', '.join(demo.ids())} and everything of "
+                   f"theirs (usage, conversations, plan history, outbox jobs); this service is "
+                   f"{where}")
+        if not yes:
+            raise click.ClickException(f"{warning}. If those accounts are demo data here too, "
+                                       f"run it again with --yes.")
+        click.echo(f"warning: {warning}; going ahead (--yes).", err=True)
+    rt = runtime()
+    rt.prepare_database()
+    removed, loaded = demo.reset(rt)
+    audit_note(**{name.replace(" ", "_"): n for name, n in removed.items()}, loaded=loaded)
+    accounts = removed.pop("accounts", 0)
+    details = ", ".join(f"{n} {name}" for name, n in removed.items())
+    click.echo(f"removed {accounts} demo accounts" + (f": {details}" if details else "")
+               + " (the audit trail is kept)")
+    click.echo(f"loaded {loaded} demo accounts as of {rt.now():%Y-%m-%d %H:%M UTC}; their "
+               f"openings go out with the next jobs run (the embedded service's: within seconds)")
 
 
 @click.group("usage", cls=AppGroup, help="Usage events.")
@@ -314,3 +355,101 @@ def _in_context(app) -> None:
         summary = run_jobs(app.extensions["upgrade_chat"])
     if re.search(r"\b[1-9]", summary):  # a line only when a pass did something
         log.info(summary)
+
+
+# --- thresholds dry-run -------------------------------------------------------------------------
+
+class CatalogFileError(click.ClickException):
+    """A catalog file that cannot be used: exit code 2, as a bad option."""
+
+    exit_code = 2
+
+
+@click.group("thresholds", cls=AppGroup, help="Thresholds: try a catalog's on past usage.")
+def thresholds_cli() -> None:
+    pass
+
+
+@thresholds_cli.command("dry-run", help=(
+    "How many prompts the thresholds of another catalog would have fired over the last --days "
+    "days, next to the current catalog's; nothing is sent or written. Usage is replayed by UTC "
+    "day: at the end of each day, counters are summed over the 30 whole UTC days ending that "
+    "day and gauges are their last reading, as the detector computes them, on the plan the "
+    "account was on that day. An account counts once per plan step it crossed into (the "
+    "opportunity), up-tier and down-tier; accounts of the control cohort are counted and shown "
+    "apart (they would have been logged, not prompted)."))
+@click.option("--catalog", "catalog_path", required=True, metavar="FILE",
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="The catalog to try (validated as CATALOG_PATH is).")
+@click.option("--days", default=90, show_default=True, type=click.IntRange(1, 3650),
+              help="How many days back, today the last of them.")
+@click.option("--batch-size", default=dryrun.BATCH, show_default=True,
+              type=click.IntRange(1, 10_000), help="Accounts read at a time.")
+@audited_command("thresholds.dry_run", "catalog", lambda kw: kw["catalog_path"].name)
+def thresholds_dry_run(catalog_path: Path, days: int, batch_size: int) -> None:
+    try:
+        new = load_catalog(catalog_path)
+    except CatalogError as exc:
+        raise CatalogFileError(f"{exc}. Nothing was replayed.") from None
+    rt = runtime()
+    rt.prepare_database()
+    policy = rt.settings.policy
+    total = dryrun.count_accounts(rt.uow(read_only=True))
+    with click.progressbar(length=total, label="replaying accounts", show_pos=True,
+                           file=sys.stderr) as bar:
+        result = dryrun.dry_run(partial(rt.uow, read_only=True), rt.catalog, new,
+                                policy.control_share, policy.control_salt, days, rt.now(),
+                                batch=batch_size, progress=bar.update)
+    current_path = current_app.config.get("CATALOG_PATH") or "core/catalog.toml"
+    ranks = {**{n: p.rank for n, p in new.plans.items()},
+             **{n: p.rank for n, p in rt.catalog.plans.items()}}
+    click.echo(render_dry_run(result, str(catalog_path), str(current_path), policy.control_share,
+                              ranks))
+    audit_note(days=days, accounts=result.accounts, crossings_current=result.total.current,
+               crossings_new=result.total.new)
+
+
+def render_dry_run(result: dryrun.DryRun, new_path: str, current_path: str, share,
+                   ranks: dict[str, int]) -> str:
+    """The dry run's two tables (by plan step, up-tier first in plan order; by vertical)."""
+    head = ("", "current", "new", "difference", "in control (current/new)")
+
+    def line(label: str, c: dryrun.Count) -> tuple[str, ...]:
+        return (label, f"{c.current:,}", f"{c.new:,}", f"{c.difference:+,}" if c.difference
+                else "0", f"{c.control_current:,}/{c.control_new:,}")
+
+    def table(title: str, rows: list[tuple[str, ...]], totals: list[tuple[str, ...]]) -> list[str]:
+        header = (title, *head[1:])
+        widths = [max(len(r[i]) for r in [header, *rows, *totals]) for i in range(len(header))]
+
+        def fmt(r: tuple[str, ...]) -> str:
+            return "  ".join(v.ljust(w) if i in (0, 4) else v.rjust(w)
+                             for i, (v, w) in enumerate(zip(r, widths))).rstrip()
+
+        rule = "  ".join("-" * w for w in widths)
+        out = [fmt(header), rule, *map(fmt, rows)]
+        if totals:
+            out += [rule, *map(fmt, totals)]
+        return out
+
+    steps = sorted(result.by_step.items(), key=lambda kv: (
+        kv[0].direction != "up", ranks.get(kv[0].from_plan, 0), ranks.get(kv[0].to_plan, 0),
+        kv[0].label))
+    lines = [f"Thresholds dry run: {new_path} (new) against {current_path} (current)",
+             f"{result.accounts:,} accounts replayed over {(result.last_day - result.first_day).days + 1} "
+             f"days, {result.first_day} to {result.last_day} (UTC days; 30-day sums at the end "
+             f"of each day). Nothing was sent or written.",
+             "Accounts crossing into each plan step; an account counts once per step.", ""]
+    lines += table("by plan step", [line(s.label, c) for s, c in steps],
+                   [line("total (account-steps)", result.total),
+                    line("accounts", result.accounts_crossing)])
+    lines.append("")
+    lines += table("by vertical", [line(v, c) for v, c in sorted(result.by_vertical.items())],
+                   [line("total (account-steps)", result.total)])
+    lines += ["", f"in control: accounts of the control cohort (CONTROL_SHARE {share}); their "
+                  f"crossings are logged, not prompted."]
+    for n, which in ((result.unknown_plan_current, "current"), (result.unknown_plan_new, "new")):
+        if n:
+            lines.append(f"{n:,} accounts were on a plan the {which} catalog does not have: "
+                         f"those days were not replayed under it.")
+    return "\n".join(lines)

@@ -196,6 +196,38 @@ class SignalDecision(NamedTuple):
     thread_id: int | None = None
 
 
+@dataclass(frozen=True)
+class DailyUsage:
+    """One metric's usage on one UTC day (the daily rollup): the sum of its quantities, the
+    highest one and the last reading of the day."""
+
+    metric: str
+    day: date
+    total: int
+    max_quantity: int
+    last_quantity: int
+
+
+@dataclass(frozen=True)
+class UsageHistory:
+    """What replaying an account's thresholds needs (core.dryrun): its plan, the plans it has
+    been on (oldest first), and its daily usage over a span of days; for the gauges (seats,
+    integrations) also the last day before the span that had a reading, so the value in effect
+    when the span opens is known."""
+
+    account_id: int
+    external_id: str
+    vertical: str
+    plan: str
+    plan_since: datetime
+    plans: tuple[PlanHistoryEntry, ...]
+    days: tuple[DailyUsage, ...]  # by day, oldest first
+
+
+# What removing accounts took away, table by table (core.services.remove_accounts).
+Removed = dict[str, int]
+
+
 class AccountRepository(Protocol):
     def get(self, external_id: str) -> StoredAccount | None: ...
     def get_by_id(self, account_id: int) -> StoredAccount: ...
@@ -209,11 +241,15 @@ class AccountRepository(Protocol):
     def record_plan(self, account_id: int, from_plan: str | None, to_plan: str, at: datetime,
                     source: str, plan_change_id: int | None = None) -> None: ...
     def plan_history(self, account_id: int) -> list[PlanHistoryEntry]: ...
+    def count(self) -> int: ...
+    def remove(self, account_ids: Sequence[int]) -> Removed: ...
 
 
 class UsageRepository(Protocol):
     def add_new(self, rows: list[tuple[int, UsageEvent]], received_at: datetime) -> set[str]: ...
     def matrices(self, account_ids: Iterable[int], now: datetime) -> dict[int, UsageMatrix]: ...
+    def histories(self, after_id: int, limit: int, first_day: date,
+                  last_day: date) -> list[UsageHistory]: ...
 
 
 class ThresholdStateRepository(Protocol):

@@ -21,7 +21,7 @@ from core.errors import DomainError, NotFound
 from core.locking import lock_account_named
 from core.case import terms
 from core.handlers import Settings, open_conversation
-from core.ports import PlanHistoryEntry, SignalDecision, UnitOfWork
+from core.ports import PlanHistoryEntry, Removed, SignalDecision, UnitOfWork
 from core.retry import retrying
 from core.thresholds import Crossing, ingest
 from core.usage import FUTURE_SKEW, MAX_QUANTITY, UsageEvent, UsageMatrix
@@ -262,3 +262,20 @@ def list_signals(uow: UnitOfWork,
         if account is None:
             raise NotFound(f"no account {external_id!r}", code="account_not_found")
         return uow.signals.for_account(account.id)
+
+
+def remove_accounts(uow: UnitOfWork, external_ids: Sequence[str]) -> Removed:
+    """Remove these accounts and everything of theirs (usage, signals, contacts, threads,
+    messages, escalations, calls, plan history, their outbox jobs), in one transaction; ids
+    with no account are skipped. What each table lost, by name. The audit trail stays: it is
+    append-only. For the demo's reset (devtools.demo.reset): no API offers it."""
+
+    def attempt() -> Removed:
+        with uow:
+            # Locked first, in id order (core/locking.py): nothing writes to them meanwhile.
+            terms = uow.accounts.lock_usage_terms(external_ids)
+            removed = uow.accounts.remove(sorted(t.id for t in terms.values()))
+            uow.commit()
+            return removed
+
+    return retrying(attempt)

@@ -87,3 +87,16 @@ def load(runtime, *, only_missing: bool = False) -> int:
                               _events(account.external_id, usage, now), now, runtime.settings)
         loaded += 1
     return loaded
+
+
+def ids() -> list[str]:
+    """The demo accounts' external ids."""
+    return [account.external_id for account, _, _ in ACCOUNTS]
+
+
+def reset(runtime) -> tuple[dict[str, int], int]:
+    """The demo from scratch: remove the demo accounts and everything of theirs, then load them
+    again as of now, so their crossings happen again and their openings go out anew. Other
+    accounts are not touched. Returns what was removed (per table) and how many were loaded."""
+    removed = services.remove_accounts(runtime.uow(), ids())
+    return removed, load(runtime)

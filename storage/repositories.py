@@ -12,7 +12,7 @@ from typing import Any, NamedTuple, TypedDict, TypeVar
 from typing import cast as typing_cast
 
 from sqlalchemy import (JSON, ColumnElement, Connection, CursorResult, Executable, Row, Select,
-                        Text, any_, bindparam, case, cast, column, delete, func, insert, select)
+                        Text, any_, bindparam, case, cast, column, delete, func, insert, or_, select)
 from sqlalchemy import update as sa_update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -22,12 +22,14 @@ from sqlalchemy.orm import InstrumentedAttribute, Session, selectinload
 from sqlalchemy.sql.dml import ReturningInsert
 
 from core.accounts import Account, Contact, Health, StoredAccount
-from core.ports import PlanHistoryEntry, SignalDecision, UsageTerms
+from core.ports import (DailyUsage, PlanHistoryEntry, Removed, SignalDecision, UsageHistory,
+                        UsageTerms)
 from core.thresholds import Crossing
 from core.usage import GAUGES, WINDOW, UsageEvent, UsageMatrix
-from storage.models import (AccountRow, Base, ContactRow, PlanHistoryRow,
-                            SignalRow, ThresholdStateRow, UsageDailyRow, UsageEventRow,
-                            UsageGaugeRow)
+from storage.models import (AccountRow, Base, CallRow, ConsentEventRow, ContactRow,
+                            EscalationRow, MessageRow, OutboxRow, PlanChangeRow, PlanHistoryRow,
+                            SignalRow, ThreadRow, ThresholdStateRow, UsageDailyRow,
+                            UsageEventRow, UsageGaugeRow)
 
 CONTACT_FIELDS = ("name", "role", "phone", "whatsapp", "web_user_id", "email")
 
@@ -160,6 +162,60 @@ class SqlAccountRepository:
             select(PlanHistoryRow).where(PlanHistoryRow.account_id == account_id)
             .order_by(PlanHistoryRow.at, PlanHistoryRow.id)).scalars()
         return [PlanHistoryEntry(r.from_plan, r.to_plan, r.at, r.source) for r in rows]
+
+    def count(self) -> int:
+        return self.session.execute(select(func.count()).select_from(AccountRow)).scalar_one()
+
+    def remove(self, account_ids: Sequence[int]) -> Removed:
+        """Delete these accounts and everything of theirs, table by table (children first, so
+        the counts are what each table lost, whatever the foreign keys cascade): their usage,
+        thresholds, signals, contacts and consent, threads and messages (a contact's too when
+        no thread holds it), plan changes and history, escalations, calls, and the outbox jobs
+        that name one of those (by the ids their payloads carry). The audit trail is left
+        alone: it is append-only."""
+        ids = list(account_ids)
+        if not ids:
+            return {}
+        s = self.session
+
+        def of(key: InstrumentedAttribute[int], where: ColumnElement[bool]) -> list[int]:
+            return list(s.scalars(select(key).where(where)))
+
+        contacts = of(ContactRow.id, ContactRow.account_id.in_(ids))
+        threads = of(ThreadRow.id, ThreadRow.account_id.in_(ids))
+        messages = of(MessageRow.id, or_(MessageRow.thread_id.in_(threads),
+                                         MessageRow.contact_id.in_(contacts)))
+        calls = of(CallRow.id, CallRow.account_id.in_(ids))
+        escalations = of(EscalationRow.id, EscalationRow.account_id.in_(ids))
+        externals = list(s.scalars(select(AccountRow.external_id).where(AccountRow.id.in_(ids))))
+        payload = OutboxRow.payload
+        theirs = [payload["account"].as_string().in_(externals)]
+        for key, values in (("message_id", messages), ("call_id", calls),
+                            ("escalation_id", escalations)):
+            if values:
+                theirs.append(payload[key].as_integer().in_(values))
+        removed: Removed = {}
+
+        def drop(name: str, model: type[Base], where: ColumnElement[bool]) -> None:
+            result = s.connection().execute(delete(model).where(where))
+            removed[name] = removed.get(name, 0) + result.rowcount
+
+        drop("outbox jobs", OutboxRow, or_(*theirs))
+        drop("messages", MessageRow, MessageRow.id.in_(messages))
+        drop("calls", CallRow, CallRow.id.in_(calls))
+        drop("escalations", EscalationRow, EscalationRow.id.in_(escalations))
+        drop("signals", SignalRow, SignalRow.account_id.in_(ids))
+        drop("plan history", PlanHistoryRow, PlanHistoryRow.account_id.in_(ids))
+        drop("plan changes", PlanChangeRow, PlanChangeRow.account_id.in_(ids))
+        drop("threads", ThreadRow, ThreadRow.id.in_(threads))
+        drop("consent events", ConsentEventRow, ConsentEventRow.contact_id.in_(contacts))
+        drop("contacts", ContactRow, ContactRow.id.in_(contacts))
+        drop("threshold states", ThresholdStateRow, ThresholdStateRow.account_id.in_(ids))
+        drop("usage events", UsageEventRow, UsageEventRow.account_id.in_(ids))
+        drop("usage rollups", UsageDailyRow, UsageDailyRow.account_id.in_(ids))
+        drop("usage rollups", UsageGaugeRow, UsageGaugeRow.account_id.in_(ids))
+        drop("accounts", AccountRow, AccountRow.id.in_(ids))
+        return removed
 
     def save_health(self, account_id: int, health: Health) -> None:
         row = self.session.get(AccountRow, account_id)
@@ -425,6 +481,44 @@ class SqlUsageRepository:
             found.update({a: (int(qty), at) for a, qty, at in self._conn.execute(
                 q.carried_daily, {"ids": rest, "first_day": first_day})})
         return found
+
+
+    def histories(self, after_id: int, limit: int, first_day: date,
+                  last_day: date) -> list[UsageHistory]:
+        """Up to `limit` accounts with ids above `after_id`, in id order, each with its plan
+        history and its daily usage on first_day..last_day (usage_daily), plus, per gauge, the
+        last day before first_day that had a reading. Read-only; one batch at a time, so a
+        replay of every account holds one batch in memory."""
+        s = self.session
+        a, d, h = AccountRow, UsageDailyRow, PlanHistoryRow
+        accounts = s.execute(select(a.id, a.external_id, a.vertical, a.plan, a.plan_since)
+                             .where(a.id > after_id).order_by(a.id).limit(limit)).all()
+        if not accounts:
+            return []
+        ids = [row.id for row in accounts]
+        plans: dict[int, list[PlanHistoryEntry]] = defaultdict(list)
+        for row in s.execute(select(h.account_id, h.from_plan, h.to_plan, h.at, h.source)
+                             .where(h.account_id.in_(ids)).order_by(h.account_id, h.at, h.id)):
+            plans[row.account_id].append(PlanHistoryEntry(row.from_plan, row.to_plan, row.at,
+                                                          row.source))
+        before = (select(d.account_id, d.metric, func.max(d.day).label("day"))
+                  .where(d.account_id.in_(ids), d.metric.in_(GAUGES), d.day < first_day)
+                  .group_by(d.account_id, d.metric).subquery())
+        columns = (d.account_id, d.metric, d.day, d.total, d.max_quantity, d.last_quantity)
+        rows = [*s.execute(select(*columns).join(before, (d.account_id == before.c.account_id)
+                                                 & (d.metric == before.c.metric)
+                                                 & (d.day == before.c.day))),
+                *s.execute(select(*columns).where(d.account_id.in_(ids), d.day >= first_day,
+                                                  d.day <= last_day))]
+        days: dict[int, list[DailyUsage]] = defaultdict(list)
+        for row in rows:
+            days[row.account_id].append(DailyUsage(row.metric, row.day, int(row.total),
+                                                   int(row.max_quantity), int(row.last_quantity)))
+        return [UsageHistory(account_id=row.id, external_id=row.external_id,
+                             vertical=row.vertical, plan=row.plan, plan_since=row.plan_since,
+                             plans=tuple(plans[row.id]),
+                             days=tuple(sorted(days[row.id], key=lambda u: (u.day, u.metric))))
+                for row in accounts]
 
 
 class SqlThresholdStateRepository:

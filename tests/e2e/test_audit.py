@@ -188,7 +188,9 @@ def test_every_command_is_audited_or_says_why_not_and_each_run_leaves_an_event(a
                         f"u1,{ACME},messages,10,{ago(hours=2)}\n")
     arguments = {("usage", "import"): [str(csv_file)],
                  ("audit", "export"): ["--from", "2000-01-01"],
-                 ("contacts", "erase"): [EMAIL]}
+                 ("contacts", "erase"): [EMAIL],
+                 ("thresholds", "dry-run"): ["--catalog", str(ROOT / "core" / "catalog.toml")],
+                 ("demo", "reset"): ["--yes"]}
     runner = app.test_cli_runner()
     walked = set()
     for path, command in _leaves(app.cli):
@@ -210,7 +212,8 @@ def test_every_command_is_audited_or_says_why_not_and_each_run_leaves_an_event(a
             ("cli", audited, "ok", cli_actor()), e
         walked.add(path)
     assert {("db", "upgrade"), ("usage", "import"), ("jobs", "run"), ("init",),
-            ("audit", "export"), ("audit", "verify"), ("contacts", "erase")} <= walked
+            ("audit", "export"), ("audit", "verify"), ("contacts", "erase"),
+            ("thresholds", "dry-run"), ("demo", "reset")} <= walked
     erased = [e for e in events(app) if e["action"] == "contacts.erase"][-1]
     assert erased["object_id"] == pseudonym(EMAIL) and erased["detail"]["addresses_removed"] == 1
 
