@@ -16,6 +16,8 @@ from storage.conversations import (SqlContactRepository, SqlMessageRepository,
                                    SqlPlanChangeRepository, SqlThreadRepository)
 from storage.calls import SqlCallRepository
 from storage.escalations import SqlEscalationRepository
+from storage.operators import SqlOperatorRepository
+from storage.reads import SqlAccountReads
 from storage.delivery import SqlOutboxRepository
 from storage.repositories import (SqlAccountRepository, SqlSignalRepository,
                                   SqlThresholdStateRepository, SqlUsageRepository)
@@ -97,6 +99,8 @@ class SqlUnitOfWork(UnitOfWork):
         self.jobs = SqlJobQueue(session)
         self.outbox = SqlOutboxRepository(session)
         self.calls = SqlCallRepository(session)
+        self.operators = SqlOperatorRepository(session)
+        self.reads = SqlAccountReads(session)
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
