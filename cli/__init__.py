@@ -31,6 +31,7 @@ from storage.scheduler_lock import SchedulerLock
 from web.http import runtime
 from web.logs import describe
 from cli.audit import audit_cli, audited_command
+from cli.operators import operators_cli
 from cli.audit import note as audit_note
 from core.audit import pseudonym
 
@@ -46,6 +47,7 @@ def register(app: Flask) -> None:
     app.cli.add_command(jobs_cli)
     app.cli.add_command(scheduler_cli)
     app.cli.add_command(audit_cli)
+    app.cli.add_command(operators_cli)
 
 
 
