@@ -423,6 +423,10 @@ def first_operator(app: Flask) -> bool:
     from web.passwords import WerkzeugHasher, generate_password
 
     rt: Runtime = app.extensions["upgrade_chat"]
+    if migrate.current_revision(rt.engine) != migrate.head_revision():
+        log.warning("console: no first operator yet (the schema is behind): run `flask --app "
+                    "app db upgrade`, then `flask --app app init`")
+        return False
     path = Path(app.instance_path) / FIRST_OPERATOR_PASSWORD_FILE
     password = generate_password()
     made = operators.create_first_operator(rt.uow(), WerkzeugHasher(),

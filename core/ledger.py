@@ -14,8 +14,10 @@ from core.accounts import StoredAccount
 from core.errors import NotFound
 from core.ports import UnitOfWork
 
-# The order of entries that happened at the same instant: a crossing, then what it caused.
-TYPES = ("crossing", "message", "escalation", "call", "plan_change", "consent")
+# The order of entries stored at the same instant (a frozen clock, one request doing several
+# things): the account's plan and its contacts' consent first (they decide a crossing), then the
+# crossing, then what it caused.
+TYPES = ("plan_change", "consent", "crossing", "message", "escalation", "call")
 
 
 @dataclass(frozen=True)
