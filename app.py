@@ -121,9 +121,15 @@ DEFAULTS: dict[str, Any] = {
     "MESSAGE_RETENTION_DAYS": 365,
     # Metrics: days after a crossing within which a move up counts as its conversion (§8)
     "METRICS_CONVERSION_DAYS": 30,
+    # The key that signs the operator console's session cookie; default: generated once by the
+    # start step into instance/secret_key (requests only read it).
+    "SECRET_KEY": None,
+    # The console's session cookie is Secure unless the service is a sandbox on plain-http
+    # loopback (channels/console.py, cookie_secure); true or false forces it.
+    "CONSOLE_COOKIE_SECURE": None,
     "CLOCK": None,  # tests only: a callable returning an aware datetime
 }
-BOOL_KEYS = ("DEMO", "AUTO_MIGRATE", "LOG_EXCEPTION_DETAILS")
+BOOL_KEYS = ("DEMO", "AUTO_MIGRATE", "LOG_EXCEPTION_DETAILS", "CONSOLE_COOKIE_SECURE")
 INT_KEYS = ("METRICS_CONVERSION_DAYS", "HEALTH_ESCALATIONS_RED_ABOVE", "PORT", "MAX_CONTENT_LENGTH")
 TRUE, FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 MAX_RETENTION_DAYS = 36_500  # a hundred years; more would overflow the dates it is taken from
@@ -144,6 +150,7 @@ class Runtime:
     catalog: Catalog
     engine: Engine
     api_key: ApiKey  # .read() in requests; created only by the start step
+    session_key: ApiKey  # the console's session key (SECRET_KEY, or instance/secret_key)
     phone_region: str
     health_bounds: HealthBounds
     settings: Settings = field(default_factory=Settings)  # guardrails, business, billing, channels
@@ -306,6 +313,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         catalog=load_catalog(app.config["CATALOG_PATH"]),
         engine=engine,
         api_key=_api_key(app, url),
+        session_key=ApiKey(app.config["SECRET_KEY"], Path(app.instance_path) / "secret_key",
+                           setting="SECRET_KEY"),
         phone_region=app.config["DEFAULT_PHONE_REGION"],
         health_bounds=HealthBounds(
             csat_below=_decimal(app, "HEALTH_CSAT_RED_BELOW"),
@@ -381,9 +390,11 @@ def start(app: Flask, *, demo: bool) -> tuple[str, int]:
     SandboxSecretsUnavailable for a secrets file that cannot be made or read."""
     rt: Runtime = app.extensions["upgrade_chat"]
     key = rt.api_key.create()
+    rt.session_key.create()
     if rt.sandbox_secrets is not None:
         rt.sandbox_secrets.load()
     prepare_database(app)
+    first_operator(app)
     loaded = 0
     if demo:
         from devtools import demo as demo_data
@@ -392,6 +403,46 @@ def start(app: Flask, *, demo: bool) -> tuple[str, int]:
         if loaded:
             log.info("demo data: loaded %d accounts", loaded)
     return key, loaded
+
+
+FIRST_OPERATOR_EMAIL = "admin@localhost.localdomain"
+FIRST_OPERATOR_PASSWORD_FILE = "console_admin_password"
+
+
+def first_operator(app: Flask) -> bool:
+    """The start step's console admin, made only when there is no operator at all: its password
+    is generated and written once, 0600, to instance/console_admin_password (never printed or
+    logged). True when it made one."""
+    from core import operators
+    from web.passwords import WerkzeugHasher, generate_password
+
+    rt: Runtime = app.extensions["upgrade_chat"]
+    if migrate.current_revision(rt.engine) != migrate.head_revision():
+        log.warning("console: no first operator yet (the schema is behind): run `flask --app "
+                    "app db upgrade`, then `flask --app app init`")
+        return False
+    path = Path(app.instance_path) / FIRST_OPERATOR_PASSWORD_FILE
+    password = generate_password()
+    made = operators.create_first_operator(rt.uow(), WerkzeugHasher(),
+                                           email=FIRST_OPERATOR_EMAIL, name="Administrator",
+                                           password=password, now=rt.now())
+    if made is None:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)  # an old file names a password no operator has any more
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(f"{FIRST_OPERATOR_EMAIL}\n{password}\n")
+    log.info("console: the first operator was made; its password is in %s", path)
+    return True
+
+
+def console_sign_in(app: Flask, base: str) -> str:
+    """How to sign in to the console, as the banner says it."""
+    path = Path(app.instance_path) / FIRST_OPERATOR_PASSWORD_FILE
+    where = (f"email {FIRST_OPERATOR_EMAIL}, password in {path}" if path.exists() else
+             "as an operator (`flask --app app operators create`)")
+    return f"{base}/console   ({where})"
 
 
 def sandbox_links(app: Flask, base: str) -> list[tuple[str, str]]:
@@ -458,6 +509,8 @@ def init_command(demo: bool | None) -> None:
     if load_demo:
         click.echo(f"demo    : {loaded} accounts loaded" if loaded else
                    "demo    : the demo accounts are there already")
+    console_base = f"http://127.0.0.1:{app.config['PORT']}"
+    click.echo(f"console : {console_sign_in(app, console_base)}")
     links = sandbox_links(app, f"http://127.0.0.1:{app.config['PORT']}")
     if links:
         click.echo("sandbox : open on this machine (each link signs this browser in; the pages "
@@ -548,7 +601,9 @@ Upgrade Chat is running (embedded mode).
   Database : {app.config['DATABASE_URL']}
   API      : {base}/api/v1   (OpenAPI: {base}/api/v1/openapi.json)
   API key  : {key}
-{links}  Try      : curl -H 'Authorization: Bearer {key}' {base}/api/v1/accounts/acme-clinic/case
+  Console  : {console_sign_in(app, base)}
+{links}  Index    : {base}/
+  Try      : curl -H 'Authorization: Bearer {key}' {base}/api/v1/accounts/acme-clinic/case
 """)
     _start_background_jobs(app)
     app.run(host=host, port=port, threaded=True)

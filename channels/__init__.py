@@ -38,10 +38,10 @@ class Channel:
 
 def modules() -> tuple[Channel, ...]:
     """Every channel, in the order the app registers them."""
-    from channels import api, slack, twilio_messaging, twilio_voice, webchat
+    from channels import api, console, slack, twilio_messaging, twilio_voice, webchat
 
     return (webchat.CHANNEL, twilio_messaging.CHANNEL, twilio_voice.CHANNEL, api.CHANNEL,
-            slack.CHANNEL)
+            slack.CHANNEL, console.CHANNEL)
 
 
 def registered() -> Channels:

@@ -19,18 +19,18 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from channels import Channel, Installed
-from core import erasure, handlers, services
+from core import erasure, handlers, ledger, listing, services
 from core.accounts import Contact
 from core.usage import UsageEvent
 from core.errors import DomainError, Malformed, NotFound
-from core.ports import Conflict, StorageBusy
+from core.ports import AccountFilter, Conflict, StorageBusy
 from web.api_key import ApiKeyUnavailable
 from web.audit import audited, not_audited, note, set_actor
 from web.http import error, runtime
 from web.inputs import (check_id, json_body, parse_decimal, parse_events, parse_time,
                              refuse_nul, require)
-from web.serialize import (account_json, case_json, erasure_json, plan_history_json,
-                           signal_json, thread_json)
+from web.serialize import (account_json, account_page_json, case_json, erasure_json,
+                           ledger_json, plan_history_json, signal_json, thread_json)
 from web.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -111,6 +111,41 @@ def _contacts(raw) -> tuple[Contact, ...]:
             whatsapp=require(c, "whatsapp", str, path, required=False),
         ))
     return tuple(out)
+
+
+def whole_number(name: str, default: int) -> int:
+    """A query parameter that must be a whole number (400 otherwise)."""
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 9:
+        raise Malformed(f"{name}: expected a whole number, got {raw!r}", field=name)
+    return int(raw)
+
+
+def account_filter(args) -> AccountFilter:
+    """The listing's filters from a query string (the API's and the console's)."""
+    return AccountFilter(plan=args.get("plan"), vertical=args.get("vertical"),
+                         state=args.get("state"), q=args.get("q"))
+
+
+@bp.get("/accounts")
+@api_audited("accounts.list", "accounts")
+def list_accounts():
+    """The accounts, paged and filtered (core.listing)."""
+    rt = runtime()
+    page = listing.list_accounts(rt.uow(read_only=True), rt.catalog, account_filter(request.args),
+                                 page=whole_number("page", 1),
+                                 per_page=whole_number("per_page", listing.DEFAULT_PER_PAGE))
+    note(results=len(page.items), total=page.total)
+    return jsonify(account_page_json(page, rt.health_bounds))
+
+
+@bp.get("/accounts/<external_id>/ledger")
+@api_audited("ledger.read", "account", param="external_id")
+def get_ledger(external_id: str):
+    """Why the account was prompted, or not: everything that happened to it, in time order."""
+    return jsonify(ledger_json(ledger.account_ledger(runtime().uow(read_only=True), external_id)))
 
 
 @bp.put("/accounts/<external_id>")

@@ -34,6 +34,7 @@ from web.catalog_file import load_catalog
 from web.http import runtime
 from web.logs import describe
 from cli.audit import audit_cli, audited_command
+from cli.operators import operators_cli
 from cli.audit import note as audit_note
 from core.audit import pseudonym
 
@@ -50,6 +51,7 @@ def register(app: Flask) -> None:
     app.cli.add_command(scheduler_cli)
     app.cli.add_command(audit_cli)
     app.cli.add_command(thresholds_cli)
+    app.cli.add_command(operators_cli)
 
 
 

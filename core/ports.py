@@ -540,6 +540,96 @@ class InboundSpool(Protocol):
     def forget(self, addresses: Collection[str]) -> int: ...
 
 
+@dataclass(frozen=True)
+class OperatorView:
+    """A console operator as stored (core.operators); `password_hash` never leaves the core."""
+
+    id: int
+    email: str
+    name: str
+    role: str  # admin | csm
+    password_hash: str
+    created_at: datetime
+    last_sign_in_at: datetime | None
+    disabled: bool
+
+
+class Throttle(NamedTuple):
+    """Failed sign-ins of one key since `window_start`, and until when the key is refused."""
+
+    failures: int
+    window_start: datetime
+    locked_until: datetime | None
+
+
+class OperatorRepository(Protocol):
+    """Operators and the sign-in throttle (storage.operators)."""
+
+    def by_email(self, email: str) -> OperatorView | None: ...
+    def get(self, operator_id: int) -> OperatorView | None: ...
+    def all(self) -> list[OperatorView]: ...
+    def count(self) -> int: ...
+    def add(self, *, email: str, name: str, password_hash: str, role: str,
+            now: datetime) -> OperatorView: ...
+    def set_password(self, operator_id: int, password_hash: str) -> None: ...
+    def set_disabled(self, operator_id: int, disabled: bool) -> None: ...
+    def signed_in(self, operator_id: int, now: datetime) -> None: ...
+    def throttle(self, key: str) -> Throttle | None: ...
+    def save_throttle(self, key: str, throttle: Throttle | None) -> None: ...
+
+
+class PasswordHasher(Protocol):
+    """Salted, slow password hashing (web.passwords: werkzeug's scrypt), handed to the core."""
+
+    def hash(self, password: str) -> str: ...
+    def verify(self, hashed: str, password: str) -> bool: ...
+
+
+@dataclass(frozen=True)
+class AccountFilter:
+    """Which accounts a listing shows: each given field must match (`state`: the live thread's,
+    or "none" for no live thread; `q`: a case-insensitive part of the external id or name)."""
+
+    plan: str | None = None
+    vertical: str | None = None
+    state: str | None = None
+    q: str | None = None
+
+
+@dataclass(frozen=True)
+class AccountSummary:
+    """One account in a listing: its fields, health and live thread (None: no live thread)."""
+
+    external_id: str
+    name: str
+    plan: str
+    vertical: str
+    timezone: str
+    health: Health
+    live_thread: ThreadView | None
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class ConsentEventView:
+    contact_id: int
+    action: str  # grant | revoke
+    channel: str
+    source: str
+    at: datetime
+
+
+class AccountReads(Protocol):
+    """Read models over many accounts, and one account's whole history (storage.reads)."""
+
+    def page(self, filters: AccountFilter, offset: int,
+             limit: int) -> tuple[int, list[AccountSummary]]: ...
+    def counts(self) -> tuple[dict[str, int], dict[str, int]]: ...
+    def messages_of_account(self, account_id: int) -> list[MessageView]: ...
+    def calls_of_account(self, account_id: int) -> list[CallView]: ...
+    def consent_of_account(self, account_id: int) -> list[ConsentEventView]: ...
+
+
 class UnitOfWork(Protocol):
     """One transaction: rolls back on leaving unless `commit()` was called."""
 
@@ -556,6 +646,8 @@ class UnitOfWork(Protocol):
     outbox: OutboxRepository
     calls: CallRepository
     metrics: MetricsRepository
+    operators: OperatorRepository
+    reads: AccountReads
 
     def __enter__(self) -> UnitOfWork: ...
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

@@ -410,3 +410,31 @@ class AuditEventRow(Base):
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
 
+
+
+class OperatorRow(Base):
+    """A person who signs in to the operator console (core.operators): an admin, or a csm who
+    may only read. The password is kept as a salted hash (web.passwords), never as written."""
+
+    __tablename__ = "operators"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)  # kept lower-case
+    name: Mapped[str] = mapped_column(String(200))
+    password_hash: Mapped[str] = mapped_column(String(300))
+    role: Mapped[str] = mapped_column(String(10))  # admin | csm
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_sign_in_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    disabled: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
+
+
+class SignInThrottleRow(Base):
+    """Failed sign-ins per key (an email's digest, a peer address), counted in a window: past a
+    few, sign-ins for that key are refused until `locked_until` (core.operators)."""
+
+    __tablename__ = "sign_in_throttle"
+
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer)
+    window_start: Mapped[datetime] = mapped_column(UTCDateTime)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)

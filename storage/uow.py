@@ -17,6 +17,8 @@ from storage.conversations import (SqlContactRepository, SqlMessageRepository,
 from storage.calls import SqlCallRepository
 from storage.metrics import SqlMetricsRepository
 from storage.escalations import SqlEscalationRepository
+from storage.operators import SqlOperatorRepository
+from storage.reads import SqlAccountReads
 from storage.delivery import SqlOutboxRepository
 from storage.repositories import (SqlAccountRepository, SqlSignalRepository,
                                   SqlThresholdStateRepository, SqlUsageRepository)
@@ -99,6 +101,8 @@ class SqlUnitOfWork(UnitOfWork):
         self.outbox = SqlOutboxRepository(session)
         self.calls = SqlCallRepository(session)
         self.metrics = SqlMetricsRepository(session)
+        self.operators = SqlOperatorRepository(session)
+        self.reads = SqlAccountReads(session)
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

@@ -23,7 +23,9 @@ class ApiKeyUnavailable(Exception):
 class ApiKey:
     """`configured` (blank counts as not set: never an empty key), else the key in `path`."""
 
-    def __init__(self, configured: str | None, path: Path | None) -> None:
+    def __init__(self, configured: str | None, path: Path | None, *,
+                 setting: str = "API_KEY") -> None:
+        self.setting = setting  # the console's session key uses this class too (SECRET_KEY)
         self.configured = str(configured or "").strip() or None
         if self.configured is None and path is None:
             raise ValueError("an API key needs a configured value or a file")
@@ -40,15 +42,18 @@ class ApiKey:
             try:
                 text = self.path.read_text(encoding="utf-8").strip()
             except FileNotFoundError:
-                raise ApiKeyUnavailable(f"{self.path} does not exist: {INIT_HINT}") from None
+                raise ApiKeyUnavailable(f"{self.path} does not exist: {self._hint()}") from None
             except OSError as exc:
                 raise ApiKeyUnavailable(f"{self.path}: cannot read it ({exc.strerror})") from None
             if not text:
                 raise ApiKeyUnavailable(f"{self.path} is empty: delete it and run `flask --app "
                                         f"app init` (a new key is generated), or set "
-                                        f"UPGRADE_CHAT_API_KEY")
+                                        f"UPGRADE_CHAT_{self.setting}")
             self._from_file = text
         return self._from_file
+
+    def _hint(self) -> str:
+        return INIT_HINT.replace("UPGRADE_CHAT_API_KEY", f"UPGRADE_CHAT_{self.setting}")
 
     def create(self) -> str:
         """The start step's half: the key, generated into the file first when there is none.
@@ -60,10 +65,10 @@ class ApiKey:
             return self.configured
         assert self.path is not None
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".api_key.", dir=self.path.parent)  # mode 0600
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)  # mode 0600
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(secrets.token_urlsafe(24) + "\n")
+                f.write(secrets.token_urlsafe(32 if self.setting != "API_KEY" else 24) + "\n")
                 f.flush()
                 os.fsync(f.fileno())
             try:

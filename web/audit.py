@@ -113,7 +113,9 @@ def _record(response: Response) -> Response:
         at=rt.now(), actor=noted.get("actor") or g.get("audit_actor") or "unknown",
         source=spec.source, address=request.remote_addr, action=noted.get("action", spec.action),
         object_type=noted.get("object_type", spec.object_type), object_id=object_id,
-        outcome=Outcome.of_status(response.status_code),
+        # A surface may say more than the status can: the console's redirect to its sign-in
+        # page is a denial, though a 302.
+        outcome=g.get("audit_outcome") or Outcome.of_status(response.status_code),
         detail={"method": request.method, "status": response.status_code,
                 **g.get("audit_detail", {})})
     try:

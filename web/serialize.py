@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from decimal import Decimal
 from typing import Any
 
 from core.accounts import Account, HealthBounds
@@ -12,6 +13,9 @@ from core.conversation import LIVE
 from core.experiment import Lift
 from core.framing import opening_message
 from core.metrics import Figures, Opportunity, Report
+from core.ledger import Ledger
+from core.listing import AccountPage
+from core.ports import AccountSummary
 from core.money import money_str
 from core.pricing import Cost
 from core.thresholds import Crossing
@@ -305,3 +309,41 @@ def figure_rows(f: Figures) -> list[list[str]]:
     for name, g in f.groups.items():
         result += rows(name, g)
     return result
+
+
+def _plain(value: Any, metric: Any = None) -> Any:
+    """A ledger field as JSON: times in ISO 8601 UTC; a crossing's figures as its signal shows
+    them (money for a cost, else a whole number)."""
+    if isinstance(value, datetime):
+        return iso(value)
+    if isinstance(value, Decimal):
+        return money_str(value) if metric == "cost" else str(int(value))
+    return value
+
+
+def account_summary_json(item: AccountSummary, bounds: HealthBounds = HealthBounds()) -> dict[str, Any]:
+    t = item.live_thread
+    return {
+        "external_id": item.external_id,
+        "name": item.name,
+        "plan": item.plan,
+        "vertical": item.vertical,
+        "timezone": item.timezone,
+        "health": "red" if item.health.is_red(bounds) else "green",
+        "thread": None if t is None else {"id": t.id, "state": t.state,
+                                          "target_plan": t.target_plan},
+        "updated_at": iso(item.updated_at),
+    }
+
+
+def account_page_json(page: AccountPage, bounds: HealthBounds = HealthBounds()) -> dict[str, Any]:
+    return {"accounts": [account_summary_json(a, bounds) for a in page.items],
+            "total": page.total, "page": page.page, "per_page": page.per_page,
+            "next_page": page.next_page}
+
+
+def ledger_json(ledger: Ledger) -> dict[str, Any]:
+    return {"account": ledger.account.external_id,
+            "entries": [{"at": iso(e.at), "type": e.type,
+                         **{k: _plain(v, e.fields.get("metric")) for k, v in e.fields.items()}}
+                        for e in ledger.entries]}

@@ -990,7 +990,7 @@ def test_messages_that_age_out_of_the_window_rearm_the_threshold(api, clock):
 # --- routes and HTTP errors -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", ["/api/v1/nope", "/api/v1/accounts", "/api/v1/accounts/a/b/c",
+@pytest.mark.parametrize("path", ["/api/v1/nope", "/api/v1/account", "/api/v1/accounts/a/b/c",
                                   "/api/v2/accounts/x"])
 def test_unknown_route_under_the_api_is_a_404_json_error(api, path):
     response = api.client.get(path, headers=api.headers)

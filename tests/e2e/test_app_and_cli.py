@@ -253,7 +253,8 @@ def test_start_steps_running_at_once_share_one_whole_key(tmp_path, clock):
     keys = [key for key, _ in at_once(8, apps.pop, worker)]
     assert len(set(keys)) == 1 and len(keys[0]) >= 24
     # no temp file left; the sandbox's secrets (tested below) made once beside the key
-    assert sorted(p.name for p in (tmp_path / "inst").iterdir()) == ["api_key", "sandbox_secrets"]
+    assert sorted(p.name for p in (tmp_path / "inst").iterdir()) == \
+        ["api_key", "sandbox_secrets", "secret_key"]
 
 
 # --- the sandbox's generated secrets: one set per instance folder (web/sandbox_secrets.py) -------
@@ -361,7 +362,8 @@ def test_init_sets_up_an_embedded_service_once_and_prints_its_key(tmp_path, cloc
     assert f"API key : {key}" in first.output and "demo    : 6 accounts loaded" in first.output
     assert "up to date" in first.output
     assert sorted(p.name for p in (tmp_path / "inst").iterdir() if not p.name.endswith(
-        ("-wal", "-shm"))) == ["api_key", "sandbox_secrets", "upgrade_chat.sqlite3"]
+        ("-wal", "-shm"))) == ["api_key", "console_admin_password", "sandbox_secrets",
+                               "secret_key", "upgrade_chat.sqlite3"]
     token = sandbox_secrets_of(app)["LOCAL_TOKEN"]
     assert f"Phone    : http://127.0.0.1:5000/sandbox/phone?token={token}" in first.output
     again = runner.invoke(args=["init", "--demo"])

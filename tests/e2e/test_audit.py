@@ -109,7 +109,9 @@ def test_every_route_is_audited_or_says_why_not_and_each_request_leaves_one_even
         assert e["detail"]["status"] == r.status_code and e["detail"]["method"] == method
         walked.add(spec.action)
     assert {"account.read", "account.write", "usage.write", "conversation.relay",
-            "slack.request", "sandbox_phone.read", "demo.sign_in"} <= walked
+            "slack.request", "sandbox_phone.read", "demo.sign_in", "console.home",
+            "console.accounts", "console.account", "console.sign_in", "accounts.list",
+            "ledger.read"} <= walked
 
 
 def test_a_read_and_a_change_name_who_what_and_how_it_ended(app, api):
@@ -190,7 +192,12 @@ def test_every_command_is_audited_or_says_why_not_and_each_run_leaves_an_event(a
                  ("audit", "export"): ["--from", "2000-01-01"],
                  ("contacts", "erase"): [EMAIL],
                  ("thresholds", "dry-run"): ["--catalog", str(ROOT / "core" / "catalog.toml")],
-                 ("demo", "reset"): ["--yes"]}
+                 ("demo", "reset"): ["--yes"],
+                 ("operators", "create"): ["--email", "ops@walk-co.example", "--name", "Ops",
+                                           "--generate"],
+                 ("operators", "reset-password"): ["--email", "ops@walk-co.example",
+                                                   "--generate"],
+                 ("operators", "disable"): ["--email", "ops@walk-co.example"]}
     runner = app.test_cli_runner()
     walked = set()
     for path, command in _leaves(app.cli):
@@ -213,7 +220,9 @@ def test_every_command_is_audited_or_says_why_not_and_each_run_leaves_an_event(a
         walked.add(path)
     assert {("db", "upgrade"), ("usage", "import"), ("jobs", "run"), ("init",),
             ("audit", "export"), ("audit", "verify"), ("contacts", "erase"),
-            ("thresholds", "dry-run"), ("demo", "reset")} <= walked
+            ("thresholds", "dry-run"), ("demo", "reset"),
+            ("operators", "create"), ("operators", "list"), ("operators", "reset-password"),
+            ("operators", "disable")} <= walked
     erased = [e for e in events(app) if e["action"] == "contacts.erase"][-1]
     assert erased["object_id"] == pseudonym(EMAIL) and erased["detail"]["addresses_removed"] == 1
 
