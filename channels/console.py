@@ -32,9 +32,9 @@ from flask import (Blueprint, Flask, Response, abort, current_app, g, redirect, 
                    request, session, url_for)
 from flask.sessions import SecureCookieSessionInterface
 
-from channels import Channel, Installed
+from channels import Channel, Installed, console_figures
 from channels.api import account_filter
-from core import handlers, ledger, listing, operators, services
+from core import handlers, ledger, listing, metrics, operators, services
 from core.audit import Outcome, pseudonym
 from core.errors import DomainError, NotFound
 from web.api_key import ApiKeyUnavailable
@@ -253,8 +253,38 @@ def sign_out():
 @bp.get("")
 @console_audited("console.home", "accounts")
 def home():
-    counts = listing.account_counts(runtime().uow(read_only=True))
-    return _page("home.html", counts=counts, states=listing.STATES)
+    rt = runtime()
+    counts = listing.account_counts(rt.uow(read_only=True))
+    window = _window(rt.now())
+    try:
+        figures = metrics.figures(rt.uow(read_only=True), rt.catalog, rt.settings.policy,
+                                  window["start"], window["end"], rt.now(), by=window["by"],
+                                  conversion_days=int(current_app.config.get(
+                                      "METRICS_CONVERSION_DAYS") or metrics.CONVERSION_DAYS))
+        shown, problem = console_figures.render(figures), None
+    except DomainError as exc:
+        shown, problem = None, exc.message
+    return _page("home.html", counts=counts, states=listing.STATES, figures=shown,
+                 problem=problem, window=window, breakdowns=metrics.BY)
+
+
+def _window(now: datetime) -> dict[str, Any]:
+    """The figures' window from the page's form: days as YYYY-MM-DD (UTC), the last 90 days up
+    to today by default, and a breakdown."""
+    today = now.astimezone(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+
+    def day(name: str, default: datetime) -> datetime:
+        value = request.args.get(name, "")
+        try:
+            return datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=timezone.utc)
+        except ValueError:
+            return default
+
+    end = day("to", today + timedelta(days=1))
+    start = day("from", end - timedelta(days=90))
+    by = request.args.get("by") or None
+    return {"start": start, "end": end, "by": by if by in metrics.BY else None,
+            "from_text": start.date().isoformat(), "to_text": end.date().isoformat()}
 
 
 @bp.get("/accounts")

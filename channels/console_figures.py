@@ -20,7 +20,6 @@ from core.money import dollars
 
 BAR = "#4f46e5"
 MUTED = "#9ca3af"
-GOOD, BAD = "#059669", "#dc2626"
 
 
 def _pct(value: float | None, places: int = 1) -> str:
@@ -40,9 +39,8 @@ def _duration(seconds: float | None) -> str:
 
 
 def _card(title: str, value: str, detail: str, status: str | None = None) -> str:
-    mark = {"good": f' style="border-top:3px solid {GOOD}"',
-            "bad": f' style="border-top:3px solid {BAD}"'}.get(status or "", "")
-    return (f'<div class="figure"{mark}><div class="title">{escape(title)}</div>'
+    mark = f" {status}" if status in ("good", "bad") else ""
+    return (f'<div class="figure{mark}"><div class="title">{escape(title)}</div>'
             f'<div class="value">{escape(value)}</div>'
             f'<div class="detail">{escape(detail)}</div></div>')
 
@@ -167,20 +165,8 @@ def _breakdown(f: Figures) -> str:
     return f'<table class="breakdown">{head}{body}</table>'
 
 
-STYLE = """<style>
- #figures .figures{display:grid;grid-template-columns:repeat(auto-fill,minmax(210px,1fr));gap:12px}
- #figures .figure{background:#fff;border:1px solid #e5e7eb;border-radius:8px;padding:12px}
- #figures .figure .title{color:#555;font-size:12px;text-transform:uppercase;letter-spacing:.03em}
- #figures .figure .value{font-size:26px;font-weight:700;margin:4px 0}
- #figures .figure .detail{color:#555;font-size:12px}
- #figures .charts{display:grid;grid-template-columns:repeat(auto-fill,minmax(420px,1fr));gap:12px;margin-top:12px}
- #figures .panel{background:#fff;border:1px solid #e5e7eb;border-radius:8px;padding:12px}
- #figures .panel h3{margin:0 0 8px;font-size:14px}
- #figures svg.chart{width:100%;height:auto} #figures .label{font:12px system-ui,sans-serif;fill:#333}
- #figures .muted{color:#777;font-size:12px} #figures .srm{color:#b91c1c;font-weight:600}
- #figures table.breakdown{border-collapse:collapse;width:100%;font-size:13px;margin-top:12px;background:#fff}
- #figures table.breakdown td,#figures table.breakdown th{border:1px solid #e5e7eb;padding:4px 8px;text-align:left}
-</style>"""
+# The styles are the console's stylesheet's (channels/static/console.css): its
+# Content-Security-Policy allows no inline style.
 
 
 def render(f: Figures) -> Markup:
@@ -197,7 +183,7 @@ def render(f: Figures) -> Markup:
               f'{r.end:%b %d, %Y}; conversions within {r.conversion_days} days; treatment vs the '
               f'control cohort (intention to treat).</p>')
     return Markup(
-        STYLE + window + srm + f'<div class="figures">{_cards(r)}</div><div class="charts">'
+        window + srm + f'<div class="tiles">{_cards(r)}</div><div class="charts">'
         f'<div class="panel"><h3>Funnel by arm</h3>{_funnel(r)}</div>'
         f'<div class="panel"><h3>Lift over control (points, 95% interval)</h3>'
         f'{_interval(r.lift)}</div>'

@@ -1,6 +1,7 @@
 """The operator console in a real headless Chromium: sign in, the account list, a search, an
 account page with its ledger. With UPGRADE_CHAT_SCREENSHOTS=1 the README's screenshots
-(docs/img/console-accounts.png, docs/img/console-account.png) are refreshed."""
+(docs/img/console-accounts.png, docs/img/console-account.png, docs/img/console-figures.png)
+are refreshed."""
 
 from __future__ import annotations
 
@@ -51,3 +52,22 @@ def test_an_operator_signs_in_searches_and_reads_an_account_and_its_ledger(make_
         ledger = page.locator("#ledger").inner_text()
         assert "prompted" in ledger and "crossing" in ledger and "message" in ledger
         page.screenshot(path=str(shots / "console-account.png"), full_page=True)
+        # The program's figures on the home page are the API's
+        page.goto(base + "/console")
+        figures = page.locator("#figures")
+        api = app.test_client().get("/api/v1/metrics", headers={
+            "Authorization": f"Bearer {rt.api_key.read()}"}).get_json()
+        shown = figures.locator(".figure").first.inner_text()
+        assert "cross-to-upgrade rate" in shown.lower()  # (the title is shown in capitals)
+        assert f"treatment {api['converted']['treatment']}/{api['opportunities']['treatment']}" \
+            in shown
+        assert "too few opportunities" in figures.inner_text()
+        assert figures.locator("svg.chart").count() == 4
+        page.screenshot(path=str(shots / "console-figures.png"), full_page=True)
+        page.select_option("select[name=by]", "vertical")
+        page.click("form.window button")
+        page.wait_for_url("**by=vertical**")
+        rows = figures.locator("table.breakdown tr")
+        assert rows.count() == 1 + len(app.test_client().get(
+            "/api/v1/metrics?by=vertical",
+            headers={"Authorization": f"Bearer {rt.api_key.read()}"}).get_json()["groups"])
