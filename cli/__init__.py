@@ -46,6 +46,9 @@ def register(app: Flask) -> None:
     app.cli.add_command(jobs_cli)
     app.cli.add_command(scheduler_cli)
     app.cli.add_command(audit_cli)
+    from cli.simulate import simulate_cli
+
+    app.cli.add_command(simulate_cli)
 
 
 
