@@ -22,6 +22,7 @@ from typing import Any
 
 import click
 from flask import current_app
+from flask.cli import with_appcontext
 from sqlalchemy.engine import make_url
 
 from cli.audit import audited_command
@@ -53,6 +54,7 @@ OFF = ("TWILIO_ACCOUNT_SID", "SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_C
               help="Also write the report as JSON here.")
 @click.option("--database-url", help="An empty database to run in (default: a SQLite file in a "
                                      "temp folder, removed at the end).")
+@with_appcontext
 @audited_command("simulation.run", "simulation", lambda kw: f"seed {kw['seed']}")
 def simulate_cli(accounts: int, days: int, true_lift: float, seed: int, control_share: str,
                  report_path: Path | None, database_url: str | None) -> None:

@@ -188,7 +188,8 @@ def test_every_command_is_audited_or_says_why_not_and_each_run_leaves_an_event(a
                         f"u1,{ACME},messages,10,{ago(hours=2)}\n")
     arguments = {("usage", "import"): [str(csv_file)],
                  ("audit", "export"): ["--from", "2000-01-01"],
-                 ("contacts", "erase"): [EMAIL]}
+                 ("contacts", "erase"): [EMAIL],
+                 ("simulate",): ["--accounts", "10", "--days", "3"]}
     runner = app.test_cli_runner()
     walked = set()
     for path, command in _leaves(app.cli):
