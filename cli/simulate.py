@@ -82,13 +82,18 @@ def run(params: simulation.Params, database_url: str | None = None, *,
     folder = Path(tempfile.mkdtemp(prefix="upgrade-chat-sim-",
                                    dir=shm if shm.is_dir() and database_url is None else None))
     url = database_url or f"sqlite:///{folder / 'simulation.sqlite3'}"
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.WARNING)  # the service's INFO lines, a thousand a day: not here
+    # The service's INFO lines (a thousand a simulated day) and the sandbox CSM lane's
+    # escalation notices (WARNING, for an operator to see): not here. Errors still show.
+    quiet = {logging.getLogger(): logging.WARNING, logging.getLogger("channels.slack"):
+             logging.ERROR}
+    levels = {logger: logger.level for logger in quiet}
+    for logger, level in quiet.items():
+        logger.setLevel(level)
     try:
         return _run(params, url, folder, database_url, factory, progress)
     finally:
-        root.setLevel(level)
+        for logger, level in levels.items():
+            logger.setLevel(level)
         shutil.rmtree(folder, ignore_errors=True)
 
 
