@@ -138,3 +138,19 @@ def test_a_database_with_a_schema_is_refused(operator, tmp_path):
     result = operator.test_cli_runner().invoke(args=["simulate", "--accounts", "5", "--days",
                                                      "2", "--database-url", url])
     assert result.exit_code != 0 and "runs only in an empty database" in result.output
+
+
+def test_the_benchmark_runs_seeds_and_counts_the_covering_intervals():
+    """bench/simulation.py in a tiny size: the figures are meaningless, the script must work."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, str(root / "bench" / "simulation.py"), "--accounts",
+                           "40", "--days", "10", "--seeds", "2"], capture_output=True, text=True,
+                          cwd=root, timeout=300)
+    assert "covered the true lift: 0/2" in done.stdout, done.stdout + done.stderr
+    assert "time per run" in done.stdout
+    assert len([line for line in done.stdout.splitlines() if line[:4].strip() in ("1", "2")]) \
+        == 2
