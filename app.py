@@ -331,6 +331,9 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     if app.config["SANDBOX"]:
         runtime.sandbox_secrets = SandboxSecrets(Path(app.instance_path) / SANDBOX_SECRETS_FILE)
     app.extensions["upgrade_chat"] = runtime
+    # The factory itself, for a command that runs a second app of its own (`simulate`: its own
+    # clock and database); nothing may import this module, so it is handed over.
+    app.extensions["upgrade_chat_factory"] = create_app
 
     senders: dict[str, Any] = {}
     message_senders: dict[str, Any] = {}

@@ -52,6 +52,9 @@ def register(app: Flask) -> None:
     app.cli.add_command(audit_cli)
     app.cli.add_command(thresholds_cli)
     app.cli.add_command(operators_cli)
+    from cli.simulate import simulate_cli
+
+    app.cli.add_command(simulate_cli)
 
 
 

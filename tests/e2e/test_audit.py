@@ -197,7 +197,8 @@ def test_every_command_is_audited_or_says_why_not_and_each_run_leaves_an_event(a
                                            "--generate"],
                  ("operators", "reset-password"): ["--email", "ops@walk-co.example",
                                                    "--generate"],
-                 ("operators", "disable"): ["--email", "ops@walk-co.example"]}
+                 ("operators", "disable"): ["--email", "ops@walk-co.example"],
+                 ("simulate",): ["--accounts", "10", "--days", "3"]}
     runner = app.test_cli_runner()
     walked = set()
     for path, command in _leaves(app.cli):
