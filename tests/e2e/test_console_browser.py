@@ -1,6 +1,6 @@
 """The operator console in a real headless Chromium: sign in, the account list, a search, an
 account page with its ledger. With UPGRADE_CHAT_SCREENSHOTS=1 the README's screenshots
-(docs/img/console-accounts.png, docs/img/console-account.png, docs/img/console-figures.png)
+(docs/img/console-accounts.png, docs/img/console-account.png, docs/img/console-home.png)
 are refreshed."""
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def test_an_operator_signs_in_searches_and_reads_an_account_and_its_ledger(make_
             in shown
         assert "too few opportunities" in figures.inner_text()
         assert figures.locator("svg.chart").count() == 4
-        page.screenshot(path=str(shots / "console-figures.png"), full_page=True)
+        page.screenshot(path=str(shots / "console-home.png"), full_page=True)
         page.select_option("select[name=by]", "vertical")
         page.click("form.window button")
         page.wait_for_url("**by=vertical**")
