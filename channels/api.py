@@ -133,6 +133,9 @@ def account_filter(args) -> AccountFilter:
 @api_audited("accounts.list", "accounts")
 def list_accounts():
     """The accounts, paged and filtered (core.listing)."""
+    if request.args.get("state") == "":  # (the console drops an empty filter; a caller must not)
+        raise DomainError("state: one of awaiting_confirmation, offered, open, none",
+                          code="invalid_state", field="state")
     rt = runtime()
     page = listing.list_accounts(rt.uow(read_only=True), rt.catalog, account_filter(request.args),
                                  page=whole_number("page", 1),

@@ -96,6 +96,7 @@ def test_the_listing_pages_filters_and_searches_as_documented(api, spec, registr
     ("per_page=201", 422, "invalid_page"), ("per_page=0", 422, "invalid_page"),
     ("page=0", 422, "invalid_page"), ("page=two", 400, "malformed"),
     ("plan=platinum", 422, "unknown_plan"), ("state=declined", 422, "invalid_state"),
+    ("state=", 422, "invalid_state"),
     ("q=" + "x" * 201, 422, "too_long")])
 def test_bad_listing_parameters_are_documented_json_errors(api, spec, registry, query, status,
                                                           code):
