@@ -28,6 +28,7 @@ from web.serialize import OPPORTUNITY_COLUMNS, figure_rows, figures_json, opport
 
 DEFAULT_DAYS = 90
 MAX_DAYS = 3 * 366
+FIRST_YEAR, LAST_YEAR = 1970, 9000
 
 
 def _day(name: str) -> datetime | None:
@@ -39,6 +40,9 @@ def _day(name: str) -> datetime | None:
     except ValueError:
         raise DomainError(f"{name}: a date as YYYY-MM-DD, got {value[:40]!r}",
                           code="invalid_date", field=name) from None
+    if not FIRST_YEAR <= day.year <= LAST_YEAR:  # (a window reaching before year 1 overflowed)
+        raise DomainError(f"{name}: a date from {FIRST_YEAR} to {LAST_YEAR}, got {value!r}",
+                          code="invalid_date", field=name)
     return day.replace(tzinfo=timezone.utc)
 
 

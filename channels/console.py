@@ -276,9 +276,10 @@ def _window(now: datetime) -> dict[str, Any]:
     def day(name: str, default: datetime) -> datetime:
         value = request.args.get(name, "")
         try:
-            return datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=timezone.utc)
+            day = datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=timezone.utc)
         except ValueError:
             return default
+        return day if 1970 <= day.year <= 9000 else default  # the API's bounds
 
     end = day("to", today + timedelta(days=1))
     start = day("from", end - timedelta(days=90))

@@ -122,7 +122,7 @@ def test_a_window_before_the_crossings_is_empty_and_bad_windows_are_refused(api,
     m = api.get("/metrics?from=2026-10-01&to=2026-11-01").get_json()
     assert m["opportunities"] == {"treatment": 0, "control": 0}
     assert m["cross_to_upgrade_rate"] == {"treatment": None, "control": None, "target": 0.25}
-    for query, code in (("from=2026-13-01", "invalid_date"),
+    for query, code in (("from=2026-13-01", "invalid_date"), ("to=0001-01-01", "invalid_date"),
                         ("from=2026-12-01&to=2026-11-01", "invalid_window"),
                         ("by=colour", "invalid_breakdown"),
                         ("conversion_days=0", "invalid_conversion_days")):
