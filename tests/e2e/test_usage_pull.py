@@ -251,3 +251,27 @@ def test_a_bad_sources_file_is_refused_at_start_naming_file_key_and_expectation(
 def test_a_missing_sources_file_is_refused_at_start(tmp_path):
     with pytest.raises(ConfigError, match="a readable TOML file"):
         create_app({"USAGE_SOURCES": str(tmp_path / "none.toml"), "API_KEY": API_KEY})
+
+
+def test_the_readme_demo_pull_on_the_embedded_default(make_app, tmp_path, monkeypatch):
+    """README, "Pulling usage from your database": the script, then `usage pull` with the
+    example file, from the checkout (its instance/ here is the test's folder)."""
+    import importlib.util
+    from datetime import datetime, timezone
+
+    root = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("demo_usage_source",
+                                                  root / "scripts" / "demo_usage_source.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    monkeypatch.chdir(tmp_path)  # the example's URL is relative: instance/demo_usage_source...
+    app = make_app(DEMO=True, CLOCK=lambda: datetime.now(timezone.utc),
+                   USAGE_SOURCES=str(root / "usage_sources.example.toml"))
+    script.main(script.DEFAULT)
+    first = pull(app)
+    assert first.exit_code == 0, first.output
+    assert "demo: 3 rows read, 3 ingested, 0 duplicates, 1 thresholds crossed; cursor 3" \
+        in first.output
+    assert "demo: 0 rows read" in pull(app).output
+    script.main(script.DEFAULT)
+    assert "demo: 3 rows read, 3 ingested" in pull(app).output
