@@ -55,6 +55,8 @@ from cli.audit import audited_command, record as record_command
 from core.audit import Outcome
 from web import audit, logs
 from web.catalog_file import DEFAULT_CATALOG, load_catalog
+from web.usage_sources_file import load_sources
+from core.usage_sources import SourcesError, UsageSource
 from web.audit import not_audited
 from web.api_key import ApiKey, ApiKeyUnavailable
 from web.sandbox_secrets import FILE_NAME as SANDBOX_SECRETS_FILE
@@ -75,6 +77,9 @@ DEFAULTS: dict[str, Any] = {
     "INSTANCE_PATH": None,  # default: Flask's (instance/ beside app.py in a checkout)
     "API_KEY": None,  # default on SQLite: generated once by the start step, in instance/api_key
     "CATALOG_PATH": None,  # default: core/catalog.toml
+    # Pull mode: a TOML file of usage sources (databases the scheduler reads usage from, cli/
+    # pull.py; usage_sources.example.toml); none: usage arrives by the API and CSV only.
+    "USAGE_SOURCES": None,
     # Both apply to the explicit start step (scripts/serve, `flask --app app init`), never to
     # create_app. DEMO: load the demo accounts; default on for scripts/serve on SQLite, else off.
     "DEMO": None,
@@ -174,6 +179,9 @@ class Runtime:
 
     # Which configuration this process runs (config_fingerprint): every CLI audit event says it.
     config_fingerprint: str = ""
+
+    # Pull mode's sources by name (USAGE_SOURCES), validated at start-up; empty: none.
+    usage_sources: dict[str, UsageSource] = field(default_factory=dict)
 
     # The outbox (webhooks, CSM notices, SMS and WhatsApp): run by the scheduler, never in a
     # request.
@@ -326,6 +334,10 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         if app.config["MESSAGE_RETENTION_DAYS"] else None,
     )
     runtime.settings = _settings(app, runtime.health_bounds)
+    try:
+        runtime.usage_sources = load_sources(app.config["USAGE_SOURCES"])
+    except SourcesError as exc:
+        raise ConfigError(f"{ENV_PREFIX}USAGE_SOURCES: {exc}") from None
     runtime.config_fingerprint = config_fingerprint(app.config)
     runtime.prepare_database = partial(prepare_database, app)
     if app.config["SANDBOX"]:

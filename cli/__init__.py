@@ -194,6 +194,42 @@ def _import_batch(rt, path: Path, rows: list[dict], lines: list[int]) -> tuple[i
     return result.accepted, result.duplicates, len(result.crossings)
 
 
+@usage_cli.command("pull", help="Pull usage from the sources of the USAGE_SOURCES file, each "
+                                "from its saved cursor, through the same ingestion as the API "
+                                "(ids <source>:<id>). A source that fails is reported with the "
+                                "row and the reason; its cursor stays before that row, the "
+                                "others go on, and the command exits non-zero.")
+@click.option("--source", "name", default=None, metavar="NAME", help="Only this source.")
+@audited_command("usage.pull", "source", lambda kw: kw["name"] or "all")
+def usage_pull(name: str | None) -> None:
+    from cli.pull import pull_source
+
+    rt = runtime()
+    sources = rt.usage_sources
+    if not sources:
+        click.echo("no usage sources: set USAGE_SOURCES (UPGRADE_CHAT_USAGE_SOURCES) to a "
+                   "sources file (see usage_sources.example.toml)")
+        return
+    if name is not None and name not in sources:
+        raise click.ClickException(f"no source {name!r} in {current_app.config['USAGE_SOURCES']}"
+                                   f"; it has {', '.join(sources)}")
+    rt.prepare_database()
+    reports = []
+    for source in ([sources[name]] if name else sources.values()):
+        with click.progressbar(length=0, label=f"pulling {source.name}", show_pos=True,
+                               file=sys.stderr) as bar:
+            def total(n: int, bar=bar) -> None:
+                bar.length = n
+            reports.append(pull_source(rt, source, on_total=total, progress=bar.update))
+        click.echo(reports[-1].line())
+    audit_note(sources=len(reports), ingested=sum(r.ingested for r in reports),
+               failed=sum(1 for r in reports if r.error))
+    failed = [r.source for r in reports if r.error]
+    if failed:
+        raise click.ClickException(f"usage pull failed for {', '.join(failed)}; the other "
+                                   f"sources were pulled")
+
+
 @click.group("contacts", cls=AppGroup, help="Contacts: erasing a buyer's personal data.")
 def contacts_cli() -> None:
     pass
@@ -251,7 +287,11 @@ OUTBOX_BATCHES = 2  # claims a pass makes at most (while they come back full)
 def run_jobs(rt) -> str:
     """One pass of every periodic job; what the scheduler runs. The inbound spool first: its
     replies are queued, and go out with the outbox below in the same pass."""
+    from cli.pull import pull_due
+
     spool = replay_spool(rt, Spool.for_app(current_app))
+    # The sources that are due (USAGE_SOURCES): their crossings' openings go out below.
+    pulled = pull_due(rt)
     stats = None
     if rt.dispatcher:
         for _ in range(OUTBOX_BATCHES):
@@ -271,7 +311,8 @@ def run_jobs(rt) -> str:
     spooled = f"spool: {spool.replayed} replayed" + (
         f", {spool.failed_left} waiting" if spool.failed_left else "") + (
         f", {spool.rejected} set aside" if spool.rejected else "")
-    return (f"{spooled}; outbox: {outbox}; plan changes applied: {applied}; "
+    return ((f"{pulled}; " if pulled else "") +
+            f"{spooled}; outbox: {outbox}; plan changes applied: {applied}; "
             f"threads expired: {expired}; bodies purged: {'off' if purged is None else purged}")
 
 

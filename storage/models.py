@@ -438,3 +438,15 @@ class SignInThrottleRow(Base):
     failures: Mapped[int] = mapped_column(Integer)
     window_start: Mapped[datetime] = mapped_column(UTCDateTime)
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class UsageSourceCursorRow(Base):
+    """Pull mode (cli/pull.py): per usage source, the cursor value of the last row ingested (as
+    text), when it was last pulled and what stopped that pull, if anything."""
+
+    __tablename__ = "usage_source_cursors"
+
+    source: Mapped[str] = mapped_column(String(60), primary_key=True)
+    cursor: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)

@@ -101,8 +101,10 @@ def test_the_purity_check_catches_a_clock_read():
 # The audit trail too: an event is written in a transaction of its own, after the request's
 # (a denial or a failure is recorded though the request's own work rolled back).
 # And the scheduler's lock: a session-level lock on a connection of its own, held while it runs.
+# And pull mode's source reader (the operator's database, not ours) with its cursor table, which
+# is written right after a page's unit of work commits (cli/pull.py).
 SESSION_HOMES = {"storage/uow.py", "storage/outbox.py", "storage/migrate.py", "storage/audit.py",
-                 "storage/scheduler_lock.py"}
+                 "storage/scheduler_lock.py", "storage/usage_sources.py"}
 SESSION_CALLS = {"Session", "sessionmaker", "begin", "connect", "begin_nested"}
 
 
