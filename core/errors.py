@@ -28,8 +28,9 @@ class NotFound(DomainError):
     code = "not_found"
 
 
-class CatalogError(Exception):
-    """A catalog file that cannot be used: names the file, the key and what was expected."""
+class ConfigFileError(Exception):
+    """A configuration file that cannot be used: names the file, the key and what was
+    expected (and what was found)."""
 
     def __init__(self, source: str, key: str, expected: str, got: object = None) -> None:
         self.source, self.key, self.expected = source, key, expected
@@ -37,3 +38,7 @@ class CatalogError(Exception):
         if got is not None:
             detail += f", got {got!r}"
         super().__init__(detail)
+
+
+class CatalogError(ConfigFileError):
+    """A catalog file that cannot be used."""

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Mapping
 
+from core.errors import ConfigFileError
+
 NAME = re.compile(r"^[A-Za-z0-9_-]{1,60}$")
 COLUMN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 EVERY = re.compile(r"^\s*([0-9]{1,6})\s*([smh])\s*$")
@@ -26,15 +28,8 @@ UNITS = {"s": 1, "m": 60, "h": 3600}
 KEYS = ("url", "query", "cursor", "every", "start")
 
 
-class SourcesError(Exception):
+class SourcesError(ConfigFileError):
     """A usage sources file that cannot be used: names the file, the key and what was expected."""
-
-    def __init__(self, source: str, key: str, expected: str, got: object = None) -> None:
-        self.source, self.key, self.expected = source, key, expected
-        detail = f"{source}: key '{key}': expected {expected}"
-        if got is not None:
-            detail += f", got {got!r}"
-        super().__init__(detail)
 
 
 @dataclass(frozen=True)
