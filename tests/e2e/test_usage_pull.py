@@ -5,7 +5,7 @@ crossed, nothing twice, a bad row stops its source before it, the other sources 
 from __future__ import annotations
 
 import sqlite3
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -194,6 +194,59 @@ def test_a_postgresql_source_table(make_app, tmp_path, pg_admin_url):
     second = pull(app)
     assert "product: 1 rows read, 1 ingested" in second.output and cursor(app, "product") == "3"
     engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_source_that_goes_away_mid_pull_keeps_the_pages_recorded_and_resumes_after_them(
+        make_app, tmp_path, pg_admin_url):
+    from cli.pull import pull_source
+
+    def product(rows):
+        url = postgres.create_database(pg_admin_url, "usage_source_gone")
+        engine = create_engine(url)
+        with engine.begin() as conn:
+            conn.execute(text("CREATE TABLE usage_log (id bigint PRIMARY KEY, account text, "
+                              "metric text, quantity numeric, at timestamptz)"))
+            for i in rows:
+                conn.execute(text("INSERT INTO usage_log VALUES (:i, 'acme', 'messages', 100, "
+                                  "now() - make_interval(hours => 10 - :i))"), {"i": i})
+        engine.dispose()
+        return url
+
+    url = product(range(1, 6))
+    app = pulling(make_app, tmp_path, product=url)
+    app.extensions["upgrade_chat"].clock = lambda: datetime.now(timezone.utc)
+    pages = []
+
+    def drop_after_first_page(n):  # the product's database goes away between two pages
+        pages.append(n)
+        if len(pages) == 1:
+            admin = create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
+            with admin.connect() as conn:
+                conn.execute(text('DROP DATABASE "usage_source_gone" WITH (FORCE)'))
+            admin.dispose()
+
+    with app.app_context():
+        rt = app.extensions["upgrade_chat"]
+        report = pull_source(rt, rt.usage_sources["product"], page_size=2,
+                             progress=drop_after_first_page)
+    assert (report.read, report.ingested, report.cursor) == (2, 2, "2")
+    assert report.error and report.error.startswith("cannot read the source")
+    assert cursor(app, "product") == "2"  # not past what was not ingested
+    engine = app.extensions["upgrade_chat"].engine
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT last_error FROM usage_source_cursors")).scalar_one()
+
+    product(range(1, 6))  # back, with the same rows: the pull goes on after row 2
+    result = pull(app)
+    assert result.exit_code == 0, result.output
+    assert "product: 3 rows read, 3 ingested, 0 duplicates" in result.output
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*), sum(quantity) FROM usage_events")).one() \
+            == (5, 500)
+        assert conn.execute(text("SELECT last_error FROM usage_source_cursors")).scalar_one() \
+            is None
+    postgres.create_database(pg_admin_url, "usage_source_gone")
 
 
 def test_the_scheduler_pass_pulls_each_source_when_it_is_due(make_app, tmp_path, acme, clock):
