@@ -249,6 +249,35 @@ def test_a_source_that_goes_away_mid_pull_keeps_the_pages_recorded_and_resumes_a
     postgres.create_database(pg_admin_url, "usage_source_gone")
 
 
+@pytest.mark.postgres
+def test_a_timestamp_cursor_on_a_postgresql_source(make_app, tmp_path, pg_admin_url):
+    url = postgres.create_database(pg_admin_url, "usage_source_stamps")
+    engine = create_engine(url)
+    with engine.begin() as conn:  # no integer id: the event time is the cursor
+        conn.execute(text("CREATE TABLE usage_log (uuid text PRIMARY KEY, account text, "
+                          "metric text, quantity numeric, at timestamptz)"))
+        conn.execute(text("INSERT INTO usage_log VALUES ('a', 'acme', 'messages', 100, "
+                          "now() - interval '3 hours'), ('b', 'acme', 'messages', 100, "
+                          "now() - interval '2 hours')"))
+    path = tmp_path / "stamps.toml"
+    path.write_text(f'[sources.product]\nurl = "{url}"\n'
+                    'query = "SELECT uuid AS id, account, metric, quantity, at FROM usage_log '
+                    'WHERE at > CAST(:cursor AS timestamptz)"\n'
+                    'cursor = "at"\nevery = "5m"\nstart = "1970-01-01T00:00:00+00:00"\n')
+    app = make_app(USAGE_SOURCES=str(path), CONTROL_SHARE="0")
+    assert Api(app.test_client()).put("/accounts/acme", json=account(name="Acme")) \
+        .status_code == 201
+    app.extensions["upgrade_chat"].clock = lambda: datetime.now(timezone.utc)
+    assert "product: 2 rows read, 2 ingested" in pull(app).output
+    saved = cursor(app, "product")
+    assert datetime.fromisoformat(saved) > datetime.now(timezone.utc) - timedelta(hours=3)
+    assert "product: 0 rows read" in pull(app).output  # the saved time reads back as a time
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO usage_log VALUES ('c', 'acme', 'messages', 100, now())"))
+    assert "product: 1 rows read, 1 ingested" in pull(app).output
+    engine.dispose()
+
+
 def test_the_scheduler_pass_pulls_each_source_when_it_is_due(make_app, tmp_path, acme, clock):
     app = pulling(make_app, tmp_path, product=f"sqlite:///{acme}")
     rt = app.extensions["upgrade_chat"]
