@@ -11,6 +11,13 @@ A PostgreSQL session lock lasts only as long as its connection: a server restart
 connection releases it on the server, silently, and another scheduler may take it at once. So
 `try_acquire` (every tick) asks the held connection whether the lock is still its own, and when
 the connection is gone takes the lock again on a new one, or reports it taken by someone else.
+
+A network that goes silent (a host that vanishes, a partition) closes nothing: by default the
+server keeps the dead session, and its lock, for the operating system's two-hour keepalive, and
+the holder's check would wait as long. So the lock's connection is its own (not the pool's), with
+TCP keepalives and a user timeout on both ends (`LINK_TIMEOUTS`): about a minute after the link
+goes silent, the server drops the session (a standby scheduler takes the lock) and the holder's
+check fails (it stops running work and waits for the lock again).
 """
 
 from __future__ import annotations
@@ -19,8 +26,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.pool import NullPool
 
 try:  # POSIX
     import fcntl
@@ -34,6 +42,14 @@ SCHEDULER_LOCK = 0x73636864  # "schd"
 _STILL_HELD = text("SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' "
                    "AND pid = pg_backend_pid() AND granted AND objsubid = 1 "
                    "AND ((classid::bigint << 32) | objid::bigint) = :k)")
+# A silent link is given up after ~60 s: idle 30 s, then 3 probes 10 s apart; data unacknowledged
+# for 60 s also ends it. libpq's names for the client end, the server's settings for its end.
+LINK_TIMEOUTS = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
+                 "keepalives_count": 3, "tcp_user_timeout": 60_000}
+_SERVER_TIMEOUTS = text("SELECT set_config('tcp_keepalives_idle', '30', false), "
+                        "set_config('tcp_keepalives_interval', '10', false), "
+                        "set_config('tcp_keepalives_count', '3', false), "
+                        "set_config('tcp_user_timeout', '60000', false)")
 
 
 class SchedulerLock:
@@ -44,6 +60,10 @@ class SchedulerLock:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        # Its own connections, opened and closed with the lock, with the link's timeouts.
+        self._lock_engine = (create_engine(engine.url, poolclass=NullPool,
+                                           connect_args=dict(LINK_TIMEOUTS))
+                             if engine.dialect.name == "postgresql" else engine)
         self._conn: Connection | None = None
         self._fd: int | None = None
 
@@ -59,8 +79,9 @@ class SchedulerLock:
                 return True
             self._forget()  # lost with its connection (a restart, a dropped link): take it anew
         if self.engine.dialect.name == "postgresql":
-            conn = self.engine.connect()
+            conn = self._lock_engine.connect()
             try:
+                conn.execute(_SERVER_TIMEOUTS)
                 got = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"),
                                         {"k": SCHEDULER_LOCK}).scalar())
                 conn.commit()  # the lock is the session's; no transaction stays open

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from sqlalchemy import text
 
 from storage.db import make_engine
@@ -75,4 +76,27 @@ def test_the_lock_is_free_again_once_its_holder_releases_it(db_url):
     finally:
         one.release()
         two.release()
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_the_lock_session_gives_up_a_silent_link_within_a_minute_on_both_ends(pg_test_url):
+    """A vanished host keeps no lock for the OS's two hours: the server drops the session and
+    the holder's check fails after ~60 s of silence (keepalives and a user timeout each end)."""
+    engine = make_engine(pg_test_url)
+    lock = SchedulerLock(engine)
+    try:
+        assert lock.try_acquire()
+        conn = lock._conn
+        server = conn.execute(text("SELECT current_setting('tcp_keepalives_idle'), "
+                                   "current_setting('tcp_keepalives_count'), "
+                                   "current_setting('tcp_user_timeout')")).one()
+        assert tuple(server) == ("30", "3", "60000")
+        client = conn.connection.dbapi_connection.info.get_parameters()
+        assert client["keepalives_idle"] == "30" and client["tcp_user_timeout"] == "60000"
+        pooled = engine.connect()  # the service's own pool is left as it was
+        assert pooled.execute(text("SELECT current_setting('tcp_user_timeout')")).scalar() == "0"
+        pooled.close()
+    finally:
+        lock.release()
         engine.dispose()
