@@ -360,7 +360,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
                 raise ConfigError(f"channel {channel.name!r} registers a sender for "
                                   f"{', '.join(taken)}, which another channel sends already")
             theirs.update(mine)
-    senders[MESSAGE_KIND] = MessageJobs(message_senders, runtime.settings.channels)
+    senders[MESSAGE_KIND] = MessageJobs(message_senders, runtime.settings.channels,
+                                        runtime.settings.policy)
     if app.config["BILLING_WEBHOOK_URL"]:
         senders["billing_webhook"] = SignedWebhookSender(
             str(app.config["BILLING_WEBHOOK_URL"]), str(app.config["BILLING_WEBHOOK_SECRET"]),

@@ -41,6 +41,7 @@ from channels.twilio_outbound import SandboxSender  # noqa: E402
 from channels import registered  # noqa: E402
 from channels.twilio_messaging import SMS  # noqa: E402
 from core.delivery import MESSAGE_KIND, RETRY, MessageJobs, queue_message  # noqa: E402
+from core.guardrails import GuardrailPolicy, text_allowed_at  # noqa: E402
 from storage.db import make_engine  # noqa: E402
 from storage.migrate import upgrade  # noqa: E402
 from storage.models import AccountRow, ContactRow, OutboxRow, ThreadRow  # noqa: E402
@@ -63,13 +64,31 @@ class Round:
         return (self.messages + self.jobs) / self.seconds
 
 
+# Numbers in zones spread over the day: a run at any hour texts someone awake, since quiet hours
+# hold for an opening at its send too (core.delivery.verdict).
+AWAKE = (("+1312555{:04d}", "America/Chicago"), ("+44207946{:04d}", "Europe/London"),
+         ("+8131234{:04d}", "Asia/Tokyo"), ("+6129123{:04d}", "Australia/Sydney"))
+
+
+def awake_numbers(now: datetime, hours: int = 2) -> str:
+    """The format of numbers (for `.format(i)`) in a zone where it is day from `now` for
+    `hours` more."""
+    policy = GuardrailPolicy()
+    for pattern, zone in AWAKE:
+        if all(text_allowed_at(t, None, zone, policy) == t
+               for t in (now, now + timedelta(hours=hours))):
+            return pattern
+    return AWAKE[0][0]
+
+
 def seed(engine: Engine, accounts: int, now: datetime, *, first: int = 0,
          plain_jobs: bool = True) -> None:
     """N accounts, each with a contact on SMS, an open thread, a queued opening and reply (each
     with its outbox job, as the use cases queue them), and (`plain_jobs`) a job of the bench
-    kind. Account i (from `first`) is acct-<i>, its contact's phone +1312555<i>, and its messages
-    say "Bench opening <i>" and "Bench reply <i>"."""
+    kind. Account i (from `first`) is acct-<i>, its contact's phone <i> in a zone where it is
+    day (`awake_numbers`), and its messages say "Bench opening <i>" and "Bench reply <i>"."""
     threads = []
+    numbers = awake_numbers(now)
     with Session(engine) as s, s.begin():
         for i in range(first, first + accounts):
             acct = AccountRow(external_id=f"acct-{i:05d}", name=f"Bench {i}", plan="starter",
@@ -79,7 +98,7 @@ def seed(engine: Engine, accounts: int, now: datetime, *, first: int = 0,
             s.add(acct)
             s.flush()
             person = ContactRow(account_id=acct.id, external_id=f"acct-{i:05d}-billing",
-                                position=0, role="billing", phone=f"+1312555{i:04d}")
+                                position=0, role="billing", phone=numbers.format(i))
             s.add(person)
             s.flush()
             thread = ThreadRow(account_id=acct.id, contact_id=person.id, current_plan="starter",

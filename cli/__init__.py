@@ -307,6 +307,8 @@ def run_jobs(rt) -> str:
               f"{stats.cancelled} cancelled"
               + (f", {stats.held} held (the provider refused the account or asked us to "
                  f"wait)" if stats.held else "")
+              + (f", {stats.later} put off to the morning (quiet hours now)"
+                 if stats.later else "")
               ) if stats else "off"
     spooled = f"spool: {spool.replayed} replayed" + (
         f", {spool.failed_left} waiting" if spool.failed_left else "") + (

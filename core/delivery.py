@@ -10,7 +10,11 @@ handler in its transactions, and a channel's sender (channels.twilio_outbound) d
   messages are pulled by the widget's poll (channels.webchat) and get no job.
 - `verdict` is the check at claim time, from the facts as they stand then (consent is checked
   again, not only when the message was queued): send, to which number and whether inside the
-  WhatsApp window, or settle (cancelled or failed, and why).
+  WhatsApp window, or settle (cancelled or failed, and why), or not yet: a message of ours the
+  buyer did not ask for (an opening, the text after a missed call) on a phone channel that came
+  due in the recipient's quiet hours — a send retried or held past 20:00, a provider outage
+  that ended at night — waits for the next allowed minute (`Later`), as it was deferred when
+  it was queued. Replies answer what the buyer just wrote, and go out when they are due.
 - `MessageJobs` is the outbox's handler of "message" jobs: prepare (facts, then the verdict),
   send (the channel's `MessageSender`), record (the outcome on the message row).
 - `message_sent` and `carrier_opt_out` are the use cases an outcome runs, inside the
@@ -29,7 +33,8 @@ from core.channels import Capabilities, Channels, Delivery
 from core.consent import revoke_consent
 from core.conversation import LIVE, ThreadEvent, ThreadState, transition
 from core.locking import lock_account
-from core.jobs import (CANCELLED, FAILED, SENT, Backoff, JobResult, OutboxJob,
+from core.guardrails import GuardrailPolicy, text_allowed_at
+from core.jobs import (CANCELLED, FAILED, SENT, Backoff, JobResult, Later, OutboxJob,
                        RecipientOptedOut, Settle)
 from core.ports import MessageFacts, UnitOfWork
 
@@ -37,6 +42,8 @@ log = logging.getLogger(__name__)
 
 MESSAGE_KIND = "message"  # the outbox job kind
 QUEUED = "queued"
+# Messages we send on our own, not in answer to the buyer: quiet hours hold at the send too.
+UNASKED = frozenset({"opening", "call_missed"})
 # A free-form WhatsApp message sent after the window closed fails for good (Twilio 63016), a
 # template inside the window is fine: so a channel's session window counts as closed a little
 # early, to cover the time between the claim and the send.
@@ -122,9 +129,11 @@ def in_window(facts: MessageFacts, channel: Capabilities, now: datetime) -> bool
     return last is not None and now - last < channel.session_window - WINDOW_MARGIN
 
 
-def verdict(facts: MessageFacts, channel: Capabilities | None, now: datetime) -> Send | Settle:
+def verdict(facts: MessageFacts, channel: Capabilities | None, now: datetime,
+            policy: GuardrailPolicy | None = None) -> Send | Settle | Later:
     """Whether a claimed message may go out now, from its facts as they stand and what its
-    channel declares: a prompt queued before a STOP is cancelled, never sent."""
+    channel declares: a prompt queued before a STOP is cancelled, never sent; with `policy`, a
+    message of ours (UNASKED) to a phone waits while it is quiet hours where the buyer is."""
     if facts.status != QUEUED:  # a reply carried the opening, or the thread expired
         return Settle(CANCELLED, f"nothing to send: the message is {facts.status}")
     if facts.contact_id is None:
@@ -141,6 +150,11 @@ def verdict(facts: MessageFacts, channel: Capabilities | None, now: datetime) ->
     to = address(facts, channel)
     if not to:
         return Settle(FAILED, f"the contact has no number for {facts.channel}")
+    if policy is not None and channel.phone and facts.kind in UNASKED:
+        allowed = text_allowed_at(now, to, facts.timezone or "UTC", policy)
+        if allowed > now:
+            return Later(allowed, f"quiet hours where the recipient is: due again at "
+                                  f"{allowed.isoformat()}")
     return Send(to, in_window(facts, channel, now))
 
 
@@ -156,7 +170,8 @@ class MessageJobs:
     message's channel: `senders` by channel name, or one sender for every pushed channel."""
 
     def __init__(self, senders: MessageSender | Mapping[str, MessageSender],
-                 channels: Channels) -> None:
+                 channels: Channels, policy: GuardrailPolicy | None = None) -> None:
+        self._policy = policy
         if isinstance(senders, Mapping):
             self._senders = dict(senders)
         else:
@@ -164,10 +179,10 @@ class MessageJobs:
         self._channels = channels
 
     def prepare(self, uow: UnitOfWork, jobs: list[OutboxJob],
-                now: datetime) -> dict[int, OutboundMessage | Settle]:
+                now: datetime) -> dict[int, OutboundMessage | Settle | Later]:
         ids = {job.id: _message_id(job) for job in jobs}
         facts = uow.outbox.message_facts([m for m in ids.values() if m is not None])
-        prepared: dict[int, OutboundMessage | Settle] = {}
+        prepared: dict[int, OutboundMessage | Settle | Later] = {}
         for job in jobs:
             message_id = ids[job.id]
             found = facts.get(message_id) if message_id is not None else None
@@ -175,10 +190,10 @@ class MessageJobs:
                 prepared[job.id] = Settle(CANCELLED, "nothing to send: the message is gone") \
                     if message_id is not None else Settle(FAILED, "no message id in the job")
                 continue
-            decided = verdict(found, self._channels.get(found.channel), now)
+            decided = verdict(found, self._channels.get(found.channel), now, self._policy)
             if not isinstance(decided, Settle) and found.channel not in self._senders:
                 decided = Settle(FAILED, f"no sender is registered for {found.channel}")
-            if isinstance(decided, Settle):
+            if isinstance(decided, (Settle, Later)):
                 prepared[job.id] = decided
                 continue
             assert found.contact_id is not None  # the verdict settles a message without one

@@ -227,17 +227,22 @@ def decide(ctx: PromptContext, policy: GuardrailPolicy, now: datetime) -> Decisi
     if ctx.prompts_this_quarter >= policy.prompts_per_quarter:
         return Decision(Outcome.SUPPRESSED, Reason.CAP)
     if ctx.phone_channel:
-        zones = recipient_zones(ctx.phone, ctx.account_timezone)
-        try:
-            allowed_at = next_allowed(now, zones, policy.window_start, policy.window_end)
-        except NoCommonWindow:
-            # A number spread over zones that are never awake together (toll-free, some
-            # country-wide mobile ranges): the account's own zone is the best estimate left.
-            allowed_at = next_allowed(now, (ctx.account_timezone,), policy.window_start,
-                                      policy.window_end)
+        allowed_at = text_allowed_at(now, ctx.phone, ctx.account_timezone, policy)
         if allowed_at > now:
             return Decision(Outcome.DEFERRED, Reason.QUIET_HOURS, allowed_at)
     return Decision(Outcome.PROMPTED, None)
+
+
+def text_allowed_at(now: datetime, phone: str | None, account_timezone: str,
+                    policy: GuardrailPolicy) -> datetime:
+    """The first moment from `now` a prompt may reach `phone`: inside the window in every zone
+    of the number, or, for a number whose zones are never awake together (toll-free, some
+    country-wide mobile ranges), in the account's own zone, the best estimate left."""
+    try:
+        return next_allowed(now, recipient_zones(phone, account_timezone), policy.window_start,
+                            policy.window_end)
+    except NoCommonWindow:
+        return next_allowed(now, (account_timezone,), policy.window_start, policy.window_end)
 
 
 def _as_utc(moment: datetime, name: str) -> datetime:

@@ -131,6 +131,16 @@ class Settle:
 
 
 @dataclass(frozen=True)
+class Later:
+    """A handler's word at claim time that a job must not go out yet: it stays pending, due at
+    `at`, without an attempt, with `reason` as its last error (a text to a phone that came due in
+    the recipient's quiet hours waits for the morning)."""
+
+    at: datetime
+    reason: str
+
+
+@dataclass(frozen=True)
 class JobResult:
     """What became of one claimed job, as its handler's `record` is told.
 

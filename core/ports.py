@@ -423,6 +423,7 @@ class MessageFacts:
     phone: str | None
     whatsapp: str | None
     whatsapp_inbound_at: datetime | None  # the contact's last WhatsApp message (24-hour window)
+    timezone: str | None = None  # the account's: quiet hours where the number names no zone
 
 
 class OutboxRepository(Protocol):

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from core.ports import MessageFacts, ThreadView
 from storage.conversations import _thread
-from storage.models import ContactRow, MessageRow, ThreadRow
+from storage.models import AccountRow, ContactRow, MessageRow, ThreadRow
 
 QUEUED, SENT = "queued", "sent"
 MAX_ERROR_CHARS = 500
@@ -29,14 +29,16 @@ MAX_ERROR_CHARS = 500
 # Built once with named parameters: a statement tree built and hashed per message cost more than
 # the database's work (bench/outbox.py).
 _M, _C, _T = MessageRow.__table__, ContactRow.__table__, ThreadRow.__table__
+_A = AccountRow.__table__
 _FACTS = (
     select(_M.c.id, _M.c.status, _M.c.channel, _M.c.kind, _M.c.body, _M.c.thread_id,
            _T.c.state.label("thread_state"),
            func.coalesce(_T.c.account_id, _C.c.account_id).label("account_id"),
            _C.c.id.label("contact_id"), _C.c.opted_out_at, _C.c.whatsapp_opt_in_at, _C.c.phone,
-           _C.c.whatsapp, _C.c.whatsapp_inbound_at)
+           _C.c.whatsapp, _C.c.whatsapp_inbound_at, _A.c.timezone)
     .select_from(_M.outerjoin(_C, _C.c.id == _M.c.contact_id)
-                 .outerjoin(_T, _T.c.id == _M.c.thread_id))
+                 .outerjoin(_T, _T.c.id == _M.c.thread_id)
+                 .outerjoin(_A, _A.c.id == func.coalesce(_T.c.account_id, _C.c.account_id)))
     .where(_M.c.id.in_(bindparam("ids", expanding=True)), _M.c.direction == "out"))
 _CONTACT_ACCOUNT: Select[tuple[int]] = select(_C.c.account_id).where(_C.c.id == bindparam("row_id"))
 _LOCK_THREAD = select(_T).where(_T.c.id == bindparam("row_id")).with_for_update()
@@ -72,7 +74,8 @@ class SqlOutboxRepository:
             thread_id=r.thread_id, thread_state=r.thread_state, account_id=r.account_id,
             contact_id=r.contact_id, opted_out=r.opted_out_at is not None,
             whatsapp_opt_in_at=r.whatsapp_opt_in_at, phone=r.phone,
-            whatsapp=r.whatsapp, whatsapp_inbound_at=r.whatsapp_inbound_at)
+            whatsapp=r.whatsapp, whatsapp_inbound_at=r.whatsapp_inbound_at,
+            timezone=r.timezone)
             for r in self._run(_FACTS, ids=ids)}
 
     def contact_account(self, contact_id: int) -> int | None:

@@ -65,7 +65,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from core.jobs import (CANCELLED, FAILED, HELD, RETRY, SENT, AccountRefused, Backoff, JobHandler,
-                       JobResult, OutboxJob, PermanentFailure, ProviderBusy, Sender, Settle,
+                       JobResult, Later, OutboxJob, PermanentFailure, ProviderBusy, Sender, Settle,
                        describe)
 from core.ports import UnitOfWork
 from storage.models import OutboxRow
@@ -91,6 +91,8 @@ _LEASE = (update(_JOBS).where(_JOBS.c.id.in_(bindparam("ids", expanding=True)))
           .values(attempts=_JOBS.c.attempts + 1, next_attempt_at=bindparam("lease_until")))
 _END = (update(_JOBS).where(_JOBS.c.id == bindparam("job_id"))
         .values(status=bindparam("new_status"), last_error=bindparam("error")))
+_LATER = (update(_JOBS).where(_JOBS.c.id == bindparam("job_id"))
+          .values(next_attempt_at=bindparam("next_at"), last_error=bindparam("error")))
 _SENT = (update(_JOBS).where(_JOBS.c.id == bindparam("job_id"), _JOBS.c.status != SENT)
          .values(status=SENT, sent_at=bindparam("now")))
 # Only while the claim stands: if the lease ran out and another dispatcher took the job, its
@@ -127,14 +129,16 @@ def enqueue(session: Session, kind: str, key: str, payload: dict[str, Any], now:
 @dataclass
 class DispatchStats:
     """What one `dispatch_due` call did: jobs sent, scheduled for another try, failed for good,
-    cancelled (nothing to send any more), and held (given back untried: the provider refused
-    our account). `claimed` is how many due jobs the claim took, whatever became of them."""
+    cancelled (nothing to send any more), held (given back untried: the provider refused
+    our account), and put off at claim (`Later`: not yet). `claimed` is how many due jobs the
+    claim took, whatever became of them."""
 
     sent: int = 0
     retried: int = 0
     failed: int = 0
     cancelled: int = 0
     held: int = 0
+    later: int = 0  # not yet (quiet hours now): due again later, no attempt counted
     claimed: int = field(default=0, compare=False)  # what was done is compared, not looked at
 
     def __add__(self, other: DispatchStats) -> DispatchStats:
@@ -274,7 +278,11 @@ class OutboxDispatcher:
                     ready = Settle(FAILED, f"gave up after {job.attempts} attempts; no outcome "
                                            "recorded for the last (its dispatcher stopped "
                                            "mid-send)")
-                if isinstance(ready, Settle):
+                if isinstance(ready, Later):  # not yet: due again then, no attempt counted
+                    conn.execute(_LATER, {"job_id": job.id, "next_at": ready.at,
+                                          "error": ready.reason})
+                    stats.later += 1
+                elif isinstance(ready, Settle):
                     conn.execute(_END, {"job_id": job.id, "new_status": ready.status,
                                         "error": ready.reason})
                     self._handler(job.kind).record(

@@ -9,7 +9,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import event, select
@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from channels.twilio_outbound import SandboxSender, TwilioMessagingSender
 from channels import registered
 from core.delivery import MESSAGE_KIND, RETRY, MessageJobs, queue_message
+from core.guardrails import GuardrailPolicy
 from core.jobs import PermanentFailure
 from storage.models import (AccountRow, ConsentEventRow, ContactRow, MessageRow, OutboxRow,
                             ThreadRow)
@@ -56,7 +57,8 @@ def dispatcher(engine, fake, clock):
                                            whatsapp_from=whatsapp_from,
                                            status_callback_url=CALLBACK,
                                            whatsapp_template_sid=template)
-        return OutboxDispatcher(engine, {MESSAGE_KIND: MessageJobs(sender, registered())}, clock, **{
+        jobs = MessageJobs(sender, registered(), GuardrailPolicy())  # as the app wires it
+        return OutboxDispatcher(engine, {MESSAGE_KIND: jobs}, clock, **{
             "max_attempts": RETRY.max_attempts, "base_delay": BASE_DELAY,
             "max_delay": RETRY.max_delay, "lease": LEASE, **settings})
 
@@ -228,6 +230,39 @@ def test_two_server_errors_then_success_send_once_and_the_retries_wait_their_bac
     assert (job(engine, msg_id).status, job(engine, msg_id).attempts) == ("sent", 3)
     clock.now += timedelta(hours=1)
     assert d.dispatch_due() == DispatchStats() and fake.count() == 3
+
+
+def test_an_opening_retried_into_quiet_hours_waits_for_the_morning_without_an_attempt(
+        engine, clock, fake, dispatcher):
+    contact_id, thread_id = seed(engine, state="open")
+    msg_id = queue(engine, contact_id, thread_id, "Growth would save you $30.00.")
+    clock.now = NOW + timedelta(hours=10, minutes=59, seconds=50)  # 19:59:50 in Chicago
+    fake.answer(500)
+    d = dispatcher()
+    assert d.dispatch_due() == DispatchStats(retried=1)
+
+    clock.now += BASE_DELAY  # its retry comes due at 20:00:05: not a time to text anyone
+    assert d.dispatch_due() == DispatchStats(later=1) and fake.count() == 1
+    morning = datetime(2026, 11, 27, 15, 0, tzinfo=timezone.utc)  # 09:00 in Chicago
+    row = job(engine, msg_id)
+    assert (row.status, row.attempts, row.next_attempt_at) == ("pending", 1, morning)
+    assert "quiet hours" in row.last_error
+    assert message(engine, msg_id).status == "queued"
+
+    clock.now = morning - timedelta(seconds=1)
+    assert d.dispatch_due() == DispatchStats() and fake.count() == 1
+    clock.now = morning
+    assert d.dispatch_due() == DispatchStats(sent=1)
+    assert (message(engine, msg_id).status, message(engine, msg_id).attempts) == ("sent", 2)
+    assert thread_state(engine, thread_id) == "offered"
+
+
+def test_a_reply_goes_out_when_it_is_due_even_at_night(engine, clock, fake, dispatcher):
+    """The buyer wrote at 23:00 and is waiting for the answer: quiet hours hold our own texts."""
+    contact_id, thread_id = seed(engine)
+    clock.now = NOW + timedelta(hours=14)  # 23:00 in Chicago
+    queue(engine, contact_id, thread_id, "Growth is $499 a month.", kind="reply")
+    assert dispatcher().dispatch_due() == DispatchStats(sent=1)
 
 
 def test_a_message_that_keeps_failing_fails_for_good_after_max_attempts(
