@@ -23,7 +23,7 @@ from core import erasure, handlers, ledger, listing, services
 from core.accounts import Contact
 from core.usage import UsageEvent
 from core.errors import DomainError, Malformed, NotFound
-from core.ports import AccountFilter, Conflict, StorageBusy
+from core.ports import AccountFilter, Conflict, StorageBusy, StorageUnavailable
 from web.api_key import ApiKeyUnavailable
 from web.audit import audited, not_audited, note, set_actor
 from web.http import error, runtime
@@ -312,6 +312,19 @@ def register_errors(app: Flask) -> None:
     def _conflict(exc: Conflict):
         log.warning("write conflict persisted after retries: %s", exc)
         return error(409, "conflict", "the request kept conflicting with concurrent writes; retry it")
+
+    @app.errorhandler(StorageUnavailable)
+    def _unavailable(exc: StorageUnavailable):
+        # The database, or the read replica the console and the metrics read (a replica that is
+        # down leaves every other route working), cannot be reached: say so, not a 500.
+        log.warning("database unreachable: %s", exc)
+        message = "the database cannot be reached; retry in a moment"
+        if request.path.startswith(("/api/", "/webchat/")):
+            response, status = error(503, "unavailable", message)
+        else:
+            response, status = Response(message, mimetype="text/plain"), 503
+        response.headers["Retry-After"] = "5"
+        return response, status
 
     @app.errorhandler(StorageBusy)
     def _busy(exc: StorageBusy):

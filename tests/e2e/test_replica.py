@@ -223,3 +223,27 @@ def test_the_replica_url_is_kept_out_of_the_config_fingerprint():
     one = config_fingerprint({**base, "DATABASE_REPLICA_URL": "postgresql://u:a@h/d"})
     two = config_fingerprint({**base, "DATABASE_REPLICA_URL": "postgresql://u:b@h/d"})
     assert one == two
+
+
+def test_a_replica_that_cannot_be_reached_is_a_503_on_its_routes_and_nothing_else(
+        make_app, db_url):
+    """Only the lagging reads go to the replica: while it is down they say so (503, Retry-After),
+    and every other route still works on the primary."""
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    backend = "sqlite:////nonexistent-folder/replica.sqlite3" if db_url.startswith("sqlite") \
+        else f"postgresql+psycopg://nobody@127.0.0.1:{port}/replica"
+    app = make_app(DATABASE_REPLICA_URL=backend)
+    try:
+        api = Api(app.test_client())
+        assert api.put("/accounts/written-co", json=account(name="Written Co")).status_code == 201
+        for path in ("/accounts", "/metrics", "/metrics.csv"):
+            r = api.get(path)
+            assert r.status_code == 503 and r.headers["Retry-After"] == "5", (path, r.data)
+            assert r.get_json()["error"]["code"] == "unavailable"
+        assert api.get("/accounts/written-co").status_code == 200  # the primary
+    finally:
+        _disposed(app)
