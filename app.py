@@ -32,7 +32,7 @@ from flask import Flask, current_app, jsonify
 from flask.cli import with_appcontext
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from core.accounts import HealthBounds
 from core.catalog import Catalog
@@ -74,6 +74,10 @@ ENV_PREFIX = "UPGRADE_CHAT_"
 
 DEFAULTS: dict[str, Any] = {
     "DATABASE_URL": None,  # default: SQLite file in the instance folder
+    # A read replica of DATABASE_URL (same kind of database): the console's pages and the
+    # metrics read through it (Runtime.replica_uow); every write and every read that decides
+    # something stays on DATABASE_URL. None: everything on DATABASE_URL.
+    "DATABASE_REPLICA_URL": None,
     "INSTANCE_PATH": None,  # default: Flask's (instance/ beside app.py in a checkout)
     "API_KEY": None,  # default on SQLite: generated once by the start step, in instance/api_key
     "CATALOG_PATH": None,  # default: core/catalog.toml
@@ -153,7 +157,7 @@ class Runtime:
     """What the edges need, built once per app: config values, the catalog, storage, the clock."""
 
     catalog: Catalog
-    engine: Engine
+    engine: Engine  # the primary (DATABASE_URL): every write, every read that decides
     api_key: ApiKey  # .read() in requests; created only by the start step
     session_key: ApiKey  # the console's session key (SECRET_KEY, or instance/secret_key)
     phone_region: str
@@ -171,6 +175,16 @@ class Runtime:
 
     def uow(self, *, read_only: bool = False) -> SqlUnitOfWork:
         return SqlUnitOfWork(self.engine, read_only=read_only)
+
+    # The read replica (DATABASE_REPLICA_URL), read-only; None: no replica.
+    replica: Engine | None = None
+
+    def replica_uow(self) -> SqlUnitOfWork:
+        """A read-only unit of work for reads that may be a few seconds behind: the console's
+        pages and the metrics (their edges choose it). On the replica when there is one, else on
+        the primary. Never for a read that decides something (a thread's state, a lock, a
+        duplicate, consent, a sign-in): those take `uow()` on the primary."""
+        return SqlUnitOfWork(self.replica or self.engine, read_only=True)
 
     @property
     def audit(self) -> SqlAuditTrail:
@@ -194,7 +208,7 @@ class Runtime:
     prepare_database: Callable[..., None] = field(default=lambda *, schema=True: None)
 
 
-SECRET_WORDS = ("TOKEN", "SECRET", "KEY", "PASSWORD", "DATABASE_URL")
+SECRET_WORDS = ("TOKEN", "SECRET", "KEY", "PASSWORD", "DATABASE_URL", "DATABASE_REPLICA_URL")
 
 
 def config_fingerprint(config: Mapping[str, Any]) -> str:
@@ -292,6 +306,30 @@ def _api_key(app: Flask, url: str) -> ApiKey:
     return ApiKey(configured, None if configured else Path(app.instance_path) / "api_key")
 
 
+def _replica_engine(value: Any, primary_url: str) -> Engine | None:
+    """The read replica's engine (DATABASE_REPLICA_URL; blank: none), read-only: on PostgreSQL
+    its transactions are READ ONLY, so a write sent there by mistake fails instead of landing
+    (a hot standby refuses it anyway). The URL is never quoted back: it may hold a password."""
+    text = str(value or "").strip()
+    if not text:
+        return None
+    key = f"{ENV_PREFIX}DATABASE_REPLICA_URL"
+    try:
+        backend = make_url(text).get_backend_name()
+        engine = make_engine(text)
+    except (ArgumentError, ImportError) as exc:
+        raise ConfigError(f"{key}: not a database URL this service can use ({type(exc).__name__}"
+                          f"); expected one like postgresql+psycopg://user:pass@replica.internal/"
+                          f"upgrade_chat") from None
+    primary = make_url(primary_url).get_backend_name()
+    if backend != primary:
+        raise ConfigError(f"{key}: a replica of DATABASE_URL must be the same kind of database: "
+                          f"DATABASE_URL is {primary}, the replica's URL is {backend}")
+    if backend == "postgresql":
+        engine = engine.execution_options(postgresql_readonly=True)
+    return engine
+
+
 def _decimal(app: Flask, key: str) -> Decimal:
     try:
         return Decimal(str(app.config[key]))
@@ -317,6 +355,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     if app.config["AUTO_MIGRATE"] is None:
         app.config["AUTO_MIGRATE"] = is_sqlite(url)
     engine = make_engine(url)
+    replica = _replica_engine(app.config["DATABASE_REPLICA_URL"], url)
     runtime = Runtime(
         catalog=load_catalog(app.config["CATALOG_PATH"]),
         engine=engine,
@@ -333,6 +372,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         message_retention=timedelta(days=app.config["MESSAGE_RETENTION_DAYS"])
         if app.config["MESSAGE_RETENTION_DAYS"] else None,
     )
+    runtime.replica = replica
     runtime.settings = _settings(app, runtime.health_bounds)
     try:
         runtime.usage_sources = load_sources(app.config["USAGE_SOURCES"])

@@ -23,7 +23,7 @@ from core import erasure, handlers, ledger, listing, services
 from core.accounts import Contact
 from core.usage import UsageEvent
 from core.errors import DomainError, Malformed, NotFound
-from core.ports import AccountFilter, Conflict, StorageBusy
+from core.ports import AccountFilter, Conflict, StorageBusy, StorageUnavailable
 from web.api_key import ApiKeyUnavailable
 from web.audit import audited, not_audited, note, set_actor
 from web.http import error, runtime
@@ -132,12 +132,13 @@ def account_filter(args) -> AccountFilter:
 @bp.get("/accounts")
 @api_audited("accounts.list", "accounts")
 def list_accounts():
-    """The accounts, paged and filtered (core.listing)."""
+    """The accounts, paged and filtered (core.listing); read through the read replica when
+    there is one (DATABASE_REPLICA_URL), so a change may show a few seconds late."""
     if request.args.get("state") == "":  # (the console drops an empty filter; a caller must not)
         raise DomainError("state: one of awaiting_confirmation, offered, open, none",
                           code="invalid_state", field="state")
     rt = runtime()
-    page = listing.list_accounts(rt.uow(read_only=True), rt.catalog, account_filter(request.args),
+    page = listing.list_accounts(rt.replica_uow(), rt.catalog, account_filter(request.args),
                                  page=whole_number("page", 1),
                                  per_page=whole_number("per_page", listing.DEFAULT_PER_PAGE))
     note(results=len(page.items), total=page.total)
@@ -311,6 +312,19 @@ def register_errors(app: Flask) -> None:
     def _conflict(exc: Conflict):
         log.warning("write conflict persisted after retries: %s", exc)
         return error(409, "conflict", "the request kept conflicting with concurrent writes; retry it")
+
+    @app.errorhandler(StorageUnavailable)
+    def _unavailable(exc: StorageUnavailable):
+        # The database, or the read replica the console and the metrics read (a replica that is
+        # down leaves every other route working), cannot be reached: say so, not a 500.
+        log.warning("database unreachable: %s", exc)
+        message = "the database cannot be reached; retry in a moment"
+        if request.path.startswith(("/api/", "/webchat/")):
+            response, status = error(503, "unavailable", message)
+        else:
+            response, status = Response(message, mimetype="text/plain"), 503
+        response.headers["Retry-After"] = "5"
+        return response, status
 
     @app.errorhandler(StorageBusy)
     def _busy(exc: StorageBusy):

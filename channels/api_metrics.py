@@ -10,6 +10,8 @@
 
 The window is `[from, to)` in UTC days over the crossing's detection time; by default the last
 90 days up to and including today. Routes of the API's blueprint (its Bearer key, its errors).
+The figures are read through the read replica when there is one (DATABASE_REPLICA_URL): they may
+be a few seconds behind.
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ def _figures() -> metrics.Figures:
             raise DomainError("conversion_days: a whole number of days from 1 to 365",
                               code="invalid_conversion_days", field="conversion_days")
         conversion_days = int(raw_days)
-    return metrics.figures(rt.uow(read_only=True), rt.catalog, rt.settings.policy, start, end,
+    return metrics.figures(rt.replica_uow(), rt.catalog, rt.settings.policy, start, end,
                            now, by=request.args.get("by"),
                            conversion_days=conversion_days)
 

@@ -13,6 +13,9 @@ people who run the service, behind a sign-in.
   are redirected to the sign-in page, others get a 401, and neither gets any data.
 - Roles: admin and csm; csm is read-only. The console has no action besides signing in and
   out yet; `admin_only` guards any that is added.
+- The pages read through the read replica when there is one (DATABASE_REPLICA_URL,
+  `Runtime.replica_uow`): they may be a few seconds behind the primary. The sign-in, the
+  operator check on every request, the throttle and the audit stay on the primary.
 - Reads are audited as the operator (`operator:<id>`), and so are sign-in successes and
   failures (the email as a pseudonym, never the password).
 """
@@ -254,10 +257,10 @@ def sign_out():
 @console_audited("console.home", "accounts")
 def home():
     rt = runtime()
-    counts = listing.account_counts(rt.uow(read_only=True))
+    counts = listing.account_counts(rt.replica_uow())
     window = _window(rt.now())
     try:
-        figures = metrics.figures(rt.uow(read_only=True), rt.catalog, rt.settings.policy,
+        figures = metrics.figures(rt.replica_uow(), rt.catalog, rt.settings.policy,
                                   window["start"], window["end"], rt.now(), by=window["by"],
                                   conversion_days=int(current_app.config.get(
                                       "METRICS_CONVERSION_DAYS") or metrics.CONVERSION_DAYS))
@@ -297,7 +300,7 @@ def accounts():
     page_number = int(raw_page) if raw_page.isascii() and raw_page.isdigit() and \
         len(raw_page) < 9 and int(raw_page) > 0 else 1
     try:
-        page = listing.list_accounts(rt.uow(read_only=True), rt.catalog, filters,
+        page = listing.list_accounts(rt.replica_uow(), rt.catalog, filters,
                                      page=page_number)
         problem = None
     except DomainError as exc:
@@ -316,12 +319,12 @@ def account(external_id: str):
     rt = runtime()
     now = rt.now()
     try:
-        found, case = services.get_case(rt.uow(read_only=True), rt.catalog, external_id, now)
+        found, case = services.get_case(rt.replica_uow(), rt.catalog, external_id, now)
     except NotFound:
         return _page("missing.html", 404, external_id=external_id)
-    _, matrix = services.get_account(rt.uow(read_only=True), external_id, now)
-    detail = handlers.thread_detail(rt.uow(read_only=True), external_id)
-    book = ledger_json(ledger.account_ledger(rt.uow(read_only=True), external_id))
+    _, matrix = services.get_account(rt.replica_uow(), external_id, now)
+    detail = handlers.thread_detail(rt.replica_uow(), external_id)
+    book = ledger_json(ledger.account_ledger(rt.replica_uow(), external_id))
     return _page("account.html", account=found, red=found.health.is_red(rt.health_bounds),
                  usage=usage_json(matrix, now),
                  case=case_json(found, case, rt.catalog, now) if case is not None else None,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -359,6 +360,39 @@ def replay_spool(rt, spool: Spool) -> ReplayStats:
                         received_at=received_at(entry, rt.now()))
 
     return spool.replay(handle, retry_later=storage_unavailable)
+
+
+SPOOL_REPLAY_EVERY = 5.0  # seconds between a web process's looks at its host's spool
+
+
+def start_spool_replayer(app: Flask, every: float = SPOOL_REPLAY_EVERY) -> threading.Event:
+    """Replay this host's spool from this web process, every `every` seconds, in a daemon
+    thread; set the returned event to stop it. deploy/gunicorn.conf.py starts one in every
+    worker (post_worker_init).
+
+    The spool is a folder on the web host that wrote it (SPOOL_DIR, default instance/spool):
+    only a process on that host can replay it, and with several web hosts the scheduler runs on
+    one of them at most. So each web host replays its own. The workers of one host share the
+    folder: the spool's lock lets one replay at a time, and an entry replayed twice (a worker
+    killed between handling and deleting it) is a duplicate MessageSid, which changes nothing.
+    A look at an empty spool is one directory listing."""
+    spool = Spool.for_app(app)
+    rt = app.extensions["upgrade_chat"]
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(every):
+            try:
+                if not spool.pending():
+                    continue
+                with app.app_context():
+                    replay_spool(rt, spool)
+            except Exception as exc:  # noqa: BLE001 - the thread must outlive one bad pass
+                log.warning("spool replay in this web process failed (%s); trying again in "
+                            "%s s", type(exc).__name__, every)
+
+    threading.Thread(target=loop, name="spool-replayer", daemon=True).start()
+    return stop
 
 
 @bp.post("/status")

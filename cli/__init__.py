@@ -319,7 +319,9 @@ def run_jobs(rt) -> str:
 
 
 @click.command("scheduler", help="Run the background jobs every --every seconds, in the "
-                                 "foreground (one scheduler process per deployment).")
+                                 "foreground. One runs per database: another started "
+                                 "against it (on another host, for fail-over) waits and "
+                                 "takes over when the first stops or dies.")
 @click.option("--every", default=10, show_default=True, type=click.IntRange(1, 3600))
 @audited_command("scheduler.run", at_start=True)
 def scheduler_cli(every: int) -> None:

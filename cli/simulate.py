@@ -35,7 +35,7 @@ from web.http import runtime
 FACTORY = "upgrade_chat_factory"  # app.extensions: create_app, set by the composition root
 # Outward settings a simulation never uses, whatever the environment says (sandbox only).
 OFF = ("TWILIO_ACCOUNT_SID", "SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_CHANNEL",
-       "BILLING_WEBHOOK_URL", "BILLING_WEBHOOK_SECRET", "OPERATOR_URL")
+       "BILLING_WEBHOOK_URL", "BILLING_WEBHOOK_SECRET", "OPERATOR_URL", "DATABASE_REPLICA_URL")
 
 
 @click.command("simulate", help="Run a synthetic population with a known true lift through the "

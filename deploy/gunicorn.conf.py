@@ -85,3 +85,13 @@ loglevel = "info"
 access_log_format = '%(t)s %(p)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms'
 
 proc_name = "upgrade-chat"
+
+
+def post_worker_init(worker):
+    """Each worker replays this host's inbound spool every few seconds: the webhooks it kept
+    while the database was unreachable (web/spool.py). The spool is a folder on this host, so
+    no other host's process, the scheduler's included, can replay it. The workers of a host
+    take turns (a lock on the folder); an idle look is one directory listing."""
+    from channels.twilio_messaging import start_spool_replayer
+
+    start_spool_replayer(worker.wsgi)

@@ -2,8 +2,9 @@
 
 Twilio retries an inbound webhook only when it cannot connect; any answer, a 5xx included, ends
 the delivery. So when the database is unreachable the webhook writes the (verified, parsed)
-message here and answers; `flask --app app jobs run` (the scheduler) replays the spool, oldest
-first, through the same processing as live traffic once the database is back.
+message here and answers; the web processes of that host (and `flask --app app jobs run`, the
+scheduler, on its own host) replay the spool, oldest first, through the same processing as live
+traffic once the database is back.
 
 One JSON file per request, named `<time_ns, 20 digits>-<random>.json`, so the lexical order of
 the names is the arrival order. A file is written to a temporary name, flushed and fsynced, then
@@ -22,7 +23,11 @@ entries its contact sent, waiting or set aside (`forget`).
 Also here: `storage_unavailable(exc)`, when to spool (and when a replay should wait). A
 replayed message's replies are stored queued (core.handlers.Replies.QUEUED), for the outbound
 dispatcher: there is no webhook answer to put them in.
-The folder is local: the web processes and the scheduler that replays it must share it.
+The folder is local to its host: each web host replays its own spool (every web process looks
+at it every few seconds: channels.twilio_messaging.start_spool_replayer, started by
+deploy/gunicorn.conf.py), and `jobs run` (the scheduler) replays the spool of the host it runs
+on. A spool on another host is never seen, so a web host's spool must not depend on the
+scheduler.
 """
 
 from __future__ import annotations

@@ -160,6 +160,37 @@ def test_a_yes_kept_during_the_outage_never_confirms_the_step_the_buyer_asked_fo
         (clock.now - timedelta(minutes=1)).replace(tzinfo=None)]
 
 
+@pytest.mark.postgres
+def test_a_web_process_replays_its_own_hosts_spool_without_the_scheduler(app, api, twilio):
+    """What each web host does (deploy/gunicorn.conf.py starts it in every worker): its spool
+    is a folder no other host's scheduler sees, so the web process replays it itself."""
+    import time
+
+    from channels.twilio_messaging import InboundMessage, spool_entry, start_spool_replayer
+
+    setup_account(api)
+    cross_messages(api)
+    spool = Spool(app.config["SPOOL_DIR"])
+    rt = app.extensions["upgrade_chat"]
+    sids = [new_sid(), new_sid()]
+    for sid in sids:  # as the webhook kept them while the database was unreachable
+        spool.write(spool_entry(InboundMessage("sms", DANA_PHONE, "how much?", sid, False),
+                                rt.now()))
+    spool.write(spool_entry(InboundMessage("sms", DANA_PHONE, "how much?", sids[0], False),
+                            rt.now()))  # Twilio's second delivery of the first
+    stop = start_spool_replayer(app, every=0.05)
+    try:
+        deadline = time.monotonic() + 10
+        while spool.pending():
+            assert time.monotonic() < deadline, "the web process did not replay its spool"
+            time.sleep(0.05)
+    finally:
+        stop.set()
+    assert [inbound_bodies(app, sid) for sid in sids] == [["how much?"], ["how much?"]]
+    queued = replies_sent(app)
+    assert [status for _, status, _ in queued] == ["queued", "queued"]  # for the outbox
+
+
 # --- the Spool itself, without a database -------------------------------------------------------
 
 def test_entries_come_back_in_the_order_they_were_written_as_complete_private_files(tmp_path):
