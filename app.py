@@ -55,6 +55,7 @@ from cli.audit import audited_command, record as record_command
 from core.audit import Outcome
 from web import audit, logs
 from web.catalog_file import DEFAULT_CATALOG, load_catalog
+from storage.usage_sources import SqlSourceCursors
 from web.usage_sources_file import load_sources
 from core.usage_sources import SourcesError, UsageSource
 from web.audit import not_audited
@@ -196,6 +197,11 @@ class Runtime:
 
     # Pull mode's sources by name (USAGE_SOURCES), validated at start-up; empty: none.
     usage_sources: dict[str, UsageSource] = field(default_factory=dict)
+
+    def source_states(self) -> dict[str, Any]:
+        """Each usage source's kept state (cursor, last pull, the error that stopped it) by name,
+        for the console; through the replica when there is one."""
+        return SqlSourceCursors(self.replica or self.engine).all() if self.usage_sources else {}
 
     # The outbox (webhooks, CSM notices, SMS and WhatsApp): run by the scheduler, never in a
     # request.

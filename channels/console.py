@@ -267,8 +267,11 @@ def home():
         shown, problem = console_figures.render(figures), None
     except DomainError as exc:
         shown, problem = None, exc.message
+    states = rt.source_states()
+    sources = [{"name": name, "every": source.every, "state": states.get(name)}
+               for name, source in sorted(rt.usage_sources.items())]
     return _page("home.html", counts=counts, states=listing.STATES, figures=shown,
-                 problem=problem, window=window, breakdowns=metrics.BY)
+                 problem=problem, window=window, breakdowns=metrics.BY, sources=sources)
 
 
 def _window(now: datetime) -> dict[str, Any]:

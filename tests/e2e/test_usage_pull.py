@@ -46,7 +46,8 @@ def acme(tmp_path):
 
 
 def pulling(make_app, tmp_path, **urls):
-    app = make_app(USAGE_SOURCES=str(sources_file(tmp_path, **urls)), CONTROL_SHARE="0")
+    app = make_app(USAGE_SOURCES=str(sources_file(tmp_path, **urls)), CONTROL_SHARE="0",
+                   SECRET_KEY="console-test-key")
     api = Api(app.test_client())
     for name in ("acme", "bolt"):
         assert api.put(f"/accounts/{name}", json=account(name=name.title())).status_code == 201
@@ -357,3 +358,37 @@ def test_the_readme_demo_pull_on_the_embedded_default(make_app, tmp_path, monkey
     assert "demo: 0 rows read" in pull(app).output
     script.main(script.DEFAULT)
     assert "demo: 3 rows read, 3 ingested" in pull(app).output
+
+
+def test_the_console_home_shows_each_source_its_cursor_and_why_it_stopped(make_app, tmp_path,
+                                                                          acme):
+    from tests.e2e.test_console import make_operator, sign_in
+
+    app = pulling(make_app, tmp_path, product=f"sqlite:///{acme}",
+                  gone=f"sqlite:///{tmp_path / 'nowhere.sqlite3'}",
+                  later=f"sqlite:///{acme}")
+    with app.app_context():
+        rt = app.extensions["upgrade_chat"]
+        from cli.pull import pull_source
+        for name in ("product", "gone"):
+            pull_source(rt, rt.usage_sources[name])
+    make_operator(app)
+    client = app.test_client()
+    sign_in(client)
+    page = client.get("/console").get_data(as_text=True)
+    assert "Usage sources" in page
+    rows = {name: page.split(f"<tr><th>{name}</th>")[1].split("</tr>")[0]
+            for name in ("product", "gone", "later")}
+    assert "<td>3</td>" in rows["product"] and ">ok<" in rows["product"]
+    assert "stopped: cannot open the source" in rows["gone"] and "(start)" in rows["gone"]
+    assert "waiting for its first pull" in rows["later"]
+
+
+def test_the_console_home_has_no_sources_card_without_usage_sources(make_app):
+    from tests.e2e.test_console import make_operator, sign_in
+
+    app = make_app(SECRET_KEY="console-test-key")
+    make_operator(app)
+    client = app.test_client()
+    sign_in(client)
+    assert "Usage sources" not in client.get("/console").get_data(as_text=True)
