@@ -137,3 +137,41 @@ def ids_param(pg: bool, col: InstrumentedAttribute[_Value]) -> ColumnElement[boo
     if pg:
         return col == any_(bindparam("ids", type_=ARRAY(col.type)))
     return col.in_(bindparam("ids", expanding=True))
+
+
+# PostgreSQL: usage events are copied (binary COPY) into this per-connection temporary table
+# and moved on with INSERT ... SELECT ... ON CONFLICT DO NOTHING RETURNING, so the unique key
+# still says which ids are new when two writers race. Measured against the JSON insert
+# (docs/architecture.md, Performance): a batch of 500 in 30 ms instead of 40 (2-core VM, load 10).
+EVENTS_IN = "usage_events_in"
+_EVENTS_IN_DDL = (f"CREATE TEMPORARY TABLE IF NOT EXISTS {EVENTS_IN} ("
+                  "event_id varchar(200), account_id bigint, metric varchar(100), "
+                  "quantity bigint, at timestamptz, received_at timestamptz) "
+                  "ON COMMIT DELETE ROWS")
+_EVENT_TYPES = ["varchar", "int8", "varchar", "int8", "timestamptz", "timestamptz"]
+_EVENT_NAMES = "event_id, account_id, metric, quantity, at, received_at"
+
+
+def create_copy_tables(dbapi_conn: Any) -> None:
+    """Create this PostgreSQL connection's temporary tables for COPY (the engine's connect
+    hook, storage/db.py), committed, so that no rollback can drop them."""
+    with dbapi_conn.cursor() as cur:
+        cur.execute(_EVENTS_IN_DDL)
+    dbapi_conn.commit()
+
+
+def copy_events(conn: Connection,
+                rows: Sequence[tuple[str, int, str, int, datetime, datetime]]) -> set[str]:
+    """Store usage events (event_id, account_id, metric, quantity, at, received_at) on
+    PostgreSQL through binary COPY; return the ids that were new."""
+    record = conn.connection
+    with record.dbapi_connection.cursor() as cur:  # type: ignore[union-attr]
+        if not record.info.get(EVENTS_IN):
+            cur.execute(_EVENTS_IN_DDL)  # an engine without the connect hook: every batch
+        with cur.copy(f"COPY {EVENTS_IN} ({_EVENT_NAMES}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(_EVENT_TYPES)
+            for row in rows:
+                copy.write_row(row)
+        cur.execute(f"INSERT INTO usage_events ({_EVENT_NAMES}) SELECT {_EVENT_NAMES} "
+                    f"FROM {EVENTS_IN} ON CONFLICT (event_id) DO NOTHING RETURNING event_id")
+        return {event_id for (event_id,) in cur.fetchall()}

@@ -25,7 +25,7 @@ from storage.models import (AccountRow, Base, CallRow, ConsentEventRow, ContactR
                             EscalationRow, MessageRow, OutboxRow, PlanChangeRow, PlanHistoryRow,
                             SignalRow, ThreadRow, ThresholdStateRow, UsageDailyRow,
                             UsageEventRow, UsageTotalRow)
-from storage.bulk import BulkInsert, bulk_insert, ids_param, run_bulk
+from storage.bulk import BulkInsert, bulk_insert, copy_events, ids_param, run_bulk
 from storage.usage_totals import Totals, first_day_of, read_totals, write_totals
 
 CONTACT_FIELDS = ("name", "role", "phone", "whatsapp", "web_user_id", "email")
@@ -339,10 +339,16 @@ class SqlUsageRepository:
         by the unique key itself, so two writers can never store one event twice."""
         if not rows:
             return set()
-        inserted = set(_bulk_run(self.session, _statement(self.session, "events", _insert_events), [
-            {"event_id": e.id, "account_id": account_id, "metric": e.metric,
-             "quantity": e.quantity, "at": e.at, "received_at": received_at}
-            for account_id, e in rows]).scalars())
+        if _is_pg(self.session):
+            inserted = copy_events(self._conn, [
+                (e.id, account_id, e.metric, e.quantity, e.at, received_at)
+                for account_id, e in rows])
+        else:
+            inserted = set(_bulk_run(self.session, _statement(self.session, "events",
+                                                              _insert_events), [
+                {"event_id": e.id, "account_id": account_id, "metric": e.metric,
+                 "quantity": e.quantity, "at": e.at, "received_at": received_at}
+                for account_id, e in rows]).scalars())
         stored = sorted(((a, e) for a, e in rows if e.id in inserted), key=lambda r: r[1].at)
         self._roll_up(stored)
         self._total_up(stored, first_day_of(received_at))
