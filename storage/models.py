@@ -117,8 +117,8 @@ class UsageEventRow(Base):
 class UsageDailyRow(Base):
     """Per account, metric and UTC day: the sum and the highest value, and the day's last reading.
 
-    Kept in step with usage_events by the same transaction, so that a usage matrix reads at most
-    31 rows per metric instead of every event in the window (bench/ingest.py shows why).
+    Kept in step with usage_events by the same transaction. The dry run reads them, and a usage
+    row (usage_totals) that days have left the window of subtracts those days' rows.
     """
 
     __tablename__ = "usage_daily"
