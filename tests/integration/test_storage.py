@@ -290,6 +290,38 @@ def test_the_usage_rows_are_derived_anew_from_the_rollups_or_the_raw_events(engi
     assert [services.get_account(uow, "acct", as_of)[1] for as_of in moments] == kept
 
 
+def test_a_matrix_read_takes_the_same_few_statements_for_one_account_or_many(engine, uow,
+                                                                             catalog):
+    """The inbound reply reads one matrix, a re-evaluation thousands: no round trip per
+    account, whether the rows are read as they are or caught up after days left the window."""
+    names = [f"m{i}" for i in range(60)]
+    for name in names:
+        _account(uow, catalog, name)
+    services.record_usage(uow, catalog, [
+        UsageEvent(f"{name}-{k}", name, metric, 3, NOW - timedelta(days=k * 7, hours=k))
+        for name in names for k, metric in enumerate(["messages", "seats", "integrations",
+                                                       "feature:workflows"])], NOW)
+    statements = []
+
+    def count(conn, cursor, statement, *rest):
+        statements.append(statement)
+
+    sa.event.listen(engine, "before_cursor_execute", count)
+    try:
+        for as_of in (NOW, NOW + timedelta(days=3)):  # as they are; caught up
+            counts = []
+            for some in (names[:1], names):
+                with uow:
+                    ids = [uow.accounts.get(n).id for n in some]
+                    statements.clear()
+                    matrices = uow.usage.matrices(ids, as_of)
+                    counts.append(len(statements))
+                assert len(matrices) == len(some)
+            assert counts[0] == counts[1] == (3 if as_of == NOW else 4), (as_of, counts)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", count)
+
+
 def test_0014_derives_the_usage_rows_from_existing_usage(empty_db_url, catalog):
     """A database at 0013 with usage (events, rollups, gauges) gets its usage rows from the
     rollups, and its matrices are those of the events; a downgrade gives the gauges back."""
