@@ -4,6 +4,7 @@ built once (see docs/architecture.md, Storage, "PostgreSQL bulk statements")."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime, timezone
 from typing import Any, TypeVar
@@ -22,6 +23,7 @@ from storage.models import Base, UTCDateTime
 # An INSERT that takes ON CONFLICT clauses: the two dialects' own, which say them alike.
 BulkInsert = sqlite.Insert | postgresql.Insert
 _Value = TypeVar("_Value")
+log = logging.getLogger(__name__)
 
 
 def bulk_insert(pg: bool, model: type[Base], columns: list[str]) -> BulkInsert:
@@ -152,12 +154,21 @@ _EVENT_TYPES = ["varchar", "int8", "varchar", "int8", "timestamptz", "timestampt
 _EVENT_NAMES = "event_id, account_id, metric, quantity, at, received_at"
 
 
-def create_copy_tables(dbapi_conn: Any) -> None:
+def create_copy_tables(dbapi_conn: Any) -> bool:
     """Create this PostgreSQL connection's temporary tables for COPY (the engine's connect
-    hook, storage/db.py), committed, so that no rollback can drop them."""
-    with dbapi_conn.cursor() as cur:
-        cur.execute(_EVENTS_IN_DDL)
-    dbapi_conn.commit()
+    hook, storage/db.py), committed, so that no rollback can drop them; whether they could be.
+    A connection that cannot (a read-only standby, a role without the TEMPORARY privilege,
+    which PUBLIC has by default) still serves everything else; `copy_events` then tries again
+    in its own transaction."""
+    try:
+        with dbapi_conn.cursor() as cur:
+            cur.execute(_EVENTS_IN_DDL)
+        dbapi_conn.commit()
+        return True
+    except Exception as exc:  # the driver's error, whatever it is: the connection stays usable
+        dbapi_conn.rollback()
+        log.warning("no temporary table for COPY on this connection: %s", type(exc).__name__)
+        return False
 
 
 def copy_events(conn: Connection,

@@ -29,8 +29,7 @@ def make_engine(url: str) -> Engine:
 
             @event.listens_for(pg, "connect")
             def _on_pg_connect(dbapi_conn: Any, record: ConnectionPoolEntry) -> None:
-                create_copy_tables(dbapi_conn)
-                record.info[EVENTS_IN] = True
+                record.info[EVENTS_IN] = create_copy_tables(dbapi_conn)
 
         return pg
     engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False},
