@@ -9,7 +9,9 @@ Each database kind gets two fresh migrated databases with the same accounts: one
 events through `core.services.record_usage`, the other receives the very same rows through a plain
 SQLAlchemy Core `insert(UsageEventRow)` executemany, one transaction per batch. The two take
 turns batch by batch (the order alternating), so the machine's slow spells fall on both and the
-ratio is stable even when the absolute rates are not. PostgreSQL runs on
+ratio is stable even when the absolute rates are not; "batch median" is the median over batches
+of the same ratio for one batch (a stall of the machine during one batch moves the totals' ratio,
+not the median). PostgreSQL runs on
 a throwaway cluster (tests/support/postgres.py). Progress goes to stderr, the table to stdout.
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 import logging
 import random
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -172,6 +175,8 @@ class Outcome:
     raw_seconds: float
     ingest_seconds: float
     signals: int
+    pair_median: float  # the median over batches of raw time / ingestion time
+
 
     @property
     def raw_rate(self) -> float:
@@ -197,6 +202,8 @@ def measure(name: str, make_url: Callable[[str], str], catalog: Catalog, workloa
         stmt = insert(UsageEventRow)
         now = workload.now
         seconds = {"raw": 0.0, "ingest": 0.0}
+        last = {"raw": 0.0, "ingest": 0.0}
+        pairs: list[float] = []
         crossings = 0
 
         def raw(batch: list[UsageEvent]) -> None:
@@ -204,18 +211,21 @@ def measure(name: str, make_url: Callable[[str], str], catalog: Catalog, workloa
             started = time.perf_counter()
             with raw_engine.begin() as conn:
                 conn.execute(stmt, rows)
-            seconds["raw"] += time.perf_counter() - started
+            last["raw"] = time.perf_counter() - started
+            seconds["raw"] += last["raw"]
 
         def ingest(batch: list[UsageEvent]) -> None:
             nonlocal crossings
             started = time.perf_counter()
             crossings += len(record_usage(uow, catalog, batch, now).crossings)
-            seconds["ingest"] += time.perf_counter() - started
+            last["ingest"] = time.perf_counter() - started
+            seconds["ingest"] += last["ingest"]
 
         with progress(f"{name}: raw + record_usage", n) as bar:
             for i, batch in enumerate(batches(workload.events, size)):
                 for step in ((raw, ingest) if i % 2 == 0 else (ingest, raw)):
                     step(batch)
+                pairs.append(last["raw"] / last["ingest"])
                 bar.update(len(batch))
 
         stored = count(raw_engine, UsageEventRow.seq)
@@ -230,7 +240,7 @@ def measure(name: str, make_url: Callable[[str], str], catalog: Catalog, workloa
     finally:
         raw_engine.dispose()
         ingest_engine.dispose()
-    return Outcome(name, n, seconds["raw"], seconds["ingest"], crossings)
+    return Outcome(name, n, seconds["raw"], seconds["ingest"], crossings, statistics.median(pairs))
 
 
 def measure_sqlite(catalog: Catalog, workload: Workload, size: int) -> Outcome:
@@ -256,9 +266,11 @@ def measure_postgresql(catalog: Catalog, workload: Workload, size: int) -> Outco
 # --- report -----------------------------------------------------------------------------------
 
 def table(outcomes: list[Outcome]) -> str:
-    head = ("database", "raw events/s", "ingest events/s", "ingest/raw", "signals")
+    head = ("database", "raw events/s", "ingest events/s", "ingest/raw", "batch median",
+            "signals")
     rows = [(o.database, f"{o.raw_rate:,.0f}", f"{o.ingest_rate:,.0f}",
-             f"{o.ingest_rate / o.raw_rate:.3f}", f"{o.signals:,}") for o in outcomes]
+             f"{o.ingest_rate / o.raw_rate:.3f}", f"{o.pair_median:.3f}", f"{o.signals:,}")
+            for o in outcomes]
     return format_table(head, rows)
 
 

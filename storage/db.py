@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import sqlite3
+from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import ConnectionPoolEntry
+
+from storage.bulk import EVENTS_IN, create_copy_tables
 
 
 def make_engine(url: str) -> Engine:
@@ -20,8 +23,15 @@ def make_engine(url: str) -> Engine:
         # hide_parameters: a database error must not print message bodies or numbers in logs.
         # connect_timeout: a database that drops packets must not hold a webhook for minutes
         # (Twilio waits 15 s; the message is spooled instead).
-        return create_engine(url, pool_pre_ping=True, hide_parameters=True,
-                             connect_args={"connect_timeout": 5})
+        pg = create_engine(url, pool_pre_ping=True, hide_parameters=True,
+                           connect_args={"connect_timeout": 5})
+        if parsed.get_backend_name() == "postgresql":
+
+            @event.listens_for(pg, "connect")
+            def _on_pg_connect(dbapi_conn: Any, record: ConnectionPoolEntry) -> None:
+                record.info[EVENTS_IN] = create_copy_tables(dbapi_conn)
+
+        return pg
     engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False},
                            hide_parameters=True)
 

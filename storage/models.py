@@ -117,8 +117,8 @@ class UsageEventRow(Base):
 class UsageDailyRow(Base):
     """Per account, metric and UTC day: the sum and the highest value, and the day's last reading.
 
-    Kept in step with usage_events by the same transaction, so that a usage matrix reads at most
-    31 rows per metric instead of every event in the window (bench/ingest.py shows why).
+    Kept in step with usage_events by the same transaction. The dry run reads them, and a usage
+    row (usage_totals) that days have left the window of subtracts those days' rows.
     """
 
     __tablename__ = "usage_daily"
@@ -133,16 +133,33 @@ class UsageDailyRow(Base):
     last_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
-class UsageGaugeRow(Base):
-    """The latest reading of each gauge (seats, integrations) per account, by event time."""
+class UsageTotalRow(Base):
+    """Per account, its usage summed so far, kept in step with usage_events by the same
+    transaction (storage/usage_totals.py), so that a usage matrix reads one row per account plus
+    the raw events of the window's first, partial day.
 
-    __tablename__ = "usage_gauges"
+    The counters (`messages`, `features`: a JSON object of feature name to hits) hold the days
+    after `base_day`; a reader whose window starts later subtracts the days in between from
+    usage_daily (few: a writer moves `base_day` up to its window's first day). `peak` is the
+    highest integrations reading on those days and `peak_day` the latest day it was read on;
+    `carried` the latest integrations reading before `base_day`; `seats` and `integrations` the
+    latest readings by event time (each with its `_at`)."""
+
+    __tablename__ = "usage_totals"
 
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"),
                                             primary_key=True)
-    metric: Mapped[str] = mapped_column(String(100), primary_key=True)
-    quantity: Mapped[int] = mapped_column(BigInteger)
-    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    base_day: Mapped[date] = mapped_column(Date)
+    messages: Mapped[int] = mapped_column(BigInteger)
+    features: Mapped[str | None] = mapped_column(Text)
+    seats: Mapped[int | None] = mapped_column(BigInteger)
+    seats_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    integrations: Mapped[int | None] = mapped_column(BigInteger)
+    integrations_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    peak: Mapped[int | None] = mapped_column(BigInteger)
+    peak_day: Mapped[date | None] = mapped_column(Date)
+    carried: Mapped[int | None] = mapped_column(BigInteger)
+    carried_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class ThresholdStateRow(Base):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from functools import partial
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -11,13 +10,9 @@ from types import MappingProxyType
 from typing import Any, NamedTuple, TypedDict, TypeVar
 from typing import cast as typing_cast
 
-from sqlalchemy import (JSON, ColumnElement, Connection, CursorResult, Executable, Row, Select,
-                        Text, any_, bindparam, case, cast, column, delete, func, insert, or_, select)
+from sqlalchemy import (ClauseElement, ColumnElement, Connection, Result, Row, Select, bindparam,
+                        case, delete, func, insert, or_, select)
 from sqlalchemy import update as sa_update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import InstrumentedAttribute, Session, selectinload
 from sqlalchemy.sql.dml import ReturningInsert
 
@@ -29,7 +24,9 @@ from core.usage import GAUGES, WINDOW, UsageEvent, UsageMatrix
 from storage.models import (AccountRow, Base, CallRow, ConsentEventRow, ContactRow,
                             EscalationRow, MessageRow, OutboxRow, PlanChangeRow, PlanHistoryRow,
                             SignalRow, ThreadRow, ThresholdStateRow, UsageDailyRow,
-                            UsageEventRow, UsageGaugeRow)
+                            UsageEventRow, UsageTotalRow)
+from storage.bulk import BulkInsert, bulk_insert, copy_events, ids_param, run_bulk
+from storage.usage_totals import Totals, first_day_of, read_totals, write_totals
 
 CONTACT_FIELDS = ("name", "role", "phone", "whatsapp", "web_user_id", "email")
 
@@ -213,7 +210,7 @@ class SqlAccountRepository:
         drop("threshold states", ThresholdStateRow, ThresholdStateRow.account_id.in_(ids))
         drop("usage events", UsageEventRow, UsageEventRow.account_id.in_(ids))
         drop("usage rollups", UsageDailyRow, UsageDailyRow.account_id.in_(ids))
-        drop("usage rollups", UsageGaugeRow, UsageGaugeRow.account_id.in_(ids))
+        drop("usage rollups", UsageTotalRow, UsageTotalRow.account_id.in_(ids))
         drop("accounts", AccountRow, AccountRow.id.in_(ids))
         return removed
 
@@ -229,43 +226,13 @@ def _is_pg(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
-# An INSERT that takes ON CONFLICT clauses: the two dialects' own, which say them alike.
-_BulkInsert = sqlite.Insert | postgresql.Insert
+_BulkInsert = BulkInsert
+_bulk_insert = bulk_insert
 
 
-def _bulk_insert(pg: bool, model: type[Base], columns: list[str]) -> _BulkInsert:
-    """An INSERT of many rows that takes ON CONFLICT clauses; run it with `_bulk_run`.
-
-    On PostgreSQL the rows travel as one JSON parameter (INSERT ... SELECT FROM
-    json_to_recordset): one short statement, planned once, instead of a VALUES list of
-    columns x rows parameters that the driver parses and quotes anew for every batch
-    (bench/ingest.py measured the difference). SQLite gets a plain executemany.
-    """
-    if not pg:
-        return sqlite_insert(model)
-    table = model.__table__
-    records = (func.json_to_recordset(cast(bindparam("rows", type_=Text), JSON))
-               .table_valued(*[column(c, table.c[c].type) for c in columns])
-               .render_derived(name="r", with_types=True))
-    return pg_insert(model).from_select(columns, select(*[records.c[c] for c in columns]))
-
-
-def _json_value(value: object) -> str:
-    if isinstance(value, datetime) and value.tzinfo is not None:
-        # In UTC, as UTCDateTime stores every time: PostgreSQL reads no offset beyond ±15:59,
-        # and Python's reach ±23:59 ("…T03:19:11-21:41" was a 500).
-        return value.astimezone(timezone.utc).isoformat()
-    if isinstance(value, (datetime, date)):
-        return value.isoformat()
-    raise TypeError(f"cannot send {type(value).__name__} as JSON")
-
-
-def _bulk_run(session: Session, stmt: Executable,
-              rows: Sequence[Mapping[str, object]]) -> CursorResult[Any]:
-    conn = session.connection()
-    if _is_pg(session):
-        return conn.execute(stmt, {"rows": json.dumps(rows, default=_json_value)})
-    return conn.execute(stmt, rows)
+def _bulk_run(session: Session, stmt: ClauseElement,
+              rows: Sequence[Mapping[str, object]]) -> Result[Any]:
+    return run_bulk(session.connection(), stmt, rows)
 
 
 _STATEMENTS: dict[tuple[str, str], object] = {}
@@ -300,64 +267,39 @@ def _upsert_daily(pg: bool) -> _BulkInsert:
               "last_at": case((later, new.last_at), else_=old.last_at)})
 
 
-def _upsert_gauges(pg: bool) -> _BulkInsert:
-    stmt = _bulk_insert(pg, UsageGaugeRow, GAUGE_COLUMNS)
-    return stmt.on_conflict_do_update(
-        index_elements=["account_id", "metric"],
-        set_={"quantity": stmt.excluded.quantity, "at": stmt.excluded.at},
-        where=stmt.excluded.at >= UsageGaugeRow.at)
-
-
 def _ids_param(pg: bool, col: InstrumentedAttribute[_Value]) -> ColumnElement[bool]:
-    """`col IN :ids` for a statement built once (see `_statement`): on PostgreSQL `= ANY` of one
-    array parameter, on SQLite an expanding parameter."""
-    if pg:
-        return col == any_(bindparam("ids", type_=ARRAY(col.type)))
-    return col.in_(bindparam("ids", expanding=True))
+    return ids_param(pg, col)
 
 
 class _MatrixStatements(NamedTuple):
-    """The usage matrix's reads (`_matrix_statements`)."""
+    """The usage matrix's reads of raw events (`_matrix_statements`); the rest is the accounts'
+    usage rows (storage/usage_totals.py)."""
 
-    daily: Select[tuple[int, str, int, int]]  # account, metric, sum, highest
-    first_day: Select[tuple[int, str, int, int]]  # the same
-    gauges: Select[tuple[int, str, int, datetime]]  # account, metric, reading, at
+    first_day: Select[tuple[int, str, int, int]]  # account, metric, sum, highest
     carried_events: Select[tuple[int, int, datetime]]  # account, integrations reading, at
-    carried_daily: Select[tuple[int, int, datetime]]  # the same
 
 
 def _matrix_statements(pg: bool) -> _MatrixStatements:
-    """The usage matrix's reads, with parameters `ids` (account ids) and the window's bounds."""
+    """The raw events of the window's first, partial day, with parameters `ids` (account ids),
+    the window's start `since` and the day's bounds."""
     among = partial(_ids_param, pg)
-    e, d, g = UsageEventRow, UsageDailyRow, UsageGaugeRow
+    e = UsageEventRow
     ranked = (select(e.account_id, e.quantity, e.at,
                      func.row_number().over(partition_by=e.account_id,
                                             order_by=(e.at.desc(), e.seq.desc())).label("rn"))
               .where(among(e.account_id), e.metric == "integrations",
                      e.at >= bindparam("day_start"), e.at <= bindparam("since")).subquery())
-    last_day = (select(d.account_id, func.max(d.day).label("day"))
-                .where(among(d.account_id), d.metric == "integrations",
-                       d.day < bindparam("first_day"))
-                .group_by(d.account_id).subquery())
     return _MatrixStatements(
-        daily=select(d.account_id, d.metric, func.sum(d.total), func.max(d.max_quantity))
-        .where(among(d.account_id), d.day > bindparam("first_day"))
-        .group_by(d.account_id, d.metric),
         first_day=select(e.account_id, e.metric, func.sum(e.quantity), func.max(e.quantity))
         .where(among(e.account_id), e.at > bindparam("since"), e.at < bindparam("first_day_end"))
         .group_by(e.account_id, e.metric),
-        gauges=select(g.account_id, g.metric, g.quantity, g.at).where(among(g.account_id)),
         carried_events=select(ranked.c.account_id, ranked.c.quantity, ranked.c.at)
         .where(ranked.c.rn == 1),
-        carried_daily=select(d.account_id, d.last_quantity, d.last_at)
-        .join(last_day, (d.account_id == last_day.c.account_id) & (d.day == last_day.c.day))
-        .where(d.metric == "integrations"),
     )
 
 
 EVENT_COLUMNS = ["event_id", "account_id", "metric", "quantity", "at", "received_at"]
 DAILY_COLUMNS = ["account_id", "metric", "day", "total", "max_quantity", "last_quantity", "last_at"]
-GAUGE_COLUMNS = ["account_id", "metric", "quantity", "at"]
 
 
 def _day_start(d: date) -> datetime:
@@ -378,10 +320,14 @@ class _DailyRollup(TypedDict):
 
 class SqlUsageRepository:
     """Usage events, plus two summaries kept in step with them in the same transaction: daily
-    rollups per metric (usage_daily) and the latest reading of each gauge (usage_gauges)."""
+    rollups per metric (usage_daily) and a usage row per account (usage_totals,
+    storage/usage_totals.py)."""
 
     def __init__(self, session: Session) -> None:
         self.session = session
+        # The usage rows `matrices` read in this transaction, as of their window's first day,
+        # for `add_new` to move on with the batch's events (the accounts are locked meanwhile).
+        self._read: tuple[date, set[int], dict[int, Totals]] | None = None
 
     @property
     def _conn(self) -> Connection:
@@ -393,18 +339,24 @@ class SqlUsageRepository:
         by the unique key itself, so two writers can never store one event twice."""
         if not rows:
             return set()
-        inserted = set(_bulk_run(self.session, _statement(self.session, "events", _insert_events), [
-            {"event_id": e.id, "account_id": account_id, "metric": e.metric,
-             "quantity": e.quantity, "at": e.at, "received_at": received_at}
-            for account_id, e in rows]).scalars())
-        stored = [(a, e) for a, e in rows if e.id in inserted]
+        if _is_pg(self.session):
+            inserted = copy_events(self._conn, [
+                (e.id, account_id, e.metric, e.quantity, e.at, received_at)
+                for account_id, e in rows])
+        else:
+            inserted = set(_bulk_run(self.session, _statement(self.session, "events",
+                                                              _insert_events), [
+                {"event_id": e.id, "account_id": account_id, "metric": e.metric,
+                 "quantity": e.quantity, "at": e.at, "received_at": received_at}
+                for account_id, e in rows]).scalars())
+        stored = sorted(((a, e) for a, e in rows if e.id in inserted), key=lambda r: r[1].at)
         self._roll_up(stored)
+        self._total_up(stored, first_day_of(received_at))
         return inserted
 
     def _roll_up(self, rows: list[tuple[int, UsageEvent]]) -> None:
         daily: dict[tuple[int, str, date], _DailyRollup] = {}
-        gauges: dict[tuple[int, str], dict[str, object]] = {}
-        for account_id, e in sorted(rows, key=lambda r: r[1].at):
+        for account_id, e in rows:
             day = e.at.astimezone(timezone.utc).date()
             d = daily.setdefault((account_id, e.metric, day), {
                 "account_id": account_id, "metric": e.metric, "day": day, "total": 0,
@@ -412,76 +364,83 @@ class SqlUsageRepository:
             d["total"] += e.quantity
             d["max_quantity"] = max(d["max_quantity"], e.quantity)
             d["last_quantity"], d["last_at"] = e.quantity, e.at
-            if e.metric in GAUGES:
-                gauges[(account_id, e.metric)] = {"account_id": account_id, "metric": e.metric,
-                                                  "quantity": e.quantity, "at": e.at}
         if daily:
             _bulk_run(self.session, _statement(self.session, "daily", _upsert_daily),
                       list(daily.values()))
-        if gauges:
-            _bulk_run(self.session, _statement(self.session, "gauges", _upsert_gauges),
-                      list(gauges.values()))
+
+    def _total_up(self, rows: list[tuple[int, UsageEvent]], first_day: date) -> None:
+        """Move the accounts' usage rows on by these events (stored, in time order)."""
+        ids = {a for a, _ in rows}
+        if self._read is not None and self._read[0] == first_day and ids <= self._read[1]:
+            totals = self._read[2]
+        else:
+            totals = read_totals(self._conn, sorted(ids), first_day)
+        self._read = None  # the rows change now
+        changed: dict[int, Totals] = {}
+        for account_id, e in rows:
+            t = changed.get(account_id)
+            if t is None:
+                t = changed[account_id] = totals.get(account_id) or Totals(first_day)
+            t.add(e.metric, e.quantity, e.at)
+        write_totals(self._conn, changed)
 
     def matrices(self, account_ids: Iterable[int], now: datetime) -> dict[int, UsageMatrix]:
         """Each account's matrix as of `now`, exactly (the same as core.usage applying every
-        event), from the daily rollups plus the raw events of the window's first, partial day.
+        event), from its usage row (storage/usage_totals.py) plus the raw events of the
+        window's first, partial day: three statements for any number of accounts.
 
-        The statements are built once per dialect (`_matrix_statements`) and take their values
-        as parameters: building and hashing a new statement tree per call cost more than the
-        database's work for one account (an inbound message reads one matrix)."""
+        The statements are built once per dialect and take their values as parameters: building
+        and hashing a new statement tree per call cost more than the database's work for one
+        account (an inbound message reads one matrix)."""
         ids = list(set(account_ids))
         if not ids:
             return {}
-        q = _statement(self.session, "matrix", _matrix_statements)
         since = (now - WINDOW).astimezone(timezone.utc)  # the rollups' days are UTC days
         first_day = since.date()
-        first_day_end = _day_start(first_day + timedelta(days=1))
-        sums: dict[tuple[int, str], int] = defaultdict(int)
-        peaks: dict[int, int] = defaultdict(int)  # highest integrations reading in the window
-        # Whole days after the window's first day, then the part of the first day inside it.
-        for account_id, metric, total, peak in [
-                *self._conn.execute(q.daily, {"ids": ids, "first_day": first_day}),
-                *self._conn.execute(q.first_day, {"ids": ids, "since": since,
-                                                     "first_day_end": first_day_end})]:
-            sums[(account_id, metric)] += int(total)
-            if metric == "integrations":
-                peaks[account_id] = max(peaks[account_id], int(peak))
-        latest = {(a, m): (int(qty), at)
-                  for a, m, qty, at in self._conn.execute(q.gauges, {"ids": ids})}
-        carried = self._integrations_at(q, ids, since, first_day)
-        features: dict[int, dict[str, int]] = defaultdict(dict)
-        for (account_id, metric), total in sorted(sums.items()):
-            if metric.startswith("feature:"):
-                features[account_id][metric[len("feature:"):]] = total
+        totals = read_totals(self._conn, ids, first_day)
+        self._read = (first_day, set(ids), totals)
+        used = list(totals)  # accounts with no usage row have no events
+        messages: dict[int, int] = {}
+        first_features: dict[int, dict[str, int]] = defaultdict(dict)
+        peaks: dict[int, int] = {}
+        carried: dict[int, tuple[int, datetime]] = {}
+        if used:
+            q = _statement(self.session, "matrix", _matrix_statements)
+            for account_id, metric, total, peak in self._conn.execute(q.first_day, {
+                    "ids": used, "since": since,
+                    "first_day_end": _day_start(first_day + timedelta(days=1))}):
+                if metric == "messages":
+                    messages[account_id] = int(total)
+                elif metric == "integrations":
+                    peaks[account_id] = int(peak)
+                elif metric.startswith("feature:"):
+                    first_features[account_id][metric[len("feature:"):]] = int(total)
+            carried = {a: (int(qty), at) for a, qty, at in self._conn.execute(
+                q.carried_events, {"ids": used, "day_start": _day_start(first_day),
+                                   "since": since})}
         out = {}
+        empty = UsageMatrix()
         for account_id in ids:
-            seats = latest.get((account_id, "seats"))
-            integrations = latest.get((account_id, "integrations"))
+            t = totals.get(account_id)
+            if t is None:
+                out[account_id] = empty
+                continue
+            features = t.feature_hits()
+            for name, total in first_features.get(account_id, {}).items():
+                features[name] = features.get(name, 0) + total
+            carry = carried.get(account_id)
+            if carry is None and t.carried_at is not None:
+                carry = (t.carried or 0, t.carried_at)
             out[account_id] = UsageMatrix(
-                messages=sums.get((account_id, "messages"), 0),
-                seats=seats[0] if seats else 0,
-                seats_at=seats[1] if seats else None,
-                integrations=integrations[0] if integrations else 0,
-                integrations_at=integrations[1] if integrations else None,
-                integrations_window_max=peaks.get(account_id, 0),
-                integrations_carried=carried.get(account_id, (0, None))[0],
-                integrations_carried_at=carried.get(account_id, (0, None))[1],
-                features=MappingProxyType(features.get(account_id, {})),
+                messages=t.messages + messages.get(account_id, 0),
+                seats=t.seats or 0, seats_at=t.seats_at,
+                integrations=t.integrations or 0, integrations_at=t.integrations_at,
+                integrations_window_max=max(t.peak or 0, peaks.get(account_id, 0)),
+                integrations_carried=carry[0] if carry else 0,
+                integrations_carried_at=carry[1] if carry else None,
+                features=MappingProxyType(features),
             )
         return out
-
-    def _integrations_at(self, q: _MatrixStatements, ids: list[int], since: datetime,
-                         first_day: date) -> dict[int, tuple[int, datetime]]:
-        """The integrations reading in effect at `since`: the latest one at or before it, from the
-        raw events of its own day, else the last reading of the latest earlier day."""
-        found = {a: (int(qty), at) for a, qty, at in self._conn.execute(
-            q.carried_events, {"ids": ids, "day_start": _day_start(first_day), "since": since})}
-        rest = [a for a in ids if a not in found]
-        if rest:
-            found.update({a: (int(qty), at) for a, qty, at in self._conn.execute(
-                q.carried_daily, {"ids": rest, "first_day": first_day})})
-        return found
-
 
     def histories(self, after_id: int, limit: int, first_day: date,
                   last_day: date) -> list[UsageHistory]:

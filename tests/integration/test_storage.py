@@ -23,8 +23,10 @@ from core.ports import Conflict
 from core.usage import MAX_QUANTITY, UsageEvent, UsageMatrix
 from storage import migrate
 from storage.db import make_engine
+from storage import usage_totals
 from storage.models import (AccountRow, Base, ContactRow, MessageRow, OutboxRow, ThreadRow,
-                            ThresholdStateRow, UTCDateTime)
+                            ThresholdStateRow, UsageDailyRow, UsageEventRow, UsageTotalRow,
+                            UTCDateTime)
 from storage.outbox import DispatchStats, OutboxDispatcher
 from storage.uow import SqlUnitOfWork
 from tests.conftest import NOW
@@ -215,6 +217,146 @@ def test_sql_usage_matrix_equals_the_core_matrix_for_the_same_events(uow, catalo
         for e in events:
             expected = expected.apply(e, as_of)
         assert from_sql == expected, as_of
+
+
+def _core_matrix(events, as_of):
+    expected = UsageMatrix()
+    for e in events:
+        expected = expected.apply(e, as_of)
+    return expected
+
+
+def _history(seed, n=500, days=70):
+    """Events of every metric over the last `days` days (most older than the window), with
+    quantities that may be 0 (a feature hit of 0 still names the feature)."""
+    rng = random.Random(seed)
+    metrics = ["messages", "messages", "seats", "integrations", "integrations",
+               "feature:workflows", "feature:sso"]
+    return rng, [UsageEvent(f"e{i}", "acct", rng.choice(metrics), rng.choice([0, 1, 2, 3, 5, 900]),
+                            NOW - timedelta(minutes=rng.randint(0, 60 * 24 * days)))
+                 for i in range(n)]
+
+
+def _moments(clock):
+    # Earlier than the last write (the row's base day is ahead of the window: derived anew),
+    # the write's own moment, a day and some hours later (the row catches up), two and a half
+    # weeks later, and after everything left the window (derived anew).
+    return [clock - timedelta(days=2, hours=5), clock, clock + timedelta(days=1, hours=3),
+            clock + timedelta(days=17, hours=11), clock + timedelta(days=44)]
+
+
+@pytest.mark.parametrize("order", ["in time order", "out of order"])
+def test_the_usage_row_keeps_the_matrix_exact_as_events_arrive_and_days_leave_the_window(
+        uow, catalog, order):
+    """usage_totals (storage/usage_totals.py) against the core's event-by-event matrix: events
+    arriving in time order or shuffled, many older than the window, written by a clock that
+    moves on over twelve days (so the rows' base days move), read before, at and after it."""
+    rng, events = _history(11)
+    if order == "in time order":
+        events.sort(key=lambda e: e.at)
+    else:
+        rng.shuffle(events)
+    stored = []
+    for i, start in enumerate(range(0, len(events), 41)):
+        clock = NOW + timedelta(days=i, hours=rng.randint(0, 23))
+        batch = events[start:start + 41]
+        services.record_usage(uow, catalog, batch, clock)
+        stored.extend(sorted(batch, key=lambda e: e.at))  # as storage applies a batch
+        for as_of in _moments(clock):
+            _, from_sql = services.get_account(uow, "acct", as_of)
+            assert from_sql == _core_matrix(stored, as_of), (i, as_of)
+
+
+def test_the_usage_rows_are_derived_anew_from_the_rollups_or_the_raw_events(engine, uow, catalog):
+    """rebuild_usage_totals (migration 0014, a bulk loader) and rebuild_usage_summaries (a
+    loader that wrote raw events only) give the matrices ingestion kept."""
+    rng, events = _history(5)
+    events.sort(key=lambda e: e.at)
+    for start in range(0, len(events), 50):
+        services.record_usage(uow, catalog, events[start:start + 50], NOW)
+    moments = _moments(NOW)
+    kept = [services.get_account(uow, "acct", as_of)[1] for as_of in moments]
+    assert kept == [_core_matrix(events, as_of) for as_of in moments]
+    # From the rollups, as of a later moment than the reads (rows ahead of some windows).
+    with engine.begin() as conn:
+        conn.execute(sa.delete(UsageTotalRow))
+        assert usage_totals.rebuild_usage_totals(conn, NOW + timedelta(days=3)) == 1
+    assert [services.get_account(uow, "acct", as_of)[1] for as_of in moments] == kept
+    # From the raw events alone (a bulk loader's COPY).
+    with engine.begin() as conn:
+        conn.execute(sa.delete(UsageTotalRow))
+        conn.execute(sa.delete(UsageDailyRow))
+        usage_totals.rebuild_usage_summaries(conn, NOW)
+    assert [services.get_account(uow, "acct", as_of)[1] for as_of in moments] == kept
+
+
+def test_a_matrix_read_takes_the_same_few_statements_for_one_account_or_many(engine, uow,
+                                                                             catalog):
+    """The inbound reply reads one matrix, a re-evaluation thousands: no round trip per
+    account, whether the rows are read as they are or caught up after days left the window."""
+    names = [f"m{i}" for i in range(60)]
+    for name in names:
+        _account(uow, catalog, name)
+    services.record_usage(uow, catalog, [
+        UsageEvent(f"{name}-{k}", name, metric, 3, NOW - timedelta(days=k * 7, hours=k))
+        for name in names for k, metric in enumerate(["messages", "seats", "integrations",
+                                                       "feature:workflows"])], NOW)
+    statements = []
+
+    def count(conn, cursor, statement, *rest):
+        statements.append(statement)
+
+    sa.event.listen(engine, "before_cursor_execute", count)
+    try:
+        for as_of in (NOW, NOW + timedelta(days=3)):  # as they are; caught up
+            counts = []
+            for some in (names[:1], names):
+                with uow:
+                    ids = [uow.accounts.get(n).id for n in some]
+                    statements.clear()
+                    matrices = uow.usage.matrices(ids, as_of)
+                    counts.append(len(statements))
+                assert len(matrices) == len(some)
+            assert counts[0] == counts[1] == (3 if as_of == NOW else 4), (as_of, counts)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", count)
+
+
+def test_0014_derives_the_usage_rows_from_existing_usage(empty_db_url, catalog):
+    """A database at 0013 with usage (events, rollups, gauges) gets its usage rows from the
+    rollups, and its matrices are those of the events; a downgrade gives the gauges back."""
+    engine = make_engine(empty_db_url)
+    try:
+        migrate.upgrade(engine, "0013")
+        _, events = _history(3, n=300)
+        events.sort(key=lambda e: e.at)
+        with engine.begin() as conn:
+            account_id = conn.execute(insert(AccountRow).returning(AccountRow.id).values(
+                external_id="acct", name="Acct", plan="starter", vertical="generic",
+                timezone="UTC", billing_day=1, plan_since=NOW - timedelta(days=400),
+                open_escalations=0, created_at=NOW, updated_at=NOW)).scalar_one()
+            conn.execute(insert(UsageEventRow), [
+                {"event_id": e.id, "account_id": account_id, "metric": e.metric,
+                 "quantity": e.quantity, "at": e.at, "received_at": NOW} for e in events])
+            usage_totals.rebuild_usage_daily(conn)
+            conn.execute(text(
+                "INSERT INTO usage_gauges (account_id, metric, quantity, at) "
+                "SELECT account_id, metric, 1, last_at FROM usage_daily WHERE metric = 'seats'"
+                " LIMIT 1"))
+        migrate.upgrade(engine)
+        uow = SqlUnitOfWork(engine)
+        for as_of in _moments(NOW):
+            assert services.get_account(uow, "acct", as_of)[1] == _core_matrix(events, as_of)
+        cfg = migrate.alembic_config(engine.url.render_as_string(hide_password=False))
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0013")
+        with engine.connect() as conn:
+            gauges = dict(conn.execute(text("SELECT metric, quantity FROM usage_gauges")).all())
+        matrix = _core_matrix(events, NOW)
+        assert gauges == {"seats": matrix.seats, "integrations": matrix.integrations}
+    finally:
+        engine.dispose()
 
 
 def test_a_rejected_batch_leaves_no_trace(uow, catalog):
