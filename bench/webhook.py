@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import urlencode
@@ -358,6 +358,38 @@ def busy_share(seconds: float = 1.0) -> float:
     return 1 - (idle1 - idle0) / max(1, total1 - total0)
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User and system CPU time of these processes so far (/proc/<pid>/stat), 0 for a gone one."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int | None) -> list[int]:
+    if pid is None:
+        return []
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
+
+
+def postmaster_pid(cluster) -> int | None:
+    """The throwaway cluster's main process (its postmaster.pid); None for a server of
+    UPGRADE_CHAT_TEST_PG_URL (its CPU is then not counted)."""
+    try:
+        return int((cluster.data / "postmaster.pid").read_text().split()[0])
+    except (AttributeError, OSError, ValueError, IndexError):
+        return None
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -476,10 +508,25 @@ class Result:
     socket_errors: int
     wraps: int
     text: str  # wrk's own report
+    worker_cpu_ms: float = 0.0  # gunicorn workers' CPU per request
+    db_cpu_ms: float = 0.0  # PostgreSQL's server processes' CPU per request
 
     @property
     def rate(self) -> float:
         return self.requests / self.seconds
+
+
+def measured(target: str, port: int, path: str, requests_file: Path, duration: float,
+             connections: int, threads: int, server: Server,
+             postmaster: int | None) -> Result:
+    """run_wrk, with the CPU the server's workers and PostgreSQL's processes spent per request
+    (a figure other processes on the machine disturb less than the rate)."""
+    workers, backends = server.worker_pids(), children(postmaster)
+    w0, d0 = cpu_seconds(workers), cpu_seconds(backends)
+    result = run_wrk(target, port, path, requests_file, duration, connections, threads)
+    w1, d1 = cpu_seconds(workers), cpu_seconds(children(postmaster))
+    n = max(1, result.requests)
+    return replace(result, worker_cpu_ms=(w1 - w0) / n * 1000, db_cpu_ms=(d1 - d0) / n * 1000)
 
 
 def run_wrk(target: str, port: int, path: str, requests_file: Path, duration: float,
@@ -596,6 +643,7 @@ class Run:
     warmup: float
     connections: int
     wrk_threads: int
+    postmaster: int | None  # PostgreSQL's main process: its children serve the connections
 
 
 def bench_server(name: str, target: str, env: dict[str, str], run: Run, sized_for: float, *,
@@ -634,16 +682,17 @@ def bench_server(name: str, target: str, env: dict[str, str], run: Run, sized_fo
         say(f"{name}: replies: {run.warmup:g} s of warm-up, then {run.duration:g} s at "
             f"{run.connections} connections ...")
         run_wrk(name, port, PATH, warm_file, run.warmup, run.connections, run.wrk_threads)
-        results.append(run_wrk(f"{name} reply", port, PATH, measured_file, run.duration,
-                               run.connections, run.wrk_threads))
+        results.append(measured(f"{name} reply", port, PATH, measured_file, run.duration,
+                                run.connections, run.wrk_threads, server, run.postmaster))
         say(results[-1].text)
         if statuses:
             say(f"{name}: delivery reports: {run.warmup:g} s of warm-up, then "
                 f"{run.duration:g} s ...")
             run_wrk(name, port, STATUS_PATH, status_warm, run.warmup, run.connections,
                     run.wrk_threads)
-            results.append(run_wrk(f"{name} status", port, STATUS_PATH, status_file,
-                                   run.duration, run.connections, run.wrk_threads))
+            results.append(measured(f"{name} status", port, STATUS_PATH, status_file,
+                                    run.duration, run.connections, run.wrk_threads, server,
+                                    run.postmaster))
             say(results[-1].text)
     finally:
         server.stop()
@@ -659,9 +708,10 @@ def bench_server(name: str, target: str, env: dict[str, str], run: Run, sized_fo
 
 def table(results: list[Result]) -> str:
     head = ("target", "requests", "requests/s", "p50 ms", "p90 ms", "p99 ms", "max ms",
-            "non-2xx", "socket err")
+            "non-2xx", "socket err", "CPU ms/req: workers", "PostgreSQL")
     rows = [(r.target, f"{r.requests:,}", f"{r.rate:,.0f}", f"{r.p50_ms:.1f}", f"{r.p90_ms:.1f}",
-             f"{r.p99_ms:.1f}", f"{r.max_ms:.0f}", f"{r.non2xx:,}", f"{r.socket_errors:,}")
+             f"{r.p99_ms:.1f}", f"{r.max_ms:.0f}", f"{r.non2xx:,}", f"{r.socket_errors:,}",
+             f"{r.worker_cpu_ms:.2f}", f"{r.db_cpu_ms:.2f}")
             for r in results]
     return format_table(head, rows)
 
@@ -731,7 +781,7 @@ def main(duration: float, connections: int, accounts: int, workers: int, threads
             return messages(buyers, count, rng)
 
         run = Run(url, config, work, buyers, msgs_for, rng, duration, warmup, connections,
-                  wrk_threads)
+                  wrk_threads, postmaster_pid(cluster))
         sized_for = 3_000.0
         if not no_echo:
             # The echo first: it stores nothing (a repeat is fine), and its rate sizes the
@@ -772,6 +822,12 @@ def main(duration: float, connections: int, accounts: int, workers: int, threads
         print(f"round {i + 1}: service/ceiling replies {s.rate / c.rate:.3f} (p99 "
               f"{s.p99_ms:.0f} ms), delivery reports {ss.rate / cs.rate:.3f} (p99 "
               f"{ss.p99_ms:.0f} ms)")
+    cpu = [(c, s) for c, s, _, _ in pairs] + [(c, s) for _, _, c, s in pairs]
+    for label, chosen in (("replies", cpu[:len(pairs)]), ("delivery reports", cpu[len(pairs):])):
+        shares = [(c.worker_cpu_ms + c.db_cpu_ms) / max(1e-9, s.worker_cpu_ms + s.db_cpu_ms)
+                  for c, s in chosen]
+        print(f"CPU per request, ceiling/service (workers + PostgreSQL), {label}: "
+              f"{min(shares):.3f}-{max(shares):.3f}")
     print(f"service/ceiling, replies: {min(reply_ratios):.3f}-{max(reply_ratios):.3f}; "
           f"aim >= 0.80 with p99 < 100 ms at 50 connections: "
           f"{verdict(reply_ratios, [s.p99_ms for _, s, _, _ in pairs], connections)}")
