@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 from typing import cast as typing_cast
 
-from sqlalchemy import (CursorResult, Executable, Row, Select, and_, bindparam, func, insert, or_,
-                        select, update)
+from sqlalchemy import (CursorResult, Executable, Row, Select, String, and_, bindparam, func,
+                        insert, or_, select, update)
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
 from sqlalchemy.sql.dml import ReturningInsert
@@ -107,7 +107,11 @@ _SAVE_THREAD = update(_THREADS).where(_THREADS.c.id == bindparam("thread_id"))
 _SENT_UNDER = (select(_MESSAGES.c.id).where(_MESSAGES.c.provider_id == bindparam("sent_under"),
                                             _MESSAGES.c.direction == "out")
                .order_by(_MESSAGES.c.id).limit(1))
-_REPLACEABLE = _MESSAGES.c.delivery_status.in_(bindparam("replaces", expanding=True))
+# The statuses it may replace as a fixed row of parameters, unused ones NULL (which matches
+# nothing): an expanding IN list is rendered again at every execution.
+_REPLACES = 12  # more than there are statuses (core.handlers.PROGRESS and FINAL_FAILURES)
+_REPLACEABLE = _MESSAGES.c.delivery_status.in_([bindparam(f"replaces_{i}", type_=String)
+                                                 for i in range(_REPLACES)])
 _ADVANCE = {
     replaces_none: update(_MESSAGES)
     .where(_MESSAGES.c.id == _SENT_UNDER.scalar_subquery(),
@@ -526,9 +530,12 @@ class SqlMessageRepository(_Repository):
         moved, False when it stayed (a late or repeated report), None for no such message."""
         conn = self.session.connection()
         if replaces or replaces_none:
+            if len(replaces) > _REPLACES:
+                raise ValueError(f"at most {_REPLACES} statuses to replace")
+            listed = sorted(replaces) + [None] * (_REPLACES - len(replaces))
             moved = conn.execute(_ADVANCE[replaces_none], {
-                "sent_under": provider_id, "replaces": sorted(replaces),
-                "new_status": delivery_status, "error_code": error or None})
+                "sent_under": provider_id, "new_status": delivery_status,
+                "error_code": error or None, **{f"replaces_{i}": s for i, s in enumerate(listed)}})
             if moved.rowcount:
                 return True
         return False if conn.execute(_SENT_UNDER, {"sent_under": provider_id}).first() \
