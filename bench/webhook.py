@@ -495,6 +495,25 @@ def smoke(port: int, base_url: str, sender: str, expect: str) -> None:
         raise RuntimeError(f"a forged signature got {status}, expected 403")
 
 
+def prime(port: int, base_url: str, buyers: list[Buyer]) -> None:
+    """One signed message from every buyer (eight at a time), through a running server: its
+    workers warm up (bench/faults.py; setup_accounts has already made every thread `offered`)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    template = json.loads(PAYLOAD.read_text(encoding="utf-8"))
+
+    def one(buyer: Buyer) -> int:
+        sid = f"SM{uuid.uuid4().hex}"
+        params = dict(template, From=buyer.phone, Body="hi", MessageSid=sid, SmsSid=sid,
+                      SmsMessageSid=sid)
+        return post_signed(port, base_url, params)[0]
+
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(one, buyers))
+    if any(s != 200 for s in statuses):
+        raise RuntimeError(f"priming: statuses {sorted(set(statuses))}")
+
+
 @dataclass(frozen=True)
 class Result:
     target: str
@@ -702,6 +721,37 @@ def bench_server(name: str, target: str, env: dict[str, str], run: Run, sized_fo
     if statuses:
         problems += check_statuses(run.url, status_tag, results[1], log)
     return results, problems
+
+
+def bench_target(name: str, target: str, env: dict[str, str], config: ServerConfig,
+                 work: Path, buyers: list[Buyer], msgs_for, duration: float, warmup: float,
+                 connections: int, wrk_threads: int, smoke_expect: str,
+                 sized_for: float) -> tuple[Result, str, Path]:
+    """One target's replies alone (bench/faults.py measures its peak with it): start gunicorn,
+    warm it up, run the measured load; the result, the MessageSid tag of the measured requests
+    and the server log."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = dict(env, UPGRADE_CHAT_PUBLIC_BASE_URL=base)
+    warm_tag, tag = new_tag(), new_tag()
+    warm_file, measured_file = work / f"{name}-warmup.txt", work / f"{name}.txt"
+    write_requests(warm_file, base, msgs_for(max(1_000, int(sized_for * warmup))), warm_tag)
+    write_requests(measured_file, base, msgs_for(int(sized_for * duration)), tag)
+    log = work / f"{name}-gunicorn.log"
+    server = Server(target, port, config, env, log)
+    try:
+        server.wait_ready()
+        smoke(port, base, next(b for b in buyers if b.thread).phone, smoke_expect)
+        say(f"{name}: warm-up: one message from each of {len(buyers)} buyers, then "
+            f"{warmup:g} s of load ...")
+        prime(port, base, buyers)
+        run_wrk(name, port, PATH, warm_file, warmup, connections, wrk_threads)
+        say(f"{name}: {duration:g} s at {connections} connections ...")
+        result = run_wrk(name, port, PATH, measured_file, duration, connections, wrk_threads)
+    finally:
+        server.stop()
+    say(result.text)
+    return result, tag, log
 
 
 # --- report -----------------------------------------------------------------------------------
