@@ -27,9 +27,11 @@ class StorageUnavailable(Exception):
 
 class ConnectionLost(StorageUnavailable):
     """The connection broke under the unit of work (the server restarted, or dropped an idle
-    connection): its transaction never committed, and the next one gets a new connection.
-    Connections are not checked before each use (a round trip per transaction): a broken one
-    is found on its first statement, and `core.retry.retrying` runs the work again."""
+    connection), and the next one gets a new connection. Connections are not checked before
+    each use (a round trip per transaction): a broken one is found on its first statement, and
+    `core.retry.retrying` runs the work again. (Broken during COMMIT, the work may have been
+    kept: the use cases retried are idempotent — a MessageSid is answered once, a delivery
+    status only moves forward.)"""
 
 
 @dataclass(frozen=True)
