@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -656,7 +657,7 @@ class Run:
     config: ServerConfig
     work: Path
     buyers: list[Buyer]
-    msgs_for: object  # count -> [(From, Body)]
+    msgs_for: Callable[[int], list[tuple[str, str]]]  # count -> [(From, Body)]
     rng: random.Random
     duration: float
     warmup: float
@@ -676,9 +677,8 @@ def bench_server(name: str, target: str, env: dict[str, str], run: Run, sized_fo
     warm_tag, tag = new_tag(), new_tag()
     warm_file, measured_file = work / f"{name}-warmup.txt", work / f"{name}.txt"
     msgs_for = run.msgs_for
-    write_requests(warm_file, base, msgs_for(max(1_000, int(sized_for * run.warmup))),  # type: ignore[operator]
-                   warm_tag)
-    write_requests(measured_file, base, msgs_for(int(sized_for * run.duration)), tag)  # type: ignore[operator]
+    write_requests(warm_file, base, msgs_for(max(1_000, int(sized_for * run.warmup))), warm_tag)
+    write_requests(measured_file, base, msgs_for(int(sized_for * run.duration)), tag)
     if statuses:
         status_warm_tag, status_tag = new_tag(), new_tag()
         status_warm = work / f"{name}-status-warmup.txt"
