@@ -59,19 +59,7 @@ class SchedulerLock:
                 return True
             self._forget()  # lost with its connection (a restart, a dropped link): take it anew
         if self.engine.dialect.name == "postgresql":
-            conn = self.engine.connect()
-            try:
-                got = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"),
-                                        {"k": SCHEDULER_LOCK}).scalar())
-                conn.commit()  # the lock is the session's; no transaction stays open
-            except Exception:
-                conn.close()
-                raise
-            if got:
-                self._conn = conn
-            else:
-                conn.close()
-            return got
+            return self._try_advisory_lock()
         path = self._lock_file()
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
@@ -81,6 +69,28 @@ class SchedulerLock:
             return False
         self._fd = fd
         return True
+
+    def _try_advisory_lock(self, *, again: bool = True) -> bool:
+        conn = self.engine.connect()
+        try:
+            got = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"),
+                                    {"k": SCHEDULER_LOCK}).scalar())
+            conn.commit()  # the lock is the session's; no transaction stays open
+        except sa_exc.DBAPIError as exc:
+            conn.close()
+            # A pooled connection broken since its last use (the pool does not ping): the pool
+            # dropped it and its elders, so a new one is asked once.
+            if again and exc.connection_invalidated:
+                return self._try_advisory_lock(again=False)
+            raise
+        except Exception:
+            conn.close()
+            raise
+        if got:
+            self._conn = conn
+        else:
+            conn.close()
+        return got
 
     def release(self) -> None:
         if self._conn is not None:
