@@ -481,12 +481,16 @@ def _answer(uow: UnitOfWork, catalog: Catalog, config: Settings, contact: Contac
             caps: Capabilities, message: Inbound, now: datetime) -> Answer:
     channel, text = caps.name, message.text
     lock_account(uow, contact.account_id)
-    if message.provider_id:
-        seen = uow.messages.inbound(contact.id, channel, message.provider_id)
-        if seen is not None:  # (writes nothing, whatever became of the contact since)
-            return Answer(tuple(m.body for m in uow.messages.replies_to(seen.id)), seen.thread_id,
-                          None, duplicate=True)
-    contact = _current(uow, contact)
+    # The contact read again under the lock (`_current`), and an earlier delivery of this
+    # message, in one read.
+    current, seen = uow.contacts.contact_and_delivery(contact.id, channel,
+                                                      message.provider_id or None)
+    if seen is not None:  # (writes nothing, whatever became of the contact since)
+        return Answer(tuple(m.body for m in uow.messages.replies_to(seen.id)), seen.thread_id,
+                      None, duplicate=True)
+    if current is None or current.erased_at is not None:
+        raise _Gone
+    contact = current
     thread = uow.threads.thread_for_contact(contact)
     account = uow.accounts.get_by_id(contact.account_id)
     # The account's own name is no instruction: "Demo Co here, what's the price?" asks the
@@ -765,13 +769,31 @@ def advances(current: str | None, new: str) -> bool:
     return PROGRESS[new] > PROGRESS.get(current, -1)
 
 
+def replaced_by(new: str) -> tuple[frozenset[str], bool]:
+    """The delivery statuses a report of `new` may replace (`advances`), and whether it may
+    replace none yet: storage moves a message's status forward in one conditional write."""
+    return (frozenset(s for s in (*PROGRESS, *FINAL_FAILURES) if advances(s, new)),
+            advances(None, new))
+
+
 def record_delivery_report(uows: Callable[[], UnitOfWork], report: DeliveryReport,
                            now: datetime) -> bool:
     """Record a delivery report (retried on a lost race); False for a message we do not know.
-    A carrier opt-out (the carrier has the buyer's STOP) revokes consent as a STOP would."""
+    A carrier opt-out (the carrier has the buyer's STOP) revokes consent as a STOP would.
+
+    Most reports (queued, sent, delivered, each perhaps late or twice) are one conditional
+    write: the status moves only forward, and a late or repeated report matches nothing."""
+    replaces, replaces_none = replaced_by(report.status)
+
     def attempt() -> bool:
         uow = uows()
         with uow:
+            if not report.opted_out:
+                known = uow.messages.advance_delivery_status(
+                    report.provider_id, report.status, report.error_code, replaces,
+                    replaces_none)
+                uow.commit()
+                return known is not None
             sent = uow.messages.outbound_by_provider_id(report.provider_id)
             if sent is None:
                 return False

@@ -25,6 +25,23 @@ class StorageUnavailable(Exception):
     connection free); what arrived should be kept and tried again later."""
 
 
+class ConnectionLost(StorageUnavailable):
+    """The connection broke under the unit of work (the server restarted, or dropped an idle
+    connection), and the next one gets a new connection. Connections are not checked before
+    each use (a round trip per transaction): a broken one is found on its first statement, and
+    `core.retry.retrying` runs the work again. (Broken during COMMIT, the work may have been
+    kept: the use cases retried are idempotent — a MessageSid is answered once, a delivery
+    status only moves forward.)"""
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """An earlier delivery of an inbound message (same sender, channel and provider id)."""
+
+    id: int
+    thread_id: int | None
+
+
 class StorageBusy(StorageUnavailable):
     """The database stayed locked by another writer for longer than we wait; try again later."""
 
@@ -269,6 +286,8 @@ class ContactRepository(Protocol):
 
     def contact(self, external_id: str) -> ContactView | None: ...
     def contact_by_id(self, contact_id: int) -> ContactView | None: ...
+    def contact_and_delivery(self, contact_id: int, channel: str, provider_id: str | None
+                             ) -> tuple[ContactView | None, Delivered | None]: ...
     def contacts_by_address(self, fields: Sequence[str], address: str) -> list[ContactView]: ...
     def web_contact(self, account_external_id: str, web_user_id: str) -> ContactView | None: ...
     def addressee(self, account_id: int) -> ContactView | None: ...
@@ -354,6 +373,9 @@ class MessageRepository(Protocol):
                                 lock: bool = False) -> SentMessage | None: ...
     def set_delivery_status(self, message_id: int, delivery_status: str,
                             error: str | None) -> None: ...
+    def advance_delivery_status(self, provider_id: str, delivery_status: str,
+                                error: str | None, replaces: frozenset[str],
+                                replaces_none: bool) -> bool | None: ...
     def erase_messages(self, contact_id: int, thread_ids: Sequence[int], marker: str,
                        now: datetime) -> ErasedMessages: ...
     def expired_bodies(self, before: datetime, limit: int) -> list[ExpiredBody]: ...

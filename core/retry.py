@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Callable, TypeVar
 
-from core.ports import Conflict
+from core.ports import Conflict, ConnectionLost
 
 log = logging.getLogger(__name__)
 
@@ -14,12 +14,15 @@ T = TypeVar("T")
 
 
 def retrying(fn: Callable[[], T]) -> T:
-    """Run `fn` (which opens and commits its own unit of work) again when it raises Conflict."""
+    """Run `fn` (which opens and commits its own unit of work) again when it raises Conflict,
+    or ConnectionLost (a pooled connection found broken: the next attempt gets a new one; a
+    database that is down fails to connect, StorageUnavailable, and is not retried)."""
     for attempt in range(1, RETRIES + 1):
         try:
             return fn()
-        except Conflict:
+        except (Conflict, ConnectionLost) as exc:
             if attempt == RETRIES:
                 raise
-            log.info("write conflict, retrying (attempt %d of %d)", attempt + 1, RETRIES)
+            log.info("%s, retrying (attempt %d of %d)", "connection lost"
+                     if isinstance(exc, ConnectionLost) else "write conflict", attempt + 1, RETRIES)
     raise AssertionError("unreachable")

@@ -9,14 +9,14 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 from typing import cast as typing_cast
 
-from sqlalchemy import (CursorResult, Executable, Row, Select, and_, bindparam, func, insert, or_,
-                        select, update)
+from sqlalchemy import (CursorResult, Executable, Row, Select, String, and_, bindparam, func,
+                        insert, or_, select, update)
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
 from sqlalchemy.sql.dml import ReturningInsert
 
-from core.ports import (UNSEEN_STATUSES, ContactView, ErasedMessages, ExpiredBody, SentMessage,
-                        MessageView, PlanChangeView, RoutingFacts, ThreadView)
+from core.ports import (UNSEEN_STATUSES, ContactView, Delivered, ErasedMessages, ExpiredBody,
+                        SentMessage, MessageView, PlanChangeView, RoutingFacts, ThreadView)
 from core.routing import UNROUTED, Candidate, LastWrite
 from storage.models import (LIVE_STATES, UNMATCHED_KIND, AccountRow, ConsentEventRow, ContactRow,
                             MessageRow, PlanChangeRow, ThreadRow)
@@ -79,6 +79,15 @@ _INBOUND = select(_MESSAGES).where(
     _MESSAGES.c.contact_id == bindparam("contact_id"), _MESSAGES.c.channel == bindparam("channel"),
     _MESSAGES.c.provider_id == bindparam("provider_id"), _MESSAGES.c.direction == "in").limit(1)
 _ADD_MESSAGE: ReturningInsert[tuple[int]] = insert(_MESSAGES).returning(_MESSAGES.c.id)
+# The sender as stored now and an earlier delivery of their message, in one statement (an
+# inbound message reads both right after its account's lock).
+_SEEN = _MESSAGES.alias("seen")
+_CONTACT_AND_DELIVERY = (
+    select(_CONTACTS, _SEEN.c.id.label("seen_id"), _SEEN.c.thread_id.label("seen_thread_id"))
+    .select_from(_CONTACTS.outerjoin(_SEEN, and_(
+        _SEEN.c.contact_id == _CONTACTS.c.id, _SEEN.c.channel == bindparam("channel"),
+        _SEEN.c.provider_id == bindparam("provider_id"), _SEEN.c.direction == "in")))
+    .where(_CONTACTS.c.id == bindparam("contact_id")).order_by(_SEEN.c.id).limit(1))
 # The retention purge's read and write (core.retention): by the partial index of the messages
 # whose body is still there (storage.models: ix_messages_unredacted_at).
 _PURGEABLE = (_MESSAGES.c.redacted_at.is_(None), _MESSAGES.c.at < bindparam("before"),
@@ -93,6 +102,24 @@ _REDACT = (update(_MESSAGES)
            .where(_MESSAGES.c.id.in_(bindparam("ids", expanding=True)), *_PURGEABLE)
            .values(body=bindparam("marker"), redacted_at=bindparam("now")))
 _SAVE_THREAD = update(_THREADS).where(_THREADS.c.id == bindparam("thread_id"))
+# A delivery report: the first message we sent under the provider's id, its status moved
+# only forward (core.handlers.replaced_by says from which statuses), in one statement.
+_SENT_UNDER = (select(_MESSAGES.c.id).where(_MESSAGES.c.provider_id == bindparam("sent_under"),
+                                            _MESSAGES.c.direction == "out")
+               .order_by(_MESSAGES.c.id).limit(1))
+# The statuses it may replace as a fixed row of parameters, unused ones NULL (which matches
+# nothing): an expanding IN list is rendered again at every execution.
+_REPLACES = 12  # more than there are statuses (core.handlers.PROGRESS and FINAL_FAILURES)
+_REPLACEABLE = _MESSAGES.c.delivery_status.in_([bindparam(f"replaces_{i}", type_=String)
+                                                 for i in range(_REPLACES)])
+_ADVANCE = {
+    replaces_none: update(_MESSAGES)
+    .where(_MESSAGES.c.id == _SENT_UNDER.scalar_subquery(),
+           or_(_MESSAGES.c.delivery_status.is_(None), _REPLACEABLE) if replaces_none
+           else _REPLACEABLE)
+    .values(delivery_status=bindparam("new_status"),
+            last_error=func.coalesce(bindparam("error_code"), _MESSAGES.c.last_error))
+    for replaces_none in (False, True)}
 
 
 class _RoutingStatements(NamedTuple):
@@ -221,6 +248,17 @@ class SqlContactRepository(_Repository):
             raise ValueError(f"no contact activity field {activity!r}")
         self.session.execute(update(ContactRow).where(ContactRow.id == contact_id)
                              .values({activity: now}))
+
+    def contact_and_delivery(self, contact_id: int, channel: str, provider_id: str | None
+                             ) -> tuple[ContactView | None, Delivered | None]:
+        """The contact as stored now (`contact_by_id`), and an earlier delivery of the message
+        with `provider_id` from them on `channel` (`messages.inbound`), in one round trip."""
+        row = self._first(_CONTACT_AND_DELIVERY, contact_id=contact_id, channel=channel,
+                          provider_id=provider_id)
+        if row is None:
+            return None, None
+        seen = Delivered(row.seen_id, row.seen_thread_id) if row.seen_id is not None else None
+        return _contact(row), seen
 
     def contact_by_id(self, contact_id: int) -> ContactView | None:
         """The contact as stored now (read from the database, never from the session's memory:
@@ -483,6 +521,25 @@ class SqlMessageRepository(_Repository):
         if error:
             values["last_error"] = error
         self.session.execute(update(MessageRow).where(MessageRow.id == message_id).values(**values))
+
+    def advance_delivery_status(self, provider_id: str, delivery_status: str,
+                                error: str | None, replaces: frozenset[str],
+                                replaces_none: bool) -> bool | None:
+        """The provider's word on the message we sent under `provider_id`, kept when its
+        current status is one of `replaces` (or none yet, with `replaces_none`): True when it
+        moved, False when it stayed (a late or repeated report), None for no such message."""
+        conn = self.session.connection()
+        if replaces or replaces_none:
+            if len(replaces) > _REPLACES:
+                raise ValueError(f"at most {_REPLACES} statuses to replace")
+            listed = sorted(replaces) + [None] * (_REPLACES - len(replaces))
+            moved = conn.execute(_ADVANCE[replaces_none], {
+                "sent_under": provider_id, "new_status": delivery_status,
+                "error_code": error or None, **{f"replaces_{i}": s for i, s in enumerate(listed)}})
+            if moved.rowcount:
+                return True
+        return False if conn.execute(_SENT_UNDER, {"sent_under": provider_id}).first() \
+            else None
 
     def erase_messages(self, contact_id: int, thread_ids: Sequence[int], marker: str,
                        now: datetime) -> ErasedMessages:

@@ -23,7 +23,12 @@ def make_engine(url: str) -> Engine:
         # hide_parameters: a database error must not print message bodies or numbers in logs.
         # connect_timeout: a database that drops packets must not hold a webhook for minutes
         # (Twilio waits 15 s; the message is spooled instead).
-        pg = create_engine(url, pool_pre_ping=True, hide_parameters=True,
+        # No pre-ping (a round trip for every transaction, a tenth of an inbound message's): a
+        # connection broken since its last use (a server restart) fails its first statement,
+        # the unit of work says ConnectionLost, SQLAlchemy drops every pooled connection older
+        # than it, and core.retry runs the work again on a new one. pool_recycle replaces the
+        # connections an idle timeout between here and the server could have cut.
+        pg = create_engine(url, hide_parameters=True, pool_recycle=1800,
                            connect_args={"connect_timeout": 5})
         if parsed.get_backend_name() == "postgresql":
 

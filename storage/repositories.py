@@ -32,7 +32,8 @@ CONTACT_FIELDS = ("name", "role", "phone", "whatsapp", "web_user_id", "email")
 
 
 def _account(row: AccountRow | Row[Any],
-             contacts: Iterable[ContactRow | Row[Any]] | None = None) -> StoredAccount:
+             contacts: Iterable[ContactRow | Row[Any] | _ContactColumns] | None = None
+             ) -> StoredAccount:
     """An account from its row and its contacts (the ORM row's own, unless given). The rows are
     the ORM's, or Core rows of the same tables (`_read`)."""
     return StoredAccount(
@@ -48,12 +49,35 @@ def _account(row: AccountRow | Row[Any],
 
 
 # Reads of one account, built once (see `_statement`): every inbound message reads its account.
-_ACCOUNT_BY = {name: select(AccountRow.__table__).where(column == bindparam("value"))
-               for name, column in (("id", AccountRow.__table__.c.id),
-                                    ("external_id", AccountRow.__table__.c.external_id))}
-_CONTACTS_OF = (select(ContactRow.__table__)
-                .where(ContactRow.__table__.c.account_id == bindparam("account_id"))
-                .order_by(ContactRow.__table__.c.position))
+# The account and its contacts in one statement (one round trip): a row per contact, the
+# account's columns on each; an account without contacts is one row whose contact is NULL.
+_A, _C = AccountRow.__table__, ContactRow.__table__
+_CONTACT_COLUMNS = ("external_id", "erased_at", *CONTACT_FIELDS)
+_ACCOUNT_BY = {
+    name: (select(_A, *(_C.c[f].label(f"contact_{f}") for f in _CONTACT_COLUMNS))
+           .select_from(_A.outerjoin(_C, _C.c.account_id == _A.c.id))
+           .where(column == bindparam("value")).order_by(_C.c.position))
+    for name, column in (("id", _A.c.id), ("external_id", _A.c.external_id))}
+
+
+_LOCK_ACCOUNT = select(_A.c.id).where(_A.c.id == bindparam("account_id")).with_for_update()
+
+
+class _ContactColumns(NamedTuple):
+    """A contact's fields as `_account` reads them (`_CONTACT_COLUMNS`' order)."""
+
+    external_id: str
+    erased_at: datetime | None
+    name: str | None
+    role: str
+    phone: str | None
+    whatsapp: str | None
+    web_user_id: str | None
+    email: str | None
+
+    @classmethod
+    def of(cls, row: Row[Any]) -> _ContactColumns:
+        return cls(*(getattr(row, f"contact_{f}") for f in _CONTACT_COLUMNS))
 
 
 class SqlAccountRepository:
@@ -65,10 +89,11 @@ class SqlAccountRepository:
 
     def _read(self, by: str, value: int | str) -> StoredAccount | None:
         conn = self.session.connection()
-        row = conn.execute(_ACCOUNT_BY[by], {"value": value}).first()
-        if row is None:
+        rows = conn.execute(_ACCOUNT_BY[by], {"value": value}).all()
+        if not rows:
             return None
-        return _account(row, conn.execute(_CONTACTS_OF, {"account_id": row.id}).all())
+        return _account(rows[0], [_ContactColumns.of(r) for r in rows
+                                  if r.contact_external_id is not None])
 
     def get(self, external_id: str) -> StoredAccount | None:
         return self._read("external_id", external_id)
@@ -76,7 +101,7 @@ class SqlAccountRepository:
     def lock(self, account_id: int) -> None:
         """Lock the account's row: every writer takes it first (ingestion in lock_usage_terms,
         a conversation before its thread), so the two can never wait on each other in a cycle."""
-        self.session.execute(select(AccountRow.id).where(AccountRow.id == account_id).with_for_update())
+        self.session.connection().execute(_LOCK_ACCOUNT, {"account_id": account_id})
 
     def get_by_id(self, account_id: int) -> StoredAccount:
         """The account with this id (one a stored thread, contact or escalation refers to)."""

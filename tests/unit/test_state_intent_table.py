@@ -667,10 +667,12 @@ class _DuplicateUow:
         self.calls: list = []
         contact = SimpleNamespace(id=7, account_id=3, external_id="c-7")
         seen = SimpleNamespace(id=41, thread_id=9)
-        self.contacts = _Strict(self.calls, contact=lambda _external: contact)
+        # The earlier delivery is read with the sender, under the account's lock (one read).
+        self.contacts = _Strict(self.calls, contact=lambda _external: contact,
+                                contact_and_delivery=lambda _id, _channel, _provider:
+                                (contact, seen))
         self.messages = _Strict(
-            self.calls, inbound=lambda _contact, _channel, _provider: seen,
-            replies_to=lambda _id: [SimpleNamespace(body=b) for b in first_replies])
+            self.calls, replies_to=lambda _id: [SimpleNamespace(body=b) for b in first_replies])
         self.accounts = _Strict(self.calls, lock=lambda _account: None)
         self.commits = 0
 
@@ -695,4 +697,4 @@ def test_a_provider_retry_of_the_same_message_id_gets_the_first_replies_and_chan
     assert (got.replies, got.thread_id, got.state, got.duplicate) == (first, 9, None, True)
     # Nothing is read beyond the earlier delivery (not the thread, so not its state) and
     # nothing is written: no message, no event, no consent, no escalation.
-    assert [c[0] for c in uow.calls] == ["contact", "lock", "inbound", "replies_to"]
+    assert [c[0] for c in uow.calls] == ["contact", "lock", "contact_and_delivery", "replies_to"]
