@@ -274,7 +274,10 @@ def _usage_daily(conn: psycopg.Connection, now: datetime, catalog: Catalog) -> N
                (array_agg(quantity ORDER BY at DESC, seq DESC))[1], max(at)
         FROM (SELECT account_id, metric, (at AT TIME ZONE 'UTC')::date AS day, quantity, at, seq
               FROM usage_events) e
-        GROUP BY account_id, metric, day"""))
+        GROUP BY account_id, metric, day
+        -- in day order, as ingestion adds them (a day's first event makes its row): an
+        -- account's rollups are spread over the table, not side by side
+        ORDER BY day, account_id, metric"""))
 
 
 def _usage_gauges(conn: psycopg.Connection, now: datetime, catalog: Catalog) -> None:

@@ -156,8 +156,13 @@ def carry_over(catalog: Catalog, plan: Plan, above: frozenset[str]) -> frozenset
     (another plan, metric or step; two thresholds of one step and metric leave it ambiguous),
     and down-tier keys of another step, are dropped: nothing can fire from them.
     """
+    if not above:
+        return above
     lower = catalog.below(plan)
     down = down_key(plan, lower) if lower is not None else None
+    current = {t.key for t in catalog.thresholds if t.from_plan == plan.name}
+    if all(k in current or k == down for k in above):
+        return above  # kept under this catalog: nothing to carry over
     steps: dict[tuple[str, str, str], list[Threshold]] = {}
     for t in catalog.thresholds:
         if t.from_plan == plan.name:
