@@ -159,6 +159,16 @@ class Figure:
     met: bool | None  # None: no aim, a figure to report
 
 
+class Figures(list[Figure]):
+    """The figures, each said on stderr as it is measured (a long run stopped early keeps
+    what it measured)."""
+
+    def append(self, figure: Figure) -> None:
+        super().append(figure)
+        met = "" if figure.met is None else (" (met)" if figure.met else " (NOT met)")
+        say(f"  = {figure.name}: {figure.measured}{met}")
+
+
 def working_copy(cluster: Cluster, pop: Population) -> str:
     """A fresh copy of the population (CREATE DATABASE ... TEMPLATE): the measurements write
     (signals, threads, pulled events), and a kept population must measure the same next time."""
@@ -221,7 +231,8 @@ def app_env(url: str, folder: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def measure_reevaluation(url: str, folder: Path, figures: list[Figure], verify: bool) -> None:
+def measure_reevaluation(url: str, folder: Path, figures: list[Figure], verify: bool,
+                         twice: bool) -> None:
     catalog = changed_catalog(folder)
     say("re-evaluation after the catalog change ...")
     first = flask_command(["thresholds", "reevaluate"], app_env(url, folder,
@@ -240,6 +251,10 @@ def measure_reevaluation(url: str, folder: Path, figures: list[Figure], verify: 
     met, crossed = (int(x.replace(",", "")) for x in found.groups())
     figures.append(Figure("re-evaluation: a signal for every threshold now met", f"{met:,}",
                           f"{crossed:,}", crossed == met))
+    if not twice:
+        if verify:
+            verify_reevaluation(url, catalog, figures)
+        return
     say("re-evaluation again (nothing to change) ...")
     second = flask_command(["thresholds", "reevaluate"], app_env(url, folder,
                                                                  CATALOG_PATH=str(catalog)),
@@ -501,6 +516,8 @@ def load() -> str:
 @click.option("--runs", type=click.IntRange(min=1), default=7, show_default=True,
               help="timed requests per read (after a first one)")
 @click.option("--generate-only", is_flag=True, help="make the population, measure nothing")
+@click.option("--twice/--once", default=True, show_default=True,
+              help="run the re-evaluation a second time, to see it change nothing")
 @click.option("--verify/--no-verify", default=None,
               help="check every account's state after the re-evaluation [default: with --quick]")
 @click.option("--explain", "explain_to", type=click.Path(dir_okay=False, path_type=Path),
@@ -508,7 +525,7 @@ def load() -> str:
 @click.option("--only", type=click.Choice(["reevaluate", "reads", "pull"]), multiple=True,
               help="measure only these (repeatable)")
 def main(accounts: int, events: int, quick: bool, data_dir: Path | None, seed: int,
-         pull_rows: int | None, runs: int, generate_only: bool, verify: bool | None,
+         pull_rows: int | None, runs: int, generate_only: bool, twice: bool, verify: bool | None,
          explain_to: Path | None, only: tuple[str, ...]) -> None:
     sizes = QUICK if quick else Sizes(accounts, events)
     if pull_rows is None:
@@ -524,11 +541,12 @@ def main(accounts: int, events: int, quick: bool, data_dir: Path | None, seed: i
         version = postgres.server_version(pop.url)
         say(f"working copy of the population ({load()}) ...")
         url = working_copy(cluster, pop)
-        figures: list[Figure] = []
+        figures = Figures()
         if explain_to is not None:
             explain(url, work, explain_to)
         if "reevaluate" in wanted:
-            measure_reevaluation(url, work, figures, quick if verify is None else verify)
+            measure_reevaluation(url, work, figures, quick if verify is None else verify,
+                                 twice)
         if "reads" in wanted:
             measure_reads(url, work, figures, runs)
         if "pull" in wanted and pull_rows:
