@@ -43,9 +43,6 @@ class SqlAccountReads:
         are one lookup of its ids. (Joining every account to an aggregate of every live thread
         made a page of 50 cost a pass over all of them per row: bench/scale.py.)"""
         live = aliased(ThreadRow)
-        newest_live = (select(func.max(live.id))
-                       .where(live.account_id == AccountRow.id, live.state.in_(LIVE_STATES))
-                       .scalar_subquery())
         query = select(AccountRow)
         if filters.plan is not None:
             query = query.where(AccountRow.plan == filters.plan)
@@ -55,9 +52,13 @@ class SqlAccountReads:
             query = query.where(~exists().where(live.account_id == AccountRow.id,
                                                 live.state.in_(LIVE_STATES)))
         elif filters.state is not None:
+            # The account's live thread in this state with no newer live thread: correlated
+            # to the threads in the state, not to every account.
             shown = aliased(ThreadRow)
             query = (query.join(shown, shown.account_id == AccountRow.id)
-                     .where(shown.state == filters.state, shown.id == newest_live))
+                     .where(shown.state == filters.state,
+                            ~exists().where(live.account_id == shown.account_id,
+                                            live.state.in_(LIVE_STATES), live.id > shown.id)))
         if filters.q:
             needle = filters.q.lower()
             query = query.where(or_(
