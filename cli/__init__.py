@@ -21,7 +21,7 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
 
-from core import dryrun, erasure, handlers, retention, services
+from core import dryrun, erasure, handlers, reevaluation, retention, services
 from core.errors import CatalogError, DomainError, NotFound
 from core.ports import StorageUnavailable
 from web.inputs import parse_events
@@ -415,7 +415,8 @@ class CatalogFileError(click.ClickException):
     exit_code = 2
 
 
-@click.group("thresholds", cls=AppGroup, help="Thresholds: try a catalog's on past usage.")
+@click.group("thresholds", cls=AppGroup, help="Thresholds: try a catalog's on past usage, or "
+                                               "evaluate every account again after a change.")
 def thresholds_cli() -> None:
     pass
 
@@ -457,6 +458,46 @@ def thresholds_dry_run(catalog_path: Path, days: int, batch_size: int) -> None:
                               ranks))
     audit_note(days=days, accounts=result.accounts, crossings_current=result.total.current,
                crossings_new=result.total.new)
+
+
+@thresholds_cli.command("reevaluate", help=(
+    "Evaluate every account's thresholds and the down-tier rule again, now, with the current "
+    "catalog (CATALOG_PATH): run it after changing the catalog. What is met now and was not "
+    "crosses as if usage had just arrived (signals, the guardrails, an opening queued in the "
+    "outbox; the control cohort logged, not prompted); what is no longer met is re-armed. "
+    "Being above a threshold's old level counts as being above its new one. Running it again "
+    "changes nothing."))
+@click.option("--batch-size", default=reevaluation.BATCH, show_default=True,
+              type=click.IntRange(1, 10_000), help="Accounts read at a time.")
+@audited_command("thresholds.reevaluate", "catalog",
+                 lambda kw: Path(current_app.config.get("CATALOG_PATH") or "core/catalog.toml").name)
+def thresholds_reevaluate(batch_size: int) -> None:
+    rt = runtime()
+    rt.prepare_database()
+    now = rt.now()
+    total = dryrun.count_accounts(rt.uow(read_only=True))
+    with click.progressbar(length=total, label="re-evaluating accounts", show_pos=True,
+                           file=sys.stderr) as bar:
+        result = reevaluation.reevaluate_thresholds(
+            rt.uow, partial(rt.uow, read_only=True), rt.catalog, now, rt.settings,
+            batch=batch_size, progress=bar.update)
+    click.echo(render_reevaluation(result))
+    audit_note(accounts=result.accounts, changed=result.changed, crossings=result.crossings,
+               keys_added=result.keys_added, keys_removed=result.keys_removed,
+               keys_moved=result.keys_moved)
+
+
+def render_reevaluation(result: reevaluation.Reevaluation) -> str:
+    lines = [f"{result.accounts:,} accounts re-evaluated; {result.changed:,} changed: "
+             f"{result.keys_added:,} thresholds now met, {result.keys_removed:,} re-armed or "
+             f"dropped, {result.keys_moved:,} kept at a new level; {result.crossings:,} "
+             f"crossings."]
+    for label, n in sorted(result.decisions.items()):
+        lines.append(f"  {label}: {n:,}")
+    if result.unknown_plan:
+        lines.append(f"{result.unknown_plan:,} accounts are on a plan the catalog does not have: "
+                     f"left as they were.")
+    return "\n".join(lines)
 
 
 def render_dry_run(result: dryrun.DryRun, new_path: str, current_path: str, share,

@@ -134,6 +134,63 @@ def _dropped_below(catalog: Catalog, plan: Plan, matrix: UsageMatrix, key: str) 
     return False
 
 
+def _step_of(key: str) -> tuple[str, str, str] | None:
+    """(from plan, to plan, metric) of an up-tier key "from->to:metric>=at", else None."""
+    head, sep, _ = key.rpartition(">=")
+    step, colon, metric = head.partition(":")
+    from_plan, arrow, to_plan = step.partition("->")
+    if not (sep and colon and arrow and from_plan and to_plan and metric):
+        return None
+    return from_plan, to_plan, metric
+
+
+def carry_over(catalog: Catalog, plan: Plan, above: frozenset[str]) -> frozenset[str]:
+    """The state `above` (kept under whatever catalog was current then) in the keys of
+    `catalog`, for an account on `plan`.
+
+    A key names its level ("starter->growth:messages>=4500"), so a catalog that moves a level
+    makes a new key. Being above the old level of a step and metric counts as being above its
+    new level: the offer for that step was made, and if the usage is below the new level the
+    evaluation that follows re-arms it (a raised threshold), while an account that was below the
+    old level and is above a lowered one crosses. Keys of thresholds the catalog no longer has
+    (another plan, metric or step; two thresholds of one step and metric leave it ambiguous),
+    and down-tier keys of another step, are dropped: nothing can fire from them.
+    """
+    if not above:
+        return above
+    lower = catalog.below(plan)
+    down = down_key(plan, lower) if lower is not None else None
+    current = {t.key for t in catalog.thresholds if t.from_plan == plan.name}
+    if all(k in current or k == down for k in above):
+        return above  # kept under this catalog: nothing to carry over
+    steps: dict[tuple[str, str, str], list[Threshold]] = {}
+    for t in catalog.thresholds:
+        if t.from_plan == plan.name:
+            steps.setdefault((t.from_plan, t.to_plan, t.metric), []).append(t)
+    out = set()
+    for key in above:
+        if key == down:
+            out.add(key)
+            continue
+        step = _step_of(key)
+        same = steps.get(step) if step is not None else None
+        if same is not None and len(same) == 1:
+            out.add(same[0].key)
+    return frozenset(out)
+
+
+def reevaluate(catalog: Catalog, plan: Plan, matrix: UsageMatrix, above: frozenset[str],
+               plan_since: datetime, now: datetime) -> tuple[list[Crossing], frozenset[str]]:
+    """Every threshold of `plan` and the down-tier rule, evaluated at `now` with no new event
+    (after a catalog change): the state carried over into the catalog's keys (`carry_over`),
+    then crossings for what is met now and was not, and re-armed keys for what is no longer
+    met. Crossings are stamped `now` and name no event."""
+    carried = carry_over(catalog, plan, above)
+    up, state = evaluate_up(catalog, plan, matrix, carried, now)
+    down, state = evaluate_down(catalog, plan, matrix, state, plan_since, now, now)
+    return up + down, state
+
+
 def ingest(catalog: Catalog, plan: Plan, matrix: UsageMatrix, above: frozenset[str],
            events: Iterable[UsageEvent], plan_since: datetime,
            now: datetime) -> tuple[UsageMatrix, frozenset[str], list[Crossing]]:
@@ -144,6 +201,8 @@ def ingest(catalog: Catalog, plan: Plan, matrix: UsageMatrix, above: frozenset[s
     the batch is applied: a half-applied batch (messages in, integrations not yet) must not
     advise a downgrade.
     """
+    # State kept under another catalog speaks of its levels: in this one's keys first.
+    above = carry_over(catalog, plan, above)
     # Time alone can take a value below its threshold (old messages leave the window): re-arm
     # those first, so the batch that takes it back over fires again.
     above = frozenset(k for k in above if not _dropped_below(catalog, plan, matrix, k))

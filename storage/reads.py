@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Select, func, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Select, exists, func, or_, select
+from sqlalchemy.orm import Session, aliased
 
 from core.accounts import Health
 from core.ports import (AccountFilter, AccountSummary, CallView, ConsentEventView,
@@ -35,30 +35,56 @@ class SqlAccountReads:
 
     def page(self, filters: AccountFilter, offset: int,
              limit: int) -> tuple[int, list[AccountSummary]]:
-        query = _listing()
+        """The page's accounts by external id, then the live threads of those alone.
+
+        The live thread is the newest of an account's live threads. Only a filter on its state
+        joins the threads to every account (from the threads in that state: the fewer side);
+        otherwise the count and the page read the accounts alone, and the page's live threads
+        are one lookup of its ids. (Joining every account to an aggregate of every live thread
+        made a page of 50 cost a pass over all of them per row: bench/scale.py.)"""
+        live = aliased(ThreadRow)
+        query = select(AccountRow)
         if filters.plan is not None:
             query = query.where(AccountRow.plan == filters.plan)
         if filters.vertical is not None:
             query = query.where(AccountRow.vertical == filters.vertical)
         if filters.state == NO_LIVE_THREAD:
-            query = query.where(ThreadRow.id.is_(None))
+            query = query.where(~exists().where(live.account_id == AccountRow.id,
+                                                live.state.in_(LIVE_STATES)))
         elif filters.state is not None:
-            query = query.where(ThreadRow.state == filters.state)
+            # The account's live thread in this state with no newer live thread: correlated
+            # to the threads in the state, not to every account.
+            shown = aliased(ThreadRow)
+            query = (query.join(shown, shown.account_id == AccountRow.id)
+                     .where(shown.state == filters.state,
+                            ~exists().where(live.account_id == shown.account_id,
+                                            live.state.in_(LIVE_STATES), live.id > shown.id)))
         if filters.q:
             needle = filters.q.lower()
             query = query.where(or_(
                 func.lower(AccountRow.external_id).contains(needle, autoescape=True),
                 func.lower(AccountRow.name).contains(needle, autoescape=True)))
-        total = int(self.session.scalar(select(func.count()).select_from(query.subquery())) or 0)
-        rows = self.session.execute(query.order_by(AccountRow.external_id)
-                                    .offset(offset).limit(limit)).all()
+        total = int(self.session.scalar(
+            select(func.count()).select_from(query.with_only_columns(AccountRow.id).subquery()))
+            or 0)
+        accounts = list(self.session.scalars(query.order_by(AccountRow.external_id)
+                                             .offset(offset).limit(limit)))
+        threads = {}
+        if accounts:
+            newest = (select(func.max(ThreadRow.id))
+                      .where(ThreadRow.account_id.in_([a.id for a in accounts]),
+                             ThreadRow.state.in_(LIVE_STATES))
+                      .group_by(ThreadRow.account_id))
+            threads = {t.account_id: t for t in self.session.scalars(
+                select(ThreadRow).where(ThreadRow.id.in_(newest)))}
         return total, [AccountSummary(
             external_id=a.external_id, name=a.name, plan=a.plan, vertical=a.vertical,
             timezone=a.timezone,
             health=Health(csat=a.csat, sentiment=a.sentiment,
                           open_escalations=a.open_escalations, updated_at=a.health_updated_at),
-            live_thread=_thread(t) if t is not None else None, updated_at=a.updated_at)
-            for a, t in rows]
+            live_thread=_thread(threads[a.id]) if a.id in threads else None,
+            updated_at=a.updated_at)
+            for a in accounts]
 
     def counts(self) -> tuple[dict[str, int], dict[str, int]]:
         by_plan = {plan: int(n) for plan, n in self.session.execute(

@@ -125,6 +125,18 @@ class SqlAccountRepository:
                 .with_for_update())), {"ids": ids})
         return {x: UsageTerms(id=i, plan=p, plan_since=s) for x, i, p, s in rows}
 
+    def usage_terms_after(self, after_id: int, limit: int) -> list[tuple[str, UsageTerms]]:
+        """Up to `limit` accounts with ids above `after_id`, in id order, with what evaluating
+        their thresholds needs (external id, id, plan, plan_since): a walk over every account
+        a page at a time, by key (the primary key's index), without locking them."""
+        rows = self.session.connection().execute(
+            _statement(self.session, "usage_terms_after", lambda pg: (
+                select(AccountRow.external_id, AccountRow.id, AccountRow.plan,
+                       AccountRow.plan_since)
+                .where(AccountRow.id > bindparam("after")).order_by(AccountRow.id)
+                .limit(bindparam("limit")))), {"after": after_id, "limit": limit})
+        return [(x, UsageTerms(id=i, plan=p, plan_since=s)) for x, i, p, s in rows]
+
     def contact_owner(self, contact_external_ids: Iterable[str]) -> dict[str, str]:
         ids = list(contact_external_ids)
         if not ids:

@@ -4,7 +4,7 @@ from alembic import context
 from sqlalchemy import Connection
 
 from storage.db import make_engine
-from storage.models import Base
+from storage.models import Base, in_models
 
 config = context.config
 target_metadata = Base.metadata
@@ -34,7 +34,8 @@ def run_online() -> None:
 def _run(connection: Connection) -> None:
     # render_as_batch: SQLite cannot ALTER most things; batch mode rebuilds the table instead.
     context.configure(connection=connection, target_metadata=target_metadata,
-                      render_as_batch=connection.dialect.name == "sqlite", compare_type=True)
+                      render_as_batch=connection.dialect.name == "sqlite", compare_type=True,
+                      include_name=in_models)
     with context.begin_transaction():
         context.run_migrations()
 

@@ -126,3 +126,75 @@ def test_a_counter_that_ages_out_of_the_window_rearms_and_fires_again(catalog):
     new = UsageEvent("new", "acct", "messages", 4600, later)
     _, _, second = ingest(catalog, starter, matrix_then, above, [new], LONG_AGO, later)
     assert [c.event_id for c in second] == ["new"]
+
+
+# --- a catalog change: state kept under old levels, and the re-evaluation ---------------------
+
+def _at(catalog, old: str, new: str):
+    """The catalog with one threshold's level moved (by its key)."""
+    from dataclasses import replace
+
+    moved = tuple(replace(t, at=int(new)) if t.key == old else t for t in catalog.thresholds)
+    assert moved != catalog.thresholds
+    return replace(catalog, thresholds=moved)
+
+
+@pytest.mark.parametrize("above, kept", [
+    (frozenset(), frozenset()),
+    # the moved threshold's old key becomes its new one
+    ({"starter->growth:messages>=4500"}, {"starter->growth:messages>=4000"}),
+    # keys of this catalog stay; of another plan, or no threshold at all, go
+    ({"starter->growth:seats>=4", "growth->scale:seats>=11", "nonsense"},
+     {"starter->growth:seats>=4"}),
+    ({"starter->growth:feature:*>=3"}, {"starter->growth:feature:*>=3"}),
+])
+def test_state_under_an_old_level_is_carried_to_the_new_one(catalog, above, kept):
+    from core.thresholds import carry_over
+
+    lowered = _at(catalog, "starter->growth:messages>=4500", "4000")
+    assert carry_over(lowered, lowered.plans["starter"], frozenset(above)) == kept
+
+
+def test_the_down_tier_key_stays_while_it_names_the_lower_plan(catalog):
+    from core.thresholds import carry_over
+
+    growth = catalog.plans["growth"]
+    assert carry_over(catalog, growth, frozenset({"growth->starter:down"})) == {"growth->starter:down"}
+    assert carry_over(catalog, growth, frozenset({"scale->growth:down"})) == frozenset()
+
+
+@pytest.mark.parametrize("messages, above, level, fired, state", [
+    # lowered to 4,000: an account at 4,200 never above 4,500 crosses now
+    (4200, set(), "4000", ["starter->growth:messages>=4000"], {"starter->growth:messages>=4000"}),
+    # above the old level and the new one: no second crossing
+    (4700, {"starter->growth:messages>=4500"}, "4000", [], {"starter->growth:messages>=4000"}),
+    # raised to 5,000: above the old level, below the new one: re-armed, nothing fires
+    (4700, {"starter->growth:messages>=4500"}, "5000", [], set()),
+    # raised, still above: kept under the new key
+    (5200, {"starter->growth:messages>=4500"}, "5000", [], {"starter->growth:messages>=5000"}),
+    # below both: nothing
+    (3000, set(), "4000", [], set()),
+])
+def test_reevaluate_crosses_what_is_met_now_and_re_arms_the_rest(catalog, messages, above,
+                                                                 level, fired, state):
+    from core.thresholds import reevaluate
+
+    changed = _at(catalog, "starter->growth:messages>=4500", level)
+    m = matrix_of(ev("messages", messages, 2))
+    crossings, after = reevaluate(changed, changed.plans["starter"], m, frozenset(above),
+                                  LONG_AGO, NOW)
+    assert [c.key for c in crossings] == fired
+    assert all(c.at == NOW and c.event_id is None for c in crossings)
+    assert after == state
+    again, same = reevaluate(changed, changed.plans["starter"], m, after, LONG_AGO, NOW)
+    assert (again, same) == ([], after)  # a second run changes nothing
+
+
+def test_ingestion_does_not_fire_again_for_a_step_crossed_under_the_old_level(catalog):
+    raised = _at(catalog, "starter->growth:messages>=4500", "4000")
+    m = matrix_of(ev("messages", 4700, 2))
+    _, above, fired = ingest(raised, raised.plans["starter"], m,
+                             frozenset({"starter->growth:messages>=4500"}),
+                             [ev("messages", 10, 0.5)], LONG_AGO, NOW)
+    assert fired == []
+    assert above == {"starter->growth:messages>=4000"}
