@@ -249,10 +249,13 @@ def app_env(url: str, folder: Path, **extra: str) -> dict[str, str]:
 def measure_reevaluation(url: str, folder: Path, figures: list[Figure], verify: bool,
                          twice: bool) -> None:
     catalog = changed_catalog(folder)
+
+    def reevaluate():
+        return flask_command(["thresholds", "reevaluate"],
+                             app_env(url, folder, CATALOG_PATH=str(catalog)), folder)
+
     say("re-evaluation after the catalog change ...")
-    first = flask_command(["thresholds", "reevaluate"], app_env(url, folder,
-                                                                CATALOG_PATH=str(catalog)),
-                          folder)
+    first = reevaluate()
     summary = first.stdout.strip().splitlines()
     say("  " + "\n  ".join(summary))
     figures.append(Figure("re-evaluation after a catalog change: time", "< 60 s",
@@ -271,9 +274,7 @@ def measure_reevaluation(url: str, folder: Path, figures: list[Figure], verify: 
             verify_reevaluation(url, catalog, figures)
         return
     say("re-evaluation again (nothing to change) ...")
-    second = flask_command(["thresholds", "reevaluate"], app_env(url, folder,
-                                                                 CATALOG_PATH=str(catalog)),
-                           folder)
+    second = reevaluate()
     again = second.stdout.strip().splitlines()
     say("  " + "\n  ".join(again))
     unchanged = bool(again) and " 0 changed" in again[0]

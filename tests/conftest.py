@@ -93,14 +93,19 @@ def pg_cluster(pg_server):
     return pg_server[1]
 
 
-@pytest.fixture(scope="session")
-def pg_test_url(pg_admin_url) -> str:
-    """A migrated database on the session's server."""
-    url = postgres.create_database(pg_admin_url, "upgrade_chat_test")
+def migrated_database(admin_url: str, name: str) -> str:
+    """(Re)create database `name` on the server of `admin_url`, migrated to the head; its URL."""
+    url = postgres.create_database(admin_url, name)
     engine = make_engine(url)
     migrate.upgrade(engine)
     engine.dispose()
     return url
+
+
+@pytest.fixture(scope="session")
+def pg_test_url(pg_admin_url) -> str:
+    """A migrated database on the session's server."""
+    return migrated_database(pg_admin_url, "upgrade_chat_test")
 
 
 def _truncate_all(url: str) -> None:

@@ -15,12 +15,10 @@ from sqlalchemy import select, text
 
 from app import ConfigError, create_app
 from core import operators
-from storage import migrate
 from storage.db import make_engine
 from storage.models import AccountRow
-from tests.conftest import API_KEY, Api, _truncate_all
+from tests.conftest import API_KEY, Api, _truncate_all, migrated_database
 from tests.e2e.helpers import account, ago, batch, contact, event
-from tests.support import postgres
 from web.passwords import WerkzeugHasher
 
 PASSWORD = "correct horse battery"
@@ -30,11 +28,7 @@ EMAIL = "ops@example.com"
 @pytest.fixture(scope="module")
 def replica_db(pg_admin_url) -> str:
     """A second migrated database on the session's server, standing in for the replica."""
-    url = postgres.create_database(pg_admin_url, "upgrade_chat_replica")
-    engine = make_engine(url)
-    migrate.upgrade(engine)
-    engine.dispose()
-    return url
+    return migrated_database(pg_admin_url, "upgrade_chat_replica")
 
 
 @pytest.fixture

@@ -26,10 +26,7 @@ from hypothesis import HealthCheck, settings
 
 from channels.webchat import user_hash
 from devtools import demo
-from storage import migrate
-from storage.db import make_engine
-from tests.conftest import API_KEY, Clock
-from tests.support import postgres
+from tests.conftest import API_KEY, Clock, migrated_database
 
 MODES = {"": "fuzz", "ci": "fuzz-ci"}
 MODE = os.environ.get("UPGRADE_CHAT_FUZZ", "").strip().lower()
@@ -92,11 +89,7 @@ def fuzz_database(request, tmp_path_factory, sqlite_template) -> str:
         path = tmp_path_factory.mktemp("fuzz") / "fuzz.sqlite3"
         shutil.copy(sqlite_template, path)
         return f"sqlite:///{path}"
-    url = postgres.create_database(request.getfixturevalue("pg_admin_url"), "upgrade_chat_fuzz")
-    engine = make_engine(url)
-    migrate.upgrade(engine)
-    engine.dispose()
-    return url
+    return migrated_database(request.getfixturevalue("pg_admin_url"), "upgrade_chat_fuzz")
 
 
 @pytest.fixture(scope="module")
