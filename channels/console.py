@@ -268,10 +268,18 @@ def home():
     except DomainError as exc:
         shown, problem = None, exc.message
     states = rt.source_states()
-    sources = [{"name": name, "every": source.every, "state": states.get(name)}
+    sources = [{"name": name, "every": _period(source.every), "state": states.get(name)}
                for name, source in sorted(rt.usage_sources.items())]
     return _page("home.html", counts=counts, states=listing.STATES, figures=shown,
                  problem=problem, window=window, breakdowns=metrics.BY, sources=sources)
+
+
+def _period(every: timedelta) -> str:
+    """A source's period as the sources file writes it: 30s, 5m, 1h, 1h 30m."""
+    seconds = int(every.total_seconds())
+    parts = [f"{n}{unit}" for n, unit in ((seconds // 3600, "h"), (seconds % 3600 // 60, "m"),
+                                           (seconds % 60, "s")) if n]
+    return " ".join(parts) or "0s"
 
 
 def _window(now: datetime) -> dict[str, Any]:

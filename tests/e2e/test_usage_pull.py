@@ -380,6 +380,7 @@ def test_the_console_home_shows_each_source_its_cursor_and_why_it_stopped(make_a
     rows = {name: page.split(f"<tr><th>{name}</th>")[1].split("</tr>")[0]
             for name in ("product", "gone", "later")}
     assert "<td>3</td>" in rows["product"] and ">ok<" in rows["product"]
+    assert "<td>5m</td>" in rows["product"]  # as the sources file writes it
     assert "stopped: cannot open the source" in rows["gone"] and "(start)" in rows["gone"]
     assert "waiting for its first pull" in rows["later"]
 
