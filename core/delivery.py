@@ -44,6 +44,9 @@ MESSAGE_KIND = "message"  # the outbox job kind
 QUEUED = "queued"
 # Messages we send on our own, not in answer to the buyer: quiet hours hold at the send too.
 UNASKED = frozenset({"opening", "call_missed"})
+# A claimed send may go out a while after its claim (the batch's sends before it, a slow
+# provider; at most the claim's lease): one claimed this close to the window's end waits.
+SEND_MARGIN = timedelta(minutes=5)
 # A free-form WhatsApp message sent after the window closed fails for good (Twilio 63016), a
 # template inside the window is fine: so a channel's session window counts as closed a little
 # early, to cover the time between the claim and the send.
@@ -151,7 +154,11 @@ def verdict(facts: MessageFacts, channel: Capabilities | None, now: datetime,
     if not to:
         return Settle(FAILED, f"the contact has no number for {facts.channel}")
     if policy is not None and channel.phone and facts.kind in UNASKED:
-        allowed = text_allowed_at(now, to, facts.timezone or "UTC", policy)
+        zone = facts.timezone or "UTC"
+        allowed = text_allowed_at(now, to, zone, policy)
+        if allowed == now:  # still allowed when it goes out?
+            later = text_allowed_at(now + SEND_MARGIN, to, zone, policy)
+            allowed = later if later > now + SEND_MARGIN else now
         if allowed > now:
             return Later(allowed, f"quiet hours where the recipient is: due again at "
                                   f"{allowed.isoformat()}")

@@ -29,9 +29,10 @@ class ConnectionLost(StorageUnavailable):
     """The connection broke under the unit of work (the server restarted, or dropped an idle
     connection), and the next one gets a new connection. Connections are not checked before
     each use (a round trip per transaction): a broken one is found on its first statement, and
-    `core.retry.retrying` runs the work again. (Broken during COMMIT, the work may have been
-    kept: the use cases retried are idempotent — a MessageSid is answered once, a delivery
-    status only moves forward.)"""
+    `core.retry.retrying` runs the work again. Only raised before COMMIT was sent: broken
+    during COMMIT, the work may have been kept, and running it again could repeat what has no
+    key (an API message and its replies) or answer a landed Twilio message with nothing; that
+    is a plain StorageUnavailable, not retried."""
 
 
 @dataclass(frozen=True)

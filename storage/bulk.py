@@ -158,8 +158,8 @@ def create_copy_tables(dbapi_conn: Any) -> bool:
     """Create this PostgreSQL connection's temporary tables for COPY (the engine's connect
     hook, storage/db.py), committed, so that no rollback can drop them; whether they could be.
     A connection that cannot (a read-only standby, a role without the TEMPORARY privilege,
-    which PUBLIC has by default) still serves everything else; `copy_events` then tries again
-    in its own transaction."""
+    which PUBLIC has by default) still serves everything else, and ingestion stores its events
+    with the JSON insert instead of COPY (storage.repositories, `add_new`)."""
     try:
         with dbapi_conn.cursor() as cur:
             cur.execute(_EVENTS_IN_DDL)
@@ -174,11 +174,10 @@ def create_copy_tables(dbapi_conn: Any) -> bool:
 def copy_events(conn: Connection,
                 rows: Sequence[tuple[str, int, str, int, datetime, datetime]]) -> set[str]:
     """Store usage events (event_id, account_id, metric, quantity, at, received_at) on
-    PostgreSQL through binary COPY; return the ids that were new."""
+    PostgreSQL through binary COPY into the connection's EVENTS_IN table (made when the
+    connection opened: `create_copy_tables`); return the ids that were new."""
     record = conn.connection
     with record.dbapi_connection.cursor() as cur:  # type: ignore[union-attr]
-        if not record.info.get(EVENTS_IN):
-            cur.execute(_EVENTS_IN_DDL)  # an engine without the connect hook: every batch
         with cur.copy(f"COPY {EVENTS_IN} ({_EVENT_NAMES}) FROM STDIN (FORMAT BINARY)") as copy:
             copy.set_types(_EVENT_TYPES)
             for row in rows:

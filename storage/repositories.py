@@ -25,7 +25,8 @@ from storage.models import (AccountRow, Base, CallRow, ConsentEventRow, ContactR
                             EscalationRow, MessageRow, OutboxRow, PlanChangeRow, PlanHistoryRow,
                             SignalRow, ThreadRow, ThresholdStateRow, UsageDailyRow,
                             UsageEventRow, UsageTotalRow)
-from storage.bulk import BulkInsert, bulk_insert, copy_events, ids_param, run_bulk
+from storage.bulk import (EVENTS_IN, BulkInsert, bulk_insert, copy_events, ids_param,
+                          run_bulk)
 from storage.usage_totals import Totals, first_day_of, read_totals, write_totals
 
 CONTACT_FIELDS = ("name", "role", "phone", "whatsapp", "web_user_id", "email")
@@ -376,11 +377,11 @@ class SqlUsageRepository:
         by the unique key itself, so two writers can never store one event twice."""
         if not rows:
             return set()
-        if _is_pg(self.session):
+        if _is_pg(self.session) and self._conn.connection.info.get(EVENTS_IN):
             inserted = copy_events(self._conn, [
                 (e.id, account_id, e.metric, e.quantity, e.at, received_at)
                 for account_id, e in rows])
-        else:
+        else:  # SQLite, or a PostgreSQL connection with no COPY table (no TEMPORARY privilege)
             inserted = set(_bulk_run(self.session, _statement(self.session, "events",
                                                               _insert_events), [
                 {"event_id": e.id, "account_id": account_id, "metric": e.metric,

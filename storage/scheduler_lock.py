@@ -62,7 +62,7 @@ class SchedulerLock:
         self.engine = engine
         # Its own connections, opened and closed with the lock, with the link's timeouts.
         self._lock_engine = (create_engine(engine.url, poolclass=NullPool,
-                                           connect_args=dict(LINK_TIMEOUTS))
+                                           connect_args={"connect_timeout": 5, **LINK_TIMEOUTS})
                              if engine.dialect.name == "postgresql" else engine)
         self._conn: Connection | None = None
         self._fd: int | None = None

@@ -82,6 +82,7 @@ class SqlUnitOfWork(UnitOfWork):
         # delivery report's CPU).
         self._engine = engine
         self._session: Session | None = None
+        self._committing = False  # COMMIT was sent: a broken link now leaves the outcome unknown
 
     @property
     def session(self) -> Session:
@@ -91,6 +92,7 @@ class SqlUnitOfWork(UnitOfWork):
         return self._session
 
     def __enter__(self) -> SqlUnitOfWork:
+        self._committing = False
         session = self._session = Session(bind=self._engine, expire_on_commit=False)
         self.accounts = SqlAccountRepository(session)
         self.usage = SqlUsageRepository(session)
@@ -123,12 +125,18 @@ class SqlUnitOfWork(UnitOfWork):
             raise Conflict(_code(exc)) from exc
         if _is_busy(exc):
             raise StorageBusy(_code(exc)) from exc
-        if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-            raise ConnectionLost(type(exc).__name__) from exc  # a stale pooled connection
+        if isinstance(exc, DBAPIError) and exc.connection_invalidated and not self._committing:
+            # A stale pooled connection, found before anything was committed: safe to run the
+            # work again. Broken during COMMIT, the work may have landed: running it again
+            # would repeat what has no key (an API message, its queued replies) or answer a
+            # Twilio retry of a landed message with nothing; so that is StorageUnavailable
+            # below, not retried (the webhook spools, the API answers 503).
+            raise ConnectionLost(type(exc).__name__) from exc
         if exc is not None and database_unreachable(exc):
             # Its text stays out: a driver's message can quote parameters.
             raise StorageUnavailable(type(exc).__name__) from exc
 
     def commit(self) -> None:
+        self._committing = True
         self.session.commit()
 

@@ -51,3 +51,26 @@ def test_without_a_retry_it_is_storage_unavailable(pg_engine, pg_admin_url):
     assert isinstance(caught.value, StorageUnavailable)  # a read: 503, a webhook: spooled
     with SqlUnitOfWork(pg_engine) as uow:  # the pool dropped it: the next one works
         assert uow.session.connection().execute(text("SELECT 1")).scalar_one() == 1
+
+
+def test_a_connection_broken_at_commit_is_not_run_again(pg_engine, pg_admin_url):
+    """Broken during COMMIT, the work may have landed (the acknowledgement was what got lost):
+    running it again could store an API message twice or answer a landed Twilio message with
+    nothing. So it is StorageUnavailable (spooled, or 503), not ConnectionLost, and not retried."""
+    attempts = []
+
+    def attempt() -> None:
+        attempts.append(1)
+        with SqlUnitOfWork(pg_engine) as uow:
+            conn = uow.session.connection()
+            pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+            admin = make_engine(pg_admin_url)
+            with admin.begin() as c:  # the link goes between the last statement and COMMIT
+                c.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            admin.dispose()
+            uow.commit()
+
+    with pytest.raises(StorageUnavailable) as caught:
+        retrying(attempt)
+    assert not isinstance(caught.value, ConnectionLost)
+    assert len(attempts) == 1

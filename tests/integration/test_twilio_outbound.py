@@ -236,12 +236,14 @@ def test_an_opening_retried_into_quiet_hours_waits_for_the_morning_without_an_at
         engine, clock, fake, dispatcher):
     contact_id, thread_id = seed(engine, state="open")
     msg_id = queue(engine, contact_id, thread_id, "Growth would save you $30.00.")
-    clock.now = NOW + timedelta(hours=10, minutes=59, seconds=50)  # 19:59:50 in Chicago
+    clock.now = NOW + timedelta(hours=10, minutes=50)  # 19:50 in Chicago
     fake.answer(500)
     d = dispatcher()
     assert d.dispatch_due() == DispatchStats(retried=1)
 
-    clock.now += BASE_DELAY  # its retry comes due at 20:00:05: not a time to text anyone
+    # Its retry was due 15 s later, but the scheduler was down until 20:00:05 (or the provider
+    # kept asking us to wait): not a time to text anyone.
+    clock.now = NOW + timedelta(hours=11, seconds=5)
     assert d.dispatch_due() == DispatchStats(later=1) and fake.count() == 1
     morning = datetime(2026, 11, 27, 15, 0, tzinfo=timezone.utc)  # 09:00 in Chicago
     row = job(engine, msg_id)
@@ -255,6 +257,17 @@ def test_an_opening_retried_into_quiet_hours_waits_for_the_morning_without_an_at
     assert d.dispatch_due() == DispatchStats(sent=1)
     assert (message(engine, msg_id).status, message(engine, msg_id).attempts) == ("sent", 2)
     assert thread_state(engine, thread_id) == "offered"
+
+
+def test_an_opening_claimed_minutes_before_the_window_closes_waits_for_the_morning(
+        engine, clock, fake, dispatcher):
+    """A claimed send may go out up to a lease later: one claimed at 19:57 could land at 20:01."""
+    contact_id, thread_id = seed(engine, state="open")
+    queue(engine, contact_id, thread_id, "Growth would save you $30.00.")
+    clock.now = NOW + timedelta(hours=10, minutes=57)  # 19:57 in Chicago
+    assert dispatcher().dispatch_due() == DispatchStats(later=1) and fake.count() == 0
+    clock.now = datetime(2026, 11, 27, 15, 0, tzinfo=timezone.utc)  # 09:00 the next day
+    assert dispatcher().dispatch_due() == DispatchStats(sent=1)
 
 
 def test_a_reply_goes_out_when_it_is_due_even_at_night(engine, clock, fake, dispatcher):

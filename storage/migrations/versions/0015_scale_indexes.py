@@ -23,11 +23,16 @@ TRIGRAMS = (("ix_accounts_external_id_trgm", "lower(external_id)"),
 
 
 def _trigrams_available() -> bool:
+    """pg_trgm is installed already, or can be: the server has it and this role may create an
+    extension in this database (a role without CREATE on it migrates all the same, and the
+    search reads every account)."""
     bind = op.get_bind()
     if bind.dialect.name != "postgresql":
         return False
     return bool(bind.execute(sa.text(
-        "SELECT count(*) FROM pg_available_extensions WHERE name = 'pg_trgm'")).scalar())
+        "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_trgm') "
+        "OR (EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'pg_trgm') "
+        "AND has_database_privilege(current_database(), 'CREATE'))")).scalar())
 
 
 def upgrade() -> None:
