@@ -114,9 +114,10 @@ def _contacts(raw) -> tuple[Contact, ...]:
 
 
 def whole_number(name: str, default: int) -> int:
-    """A query parameter that must be a whole number (400 otherwise)."""
+    """A query parameter that must be a whole number when given (400 otherwise: an empty
+    `per_page=` is not a number, as the document says)."""
     raw = request.args.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return default
     if not raw.isascii() or not raw.isdigit() or len(raw) > 9:
         raise Malformed(f"{name}: expected a whole number, got {raw!r}", field=name)

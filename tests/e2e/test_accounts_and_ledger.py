@@ -95,6 +95,7 @@ def test_the_listing_pages_filters_and_searches_as_documented(api, spec, registr
 @pytest.mark.parametrize("query,status,code", [
     ("per_page=201", 422, "invalid_page"), ("per_page=0", 422, "invalid_page"),
     ("page=0", 422, "invalid_page"), ("page=two", 400, "malformed"),
+    ("per_page=", 400, "malformed"), ("page=", 400, "malformed"),
     ("plan=platinum", 422, "unknown_plan"), ("state=declined", 422, "invalid_state"),
     ("state=", 422, "invalid_state"),
     ("q=" + "x" * 201, 422, "too_long")])
