@@ -20,6 +20,12 @@ def operators_cli() -> None:
     pass
 
 
+def _show_once(password: str, made: bool) -> None:
+    """A generated password, printed this once (a typed one is never echoed)."""
+    if made:
+        click.echo(f"password: {password}   (shown once: keep it now)")
+
+
 def _password(generate: bool) -> tuple[str, bool]:
     if generate:
         return generate_password(), True
@@ -46,8 +52,7 @@ def operators_create(email: str, name: str, role: str, generate: bool) -> None:
     except DomainError as exc:
         raise click.ClickException(exc.message) from None
     click.echo(f"operator {operator.email} ({operator.role}) created")
-    if made:
-        click.echo(f"password: {password}   (shown once: keep it now)")
+    _show_once(password, made)
 
 
 @operators_cli.command("list", help="List the operators: email, name, role, last sign-in.")
@@ -75,8 +80,7 @@ def operators_reset_password(email: str, generate: bool) -> None:
     except DomainError as exc:
         raise click.ClickException(exc.message) from None
     click.echo(f"operator {operator.email}: password changed")
-    if made:
-        click.echo(f"password: {password}   (shown once: keep it now)")
+    _show_once(password, made)
 
 
 @operators_cli.command("disable", help="Disable an operator: no sign-in; signed out at once.")

@@ -75,9 +75,6 @@ _LIVE_THREAD_OF_ACCOUNT = (select(_THREADS).where(_THREADS.c.account_id == bindp
 _THREAD_FOR_CONTACT = {False: (_THREAD_OF_CONTACT, _LIVE_THREAD_OF_ACCOUNT),
                        True: (_THREAD_OF_CONTACT.with_for_update(),
                               _LIVE_THREAD_OF_ACCOUNT.with_for_update())}
-_INBOUND = select(_MESSAGES).where(
-    _MESSAGES.c.contact_id == bindparam("contact_id"), _MESSAGES.c.channel == bindparam("channel"),
-    _MESSAGES.c.provider_id == bindparam("provider_id"), _MESSAGES.c.direction == "in").limit(1)
 _ADD_MESSAGE: ReturningInsert[tuple[int]] = insert(_MESSAGES).returning(_MESSAGES.c.id)
 # The sender as stored now and an earlier delivery of their message, in one statement (an
 # inbound message reads both right after its account's lock).
@@ -252,7 +249,7 @@ class SqlContactRepository(_Repository):
     def contact_and_delivery(self, contact_id: int, channel: str, provider_id: str | None
                              ) -> tuple[ContactView | None, Delivered | None]:
         """The contact as stored now (`contact_by_id`), and an earlier delivery of the message
-        with `provider_id` from them on `channel` (`messages.inbound`), in one round trip."""
+        with `provider_id` from them on `channel`, in one round trip."""
         row = self._first(_CONTACT_AND_DELIVERY, contact_id=contact_id, channel=channel,
                           provider_id=provider_id)
         if row is None:
@@ -469,12 +466,6 @@ class SqlMessageRepository(_Repository):
             MessageRow.status == "queued").values(status="cancelled"))
         # An UPDATE's result is a CursorResult; Session.execute types every result as Result.
         return typing_cast(CursorResult[Any], result).rowcount
-
-    def inbound(self, contact_id: int, channel: str, provider_id: str) -> MessageView | None:
-        """An earlier delivery of the same message: same sender, channel and provider id."""
-        row = self._first(_INBOUND, contact_id=contact_id, channel=channel,
-                          provider_id=provider_id)
-        return _message(row) if row else None
 
     def replies_to(self, message_id: int) -> list[MessageView]:
         rows = self.session.scalars(select(MessageRow).where(MessageRow.in_reply_to == message_id)
